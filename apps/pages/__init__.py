@@ -1,0 +1,48 @@
+"""The explorer's pages, in sidebar order.
+
+A page is a module with three names::
+
+    TITLE: str                          # the sidebar label and the page's URL (/overview)
+    def available(run: Run) -> bool     # are the files this page reads in the run?
+    def render(run: Run) -> None        # draw the page with streamlit calls
+
+The explorer lists only the pages whose ``available(run)`` is true. To add a page, write
+``apps/pages/<name>.py`` and append its module to ``PAGES`` below. Read run files through
+``psylens.apps.cache`` so reruns stay cheap.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
+
+from psylens.apps.pages import overview
+
+if TYPE_CHECKING:
+    from psylens.runs import Run
+
+__all__ = ["PAGES", "Page", "check_page"]
+
+
+class Page(Protocol):
+    """What the explorer expects of a page module."""
+
+    TITLE: str
+
+    def available(self, run: Run) -> bool: ...
+
+    def render(self, run: Run) -> None: ...
+
+
+PAGES: list[ModuleType] = [
+    overview,
+]
+
+
+def check_page(page: ModuleType) -> None:
+    """``TypeError`` naming what a page module lacks (TITLE, available, render)."""
+    missing = [n for n in ("TITLE", "available", "render") if not hasattr(page, n)]
+    if missing:
+        raise TypeError(f"page module {page.__name__} lacks {missing}; a page defines TITLE, available(run), render(run)")
+    if not isinstance(page.TITLE, str) or not page.TITLE.strip():
+        raise TypeError(f"page module {page.__name__}: TITLE must be a non-empty str, got {page.TITLE!r}")
