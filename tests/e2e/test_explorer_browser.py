@@ -129,7 +129,7 @@ def test_explorer_in_chromium(tmp_path: Path) -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = browser.new_page(viewport={"width": 1400, "height": 3200})
                 page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded", timeout=RENDER_MS)
                 page.get_by_role("heading", name="Overview").first.wait_for(timeout=RENDER_MS)
                 page.get_by_role("heading", name="Per-layer summary").first.wait_for(timeout=RENDER_MS)
@@ -137,6 +137,7 @@ def test_explorer_in_chromium(tmp_path: Path) -> None:
                     timeout=RENDER_MS
                 )
                 page.locator(".js-plotly-plot").nth(2).wait_for(timeout=RENDER_MS)  # three charts drawn
+                # the viewport is tall because the app scrolls inside its own container
                 page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
                 assert page.locator('[data-testid="stException"]').count() == 0
                 assert page.locator('[data-testid="stAlertContentError"]').count() == 0

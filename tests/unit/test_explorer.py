@@ -18,8 +18,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from psylens.activations import Activations  # noqa: E402
 from psylens.apps import EXPLORER, explorer_command, launch  # noqa: E402
-from psylens.apps.pages import PAGES, check_page  # noqa: E402
-from psylens.apps.pages.overview import parse_layer_summary  # noqa: E402
+from psylens.apps import cache  # noqa: E402
+from psylens.apps.views import PAGES, check_page  # noqa: E402
+from psylens.apps.views.overview import parse_layer_summary  # noqa: E402
 from psylens.runs import Run, create_run  # noqa: E402
 
 LABELS = ["joy", "sadness", "anger"]
@@ -234,11 +235,11 @@ def test_pages_are_plugins_shown_when_available(tmp_path: Path, monkeypatch: pyt
     steering = _plugin("Steering", "steering/results.json")  # its file is not in the run
     probes = _plugin("Probes", "probes/results.json")
     # AppTest cannot switch to callable pages, so check which page comes first (the default).
-    monkeypatch.setattr("psylens.apps.pages.PAGES", [steering, probes, *PAGES])
+    monkeypatch.setattr("psylens.apps.views.PAGES", [steering, probes, *PAGES])
     at = run_app(monkeypatch, run.path)
     assert not at.exception, at.exception
     assert texts(at.title) == "Probes page"  # Steering skipped: not available
-    monkeypatch.setattr("psylens.apps.pages.PAGES", [steering, *PAGES])
+    monkeypatch.setattr("psylens.apps.views.PAGES", [steering, *PAGES])
     at = run_app(monkeypatch, run.path)
     assert not at.exception, at.exception
     assert texts(at.title) == "Overview"
@@ -249,3 +250,19 @@ def test_page_without_render_is_named(tmp_path: Path) -> None:
     broken.TITLE = "Broken"  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="available"):
         check_page(broken)
+
+
+def test_no_streamlit_pages_folder_beside_the_explorer() -> None:
+    # Streamlit runs the files of a pages/ folder beside the main script as old-style pages
+    # (blank pages, "Page not found", every AppTest rerun blank); explorer pages live in views/.
+    assert not (EXPLORER.parent / "pages").exists(), "rename apps/pages/ (see psylens.apps.views)"
+
+
+def test_cached_reads_follow_the_files(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    acts = cache.activations(run)
+    assert len(acts) == 12 and acts.sites == ["resid_post"] and cache.activations(run) is acts
+    assert cache.json_file(run, "summary/layers.json")["n"] == 12
+    run.write_json("summary/layers.json", {"n": 5, "sites": {}})
+    assert cache.json_file(run, "summary/layers.json")["n"] == 5  # new mtime, new read
+    assert cache.run_meta(run)["model"]["spec"] == "tiny-random-llama"

@@ -1,13 +1,18 @@
-"""The explorer's pages, in sidebar order.
+"""The explorer's pages ("views"), in sidebar order.
+
+Why not ``apps/pages/``: Streamlit still treats a ``pages/`` folder beside the main script
+as old-style page *scripts*. On a server's first run and on every ``AppTest`` run it would
+register ``explorer`` and one page per file there, run a file as a blank page when its name
+is requested (``/overview``), and answer "Page not found" for our own page URLs.
 
 A page is a module with three names::
 
-    TITLE: str                          # the sidebar label and the page's URL (/overview)
+    TITLE: str                          # sidebar label; URL /<slug> ("Model comparison" -> /model-comparison)
     def available(run: Run) -> bool     # are the files this page reads in the run?
     def render(run: Run) -> None        # draw the page with streamlit calls
 
 The explorer lists only the pages whose ``available(run)`` is true. To add a page, write
-``apps/pages/<name>.py`` and append its module to ``PAGES`` below. Read run files through
+``apps/views/<name>.py`` and append its module to ``PAGES`` below. Read run files through
 ``psylens.apps.cache`` so reruns stay cheap.
 """
 
@@ -16,7 +21,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
-from psylens.apps.pages import overview
+from psylens.apps.views import overview
 
 if TYPE_CHECKING:
     from psylens.runs import Run

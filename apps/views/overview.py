@@ -173,7 +173,7 @@ def render_run_meta(meta: dict[str, Any]) -> None:
         env.update({k: v for k, v in (meta.get("versions") or {}).items() if v})
         if isinstance(meta.get("host"), dict):
             env.update({f"host.{k}": v for k, v in meta["host"].items()})
-        st.dataframe(kv_table(env, "package"), hide_index=True, width="stretch", height="content")
+        st.dataframe(kv_table(env, "name"), hide_index=True, width="stretch", height="content")
     with st.expander(f"Raw {RUN_FILE}"):
         st.json(meta, expanded=True)
 

@@ -1,0 +1,70 @@
+"""nnsight traces used by the ``nnsight`` harvest backend (kept in a file: nnsight 0.8
+reads the body of a ``with model.trace(...)`` block from source)."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["trace_outputs", "remote_resid_trace", "wrap"]
+
+_WRAPPED: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
+
+
+def wrap(module: nn.Module) -> Any:
+    """An ``nnsight.NNsight`` over ``module``, created once per module."""
+    from nnsight import NNsight
+
+    if module not in _WRAPPED:
+        _WRAPPED[module] = NNsight(module)
+    return _WRAPPED[module]
+
+
+def _envoy(root: Any, path: str) -> Any:
+    env = root
+    for part in path.split("."):
+        env = env[int(part)] if part.isdigit() else getattr(env, part)
+    return env
+
+
+def trace_outputs(module: nn.Module, paths: Sequence[str], **inputs: Tensor) -> list[Tensor]:
+    """Run ``module(**inputs)`` in an nnsight trace; return the outputs of the submodules at ``paths``."""
+    lm = wrap(module)
+    saved: list[Any] = []
+    with torch.no_grad(), lm.trace(**inputs):
+        for path in paths:
+            saved.append(_envoy(lm, path).output.save())
+    return [s[0] if isinstance(s, tuple) else s for s in saved]
+
+
+def remote_resid_trace(
+    repo_id: str, tokenizer: Any, prompts: Sequence[str], sites: Sequence[str], layers: Sequence[int]
+) -> dict[str, Tensor]:
+    """Last-token residual activations of ``prompts`` from NDIF's copy of ``repo_id``.
+
+    Returns ``{site: [n, len(layers), d_model]}``. The request goes to NDIF through
+    nnsight's ``RemoteBackend`` (``remote=True``); nothing is computed locally.
+    """
+    from nnsight import LanguageModel
+
+    lm = LanguageModel(repo_id, tokenizer=tokenizer, dispatch=False)
+    saved: dict[tuple[str, int], Any] = {}
+    with torch.no_grad(), lm.trace(list(prompts), remote=True, padding_side="left"):
+        for site in sites:
+            for layer in layers:
+                block = lm.model.layers[layer]
+                act = block.input if site == "resid_pre" else block.output
+                saved[(site, layer)] = act.save()
+    out: dict[str, Tensor] = {}
+    for site in sites:
+        per = []
+        for layer in layers:
+            x = saved[(site, layer)]
+            x = x[0] if isinstance(x, tuple) else x
+            per.append(x[:, -1].float().cpu())
+        out[site] = torch.stack(per, dim=1)
+    return out

@@ -1,0 +1,226 @@
+"""The ``psylens`` command line (Typer + rich).
+
+Every command has ``--help``; a bad argument prints one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="psylens",
+    help="Mechanistic interpretability of emotion and psychological reasoning in language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    for noisy in ("httpx", "urllib3", "transformer_lens", "nnsight", "transformers", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def models() -> None:
+    """List the built-in model aliases (any Hugging Face id, local directory or .gguf also works)."""
+    from psylens.models import DEFAULT_MODEL, REGISTRY, cache_dir
+
+    table = Table(title="psylens models")
+    table.add_column("alias")
+    table.add_column("description")
+    table.add_column("package")
+    table.add_column("cached")
+    for alias, src in REGISTRY.items():
+        cached = "yes" if src.is_cached() else "no (first load dequantizes it)"
+        name = f"{alias} (default)" if alias == DEFAULT_MODEL else alias
+        table.add_row(name, src.description, src.package, cached)
+    out_console.print(table)
+    out_console.print(f"cache: {cache_dir()}  (set $PSYLENS_CACHE to move it)")
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v for item in values for v in item.replace(",", " ").split() if v]
+
+
+def _layers(value: Optional[str]) -> Optional[list[int]]:
+    if value is None or value.strip() in ("", "all"):
+        return None
+    out: list[int] = []
+    for part in value.replace(" ", "").split(","):
+        try:
+            if "-" in part.lstrip("-") and not part.startswith("-"):
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"--layers {value!r}: use indices like '0,5,12', a range '10-20' or 'all'") from None
+    return out
+
+
+@app.command()
+def harvest(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Alias, HF id, directory or .gguf."),
+    stimuli: str = typer.Option("emotions", "--stimuli", "-s", help="Built-in set name or a JSONL file."),
+    sites: list[str] = typer.Option(["resid_post"], "--sites", help="Sites, comma-separated or repeated."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="e.g. '0,5,12', '10-20' or 'all' (default)."),
+    positions: str = typer.Option("last", "--positions", help="last | mean | all"),
+    format: str = typer.Option("auto", "--format", help="chat | raw | auto"),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (resumes if it exists)."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="PEFT/LoRA adapter directory."),
+    device: str = typer.Option("auto", "--device"),
+    backend: str = typer.Option("bridge", "--backend", help="bridge | nnsight"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Harvest activations of a stimulus set into a run directory."""
+    import time
+
+    import torch
+
+    from psylens.io import ensure_writable_dir
+    from psylens.models import load_model
+    from psylens.runs import create_run
+    from psylens.sites import validate_sites
+    from psylens.stimuli import load
+    from psylens.summary import layer_summary
+
+    site_list = validate_sites(_split(sites))
+    layer_list = _layers(layers)
+    stim = load(stimuli)
+    ensure_writable_dir(out)
+    torch.manual_seed(seed)
+    m = load_model(model, adapter=adapter, device=device)
+    config = {"stimuli": stimuli, "sites": site_list, "layers": layer_list, "positions": positions,
+              "format": format, "system_prompt": system_prompt, "batch_size": batch_size, "backend": backend}
+    run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
+    t0 = time.perf_counter()
+    acts = m.harvest(stim, sites=site_list, layers=layer_list, positions=positions, format=format,
+                     system_prompt=system_prompt, batch_size=batch_size, out=out / "activations", backend=backend)
+    run.record_step("harvest", seconds=round(time.perf_counter() - t0, 2), n=len(acts), sites=acts.sites,
+                    layers=acts.layers, output="activations")
+    if positions != "all" and any(lab is not None for lab in acts.labels):
+        run.write_json("summary/layers.json", layer_summary(acts, seed=seed))
+        run.record_step("summary", output="summary/layers.json")
+    out_console.print(f"[green]harvested[/green] {acts}")
+    out_console.print(f"run: {out}\nexplore: psylens explore {out}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
+    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+    skip: list[str] = typer.Option([], "--skip", help="Steps to skip: summary, probes, steering."),
+) -> None:
+    """The main job: harvest, summarise, probe and steer on the embedded model, into one run."""
+    import time
+
+    from psylens.demo import DEMO_STEPS, run_demo
+
+    skipped = _split(skip)
+    bad = [s for s in skipped if s not in DEMO_STEPS[2:]]
+    if bad:
+        raise ValueError(f"--skip {bad}: only these steps can be skipped: {', '.join(DEMO_STEPS[2:])}")
+    steps = tuple(s for s in DEMO_STEPS if s not in skipped)
+    start = time.perf_counter()
+
+    def on_step(name: str, seconds: float, info: dict[str, Any]) -> None:
+        detail = ", ".join(f"{k}={_fmt(v)}" for k, v in info.items())
+        out_console.print(f"[bold green]✓[/bold green] {name:<9} {seconds:7.1f}s  {detail}")
+
+    out_console.print(f"[bold]psylens demo[/bold] → {out}  (steps: {', '.join(steps)})")
+    run_demo(out, model=model, device=device, seed=seed, steps=steps, on_step=on_step)
+    out_console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f}s. Run: {out.resolve()}")
+    out_console.print(f"Open it in the explorer:  [cyan]psylens explore {out}[/cyan]")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+def explore(
+    run: Path = typer.Argument(..., help="Run directory."),
+    port: Optional[int] = typer.Option(None, "--port"),
+) -> None:
+    """Open a run in the Streamlit explorer."""
+    from psylens.apps import launch
+
+    out_console.print(f"serving the explorer for {run} (Ctrl-C stops it)")
+    code = launch(run, port=port, block=True)
+    raise typer.Exit(code if isinstance(code, int) else 0)
+
+
+def _register_optional() -> None:
+    """Commands contributed by the analysis subpackages."""
+    try:
+        from psylens.probes.cli import probe
+    except ImportError:
+        pass
+    else:
+        app.command(name="probe", help=probe.__doc__)(probe)
+    try:
+        from psylens.steering.cli import steer_app
+    except ImportError:
+        pass
+    else:
+        app.add_typer(steer_app, name="steer")
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app and turns user errors into one line and a non-zero exit."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    except click.ClickException as e:
+        console.print(f"[red]error:[/red] {e.format_message()}", highlight=False)
+        return 2
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""Harvesting: run stimuli through a model and keep only the activations asked for.
+
+Hooks reduce each activation to the requested positions the moment it is produced
+(the last text token, the mean over text tokens, or every text token), so memory grows
+with stimuli × layers × width — never with a full cache. The forward pass stops as soon
+as the deepest requested hook has fired (causal models: nothing later can change it),
+and sequences are cut after the text's last token for the same reason.
+
+Positions refer to the *text's own tokens*: inside a chat turn, ``last`` is the last
+token of the user's words, not the template's closing tokens.
+
+Large sets stream to safetensors shards in ``out``; a harvest killed part-way resumes
+from the shards already written (each shard and the manifest are written atomically).
+
+Backends: ``"bridge"`` (transformer-lens ``TransformerBridge`` hook points, default) and
+``"nnsight"`` (the same sites through an nnsight trace; ``remote=True`` sends the trace
+to NDIF, see :func:`build_remote_trace`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from psylens.activations import MANIFEST, POSITIONS, ROWS, Activations
+from psylens.io import ensure_writable_dir, read_json, write_json, write_tensors
+from psylens.sites import SITES, hook_name, resolve_layers, validate_sites
+from psylens.stimuli import Stimuli, from_texts
+
+if TYPE_CHECKING:
+    from psylens.models import Model
+
+__all__ = ["harvest", "Activations", "encode", "Encoded", "BACKENDS", "build_remote_trace"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("bridge", "nnsight")
+
+
+_SITE_ORDER = ("resid_pre", "head_out", "attn_out", "resid_mid", "mlp_post", "mlp_out", "resid_post")
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook: the rest of the forward pass cannot change what we keep."""
+
+
+# --------------------------------------------------------------------------------------------
+# tokenization
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Encoded:
+    """One stimulus, tokenized: ``ids`` ends at the text's last token; ``text_start`` is
+    the index of its first token (tokens ``text_start .. len(ids)-1`` are the text's)."""
+
+    ids: list[int]
+    text_start: int
+
+    @property
+    def n_text(self) -> int:
+        return len(self.ids) - self.text_start
+
+
+def encode(model: Model, text: str, *, format: str = "auto", system_prompt: str | None = None) -> Encoded:
+    """Tokenize ``text`` as the model will see it and locate the text's own tokens."""
+    fmt = model.resolve_format(format)
+    prompt = model.format_prompt(text, format=fmt, system_prompt=system_prompt)
+    tok = model.tokenizer
+    if fmt == "chat":
+        start_char = prompt.rfind(text)
+        add_special = False  # the template carries its own special tokens
+    else:
+        start_char = len(prompt) - len(text)
+        add_special = True
+    if start_char < 0:
+        raise ValueError(f"could not find the text inside its formatted prompt: {text[:60]!r}")
+    end_char = start_char + len(text)
+    if getattr(tok, "is_fast", False):
+        enc = tok(prompt, add_special_tokens=add_special, return_offsets_mapping=True)
+        inside = [
+            i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and e > start_char and s < end_char
+        ]
+        ids = list(enc["input_ids"])
+    else:  # slow tokenizers: count the tokens of the prefixes
+        ids = list(tok(prompt, add_special_tokens=add_special)["input_ids"])
+        first = len(tok(prompt[:start_char], add_special_tokens=add_special)["input_ids"])
+        last = len(tok(prompt[:end_char], add_special_tokens=add_special)["input_ids"]) - 1
+        inside = list(range(min(first, last), last + 1))
+    if not inside:
+        raise ValueError(f"text produced no tokens: {text!r}")
+    return Encoded(ids=ids[: inside[-1] + 1], text_start=inside[0])
+
+
+# --------------------------------------------------------------------------------------------
+# batching
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Batch:
+    index: list[int]  # positions of these stimuli in the chunk being processed
+    input_ids: Int[Tensor, "b t"]
+    attention_mask: Int[Tensor, "b t"]
+    position_ids: Int[Tensor, "b t"]
+    text_mask: Tensor  # bool [b, t]: the text's own tokens
+    last: Int[Tensor, " b"]  # index of the text's last token per row
+
+
+def _make_batch(encs: Sequence[Encoded], index: list[int], pad_id: int, side: str) -> _Batch:
+    t = max(len(e.ids) for e in encs)
+    b = len(encs)
+    ids = torch.full((b, t), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, t), dtype=torch.long)
+    text = torch.zeros((b, t), dtype=torch.bool)
+    last = torch.zeros(b, dtype=torch.long)
+    for r, e in enumerate(encs):
+        n = len(e.ids)
+        off = t - n if side == "left" else 0
+        ids[r, off : off + n] = torch.tensor(e.ids)
+        mask[r, off : off + n] = 1
+        text[r, off + e.text_start : off + n] = True
+        last[r] = off + n - 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return _Batch(index, ids, mask, pos, text, last)
+
+
+def _batches(encs: Sequence[Encoded], batch_size: int, pad_id: int, side: str) -> list[_Batch]:
+    # Sort by length so a batch holds similar lengths (little padding); order is restored later.
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+    out = []
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        out.append(_make_batch([encs[i] for i in idx], idx, pad_id, side))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# reduction to positions
+# --------------------------------------------------------------------------------------------
+def _reduce(x: Tensor, batch: _Batch, positions: str) -> Tensor:
+    """``x``: [b, t, *w] → last/mean: [b, *w]; all: [n_text_tokens, *w] (row-major)."""
+    x = x.detach()
+    if positions == "last":
+        return x[torch.arange(x.shape[0], device=x.device), batch.last.to(x.device)].float().cpu()
+    m = batch.text_mask.to(x.device)
+    if positions == "mean":
+        w = m.to(x.dtype).reshape(*m.shape, *([1] * (x.dim() - 2)))
+        return ((x * w).sum(1) / w.sum(1)).float().cpu()
+    return x[m].float().cpu()
+
+
+def _run_bridge(model: Model, batch: _Batch, keys: list[tuple[str, int]], positions: str) -> dict[tuple[str, int], Tensor]:
+    got: dict[tuple[str, int], Tensor] = {}
+    need = len(keys)
+
+    def make(key: tuple[str, int]) -> Callable[..., Tensor]:
+        def fn(x: Tensor, hook: Any) -> Tensor:
+            if key not in got:
+                got[key] = _reduce(x, batch, positions)
+                if len(got) == need:
+                    raise _StopForward
+            return x
+
+        return fn
+
+    bridge = model.bridge
+    fwd = [(hook_name(site, layer), make((site, layer))) for site, layer in keys]
+    dev = model.device
+    with torch.no_grad(), bridge.hooks(fwd_hooks=fwd):
+        try:
+            model.hf_model(
+                input_ids=batch.input_ids.to(dev),
+                attention_mask=batch.attention_mask.to(dev),
+                position_ids=batch.position_ids.to(dev),
+                use_cache=False,
+            )
+        except _StopForward:
+            pass
+    missing = [k for k in keys if k not in got]
+    if missing:
+        raise RuntimeError(f"hooks for {missing} never fired; this architecture may not expose those sites")
+    return got
+
+
+def _module_paths(model: Model) -> dict[int, str]:
+    return {id(m): name for name, m in model.hf_model.named_modules()}
+
+
+def _run_nnsight(model: Model, batch: _Batch, keys: list[tuple[str, int]], positions: str) -> dict[tuple[str, int], Tensor]:
+    from psylens._nnsight import trace_outputs
+
+    paths = _module_paths(model)
+    bridge = model.bridge
+    names = []
+    for site, layer in keys:
+        hp = bridge.hook_dict[hook_name(site, layer)]
+        if id(hp) not in paths:
+            raise RuntimeError(f"hook point for {site} layer {layer} is not a submodule of the HF model")
+        names.append(paths[id(hp)])
+    dev = model.device
+    outs = trace_outputs(
+        model.hf_model,
+        names,
+        input_ids=batch.input_ids.to(dev),
+        attention_mask=batch.attention_mask.to(dev),
+        position_ids=batch.position_ids.to(dev),
+    )
+    result = {}
+    for (site, layer), out in zip(keys, outs):
+        if site == "head_out" and out.dim() == 3:  # the hook module sees z flattened over heads
+            out = out.reshape(*out.shape[:2], model.n_heads, model.d_head)
+        result[(site, layer)] = _reduce(out, batch, positions)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# shards and resume
+# --------------------------------------------------------------------------------------------
+def _fingerprint(config: dict[str, Any], ids: list[str]) -> str:
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    h.update("\x00".join(ids).encode())
+    return h.hexdigest()[:20]
+
+
+def _write_shard(out: Path, k: int, tensors: dict[str, Tensor]) -> str:
+    name = f"shard-{k:05d}.safetensors"
+    write_tensors(out / name, tensors)
+    return name
+
+
+def _assemble(
+    chunk: list[dict[tuple[str, int], Tensor]],
+    keys: list[tuple[str, int]],
+    sites: list[str],
+    layers: list[int],
+    positions: str,
+    n_text: list[int],
+    offset: int,
+) -> dict[str, Tensor]:
+    """Per-stimulus results (in chunk order) → {site: [rows, L, *w]} (+ token index tensors)."""
+    out: dict[str, Tensor] = {}
+    for site in sites:
+        per_layer = [torch.cat([r[(site, layer)] for r in chunk]) for layer in layers]
+        out[site] = torch.stack(per_layer, dim=1)
+    if positions == "all":
+        out["token_stimulus"] = torch.cat(
+            [torch.full((n,), offset + i, dtype=torch.long) for i, n in enumerate(n_text)]
+        )
+        out["token_position"] = torch.cat([torch.arange(n, dtype=torch.long) for n in n_text])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the harvest
+# --------------------------------------------------------------------------------------------
+def harvest(
+    model: Model,
+    stimuli: Stimuli | Sequence[str] | str,
+    *,
+    sites: Sequence[str] | str = ("resid_post",),
+    layers: int | Sequence[int] | None = None,
+    positions: str = "last",
+    format: str = "auto",
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+    padding_side: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    shard_size: int = 256,
+    backend: str = "bridge",
+    remote: bool = False,
+    progress: bool = True,
+) -> Activations:
+    """Harvest activations of ``stimuli`` at ``sites`` × ``layers``, reduced to ``positions``.
+
+    Args:
+        stimuli: a ``Stimuli`` set, a list of texts or one text.
+        sites: names from ``psylens.SITES`` (``resid_post`` by default).
+        layers: layer indices (negatives count from the end); ``None`` keeps all.
+        positions: ``"last"`` text token, ``"mean"`` over text tokens, or ``"all"`` text tokens.
+        format: ``"chat"`` wraps each text as a user turn, ``"raw"`` uses it as is,
+            ``"auto"`` picks chat where the tokenizer has a template.
+        system_prompt: optional system turn (chat) or first line (raw).
+        batch_size: stimuli per forward pass (sorted by length to limit padding).
+        padding_side: ``"left"``/``"right"``; default the tokenizer's. Results do not depend on it.
+        out: directory to stream shards to; re-running with the same ``out`` resumes.
+        shard_size: stimuli per shard when streaming.
+        backend: ``"bridge"`` or ``"nnsight"``.
+        remote: with ``backend="nnsight"``, run on NDIF (see :func:`build_remote_trace`).
+        progress: show a progress bar.
+
+    Returns:
+        ``Activations``; ``acts["resid_post"]`` is ``[n, L, d_model]`` and its layer ``i``
+        is the output of decoder block ``i`` (HF ``hidden_states[i+1]`` for every block but
+        the last, where HF applies the final norm).
+    """
+    site_list = validate_sites(sites)
+    layer_list = resolve_layers(layers, model.n_layers)
+    if positions not in POSITIONS:
+        raise ValueError(f"positions {positions!r} is not one of {', '.join(POSITIONS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if remote:
+        if backend != "nnsight":
+            raise ValueError("remote=True needs backend='nnsight' (NDIF runs nnsight traces)")
+        return _harvest_remote(model, stimuli, site_list, layer_list, positions, format, system_prompt, batch_size)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    side = padding_side or getattr(model.tokenizer, "padding_side", "right") or "right"
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side {padding_side!r} is not 'left' or 'right'")
+    stim = _as_stimuli(stimuli)
+    fmt = model.resolve_format(format)
+    config = {
+        "model": model.spec,
+        "adapter": model.adapter,
+        "sites": site_list,
+        "layers": layer_list,
+        "positions": positions,
+        "format": fmt,
+        "system_prompt": system_prompt,
+        "stimuli": stim.name,
+    }
+    meta = {**config, "n_layers_model": model.n_layers, "d_model": model.d_model, "backend": backend}
+
+    encs = [encode(model, s.text, format=fmt, system_prompt=system_prompt) for s in stim]
+    # execution order (layer, then position inside the block): nnsight requires it
+    keys = sorted(((s, layer) for s in site_list for layer in layer_list), key=lambda k: (k[1], _SITE_ORDER.index(k[0])))
+    run_batch = _run_bridge if backend == "bridge" else _run_nnsight
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+
+    out_dir = ensure_writable_dir(out) if out is not None else None
+    manifest = _open_manifest(out_dir, config, stim, meta) if out_dir is not None else None
+    done = {s["start"] for s in manifest["shards"]} if manifest else set()
+
+    from tqdm.auto import tqdm
+
+    n = len(stim)
+    chunk_len = shard_size if out_dir is not None else n
+    bar = tqdm(total=n, desc=f"harvest {model.spec}", unit="text", disable=not progress, leave=False)
+    collected: list[dict[str, Tensor]] = []
+    try:
+        for k, start in enumerate(range(0, n, chunk_len)):
+            stop = min(start + chunk_len, n)
+            if start in done:
+                bar.update(stop - start)
+                continue
+            sub = encs[start:stop]
+            results: list[dict[tuple[str, int], Tensor] | None] = [None] * len(sub)
+            for batch in _batches(sub, batch_size, pad_id, side):
+                got = run_batch(model, batch, keys, positions)
+                if positions == "all":
+                    splits = [sub[i].n_text for i in batch.index]
+                    parts = {key: torch.split(v, splits) for key, v in got.items()}
+                else:
+                    parts = {key: v.unbind(0) for key, v in got.items()}
+                for j, i in enumerate(batch.index):
+                    results[i] = {key: (p[j] if positions == "all" else p[j][None]) for key, p in parts.items()}
+                bar.update(len(batch.index))
+            tensors = _assemble(
+                [r for r in results if r is not None], keys, site_list, layer_list, positions,
+                [e.n_text for e in sub], start,
+            )
+            if out_dir is not None and manifest is not None:
+                name = _write_shard(out_dir, k, tensors)
+                manifest["shards"].append({"file": name, "start": start, "stop": stop})
+                manifest["complete"] = sum(s["stop"] - s["start"] for s in manifest["shards"]) == n
+                write_json(out_dir / MANIFEST, manifest)
+            else:
+                collected.append(tensors)
+    finally:
+        bar.close()
+    if out_dir is not None:
+        return Activations.load(out_dir)
+    t = collected[0]
+    return Activations(
+        tensors={s: t[s] for s in site_list},
+        layers=layer_list,
+        labels=stim.labels,
+        groups=stim.groups,
+        ids=stim.ids,
+        texts=stim.texts,
+        positions=positions,
+        token_stimulus=t.get("token_stimulus"),
+        token_position=t.get("token_position"),
+        meta=meta,
+    )
+
+
+def _as_stimuli(stimuli: Stimuli | Sequence[str] | str) -> Stimuli:
+    if isinstance(stimuli, Stimuli):
+        return stimuli
+    if isinstance(stimuli, str) or (isinstance(stimuli, Sequence) and all(isinstance(s, str) for s in stimuli)):
+        return from_texts(stimuli)  # type: ignore[arg-type]
+    raise ValueError(
+        f"stimuli must be a psylens.stimuli.Stimuli, a list of strings or a string; got {type(stimuli).__name__}"
+    )
+
+
+def _open_manifest(out: Path, config: dict[str, Any], stim: Stimuli, meta: dict[str, Any]) -> dict[str, Any]:
+    fp = _fingerprint(config, stim.ids)
+    f = out / MANIFEST
+    if f.exists():
+        man = read_json(f)
+        if man.get("fingerprint") != fp:
+            raise ValueError(
+                f"{str(out)!r} already holds a different harvest (model, sites, layers, positions, "
+                "format or stimuli differ); choose another output directory or delete it"
+            )
+        # keep only shards whose files exist (a crash can leave the manifest ahead of nothing,
+        # never behind a listed-but-missing file, but be safe)
+        man["shards"] = [s for s in man["shards"] if (out / s["file"]).exists()]
+        return man
+    write_json(out / ROWS, {"ids": stim.ids, "labels": stim.labels, "groups": stim.groups, "texts": stim.texts})
+    man = {
+        "sites": config["sites"],
+        "layers": config["layers"],
+        "positions": config["positions"],
+        "n": len(stim),
+        "shards": [],
+        "complete": False,
+        "fingerprint": fp,
+        "meta": meta,
+    }
+    write_json(f, man)
+    return man
+
+
+# --------------------------------------------------------------------------------------------
+# remote (NDIF)
+# --------------------------------------------------------------------------------------------
+def build_remote_trace(
+    model: Model, texts: Sequence[str], sites: list[str], layers: list[int], *, format: str = "auto",
+    system_prompt: str | None = None, remote_model: str | None = None,
+) -> Any:
+    """Run one nnsight trace of ``texts`` with ``remote=True`` against NDIF.
+
+    NDIF hosts plain Hugging Face models, so only the residual sites (decoder-layer
+    inputs/outputs) are addressable there. ``remote_model`` is the NDIF model id
+    (default: ``model.spec``, which must then be a Hugging Face id). Needs an NDIF API key
+    (``nnsight.CONFIG.set_default_api_key(...)``) and network access.
+    """
+    from psylens._nnsight import remote_resid_trace
+
+    bad = [s for s in sites if s not in ("resid_pre", "resid_post")]
+    if bad:
+        raise ValueError(f"remote harvests support sites resid_pre and resid_post only, got {bad}")
+    prompts = [model.format_prompt(t, format=format, system_prompt=system_prompt) for t in texts]
+    return remote_resid_trace(remote_model or model.spec, model.tokenizer, prompts, sites, layers)
+
+
+def _harvest_remote(
+    model: Model, stimuli: Any, sites: list[str], layers: list[int], positions: str, format: str,
+    system_prompt: str | None, batch_size: int,
+) -> Activations:
+    if positions != "last":
+        raise ValueError("remote harvests support positions='last' only")
+    stim = _as_stimuli(stimuli)
+    fmt = model.resolve_format(format)
+    parts: dict[str, list[Tensor]] = {s: [] for s in sites}
+    for i in range(0, len(stim), batch_size):
+        texts = stim.texts[i : i + batch_size]
+        encs = [encode(model, t, format=fmt, system_prompt=system_prompt) for t in texts]
+        got = build_remote_trace(model, [model.tokenizer.decode(e.ids) for e in encs], sites, layers, format="raw")
+        for s in sites:
+            parts[s].append(got[s])
+    return Activations(
+        tensors={s: torch.cat(v) for s, v in parts.items()}, layers=layers, labels=stim.labels,
+        groups=stim.groups, ids=stim.ids, texts=stim.texts, positions="last",
+        meta={"model": model.spec, "remote": True, "sites": sites, "layers": layers, "format": fmt},
+    )
+
+
+_ = SITES  # re-exported vocabulary lives in psylens.sites

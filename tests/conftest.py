@@ -1,0 +1,86 @@
+"""Shared fixtures: fixed seeds, offline hub, tiny random models, the embedded model.
+
+- ``tiny_model(arch)``: a psylens ``Model`` over a random-weight model built in-process
+  from a config (``"llama"``, ``"qwen2"``, ``"gemma3"``), with a real tokenizer
+  (the embedded SmolLM2 tokenizer, vocab 49152). Fast.
+- ``smollm``: the embedded SmolLM2-135M-Instruct, loaded once per session. Read-only:
+  tests must not change its weights or leave hooks on it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import torch
+
+from psylens.models import DEFAULT_MODEL, Model, load_model
+
+SEED = 0
+TINY_VOCAB = 49152
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+
+
+@pytest.fixture(scope="session")
+def smollm() -> Model:
+    return load_model(DEFAULT_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer(smollm: Model):
+    return smollm.tokenizer
+
+
+def build_tiny_hf(arch: str, vocab_size: int = TINY_VOCAB):
+    """A random-weight causal LM of family ``arch`` (2–3 layers, d_model 32)."""
+    from transformers import (
+        AutoModelForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        Qwen2Config,
+    )
+
+    torch.manual_seed(SEED)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    if arch == "llama":
+        cfg = LlamaConfig(**common)
+    elif arch == "qwen2":
+        cfg = Qwen2Config(**common)
+    elif arch == "gemma3":
+        cfg = Gemma3TextConfig(**common, head_dim=8, sliding_window=16, query_pre_attn_scalar=8)
+    else:
+        raise ValueError(arch)
+    model = AutoModelForCausalLM.from_config(cfg)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm_tokenizer):
+    cache: dict[str, Model] = {}
+
+    def make(arch: str = "llama") -> Model:
+        if arch not in cache:
+            cache[arch] = Model(build_tiny_hf(arch), smollm_tokenizer, spec=f"tiny-{arch}")
+        return cache[arch]
+
+    return make
