@@ -4,6 +4,11 @@ A :class:`Probe` is a small immutable value holding its parameters as tensors (s
 safetensors, never pickle) and the standardisation it was trained with; ``probe.predict(X)``
 maps raw activations ``[n, d]`` to class indices.
 
+Logistic probes are fitted in batches (:func:`train_logistic_many`, batched L-BFGS in torch, see
+``psylens.probes.batched``): the same objective and optimum as scikit-learn's
+``LogisticRegression(C=C)`` (lbfgs, multinomial), ~10× faster when hundreds of small probes are
+needed. ``train_probe(..., solver="sklearn")`` fits one with scikit-learn itself (the reference).
+
 Regularisation is fixed, not tuned: ``C = 0.1`` (scikit-learn's inverse L2 strength, on
 standardised features). It was chosen before any result was seen, as a moderate penalty for the
 regime probes live in (a few hundred texts, hundreds of dimensions, d ≳ n), and it is never
@@ -27,7 +32,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["KINDS", "DEFAULT_C", "Probe", "train_probe", "single_thread"]
+__all__ = ["KINDS", "DEFAULT_C", "Probe", "train_probe", "train_logistic_many", "single_thread"]
 
 KINDS = ("logistic", "mlp")
 DEFAULT_C = 0.1
@@ -136,8 +141,12 @@ def train_probe(
     kind: str = "logistic",
     seed: int = 0,
     C: float = DEFAULT_C,
+    solver: str = "batched",
 ) -> Probe:
     """Fit one probe on raw activations ``x`` with labels ``y`` (indices into ``classes``).
+
+    ``solver`` (logistic only): ``"batched"`` (psylens' L-BFGS, the default everywhere) or
+    ``"sklearn"`` (scikit-learn's ``LogisticRegression``, the reference it is tested against).
 
     Classes absent from ``y`` get a logit of -1e9 (never predicted); with a single class present
     the probe always predicts it.
@@ -157,7 +166,11 @@ def train_probe(
         bias[present] = 0.0
         params = {"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)}
         kind_out = "logistic"
+    elif kind == "logistic" and solver == "batched":
+        return train_logistic_many([torch.from_numpy(x)], [y], classes, C=C)[0]
     elif kind == "logistic":
+        if solver != "sklearn":
+            raise ValueError(f"solver {solver!r} is not 'batched' or 'sklearn'")
         params, info = _fit_logistic(z, y, present, k, seed=seed, C=C)
         kind_out = "logistic"
     else:
@@ -220,3 +233,87 @@ def _fit_mlp(z: np.ndarray, y: np.ndarray, present: np.ndarray, k: int, *, seed:
         b2_out = b2.detach().clone()
         b2_out[absent] = -1e9
     return {"w1": w1.detach(), "b1": b1.detach(), "w2": w2.detach(), "b2": b2_out}
+
+
+def train_logistic_many(
+    xs: Sequence[Float[Tensor, "n d"]],
+    ys: Sequence[np.ndarray],
+    classes: Sequence[str],
+    *,
+    rows: Sequence[np.ndarray | None] | None = None,
+    C: float = DEFAULT_C,
+    max_batch_bytes: int = 48 * 2**20,
+) -> list[Probe]:
+    """Fit one standardised multinomial logistic probe per ``(xs[i][rows[i]], ys[i])``, all batched.
+
+    ``rows`` (optional) selects each problem's training rows of ``xs[i]`` without copying first,
+    so many folds can share one layer matrix. Problems may differ in size (not in width).
+    Equivalent to calling ``train_probe`` on each, up to the optimiser's tolerance.
+    """
+    from psylens.probes.batched import fit_logistic_batched
+
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} activation matrices for {len(ys)} label vectors; give one each")
+    if rows is not None and len(rows) != len(xs):
+        raise ValueError(f"{len(rows)} row selections for {len(xs)} problems; give one each (or None)")
+    k = len(classes)
+
+    def take(i: int) -> Tensor:
+        x = torch.as_tensor(xs[i], dtype=torch.float32)
+        r = rows[i] if rows is not None else None
+        return x if r is None else x[torch.as_tensor(r, dtype=torch.long)]
+
+    sizes = [len(np.asarray(y)) for y in ys]
+    out: list[Probe | None] = [None] * len(xs)
+    todo = []
+    for i, y in enumerate(ys):
+        y = np.asarray(y, dtype=np.int64)
+        if len(np.unique(y)) < 2:  # degenerate: the single-class path of train_probe
+            out[i] = train_probe(take(i).numpy(), y, classes)
+        else:
+            todo.append(i)
+    if not todo:
+        return [p for p in out if p is not None]
+    d = int(xs[todo[0]].shape[1])
+    order = sorted(todo, key=lambda i: sizes[i])
+    start = 0
+    with single_thread():
+        while start < len(order):
+            stop = start
+            while stop < len(order):
+                if (stop - start + 1) * sizes[order[stop]] * d * 4 > max_batch_bytes and stop > start:
+                    break
+                stop += 1
+            chunk = order[start:stop]
+            n_max = max(sizes[i] for i in chunk)
+            z = torch.zeros(len(chunk), n_max, d)
+            yb = torch.zeros(len(chunk), n_max, dtype=torch.long)
+            mb = torch.zeros(len(chunk), n_max, dtype=torch.bool)
+            stats = []
+            for j, i in enumerate(chunk):
+                x = take(i)
+                mean = x.mean(0)
+                scale = x.std(0, unbiased=False)
+                scale = torch.where(scale < 1e-12, torch.ones_like(scale), scale)
+                n_i = x.shape[0]
+                z[j, :n_i] = (x - mean) / scale
+                yb[j, :n_i] = torch.as_tensor(ys[i], dtype=torch.long)
+                mb[j, :n_i] = True
+                stats.append((mean, scale))
+            weight, bias, n_iter, converged = fit_logistic_batched(z, yb, mb, k, C=C)
+            for j, i in enumerate(chunk):
+                present = np.unique(np.asarray(ys[i]))
+                b = bias[j].clone()
+                absent = torch.ones(k, dtype=torch.bool)
+                absent[torch.from_numpy(present)] = False
+                b[absent] = -1e9
+                out[i] = Probe(
+                    kind="logistic",
+                    classes=tuple(classes),
+                    mean=stats[j][0],
+                    scale=stats[j][1],
+                    params={"weight": weight[j].clone(), "bias": b},
+                    info={"converged": bool(converged[j]), "n_iter": int(n_iter[j])},
+                )
+            start = stop
+    return [p for p in out if p is not None]

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from psylens.activations import Activations
 from psylens.io import read_json, read_tensors, write_json, write_tensors
-from psylens.probes.classifiers import DEFAULT_C, KINDS, Probe, single_thread, train_probe
+from psylens.probes.classifiers import DEFAULT_C, KINDS, Probe, single_thread, train_logistic_many, train_probe
 from psylens.probes.directions import class_matrix, group_ids, pick_site
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "text_folds",
     "control_labels",
     "scores",
+    "cross_val_predict",
 ]
 
 CV = ("group", "text")
@@ -133,15 +134,44 @@ def scores(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float, np.nd
     return acc, float(f1[present].mean()) if present.any() else 0.0, conf
 
 
-def _cross_val(x_l: np.ndarray, y: np.ndarray, folds: Folds, classes: Sequence[str], kind: str, seed: int, C: float,
-               stats: dict[str, int]) -> np.ndarray:
-    pred = np.full(len(y), -1, dtype=np.int64)
-    for tr, te in folds:
-        probe = train_probe(x_l[tr], y[tr], classes, kind=kind, seed=seed, C=C)
-        stats["fits"] += 1
-        stats["not_converged"] += int(probe.info.get("converged") is False)
-        pred[te] = probe.predict(torch.from_numpy(x_l[te])).numpy()
-    return pred
+def _train_many(
+    xs: Sequence[Tensor], rows: Sequence[np.ndarray | None], ys: Sequence[np.ndarray], classes: Sequence[str],
+    kind: str, seed: int, C: float,
+) -> list[Probe]:
+    if kind == "logistic":
+        return train_logistic_many(xs, ys, classes, rows=rows, C=C)
+    out = []
+    for x, r, y in zip(xs, rows, ys):
+        xr = x if r is None else x[torch.as_tensor(r, dtype=torch.long)]
+        out.append(train_probe(xr.numpy(), y, classes, kind=kind, seed=seed, C=C))
+    return out
+
+
+def cross_val_predict(
+    tasks: Sequence[tuple[Tensor, np.ndarray, Folds]],
+    classes: Sequence[str],
+    *,
+    kind: str = "logistic",
+    seed: int = 0,
+    C: float = DEFAULT_C,
+    stats: dict[str, int] | None = None,
+) -> list[np.ndarray]:
+    """Out-of-fold predictions for many ``(x [n, d], y [n], folds)`` tasks, all fitted in one batch."""
+    xs: list[Tensor] = []
+    rows: list[np.ndarray | None] = []
+    ys: list[np.ndarray] = []
+    where: list[tuple[int, np.ndarray]] = []
+    for t, (x, y, folds) in enumerate(tasks):
+        for tr, te in folds:
+            xs.append(x), rows.append(tr), ys.append(y[tr]), where.append((t, te))
+    probes = _train_many(xs, rows, ys, classes, kind, seed, C)
+    preds = [np.full(len(y), -1, dtype=np.int64) for _, y, _ in tasks]
+    for p, (t, te) in zip(probes, where):
+        preds[t][te] = p.predict(tasks[t][0][torch.as_tensor(te, dtype=torch.long)]).numpy()
+    if stats is not None:
+        stats["fits"] += len(probes)
+        stats["not_converged"] += sum(p.info.get("converged") is False for p in probes)
+    return preds
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,28 +526,28 @@ def _fit_layers(
     seed: int, C: float, keep_probes: bool, stats: dict[str, int],
 ) -> ProbeResults:
     k = len(classes)
-    xn = x.numpy()
-    out: dict[str, list[Any]] = {key: [] for key in ("acc", "f1", "conf", "pred", "sacc", "sf1", "sconf", "tacc", "cacc")}
+    x_layers = [x[:, i].contiguous() for i in li]
+    tasks: list[tuple[Tensor, np.ndarray, Folds]] = [(xl, y, folds) for xl in x_layers]
+    if y_shuf is not None:
+        tasks += [(xl, y_shuf, folds) for xl in x_layers]
+    if y_ctrl is not None:
+        tasks += [(xl, y, tfolds) for xl in x_layers] + [(xl, y_ctrl, cfolds) for xl in x_layers]
+    preds = cross_val_predict(tasks, classes, kind=kind, seed=seed, C=C, stats=stats)
+    n_l = len(x_layers)
+    real = [scores(y, p, k) for p in preds[:n_l]]
+    pos = n_l
+    shuf = None
+    if y_shuf is not None:
+        shuf = [scores(y_shuf, p, k) for p in preds[pos : pos + n_l]]
+        pos += n_l
+    tacc = cacc = None
+    if y_ctrl is not None:
+        tacc = np.array([scores(y, p, k)[0] for p in preds[pos : pos + n_l]])
+        cacc = np.array([scores(y_ctrl, p, k)[0] for p in preds[pos + n_l : pos + 2 * n_l]])
     probes: list[Probe] = []
-    for i in li:
-        x_l = np.ascontiguousarray(xn[:, i])
-        pred = _cross_val(x_l, y, folds, classes, kind, seed, C, stats)
-        a, f, c = scores(y, pred, k)
-        out["acc"].append(a), out["f1"].append(f), out["conf"].append(c), out["pred"].append(pred)
-        if y_shuf is not None:
-            sp = _cross_val(x_l, y_shuf, folds, classes, kind, seed, C, stats)
-            a, f, c = scores(y_shuf, sp, k)
-            out["sacc"].append(a), out["sf1"].append(f), out["sconf"].append(c)
-        if y_ctrl is not None:
-            out["tacc"].append(scores(y, _cross_val(x_l, y, tfolds, classes, kind, seed, C, stats), k)[0])
-            out["cacc"].append(scores(y_ctrl, _cross_val(x_l, y_ctrl, cfolds, classes, kind, seed, C, stats), k)[0])
-        if keep_probes:
-            probes.append(train_probe(x_l, y, classes, kind=kind, seed=seed, C=C))
-            stats["fits"] += 1
-
-    def arr(key: str) -> np.ndarray | None:
-        return np.array(out[key]) if out[key] else None
-
+    if keep_probes:
+        probes = _train_many(x_layers, [None] * n_l, [y] * n_l, classes, kind, seed, C)
+        stats["fits"] += n_l
     info = {
         "n_groups": None if groups is None else int(len(np.unique(groups))),
         "n_folds": len(folds),
@@ -525,7 +555,7 @@ def _fit_layers(
         "not_converged": stats["not_converged"],
         "selectivity": "text-level folds; control task = one random label per group"
         if sel
-        else ("off" if "selectivity" not in controls else "skipped: needs a group on every text"),
+        else "off or skipped (needs a group on every text)",
     }
     return ProbeResults(
         site=site,
@@ -538,15 +568,15 @@ def _fit_layers(
         C=C,
         ids=tuple(acts.ids[r] for r in rows),
         y=y,
-        accuracy=np.array(out["acc"]),
-        macro_f1=np.array(out["f1"]),
-        confusion=np.stack(out["conf"]),
-        predictions=np.stack(out["pred"]),
-        shuffled_accuracy=arr("sacc"),
-        shuffled_macro_f1=arr("sf1"),
-        shuffled_confusion=np.stack(out["sconf"]) if out["sconf"] else None,
-        text_accuracy=arr("tacc"),
-        control_accuracy=arr("cacc"),
+        accuracy=np.array([r[0] for r in real]),
+        macro_f1=np.array([r[1] for r in real]),
+        confusion=np.stack([r[2] for r in real]),
+        predictions=np.stack(preds[:n_l]),
+        shuffled_accuracy=None if shuf is None else np.array([r[0] for r in shuf]),
+        shuffled_macro_f1=None if shuf is None else np.array([r[1] for r in shuf]),
+        shuffled_confusion=None if shuf is None else np.stack([r[2] for r in shuf]),
+        text_accuracy=tacc,
+        control_accuracy=cacc,
         probes=tuple(probes),
         info=info,
     )

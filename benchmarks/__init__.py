@@ -1,0 +1,1 @@
+"""psylens benchmarks: `make bench`."""
