@@ -27,9 +27,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from psylens import stimuli
+    from psylens import harvest, stimuli
     from psylens.activations import Activations
-    from psylens.harvest import harvest
     from psylens.models import Model, load_model
     from psylens.runs import Run, create_run, open_run
     from psylens.sites import SITES
@@ -38,7 +37,6 @@ _LAZY = {
     "load_model": ("psylens.models", "load_model"),
     "Model": ("psylens.models", "Model"),
     "Activations": ("psylens.activations", "Activations"),
-    "harvest": ("psylens.harvest", "harvest"),
     "open_run": ("psylens.runs", "open_run"),
     "create_run": ("psylens.runs", "create_run"),
     "Run": ("psylens.runs", "Run"),
@@ -50,8 +48,10 @@ def __getattr__(name: str) -> Any:
     # Lazy imports keep `import psylens` (and the CLI's --help) fast and side-effect free.
     import importlib
 
-    if name == "stimuli":
-        return importlib.import_module("psylens.stimuli")
+    # Submodules, not functions: once imported, Python binds psylens.<name> to the module,
+    # so a lazy function of the same name would turn into the module on second access.
+    if name in ("stimuli", "harvest"):
+        return importlib.import_module(f"psylens.{name}")
     if name in _LAZY:
         mod, attr = _LAZY[name]
         return getattr(importlib.import_module(mod), attr)

@@ -49,16 +49,23 @@ def remote_resid_trace(
     Returns ``{site: [n, len(layers), d_model]}``. The request goes to NDIF through
     nnsight's ``RemoteBackend`` (``remote=True``); nothing is computed locally.
     """
+    import nnsight
     from nnsight import LanguageModel
 
     lm = LanguageModel(repo_id, tokenizer=tokenizer, dispatch=False)
     saved: dict[tuple[str, int], Any] = {}
     with torch.no_grad(), lm.trace(list(prompts), remote=True, padding_side="left"):
-        for site in sites:
-            for layer in layers:
-                block = lm.model.layers[layer]
-                act = block.input if site == "resid_pre" else block.output
-                saved[(site, layer)] = act.save()
+        # Bind and save the container inside the block: NDIF runs the block on a copy of
+        # the captured locals and sends back only variables bound and saved there, so
+        # filling a dict created outside the block would come back empty.
+        saved = nnsight.save({})
+        # nnsight serves values in execution order: layer by layer, a block's input before its output
+        for layer in sorted(set(layers)):
+            block = lm.model.layers[layer]
+            for site in ("resid_pre", "resid_post"):
+                if site in sites:
+                    act = block.input if site == "resid_pre" else block.output
+                    saved[(site, layer)] = act.save()
     out: dict[str, Tensor] = {}
     for site in sites:
         per = []

@@ -290,7 +290,7 @@ def harvest(
         batch_size: stimuli per forward pass (sorted by length to limit padding).
         padding_side: ``"left"``/``"right"``; default the tokenizer's. Results do not depend on it.
         out: directory to stream shards to; re-running with the same ``out`` resumes.
-        shard_size: stimuli per shard when streaming.
+        shard_size: stimuli per shard when streaming (a resumed harvest keeps its first run's shard size).
         backend: ``"bridge"`` or ``"nnsight"``.
         remote: with ``backend="nnsight"``, run on NDIF (see :func:`build_remote_trace`).
         progress: show a progress bar.
@@ -338,8 +338,10 @@ def harvest(
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
 
     out_dir = ensure_writable_dir(out) if out is not None else None
-    manifest = _open_manifest(out_dir, config, stim, meta) if out_dir is not None else None
+    manifest = _open_manifest(out_dir, config, stim, meta, shard_size) if out_dir is not None else None
     done = {s["start"] for s in manifest["shards"]} if manifest else set()
+    if manifest is not None:  # a resumed harvest keeps the shard boundaries it started with
+        shard_size = int(manifest.get("shard_size", shard_size))
 
     from tqdm.auto import tqdm
 
@@ -405,7 +407,9 @@ def _as_stimuli(stimuli: Stimuli | Sequence[str] | str) -> Stimuli:
     )
 
 
-def _open_manifest(out: Path, config: dict[str, Any], stim: Stimuli, meta: dict[str, Any]) -> dict[str, Any]:
+def _open_manifest(
+    out: Path, config: dict[str, Any], stim: Stimuli, meta: dict[str, Any], shard_size: int
+) -> dict[str, Any]:
     fp = _fingerprint(config, stim.ids)
     f = out / MANIFEST
     if f.exists():
@@ -426,6 +430,7 @@ def _open_manifest(out: Path, config: dict[str, Any], stim: Stimuli, meta: dict[
         "positions": config["positions"],
         "n": len(stim),
         "shards": [],
+        "shard_size": shard_size,
         "complete": False,
         "fingerprint": fp,
         "meta": meta,
@@ -453,6 +458,7 @@ def build_remote_trace(
     bad = [s for s in sites if s not in ("resid_pre", "resid_post")]
     if bad:
         raise ValueError(f"remote harvests support sites resid_pre and resid_post only, got {bad}")
+    layers = resolve_layers(layers, model.n_layers)
     prompts = [model.format_prompt(t, format=format, system_prompt=system_prompt) for t in texts]
     return remote_resid_trace(remote_model or model.spec, model.tokenizer, prompts, sites, layers)
 

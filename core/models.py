@@ -287,6 +287,9 @@ class Model:
         if self._bridge is None:
             from transformer_lens.model_bridge import TransformerBridge
 
+            cfg = self.hf_model.config
+            if not getattr(cfg, "architectures", None):  # built with from_config: name the class
+                cfg.architectures = [type(self.hf_model).__name__]
             kwargs: dict[str, Any] = {"hf_model": self.hf_model, "tokenizer": self.tokenizer, "dtype": self.dtype}
             if not getattr(self.hf_model, "hf_device_map", None):
                 kwargs["device"] = str(self.device)

@@ -242,78 +242,84 @@ def train_logistic_many(
     *,
     rows: Sequence[np.ndarray | None] | None = None,
     C: float = DEFAULT_C,
-    max_batch_bytes: int = 48 * 2**20,
+    max_batch_bytes: int = 64 * 2**20,
 ) -> list[Probe]:
     """Fit one standardised multinomial logistic probe per ``(xs[i][rows[i]], ys[i])``, all batched.
 
-    ``rows`` (optional) selects each problem's training rows of ``xs[i]`` without copying first,
-    so many folds can share one layer matrix. Problems may differ in size (not in width).
+    Problems that pass the *same* tensor object as ``xs[i]`` (e.g. the folds and controls of one
+    layer) share one design matrix in the solver; ``rows`` selects each problem's training rows.
     Equivalent to calling ``train_probe`` on each, up to the optimiser's tolerance.
     """
-    from psylens.probes.batched import fit_logistic_batched
+    from psylens.probes.batched import fit_logistic_shared
 
     if len(xs) != len(ys):
         raise ValueError(f"{len(xs)} activation matrices for {len(ys)} label vectors; give one each")
     if rows is not None and len(rows) != len(xs):
         raise ValueError(f"{len(rows)} row selections for {len(xs)} problems; give one each (or None)")
     k = len(classes)
-
-    def take(i: int) -> Tensor:
-        x = torch.as_tensor(xs[i], dtype=torch.float32)
-        r = rows[i] if rows is not None else None
-        return x if r is None else x[torch.as_tensor(r, dtype=torch.long)]
-
-    sizes = [len(np.asarray(y)) for y in ys]
     out: list[Probe | None] = [None] * len(xs)
-    todo = []
-    for i, y in enumerate(ys):
-        y = np.asarray(y, dtype=np.int64)
+    # group problems by their matrix
+    group_of: dict[int, int] = {}
+    mats: list[Tensor] = []
+    members: list[list[int]] = []
+    for i, x in enumerate(xs):
+        y = np.asarray(ys[i], dtype=np.int64)
+        r = None if rows is None else rows[i]
+        xt = torch.as_tensor(x, dtype=torch.float32)
         if len(np.unique(y)) < 2:  # degenerate: the single-class path of train_probe
-            out[i] = train_probe(take(i).numpy(), y, classes)
-        else:
-            todo.append(i)
-    if not todo:
+            xr = xt if r is None else xt[torch.as_tensor(r, dtype=torch.long)]
+            out[i] = train_probe(xr.numpy(), y, classes)
+            continue
+        key = id(x)
+        if key not in group_of:
+            group_of[key] = len(mats)
+            mats.append(xt)
+            members.append([])
+        members[group_of[key]].append(i)
+    if not mats:
         return [p for p in out if p is not None]
-    d = int(xs[todo[0]].shape[1])
-    order = sorted(todo, key=lambda i: sizes[i])
-    start = 0
+    d = int(mats[0].shape[1])
+    hist = 8
+
+    def cost(g: int) -> int:
+        n, p = int(mats[g].shape[0]), len(members[g])
+        return 4 * (n * d + p * (k * d + k) * (2 * hist + 8) + n * p * k * 6)
+
     with single_thread():
-        while start < len(order):
-            stop = start
-            while stop < len(order):
-                if (stop - start + 1) * sizes[order[stop]] * d * 4 > max_batch_bytes and stop > start:
-                    break
-                stop += 1
-            chunk = order[start:stop]
-            n_max = max(sizes[i] for i in chunk)
-            z = torch.zeros(len(chunk), n_max, d)
-            yb = torch.zeros(len(chunk), n_max, dtype=torch.long)
-            mb = torch.zeros(len(chunk), n_max, dtype=torch.bool)
-            stats = []
-            for j, i in enumerate(chunk):
-                x = take(i)
-                mean = x.mean(0)
-                scale = x.std(0, unbiased=False)
-                scale = torch.where(scale < 1e-12, torch.ones_like(scale), scale)
-                n_i = x.shape[0]
-                z[j, :n_i] = (x - mean) / scale
-                yb[j, :n_i] = torch.as_tensor(ys[i], dtype=torch.long)
-                mb[j, :n_i] = True
-                stats.append((mean, scale))
-            weight, bias, n_iter, converged = fit_logistic_batched(z, yb, mb, k, C=C)
-            for j, i in enumerate(chunk):
-                present = np.unique(np.asarray(ys[i]))
-                b = bias[j].clone()
-                absent = torch.ones(k, dtype=torch.bool)
-                absent[torch.from_numpy(present)] = False
-                b[absent] = -1e9
-                out[i] = Probe(
-                    kind="logistic",
-                    classes=tuple(classes),
-                    mean=stats[j][0],
-                    scale=stats[j][1],
-                    params={"weight": weight[j].clone(), "bias": b},
-                    info={"converged": bool(converged[j]), "n_iter": int(n_iter[j])},
-                )
-            start = stop
+        g0 = 0
+        while g0 < len(mats):
+            g1, total = g0, 0
+            while g1 < len(mats) and (g1 == g0 or total + cost(g1) <= max_batch_bytes):
+                total += cost(g1)
+                g1 += 1
+            chunk = list(range(g0, g1))
+            n_max = max(int(mats[g].shape[0]) for g in chunk)
+            p_max = max(len(members[g]) for g in chunk)
+            xb = torch.zeros(len(chunk), n_max, d)
+            mb = torch.zeros(len(chunk), p_max, n_max, dtype=torch.bool)
+            yb = torch.zeros(len(chunk), p_max, n_max, dtype=torch.long)
+            for a, g in enumerate(chunk):
+                n_g = int(mats[g].shape[0])
+                xb[a, :n_g] = mats[g]
+                for b, i in enumerate(members[g]):
+                    r = None if rows is None else rows[i]
+                    idx = torch.arange(n_g) if r is None else torch.as_tensor(r, dtype=torch.long)
+                    mb[a, b, idx] = True
+                    yb[a, b, idx] = torch.as_tensor(np.asarray(ys[i]), dtype=torch.long)
+            fit = fit_logistic_shared(xb, mb, yb, k, C=C, history=hist)
+            for a, g in enumerate(chunk):
+                for b, i in enumerate(members[g]):
+                    bias = fit.bias[a, b].clone()
+                    absent = torch.ones(k, dtype=torch.bool)
+                    absent[torch.from_numpy(np.unique(np.asarray(ys[i])))] = False
+                    bias[absent] = -1e9
+                    out[i] = Probe(
+                        kind="logistic",
+                        classes=tuple(classes),
+                        mean=fit.mean[a, b].clone(),
+                        scale=fit.scale[a, b].clone(),
+                        params={"weight": fit.weight[a, b].clone(), "bias": bias},
+                        info={"converged": bool(fit.converged[a, b]), "n_iter": int(fit.n_iter[a, b])},
+                    )
+            g0 = g1
     return [p for p in out if p is not None]

@@ -420,26 +420,15 @@ def _mean_diff(x: Tensor, y: np.ndarray, k: int) -> Tensor:
 
 
 def _probe_weights(x: Tensor, y: np.ndarray, classes: list[str], seed: int) -> Tensor:
-    from psylens.probes.classifiers import single_thread, train_probe
+    from psylens.probes.classifiers import train_logistic_many
 
-    k, n_layers, d = len(classes), x.shape[1], x.shape[2]
-    raw = torch.zeros(k, n_layers, d)
-    xn = x.numpy()
-    with single_thread():
-        raw = _probe_loop(xn, y, classes, seed, raw)
-    return raw
-
-
-def _probe_loop(xn: np.ndarray, y: np.ndarray, classes: list[str], seed: int, raw: Tensor) -> Tensor:
-    from psylens.probes.classifiers import train_probe
-
-    k, n_layers = raw.shape[0], raw.shape[1]
-    for li in range(n_layers):
-        probe = train_probe(xn[:, li], y, classes, kind="logistic", seed=seed)
+    k, n_layers = len(classes), x.shape[1]
+    layers = [x[:, li].contiguous() for li in range(n_layers)]
+    probes = train_logistic_many(layers, [y] * n_layers, classes)
+    raw = torch.zeros(k, n_layers, x.shape[2])
+    for li, probe in enumerate(probes):
         w = probe.params["weight"] / probe.scale  # standardised → activation space
-        if k == 2:  # a binary probe has one informative row: class 1 = +w, class 0 = -w
-            w = torch.stack([-w[1], w[1]])
-        raw[:, li] = w - w.mean(0, keepdim=True)
+        raw[:, li] = w - w.mean(0, keepdim=True)  # multinomial weights are defined up to a shared shift
     return raw
 
 

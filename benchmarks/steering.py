@@ -1,0 +1,83 @@
+"""Steering overhead: steered vs unsteered ``generate`` on the embedded model (target ≤ 1.05×).
+
+    python -m benchmarks.steering [--tokens 64] [--repeats 5] [--threads N]
+
+Same prompt, same process, interleaved repeats (unsteered, steered, unsteered, …) after a warm-up;
+both runs generate exactly ``--tokens`` new tokens (``min_new_tokens``) so an early EOS cannot flatter
+either side. Reports the ratio of medians (and of minima). Steering: one ``add`` vector at the middle
+layer, every position, through the psylens hooks (the bridge-free model and the bridge-wrapped one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure(model, sv, *, tokens: int, repeats: int, prompt: str) -> dict[str, float]:
+    tok = model.tokenizer
+    enc = tok([model.format_prompt(prompt)], return_tensors="pt", add_special_tokens=False).to(model.device)
+    kw = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+              temperature=None, top_p=None, top_k=None)
+
+    def plain() -> None:
+        with torch.no_grad():
+            model.hf_model.generate(**enc, **kw)
+
+    def steered() -> None:
+        with torch.no_grad(), sv.apply(model):
+            model.hf_model.generate(**enc, **kw)
+
+    plain()
+    steered()  # warm-up both paths
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_time(plain))
+        b.append(_time(steered))
+    return {
+        "unsteered_median_s": statistics.median(a),
+        "steered_median_s": statistics.median(b),
+        "ratio_median": statistics.median(b) / statistics.median(a),
+        "ratio_min": min(b) / min(a),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import psylens
+    from psylens.steering import SteeringVector
+
+    prompt = "Describe what you did this morning."
+    for bridge in (False, True):
+        model = psylens.load_model(args.model, device="cpu", boot_bridge=bridge)
+        g = torch.Generator().manual_seed(0)
+        v = torch.randn(model.d_model, generator=g)
+        sv = SteeringVector.from_tensor(v / v.norm(), layers=[model.n_layers // 2], alpha=8.0)
+        r = measure(model, sv, tokens=args.tokens, repeats=args.repeats, prompt=prompt)
+        label = "bridge-wrapped" if bridge else "plain HF"
+        print(
+            f"steering overhead ({label}, {args.model}, {args.tokens} new tokens, {args.repeats} interleaved repeats, "
+            f"{torch.get_num_threads()} threads): unsteered {r['unsteered_median_s']:.3f} s, "
+            f"steered {r['steered_median_s']:.3f} s, ratio {r['ratio_median']:.3f}x (min/min {r['ratio_min']:.3f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()

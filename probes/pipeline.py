@@ -1,0 +1,428 @@
+"""The probes step of a run: harvest (or reuse) activations, fit, analyse, write ``RUN/probes/``.
+
+``run_probes(model, run)`` is what ``psylens probe`` and ``psylens demo`` call. It writes::
+
+    RUN/probes/summary.json               headline numbers (see below) + one section per analysis
+    RUN/probes/directions.safetensors     Directions (+ .json sidecar) of the first site, every label
+    RUN/probes/directions-<site>.safetensors   the other sites
+    RUN/probes/probes.safetensors|json    fitted six-emotion probes per layer (first site; others: probes-<site>)
+    RUN/probes/layer_curve.parquet        accuracy by layer with every control, per site and label set
+    RUN/probes/confusion.json             confusion matrices per layer (real and shuffled labels)
+    RUN/probes/geometry_{cosine,pca,valence}.parquet
+    RUN/probes/cross_format.parquet       implicit events ↔ explicit statements
+    RUN/probes/persistence.parquet        accuracy vs token offset after the event
+    RUN/probes/system_prompt_shift.parquet
+    RUN/probes/eval.parquet               with an eval file: accuracy per layer on it
+
+``summary.json`` top-level keys (first site): ``labels`` (the six emotions, or every label but
+``neutral`` for other sets), ``layers``, ``accuracy_by_layer``, ``shuffled_accuracy_by_layer``,
+``best_layer``, ``best_accuracy``, ``chance``, and with an eval file ``eval: {accuracy_by_layer,
+accuracy_at_best_layer, n}``; ``all_labels`` repeats the curve with ``neutral`` included;
+``sites`` has the same block for every site.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from psylens.activations import Activations
+from psylens.probes import analyses as an
+from psylens.probes.directions import Directions, emotion_directions
+from psylens.probes.fit import EvalResult, ProbeResults, eval_labels, fit_probes
+from psylens.runs import Run, create_run, open_run
+from psylens.sites import validate_sites
+from psylens.stimuli import EMOTIONS, Stimuli, load, read_text_resource
+
+if TYPE_CHECKING:
+    from psylens.models import Model
+
+__all__ = ["run_probes", "ANALYSES", "PROBES_DIR", "headline_labels"]
+
+log = logging.getLogger(__name__)
+
+ANALYSES = ("geometry", "cross_format", "persistence", "system_prompt")
+PROBES_DIR = "probes"
+NEUTRAL = "neutral"
+
+
+def headline_labels(classes: Sequence[str]) -> list[str]:
+    """The labels of the headline number: the six emotions when present, else every label but neutral."""
+    six = [e for e in EMOTIONS if e in classes]
+    if len(six) >= 2:
+        return six
+    rest = [c for c in classes if c != NEUTRAL]
+    return rest if len(rest) >= 2 else list(classes)
+
+
+def _as_run(run: Run | str | os.PathLike[str], model: Model) -> Run:
+    if isinstance(run, Run):
+        return run
+    p = Path(run)
+    if (p / "run.json").exists():
+        return open_run(p)
+    return create_run(p, command="psylens.probes.run_probes", model=model.describe())
+
+
+def _block(r: ProbeResults) -> dict[str, Any]:
+    s = r.summary()
+    keep = ("labels", "layers", "accuracy_by_layer", "shuffled_accuracy_by_layer", "best_layer", "best_accuracy", "chance",
+            "macro_f1_by_layer", "shuffled_macro_f1_by_layer", "selectivity", "emergence_layer",
+            "shuffled_accuracy_at_best_layer", "n", "kind", "cv", "n_splits", "C", "site")
+    out = {k: s[k] for k in keep}
+    out["landmarks"] = an.curve_landmarks(r)
+    return out
+
+
+def _check_eval(path: str | os.PathLike[str], classes: Sequence[str]) -> Stimuli:
+    stim = load(path)
+    missing = [s.id for s in stim if s.label is None]
+    if missing:
+        raise ValueError(
+            f"eval file {str(path)!r}: {len(missing)} of {len(stim)} texts have no label (first: {missing[0]!r}); "
+            f"every evaluation text needs a 'label', one of {list(classes)}"
+        )
+    unknown = sorted({s.label for s in stim if s.label not in classes})  # type: ignore[misc]
+    if unknown:
+        raise ValueError(
+            f"eval file {str(path)!r} has labels {unknown} that the training set lacks; the probes know "
+            f"{list(classes)}. Remove those texts or train on a set that has them"
+        )
+    return stim
+
+
+def run_probes(
+    model: Model,
+    run: Run | str | os.PathLike[str],
+    *,
+    stimuli: str | os.PathLike[str] | Stimuli = "emotions",
+    sites: Sequence[str] | str = ("resid_post",),
+    eval_path: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    acts: Activations | None = None,
+    progress: bool = True,
+    kind: str = "logistic",
+    analyses: Sequence[str] = ANALYSES,
+    persistence_tokens: int = 200,
+    persistence_groups: int = 8,
+    neutral_texts: int = 20,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Run the probes step on ``model`` and write ``RUN/probes/`` (see the module doc). Returns the summary.
+
+    Args:
+        model: a loaded psylens ``Model``.
+        run: a ``Run`` or a directory (created as a run if it is not one).
+        stimuli: built-in set name, JSONL path or ``Stimuli`` (labels and groups needed).
+        sites: sites to probe; the first is the headline.
+        eval_path: optional labelled JSONL of texts never used in training.
+        seed: folds, shuffles, control task.
+        acts: activations already harvested for ``stimuli`` (the demo passes its own); else harvested
+            into ``RUN/activations``.
+        progress: progress bars for the harvests.
+        kind: ``"logistic"`` or ``"mlp"`` probes.
+        analyses: any of ``ANALYSES``; the layer curve always runs.
+        persistence_tokens: the largest token offset decoded after the event (≥ 200 recommended).
+        persistence_groups: scenarios used for persistence (× the emotions).
+        neutral_texts: neutral texts used for the system-prompt shift.
+        batch_size: harvest batch size.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    site_list = validate_sites(sites)
+    unknown = [a for a in analyses if a not in ANALYSES]
+    if unknown:
+        raise ValueError(f"unknown analyses {unknown}; choose from {list(ANALYSES)}")
+    stim = stimuli if isinstance(stimuli, Stimuli) else load(stimuli)
+    classes = sorted({s.label for s in stim if s.label is not None})
+    if len(classes) < 2:
+        raise ValueError(
+            f"stimuli {stim.name!r} have {len(classes)} label(s) {classes}; probes need at least two labels"
+        )
+    eval_stim = _check_eval(eval_path, classes) if eval_path is not None else None
+    run = _as_run(run, model)
+    pdir = run.file(PROBES_DIR)
+    pdir.mkdir(parents=True, exist_ok=True)
+
+    # -- activations -------------------------------------------------------------------------
+    t = time.perf_counter()
+    if acts is None:
+        log.info("harvesting %d texts at %s", len(stim), site_list)
+        acts = model.harvest(stim, sites=site_list, positions="last", batch_size=batch_size,
+                             out=run.file("activations"), progress=progress)
+    else:
+        missing = [s for s in site_list if s not in acts.tensors]
+        if missing:
+            raise ValueError(f"the given activations lack sites {missing}; they have {acts.sites}")
+    timings["harvest"] = time.perf_counter() - t
+    fmt = str(acts.meta.get("format", "auto"))
+    head = headline_labels(acts.classes)
+    all_labels = acts.classes
+
+    # -- probes and directions per site ------------------------------------------------------
+    t = time.perf_counter()
+    results: dict[str, ProbeResults] = {}
+    results_all: dict[str, ProbeResults] = {}
+    directions: dict[str, Directions] = {}
+    for site in site_list:
+        results[site] = fit_probes(acts, site=site, labels=head, kind=kind, seed=seed)
+        if set(all_labels) != set(head):
+            results_all[site] = fit_probes(acts, site=site, kind=kind, seed=seed, controls=("shuffled",))
+        center = "group" if all(g is not None for g in acts.groups) else None
+        directions[site] = emotion_directions(acts, site=site, center_by=center)
+    timings["probes"] = time.perf_counter() - t
+    first = site_list[0]
+    main, main_all, dirs = results[first], results_all.get(first), directions[first]
+    best = main.best_layer
+
+    import pandas as pd
+
+    curves = []
+    confusion: dict[str, Any] = {}
+    for site in site_list:
+        for name, res in (("headline", results[site]), ("all_labels", results_all.get(site))):
+            if res is None:
+                continue
+            curves.append(res.table().assign(label_set=name))
+            confusion.setdefault(site, {})[name] = {
+                "labels": list(res.classes),
+                "layers": list(res.layers),
+                "real": res.confusion.tolist(),
+                "shuffled": None if res.shuffled_confusion is None else res.shuffled_confusion.tolist(),
+            }
+        dpath = pdir / ("directions.safetensors" if site == first else f"directions-{site}.safetensors")
+        directions[site].save(dpath)
+        results[site].save(pdir, name="probes" if site == first else f"probes-{site}")
+    run.write_table(f"{PROBES_DIR}/layer_curve.parquet", pd.concat(curves, ignore_index=True))
+    run.write_json(f"{PROBES_DIR}/confusion.json", confusion)
+
+    summary: dict[str, Any] = {
+        **_block(main),
+        "site": first,
+        "all_labels": _block(main_all) if main_all is not None else None,
+        "sites": {s: {**_block(results[s]), "all_labels": _block(results_all[s]) if s in results_all else None}
+                  for s in site_list},
+        "stimuli": stim.name,
+        "n": len(acts),
+        "format": fmt,
+        "model": model.describe(),
+        "seed": seed,
+        "directions": {
+            "file": "directions.safetensors",
+            "method": dirs.method,
+            "center_by": dirs.center_by,
+            "emotions": list(dirs.emotions),
+            "site": first,
+        },
+        "analyses": {},
+    }
+    notes: list[str] = []
+
+    # -- eval --------------------------------------------------------------------------------
+    if eval_stim is not None:
+        t = time.perf_counter()
+        ev_acts = model.harvest(eval_stim, sites=site_list, positions="last", format=fmt, batch_size=batch_size,
+                                progress=progress)
+        summary["eval"], table = _evaluate(ev_acts, main, main_all, dirs, first, head, str(eval_path))
+        run.write_table(f"{PROBES_DIR}/eval.parquet", table)
+        timings["eval"] = time.perf_counter() - t
+
+    # -- analyses ----------------------------------------------------------------------------
+    if "geometry" in analyses:
+        t = time.perf_counter()
+        center = "group" if all(g is not None for g in acts.groups) else None
+        geo = an.geometry(acts, directions=dirs, site=first, center_by=center)
+        for name, table in geo.tables().items():
+            run.write_table(f"{PROBES_DIR}/geometry_{name}.parquet", table)
+        summary["geometry"] = geo.summary(best)
+        summary["analyses"]["geometry"] = "geometry_cosine.parquet, geometry_pca.parquet, geometry_valence.parquet"
+        timings["geometry"] = time.perf_counter() - t
+
+    if "cross_format" in analyses:
+        t = time.perf_counter()
+        explicit = load("explicit")
+        shared = [c for c in head if c in {s.label for s in explicit}]
+        if len(shared) < 2:
+            notes.append(f"cross_format skipped: the explicit set shares fewer than two labels with {head}")
+        else:
+            ex_acts = model.harvest(explicit, sites=[first], positions="last", format=fmt, batch_size=batch_size,
+                                    progress=progress)
+            table = an.cross_format(acts, ex_acts, site=first, labels=shared, seed=seed)
+            run.write_table(f"{PROBES_DIR}/cross_format.parquet", table)
+            summary["cross_format"] = _cross_summary(table, best)
+            summary["analyses"]["cross_format"] = "cross_format.parquet"
+        timings["cross_format"] = time.perf_counter() - t
+
+    if "persistence" in analyses:
+        t = time.perf_counter()
+        summary["persistence"] = _persistence(
+            model, run, stim, acts, first, head, best, fmt, seed, persistence_tokens, persistence_groups, progress,
+            notes,
+        )
+        if summary["persistence"] is not None:
+            summary["analyses"]["persistence"] = "persistence.parquet"
+        timings["persistence"] = time.perf_counter() - t
+
+    if "system_prompt" in analyses:
+        t = time.perf_counter()
+        summary["system_prompt"] = _system_prompt(model, run, stim, dirs, first, head, best, fmt, neutral_texts,
+                                                  batch_size, progress, notes)
+        if summary["system_prompt"] is not None:
+            summary["analyses"]["system_prompt"] = "system_prompt_shift.parquet"
+        timings["system_prompt"] = time.perf_counter() - t
+
+    timings["total"] = time.perf_counter() - t_start
+    summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    summary["notes"] = notes
+    run.write_json(f"{PROBES_DIR}/summary.json", summary)
+    run.record_step(
+        "probes",
+        out=f"{PROBES_DIR}/summary.json",
+        stimuli=stim.name,
+        sites=site_list,
+        eval=str(eval_path) if eval_path is not None else None,
+        kind=kind,
+        analyses=list(analyses),
+        best_layer=best,
+        best_accuracy=summary["best_accuracy"],
+        seconds=round(timings["total"], 1),
+    )
+    return summary
+
+
+def _evaluate(
+    ev_acts: Activations,
+    main: ProbeResults,
+    main_all: ProbeResults | None,
+    dirs: Directions,
+    site: str,
+    head: list[str],
+    path: str,
+) -> tuple[dict[str, Any], Any]:
+    import pandas as pd
+
+    keep = [i for i, lab in enumerate(ev_acts.labels) if lab in set(head)]
+    if len(keep) < 1:
+        raise ValueError(f"eval file {path!r} has no texts labelled with {head}; nothing to score")
+    sub = ev_acts.select(keep)
+    res: EvalResult = main.evaluate(sub)
+    y = eval_labels(sub, main.classes)
+    hdirs = dirs.select(emotions=list(main.classes))
+    dir_acc = [
+        float((an.direction_predict(hdirs, sub.layer(site, layer).float(), layer) == y).mean()) for layer in main.layers
+    ]
+    out: dict[str, Any] = {**res.summary(), "file": path,
+                           "directions_accuracy_by_layer": [round(a, 4) for a in dir_acc]}
+    tables = [pd.DataFrame({"label_set": "headline", "layer": list(main.layers), "accuracy": res.accuracy,
+                            "macro_f1": res.macro_f1, "directions_accuracy": dir_acc, "n": res.n,
+                            "chance": 1.0 / len(main.classes)})]
+    if main_all is not None:
+        res_all = main_all.evaluate(ev_acts)
+        out["all_labels"] = res_all.summary()
+        tables.append(pd.DataFrame({"label_set": "all_labels", "layer": list(main_all.layers),
+                                    "accuracy": res_all.accuracy, "macro_f1": res_all.macro_f1,
+                                    "directions_accuracy": np.nan, "n": res_all.n,
+                                    "chance": 1.0 / len(main_all.classes)}))
+    out["confusion_at_best_layer"] = res.confusion[main.layers.index(main.best_layer)].tolist()
+    return out, pd.concat(tables, ignore_index=True)
+
+
+def _cross_summary(table: Any, best: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"layer": best}
+    for (train, test, method), t in table.groupby(["train", "test", "method"]):
+        at = t[t["layer"] == best]
+        key = f"{method}_{train}_to_{test}"
+        out[key] = {
+            "accuracy_at_best_layer": round(float(at["accuracy"].iloc[0]), 4) if len(at) else None,
+            "shuffled_at_best_layer": round(float(at["shuffled_accuracy"].iloc[0]), 4) if len(at) else None,
+            "max_accuracy": round(float(t["accuracy"].max()), 4),
+            "max_layer": int(t.loc[t["accuracy"].idxmax(), "layer"]),
+            "chance": round(float(t["chance"].iloc[0]), 4),
+            "n_test": int(t["n_test"].iloc[0]),
+        }
+    return out
+
+
+def _persistence(
+    model: Model, run: Run, stim: Stimuli, acts: Activations, site: str, head: list[str], best: int, fmt: str,
+    seed: int, n_tokens: int, n_groups: int, progress: bool, notes: list[str],
+) -> dict[str, Any] | None:
+    from psylens.probes.classifiers import train_logistic_many
+    from psylens.probes.directions import class_matrix
+
+    try:
+        continuation = an.cut_continuation(model.tokenizer, read_text_resource("neutral_continuation.txt"), n_tokens + 8)
+        pstim = an.persistence_stimuli(stim, continuation, labels=head, n_groups=n_groups)
+    except (ValueError, OSError) as e:
+        notes.append(f"persistence skipped: {e}")
+        return None
+    n_l = model.n_layers
+    layers = sorted({n_l // 4, n_l // 2, best})
+    offsets = an.default_offsets(n_tokens)
+    by_offset = an.harvest_persistence(model, pstim, offsets=offsets, layers=layers, site=site, format=fmt,
+                                       progress=progress)
+    # transfer probes: trained on the main set's other scenarios at the event's last token
+    held = set(pstim.groups)
+    rows = [i for i, g in enumerate(acts.groups) if g not in held and acts.labels[i] in set(head)]
+    _, x, y, classes, _ = class_matrix(acts.select(rows), site, head, what="persistence transfer")
+    y_sh = np.random.default_rng(seed).permutation(y)
+    xs = [x[:, acts.layer_index(v)].contiguous() for v in layers]
+    probes = train_logistic_many(xs + xs, [y] * len(xs) + [y_sh] * len(xs), classes)
+    transfer = {v: (probes[i], probes[len(xs) + i]) for i, v in enumerate(layers)}
+    table = an.persistence_curve(by_offset, site=site, labels=classes, transfer=transfer, seed=seed)
+    run.write_table(f"{PROBES_DIR}/persistence.parquet", table)
+    at_best = table[table["layer"] == best].sort_values("offset")
+    chance = 1.0 / len(classes)
+    above = at_best[at_best["transfer_accuracy"] > 2 * chance]["offset"]
+    return {
+        "layers": layers,
+        "offsets": [int(o) for o in at_best["offset"]],
+        "n_texts": len(pstim),
+        "n_groups": len(held),
+        "layer": best,
+        "transfer_accuracy_by_offset": [round(float(v), 4) for v in at_best["transfer_accuracy"]],
+        "transfer_shuffled_accuracy_by_offset": [round(float(v), 4) for v in at_best["transfer_shuffled_accuracy"]],
+        "refit_accuracy_by_offset": [round(float(v), 4) for v in at_best["accuracy"]],
+        "refit_shuffled_accuracy_by_offset": [round(float(v), 4) for v in at_best["shuffled_accuracy"]],
+        "max_offset": int(at_best["offset"].max()),
+        "last_offset_over_2x_chance": int(above.max()) if len(above) else None,
+        "chance": round(chance, 4),
+    }
+
+
+def _system_prompt(
+    model: Model, run: Run, stim: Stimuli, dirs: Directions, site: str, head: list[str], best: int, fmt: str,
+    n_texts: int, batch_size: int, progress: bool, notes: list[str],
+) -> dict[str, Any] | None:
+    import json
+
+    neutral = [s for s in stim if s.label == NEUTRAL][:n_texts]
+    if len(neutral) < 3:
+        notes.append("system_prompt skipped: fewer than three neutral texts in the stimuli")
+        return None
+    prompts = json.loads(read_text_resource("system_prompts.json"))
+    moods = [e for e in head if e in prompts]
+    if not moods:
+        notes.append(f"system_prompt skipped: no mood system prompt for {head}")
+        return None
+    nstim = Stimuli(neutral, name=f"{stim.name}:neutral")
+    base = model.harvest(nstim, sites=[site], positions="last", format=fmt, batch_size=batch_size, progress=progress)
+    prompted = {
+        m: model.harvest(nstim, sites=[site], positions="last", format=fmt, system_prompt=prompts[m],
+                         batch_size=batch_size, progress=progress)
+        for m in moods
+    }
+    table = an.system_prompt_shift(dirs, base, prompted, site=site)
+    run.write_table(f"{PROBES_DIR}/system_prompt_shift.parquet", table)
+    out = an.shift_summary(table, best)
+    out["n_texts"] = len(neutral)
+    out["prompts"] = {m: prompts[m] for m in moods}
+    by_layer = table[table["prompt"] == table["direction"]].groupby("layer")["shift_sd"].mean()
+    out["mean_matched_shift_sd_by_layer"] = [round(float(v), 3) for v in by_layer.values]
+    return out

@@ -1,0 +1,181 @@
+"""``psylens steer``: generate with a steering vector, and ``psylens steer sweep``.
+
+    psylens steer --model M --vectors RUN/probes/directions.safetensors --emotion joy --layer 12 --alpha 40 \\
+                  --prompts "Describe your morning." --out gens.jsonl
+    psylens steer --model M --vectors RUN/steering/vectors/joy.safetensors --prompts prompts.jsonl --out gens.jsonl
+    psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full]
+
+``steer_app`` is a ``typer.Typer``; the main CLI registers it as ``steer``. Bad arguments raise
+``ValueError`` (the main CLI prints them as one line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+__all__ = ["steer_app", "read_prompts", "steer_generate"]
+
+log = logging.getLogger(__name__)
+
+steer_app = typer.Typer(
+    name="steer",
+    help="Steer generations with an emotion vector; `steer sweep` finds the best layer and scale per emotion.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+
+def read_prompts(value: str | None) -> list[str]:
+    """Prompts from ``value``: a ``.jsonl`` stimuli file, a text file (one prompt a line), or the text itself.
+
+    ``None`` gives the built-in neutral ``steering_prompts``.
+    """
+    from psylens import stimuli
+
+    if value is None:
+        return stimuli.load("steering_prompts").texts
+    if not value.strip():
+        raise ValueError("--prompts is empty; give a prompt, a .jsonl file with a 'text' per line, or a .txt file")
+    if value in stimuli.builtin_sets():
+        return stimuli.load(value).texts
+    path = Path(value).expanduser()
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            return stimuli.load(path).texts
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"prompt file {value!r} has no non-empty lines")
+        return lines
+    if path.suffix in (".jsonl", ".txt") and len(value.split()) == 1:
+        raise ValueError(f"prompt file {value!r} does not exist; pass an existing file or the prompt text itself")
+    return [value]
+
+
+def _vector(vectors: str, emotion: str | None, layer: int | None, alpha: float | None, mode: str, positions: str) -> Any:
+    from psylens.steering.vector import SteeringVector, is_steering_vector_file
+
+    path = Path(vectors).expanduser()
+    if not path.exists():
+        raise ValueError(f"--vectors {vectors!r} does not exist; give RUN/probes/directions.safetensors or a saved vector")
+    if path.is_file() and is_steering_vector_file(path):
+        sv = SteeringVector.load(path)
+        if emotion is not None and sv.label not in (None, emotion):
+            raise ValueError(f"--vectors holds a {sv.label!r} vector but --emotion is {emotion!r}; drop --emotion or pick the right file")
+        changes: dict[str, Any] = {"mode": mode, "positions": positions}
+        if alpha is not None:
+            changes["alpha"] = alpha
+        if layer is not None:
+            if layer not in sv.layers:
+                raise ValueError(f"the saved vector steers layers {list(sv.layers)}, not --layer {layer}; drop --layer")
+            sv = SteeringVector(layers=(layer,), vectors=sv.vector(layer).unsqueeze(0), alpha=sv.alpha,
+                                site=sv.site, label=sv.label, meta=sv.meta)
+        return sv.replace(**changes)
+    missing = [name for name, v in (("--emotion", emotion), ("--layer", layer), ("--alpha", alpha)) if v is None]
+    if missing:
+        raise ValueError(f"steering with a directions file needs {', '.join(missing)} (e.g. --emotion joy --layer 12 --alpha 40)")
+    return SteeringVector.from_directions(path, emotion, layers=[layer], alpha=alpha, mode=mode, positions=positions)
+
+
+def steer_generate(
+    model: Any,
+    sv: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[dict[str, Any]]:
+    """One record per prompt: ``prompt``, ``baseline`` (unsteered), ``steered``, ``emotion``, ``layer``, ``alpha``."""
+    from psylens.steering.apply import check_compatible
+
+    check_compatible(sv, model)
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, batch_size=batch_size)
+    baseline = model.generate(prompts, **kw)
+    with sv.apply(model):
+        steered = model.generate(prompts, **kw)
+    layer: Any = sv.layers[0] if len(sv.layers) == 1 else list(sv.layers)
+    return [
+        {"prompt": p, "baseline": b, "steered": s, "emotion": sv.label, "layer": layer, "alpha": sv.alpha,
+         "mode": sv.mode, "positions": sv.positions}
+        for p, b, s in zip(prompts, baseline, steered)
+    ]
+
+
+@steer_app.callback()
+def steer(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry alias, HF id, directory or .gguf (default: the embedded model)."),
+    vectors: Optional[str] = typer.Option(None, "--vectors", help="RUN/probes/directions.safetensors, or a saved steering vector."),
+    emotion: Optional[str] = typer.Option(None, "--emotion", help="Emotion to steer towards (needed with a directions file)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Decoder layer to steer (needed with a directions file)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Scale in activation units (needed with a directions file)."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="A prompt, a .txt (one a line) or a .jsonl file; default: built-in neutral prompts."),
+    out: Optional[Path] = typer.Option(None, "--out", help="JSONL to write (one object a prompt)."),
+    mode: str = typer.Option("add", "--mode", help="add | ablate | clamp"),
+    positions: str = typer.Option("all", "--positions", help="all | prompt | generated"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens to generate per prompt."),
+    sample: bool = typer.Option(False, "--sample/--greedy", help="Sample instead of greedy decoding."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+) -> None:
+    """Generate unsteered and steered text for each prompt and write them as JSONL."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if vectors is None or out is None:
+        missing = [n for n, v in (("--vectors", vectors), ("--out", out)) if v is None]
+        raise ValueError(f"psylens steer needs {' and '.join(missing)}; see `psylens steer --help` (or use `psylens steer sweep`)")
+    from psylens.io import atomic_write_text
+    from psylens.models import DEFAULT_MODEL, load_model
+
+    if out.suffix != ".jsonl":
+        raise ValueError(f"--out must be a .jsonl file, got {str(out)!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    sv = _vector(vectors, emotion, layer, alpha, mode, positions)
+    items = read_prompts(prompts)
+    m = load_model(model or DEFAULT_MODEL, device=device)
+    records = steer_generate(m, sv, items, max_new_tokens=max_new_tokens, do_sample=sample, seed=seed)
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
+    typer.echo(f"wrote {len(records)} generations to {out}")
+
+
+@steer_app.command("sweep")
+def sweep(
+    run: Path = typer.Option(..., "--run", help="Run directory (with probes/directions.safetensors)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model, else the embedded one)."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of neutral prompts (default: built-in)."),
+    directions: Optional[str] = typer.Option(None, "--directions", help="Directions file (default: RUN/probes/directions.safetensors)."),
+    full: bool = typer.Option(False, "--full/--quick", help="The thorough grid (greedy + sampled) or the quick one."),
+    judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (the model judges)"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+) -> None:
+    """Sweep layers × scales per emotion; write RUN/steering/summary.json and vectors/<emotion>.safetensors."""
+    from psylens.models import DEFAULT_MODEL, load_model
+    from psylens.runs import open_run
+    from psylens.steering.sweep import SweepConfig, run_sweep
+
+    r = open_run(run)
+    spec = model
+    if spec is None:
+        meta_model = r.meta.get("model")
+        spec = meta_model.get("spec") if isinstance(meta_model, dict) else meta_model
+    cfg = (SweepConfig.full if full else SweepConfig.quick)(judge=judge)
+    m = load_model(spec or DEFAULT_MODEL, device=device)
+    summary = run_sweep(m, r, directions=directions, prompts=read_prompts(prompts) if prompts else None,
+                        config=cfg, seed=seed, progress=True)
+    for e, v in summary["emotions"].items():
+        b = v["baselines"]
+        typer.echo(
+            f"{e:9s} layer {v['best_layer']:3d}  alpha {v['best_alpha']:8.2f}  success {v['success']:.2f}  "
+            f"ppl× {v['perplexity_ratio'] if v['perplexity_ratio'] is not None else float('nan'):.2f}  "
+            f"(prompting {b['prompting']:.2f}, random {b['random']:.2f}, none {b['none']:.2f})"
+        )
+    typer.echo(f"mean success {summary['mean_success']:.2f}; wrote {r.path / 'steering' / 'summary.json'}")

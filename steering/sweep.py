@@ -1,0 +1,656 @@
+"""``psylens steer sweep``: layers × scales over neutral prompts, judged, with baselines in the same table.
+
+Protocol (one call of :func:`run_sweep`):
+
+1. The prompts (built-in ``steering_prompts`` by default) are shuffled with the seed and split into a
+   *dev* half, used to pick the (layer, scale) per emotion, and a held-out *test* half, on which every
+   reported number is measured — picking the best of many cells on the same prompts it is scored on
+   would flatter the result.
+2. Scales are multiples of the mean residual-stream norm at the layer (measured on the dev prompts),
+   so one grid suits every layer; ``alpha = scale × norm`` is what the saved vector adds.
+3. Dev: every emotion × layer × scale steers every dev prompt (greedy). Each cell gets its success
+   (fraction of generations whose dominant judged emotion is the target) and the perplexity ratio of
+   its texts to the unsteered texts, both under the unsteered model.
+4. Per emotion the best cell is the highest success with perplexity ratio ≤ ``max_perplexity_ratio``
+   (ties: lower ratio, then smaller scale). When no cell is fluent enough the least-perplexing cell is
+   kept and marked ``meets_fluency: false`` — it is reported, never hidden.
+5. Test, same batch: the chosen vector; a random direction of the same norm at the same layer and
+   scale (a fresh one per prompt); prompting (system prompt "Respond in a way that shows {emotion}.");
+   no steering. With ``sampled=True`` the test is repeated with sampling.
+
+Every generation is batched with a different vector per row (:func:`psylens.steering.apply.attach_rows`),
+so the whole grid costs a few ``generate`` calls. Writes ``RUN/steering/summary.json``, ``grid.json``,
+``generations.jsonl`` and ``vectors/<emotion>.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from psylens.io import atomic_write_text
+from psylens.stimuli import EMOTIONS
+from psylens.steering.apply import attach_rows
+from psylens.steering.judges import EMOTIONS as JUDGE_EMOTIONS
+from psylens.steering.judges import Judge, dominant, make_judge
+from psylens.steering.metrics import nonword_fraction, repetition_rate, token_nll
+from psylens.steering.vector import STEERING_SITES, SteeringVector, load_directions
+
+if TYPE_CHECKING:
+    from psylens.models import Model
+    from psylens.runs import Run
+
+__all__ = [
+    "SweepConfig",
+    "run_sweep",
+    "generate_rows",
+    "residual_norms",
+    "default_layers",
+    "PROMPTING_TEMPLATE",
+    "SUMMARY",
+    "GRID",
+    "GENERATIONS",
+    "VECTORS",
+]
+
+log = logging.getLogger(__name__)
+
+PROMPTING_TEMPLATE = "Respond in a way that shows {emotion}."
+SUMMARY = "steering/summary.json"
+GRID = "steering/grid.json"
+GENERATIONS = "steering/generations.jsonl"
+VECTORS = "steering/vectors"
+DIRECTIONS = "probes/directions.safetensors"
+CONDITIONS = ("steer", "random", "prompting", "none")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep does. ``quick()`` fits the demo's budget on a CPU; ``full()`` is the thorough one.
+
+    ``layers``: decoder layers to try (``None``: :func:`default_layers` of the model, kept to those
+    the directions cover). ``scales``: multiples of the layer's mean residual norm.
+    """
+
+    emotions: tuple[str, ...] = EMOTIONS
+    layers: tuple[int, ...] | None = None
+    layer_fractions: tuple[float, ...] = (0.3, 0.45, 0.6)
+    scales: tuple[float, ...] = (0.25, 0.5, 1.0)
+    n_dev: int = 6
+    n_test: int = 10
+    max_new_tokens: int = 32
+    max_perplexity_ratio: float = 1.5
+    sampled: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    batch_size: int = 64
+    positions: str = "all"
+    prompting_template: str = PROMPTING_TEMPLATE
+    judge: str = "nrc"
+    target_success: float = 0.8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "emotions", tuple(self.emotions))
+        object.__setattr__(self, "layer_fractions", tuple(float(f) for f in self.layer_fractions))
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(v) for v in self.layers))
+            if not self.layers:
+                raise ValueError("layers is empty; give layer indices or None for the default grid")
+        if not self.emotions:
+            raise ValueError(f"no emotions to sweep; choose from {list(EMOTIONS)}")
+        bad = [e for e in self.emotions if e not in JUDGE_EMOTIONS]
+        if bad:
+            raise ValueError(f"unknown emotions {bad}; the judges know {list(JUDGE_EMOTIONS)}")
+        if not self.scales or any(not math.isfinite(s) or s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be positive numbers, got {list(self.scales)}")
+        if any(not 0 <= f <= 1 for f in self.layer_fractions) or not self.layer_fractions:
+            raise ValueError(f"layer_fractions must lie in [0, 1], got {list(self.layer_fractions)}")
+        for name in ("n_dev", "n_test", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_perplexity_ratio <= 0:
+            raise ValueError(f"max_perplexity_ratio must be positive, got {self.max_perplexity_ratio}")
+        if "{emotion}" not in self.prompting_template:
+            raise ValueError("prompting_template must contain '{emotion}'")
+        if self.positions not in ("all", "prompt", "generated"):
+            raise ValueError(f"positions {self.positions!r} is not one of 'all', 'prompt', 'generated'")
+
+    @classmethod
+    def quick(cls, **changes: Any) -> SweepConfig:
+        """3 layers × 3 scales, 6 dev + 10 test prompts, greedy, 32 new tokens (the demo)."""
+        return cls(**changes)
+
+    @classmethod
+    def full(cls, **changes: Any) -> SweepConfig:
+        """6 layers × 4 scales, 20 dev + 20 test prompts, greedy and sampled, 48 new tokens."""
+        base: dict[str, Any] = dict(
+            layer_fractions=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+            scales=(0.25, 0.5, 1.0, 2.0),
+            n_dev=20,
+            n_test=20,
+            max_new_tokens=48,
+            sampled=True,
+        )
+        base.update(changes)
+        return cls(**base)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown sweep settings {unknown}; valid: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def default_layers(n_layers: int, fractions: Sequence[float], available: Sequence[int] | None = None) -> list[int]:
+    """Layers at ``fractions`` of the depth, snapped to the nearest ``available`` layer, de-duplicated."""
+    pool = sorted(available) if available is not None else list(range(n_layers))
+    if not pool:
+        raise ValueError("no layers available to sweep")
+    out: list[int] = []
+    for f in fractions:
+        want = round(f * (n_layers - 1))
+        best = min(pool, key=lambda layer: (abs(layer - want), layer))
+        if best not in out:
+            out.append(best)
+    return sorted(out)
+
+
+# -- generation with one steering vector per row ----------------------------------------------
+@dataclass
+class _Row:
+    split: str
+    condition: str
+    emotion: str | None
+    prompt_index: int
+    prompt: str
+    formatted: str
+    layer: int | None = None
+    scale: float | None = None
+    alpha: float | None = None
+    delta: Tensor | None = None  # [d_model] added at `layer`
+    sampled: bool = False
+    text: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def generate_rows(
+    model: Model,
+    formatted: Sequence[str],
+    deltas: Mapping[int, Float[Tensor, "n d_model"]],
+    *,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int = 0,
+    batch_size: int = 64,
+    positions: str = "all",
+    progress: bool = False,
+    desc: str = "generating",
+) -> list[str]:
+    """Generate from already-formatted prompts, adding ``deltas[layer][i]`` to row ``i`` (zero rows: unsteered).
+
+    Rows are sorted by length and batched (left padding); returns the new text of each row in input order.
+    """
+    n = len(formatted)
+    for layer, d in deltas.items():
+        if d.shape[0] != n:
+            raise ValueError(f"deltas[{layer}] has {d.shape[0]} rows for {n} prompts")
+    tok = model.tokenizer
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in formatted]
+    order = sorted(range(n), key=lambda i: (lengths[i], i))
+    outs: list[str] = [""] * n
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    chunks = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    bar = _progress(chunks, progress, desc)
+    try:
+        for c, rows in enumerate(bar):
+            enc = tok([formatted[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(model.device)
+            idx = torch.tensor(rows)
+            chunk_deltas = {layer: d[idx] for layer, d in deltas.items() if bool(d[idx].abs().sum() > 0)}
+            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": tok.pad_token_id}
+            if do_sample:
+                kwargs.update(temperature=temperature, top_p=top_p)
+                torch.manual_seed(seed + c)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            handle = attach_rows(model, chunk_deltas, positions=positions) if chunk_deltas else None
+            try:
+                out = model.hf_model.generate(**enc, **kwargs)
+            finally:
+                if handle is not None:
+                    handle.remove()
+            texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            for i, t in zip(rows, texts):
+                outs[i] = t
+    finally:
+        tok.padding_side = old_side
+    return outs
+
+
+def _progress(items: list[Any], enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
+
+
+@torch.no_grad()
+def residual_norms(model: Model, formatted: Sequence[str], layers: Sequence[int]) -> dict[int, float]:
+    """Mean per-token norm of ``resid_post`` at ``layers`` over the prompts (first token and padding excluded)."""
+    tok = model.tokenizer
+    old = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(list(formatted), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tok.padding_side = old
+    hs = model.hf_model(**enc, output_hidden_states=True).hidden_states
+    mask = enc["attention_mask"].bool().clone()
+    first = mask.float().argmax(dim=1)  # first real token (left padding)
+    mask[torch.arange(mask.shape[0]), first] = False
+    return {layer: float(hs[layer + 1].float().norm(dim=-1)[mask].mean()) for layer in layers}
+
+
+# -- the sweep --------------------------------------------------------------------------------
+def _prompt_texts(prompts: Any) -> list[str]:
+    from psylens import stimuli
+
+    if prompts is None:
+        return stimuli.load("steering_prompts").texts
+    if isinstance(prompts, (str, os.PathLike)):
+        return stimuli.load(prompts).texts
+    if hasattr(prompts, "texts"):
+        return list(prompts.texts)
+    items = list(prompts)
+    if not all(isinstance(p, str) and p.strip() for p in items):
+        raise ValueError("prompts must be non-empty strings, a Stimuli set, or a JSONL path")
+    return items
+
+
+def _split(texts: list[str], n_dev: int, n_test: int, seed: int) -> tuple[list[int], list[int]]:
+    if len(texts) < 2:
+        raise ValueError(f"a sweep needs at least 2 prompts (dev and held-out test), got {len(texts)}")
+    idx = list(range(len(texts)))
+    random.Random(seed).shuffle(idx)
+    if n_dev + n_test > len(texts):
+        n_dev = max(1, min(n_dev, len(texts) // 2))
+        n_test = len(texts) - n_dev
+        log.warning("only %d prompts: using %d for picking and %d held out", len(texts), n_dev, n_test)
+    return idx[:n_dev], idx[n_dev : n_dev + n_test]
+
+
+def _resolve_directions(directions: Any, run: Run) -> Any:
+    if directions is None:
+        path = run.file(DIRECTIONS)
+        if not path.is_file():
+            raise ValueError(
+                f"no directions at {str(path)!r}: fit them first (psylens probes ... --run {run.path}) "
+                "or pass directions= / --directions FILE"
+            )
+        return load_directions(path)
+    if isinstance(directions, (str, os.PathLike)):
+        return load_directions(directions)
+    return directions
+
+
+def _ppl(nll: Tensor, count: Tensor, rows: Sequence[int]) -> float:
+    n = int(count[list(rows)].sum()) if rows else 0
+    return float("nan") if n == 0 else math.exp(float(nll[list(rows)].double().sum()) / n)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else float("nan")
+
+
+def _finite(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def run_sweep(
+    model: Model,
+    run: Run | str | os.PathLike[str],
+    *,
+    directions: Any = None,
+    prompts: Any = None,
+    quick: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    config: SweepConfig | None = None,
+    judge: Judge | None = None,
+) -> dict[str, Any]:
+    """Sweep layers × scales per emotion, pick the best fluent cell, compare with baselines; write the run.
+
+    Args:
+        model: a psylens ``Model`` (generation and perplexity use it; it is left unhooked afterwards).
+        run: the run (``Run`` or its directory); reads ``RUN/probes/directions.safetensors`` by default.
+        directions: a ``Directions``, or the path of a directions file.
+        prompts: neutral prompts — ``None`` (built-in ``steering_prompts``), a JSONL path, ``Stimuli`` or strings.
+        quick: :meth:`SweepConfig.quick` (default) or :meth:`SweepConfig.full`; ignored when ``config`` is given.
+        seed: shuffles the dev/test split, seeds the random baseline and sampling.
+        progress: show progress bars (stderr).
+        config: every setting (see :class:`SweepConfig`).
+        judge: a :class:`~psylens.steering.judges.Judge` (default: ``config.judge``, the NRC lexicon).
+
+    Returns:
+        The summary written to ``RUN/steering/summary.json``.
+    """
+    from psylens.runs import Run, open_run
+
+    t_start = time.time()
+    run = run if isinstance(run, Run) else open_run(run)
+    cfg = config or (SweepConfig.quick() if quick else SweepConfig.full())
+    dirs = _resolve_directions(directions, run)
+    site = str(getattr(dirs, "site", "resid_post"))
+    if site not in STEERING_SITES:
+        raise ValueError(f"directions are at site {site!r}; steering needs {' or '.join(STEERING_SITES)} directions")
+    d_dirs = int(dirs[dirs.emotions[0], dirs.layers[0]].shape[-1])
+    if d_dirs != model.d_model:
+        raise ValueError(
+            f"directions have width {d_dirs} but the model {model.spec!r} has d_model {model.d_model}; "
+            "use directions fitted on this model"
+        )
+    emotions = [e for e in cfg.emotions if e in dirs.emotions]
+    skipped = [e for e in cfg.emotions if e not in dirs.emotions]
+    if not emotions:
+        raise ValueError(f"the directions have none of the emotions {list(cfg.emotions)}; they have {list(dirs.emotions)}")
+    if cfg.layers is not None:
+        layers = list(cfg.layers)
+        missing = [layer for layer in layers if layer not in dirs.layers]
+        if missing:
+            raise ValueError(f"layers {missing} have no directions; the directions cover {list(dirs.layers)}")
+        bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
+        if bad:
+            raise ValueError(f"layer {bad[0]} out of range: the model has {model.n_layers} layers (0–{model.n_layers - 1})")
+    else:
+        layers = default_layers(model.n_layers, cfg.layer_fractions, [v for v in dirs.layers if v < model.n_layers])
+    the_judge = judge or make_judge(cfg.judge, model=model)
+
+    texts = _prompt_texts(prompts)
+    dev_idx, test_idx = _split(texts, cfg.n_dev, cfg.n_test, seed)
+    plain = [model.format_prompt(p) for p in texts]
+    norms = residual_norms(model, [plain[i] for i in dev_idx], layers)
+    unit = {(e, layer): dirs[e, layer].detach().float().reshape(-1) for e in emotions for layer in layers}
+    log.info("steering sweep: emotions %s, layers %s, scales %s, %d dev / %d test prompts",
+             emotions, layers, list(cfg.scales), len(dev_idx), len(test_idx))
+
+    # -- dev: the grid ----------------------------------------------------------------------
+    rows: list[_Row] = []
+    for i in dev_idx:
+        rows.append(_Row("dev", "none", None, i, texts[i], plain[i]))
+    for e in emotions:
+        for layer in layers:
+            for s in cfg.scales:
+                alpha = s * norms[layer]
+                for i in dev_idx:
+                    rows.append(_Row("dev", "steer", e, i, texts[i], plain[i], layer, s, alpha, alpha * unit[e, layer]))
+    _generate(model, rows, cfg, seed, progress, "steering sweep (dev)")
+    dev_scores = _score(model, rows, the_judge, cfg)
+
+    grid: list[dict[str, Any]] = []
+    best: dict[str, dict[str, Any]] = {}
+    dev_none = [r for r, row in enumerate(rows) if row.condition == "none"]
+    ppl_none_dev = _ppl(dev_scores["nll"], dev_scores["count"], dev_none)
+    for e in emotions:
+        cells = []
+        for layer in layers:
+            for s in cfg.scales:
+                sel = [r for r, row in enumerate(rows) if row.emotion == e and row.layer == layer and row.scale == s]
+                cell = _cell_stats(rows, sel, dev_scores, e, ppl_none_dev)
+                cell.update(emotion=e, layer=layer, scale=s, alpha=s * norms[layer])
+                cells.append(cell)
+                grid.append(cell)
+        fluent = [c for c in cells if math.isfinite(c["perplexity_ratio"]) and c["perplexity_ratio"] <= cfg.max_perplexity_ratio]
+        if fluent:
+            pick = max(fluent, key=lambda c: (c["success"], -c["perplexity_ratio"], -c["scale"]))
+        else:
+            pick = min(cells, key=lambda c: (c["perplexity_ratio"] if math.isfinite(c["perplexity_ratio"]) else math.inf, c["scale"]))
+        best[e] = {**pick, "meets_fluency": bool(fluent)}
+
+    # -- test: chosen vectors and baselines, one batch -----------------------------------------
+    gen = torch.Generator().manual_seed(seed)
+    test_rows = _test_rows(model, texts, plain, test_idx, emotions, best, unit, cfg, gen, sampled=False)
+    all_test = list(test_rows)
+    if cfg.sampled:
+        gen = torch.Generator().manual_seed(seed + 1)
+        sampled_rows = _test_rows(model, texts, plain, test_idx, emotions, best, unit, cfg, gen, sampled=True)
+        all_test += sampled_rows
+    greedy = [r for r in all_test if not r.sampled]
+    _generate(model, greedy, cfg, seed, progress, "steering sweep (test)")
+    if cfg.sampled:
+        _generate(model, [r for r in all_test if r.sampled], cfg, seed + 1000, progress, "steering sweep (sampled)", do_sample=True)
+    test_scores = _score(model, all_test, the_judge, cfg)
+
+    # -- summary ------------------------------------------------------------------------------
+    def select(condition: str, emotion: str | None, sampled: bool) -> list[int]:
+        return [
+            r for r, row in enumerate(all_test)
+            if row.condition == condition and row.sampled == sampled and (emotion is None or row.emotion == emotion)
+        ]
+
+    out_emotions: dict[str, Any] = {}
+    vector_files: list[str] = []
+    for e in emotions:
+        none_rows = select("none", None, False)
+        ppl_none = _ppl(test_scores["nll"], test_scores["count"], none_rows)
+        steer = _cell_stats(all_test, select("steer", e, False), test_scores, e, ppl_none)
+        rand = _cell_stats(all_test, select("random", e, False), test_scores, e, ppl_none)
+        prompting = _cell_stats(all_test, select("prompting", e, False), test_scores, e, ppl_none)
+        none = _cell_stats(all_test, none_rows, test_scores, e, ppl_none)
+        b = best[e]
+        entry: dict[str, Any] = {
+            "best_layer": int(b["layer"]),
+            "best_alpha": float(b["alpha"]),
+            "success": steer["success"],
+            "perplexity_ratio": _finite(steer["perplexity_ratio"]),
+            "baselines": {"prompting": prompting["success"], "random": rand["success"], "none": none["success"]},
+            "best_scale": float(b["scale"]),
+            "meets_fluency": b["meets_fluency"] and bool(
+                steer["perplexity_ratio"] <= cfg.max_perplexity_ratio if math.isfinite(steer["perplexity_ratio"]) else False
+            ),
+            "beats_random": steer["success"] > rand["success"],
+            "beats_prompting": steer["success"] > prompting["success"],
+            "dev_success": b["success"],
+            "dev_perplexity_ratio": _finite(b["perplexity_ratio"]),
+            "baseline_perplexity_ratio": {
+                "prompting": _finite(prompting["perplexity_ratio"]), "random": _finite(rand["perplexity_ratio"]),
+            },
+            "repetition": steer["repetition"],
+            "nonword": steer["nonword"],
+            "mean_target_score": steer["mean_target_score"],
+            "baseline_mean_target_score": {
+                "prompting": prompting["mean_target_score"], "random": rand["mean_target_score"], "none": none["mean_target_score"],
+            },
+            "n_test": steer["n"],
+        }
+        if cfg.sampled:
+            s_none = select("none", None, True)
+            ppl_s_none = _ppl(test_scores["nll"], test_scores["count"], s_none)
+            s_steer = _cell_stats(all_test, select("steer", e, True), test_scores, e, ppl_s_none)
+            entry["sampled"] = {
+                "success": s_steer["success"],
+                "perplexity_ratio": _finite(s_steer["perplexity_ratio"]),
+                "baselines": {
+                    c: _cell_stats(all_test, select(c, e, True) if c != "none" else s_none, test_scores, e, ppl_s_none)["success"]
+                    for c in ("prompting", "random", "none")
+                },
+            }
+        out_emotions[e] = entry
+        sv = SteeringVector.from_directions(
+            dirs, e, layers=[int(b["layer"])], alpha=float(b["alpha"]), positions=cfg.positions,
+            meta={
+                "source": "psylens steer sweep", "scale": float(b["scale"]), "success": steer["success"],
+                "perplexity_ratio": _finite(steer["perplexity_ratio"]), "judge": the_judge.name,
+                "model": getattr(model, "spec", None),
+            },
+        )
+        rel = f"{VECTORS}/{e}.safetensors"
+        sv.save(run.file(rel))
+        vector_files.append(rel)
+
+    successes = [v["success"] for v in out_emotions.values()]
+    mean_success = float(sum(successes) / len(successes))
+    fluent_successes = [v["success"] if v["meets_fluency"] else 0.0 for v in out_emotions.values()]
+    mean_of = {c: float(sum(v["baselines"][c] for v in out_emotions.values()) / len(out_emotions)) for c in ("prompting", "random", "none")}
+    none_rows = select("none", None, False)
+    seconds = time.time() - t_start
+    summary: dict[str, Any] = {
+        "emotions": out_emotions,
+        "mean_success": mean_success,
+        "mean_fluent_success": float(sum(fluent_successes) / len(fluent_successes)),
+        "mean_baselines": mean_of,
+        "mean_perplexity_ratio": _finite(
+            sum(v["perplexity_ratio"] or math.nan for v in out_emotions.values()) / len(out_emotions)
+        ),
+        "targets": {"success": cfg.target_success, "max_perplexity_ratio": cfg.max_perplexity_ratio},
+        "meets_target": bool(
+            mean_success >= cfg.target_success
+            and all(v["meets_fluency"] for v in out_emotions.values())
+            and mean_success > mean_of["random"]
+            and mean_success > mean_of["prompting"]
+        ),
+        "unsteered": {
+            "repetition": repetition_rate([all_test[r].text for r in none_rows]),
+            "nonword": nonword_fraction([all_test[r].text for r in none_rows]),
+        },
+        "model": getattr(model, "spec", None),
+        "judge": the_judge.name,
+        "directions": {"site": site, "method": getattr(dirs, "method", None)},
+        "layers": layers,
+        "scales": list(cfg.scales),
+        "residual_norms": {str(k): v for k, v in norms.items()},
+        "n_prompts": {"dev": len(dev_idx), "test": len(test_idx)},
+        "skipped_emotions": skipped,
+        "seed": seed,
+        "config": cfg.to_dict(),
+        "seconds": round(seconds, 1),
+        "files": {"grid": GRID, "generations": GENERATIONS, "vectors": vector_files},
+    }
+    run.write_json(GRID, {"layers": layers, "scales": list(cfg.scales), "split": "dev", "cells": [_clean(c) for c in grid]})
+    _write_generations(run, rows, dev_scores, all_test, test_scores)
+    run.write_json(SUMMARY, summary)
+    run.record_step(
+        "steering",
+        config=cfg.to_dict(),
+        outputs=[SUMMARY, GRID, GENERATIONS, *vector_files],
+        mean_success=mean_success,
+        seconds=round(seconds, 1),
+        seed=seed,
+    )
+    return summary
+
+
+def _test_rows(
+    model: Model,
+    texts: list[str],
+    plain: list[str],
+    test_idx: list[int],
+    emotions: list[str],
+    best: dict[str, dict[str, Any]],
+    unit: dict[tuple[str, int], Tensor],
+    cfg: SweepConfig,
+    gen: torch.Generator,
+    *,
+    sampled: bool,
+) -> list[_Row]:
+    rows = [_Row("test", "none", None, i, texts[i], plain[i], sampled=sampled) for i in test_idx]
+    for e in emotions:
+        layer, alpha, scale = int(best[e]["layer"]), float(best[e]["alpha"]), float(best[e]["scale"])
+        delta = alpha * unit[e, layer]
+        system = cfg.prompting_template.format(emotion=e)
+        for i in test_idx:
+            rows.append(_Row("test", "steer", e, i, texts[i], plain[i], layer, scale, alpha, delta, sampled=sampled))
+            r = torch.randn(delta.shape, generator=gen)
+            rows.append(_Row("test", "random", e, i, texts[i], plain[i], layer, scale, alpha,
+                             r / r.norm() * delta.norm(), sampled=sampled))
+            rows.append(_Row("test", "prompting", e, i, texts[i], model.format_prompt(texts[i], system_prompt=system),
+                             sampled=sampled, extra={"system_prompt": system}))
+    return rows
+
+
+def _generate(
+    model: Model, rows: list[_Row], cfg: SweepConfig, seed: int, progress: bool, desc: str, *, do_sample: bool = False,
+) -> None:
+    layers = sorted({r.layer for r in rows if r.delta is not None and r.layer is not None})
+    deltas = {layer: torch.zeros(len(rows), model.d_model) for layer in layers}
+    for k, r in enumerate(rows):
+        if r.delta is not None and r.layer is not None:
+            deltas[r.layer][k] = r.delta
+    outs = generate_rows(
+        model, [r.formatted for r in rows], deltas, max_new_tokens=cfg.max_new_tokens, do_sample=do_sample,
+        temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, batch_size=cfg.batch_size,
+        positions=cfg.positions, progress=progress, desc=desc,
+    )
+    for r, t in zip(rows, outs):
+        r.text = t
+
+
+def _score(model: Model, rows: list[_Row], judge: Judge, cfg: SweepConfig) -> dict[str, Any]:
+    texts = [r.text for r in rows]
+    scores = judge.score(texts)
+    nll, count = token_nll(model, [r.prompt for r in rows], texts, batch_size=cfg.batch_size)
+    return {"scores": scores, "dominant": dominant(scores), "nll": nll, "count": count}
+
+
+def _cell_stats(rows: list[_Row], sel: list[int], sc: dict[str, Any], emotion: str, ppl_none: float) -> dict[str, Any]:
+    if not sel:
+        return {"success": float("nan"), "perplexity_ratio": float("nan"), "repetition": float("nan"),
+                "nonword": float("nan"), "mean_target_score": float("nan"), "n": 0}
+    target = JUDGE_EMOTIONS.index(emotion)
+    idx = torch.tensor(sel)
+    success = float((sc["dominant"][idx] == target).float().mean())
+    texts = [rows[r].text for r in sel]
+    return {
+        "success": success,
+        "perplexity_ratio": _ratio(_ppl(sc["nll"], sc["count"], sel), ppl_none),
+        "repetition": repetition_rate(texts),
+        "nonword": nonword_fraction(texts),
+        "mean_target_score": float(sc["scores"][idx, target].mean()),
+        "n": len(sel),
+    }
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _write_generations(run: Run, dev: list[_Row], dev_sc: dict[str, Any], test: list[_Row], test_sc: dict[str, Any]) -> Path:
+    lines = []
+    for rows, sc in ((dev, dev_sc), (test, test_sc)):
+        for k, r in enumerate(rows):
+            d = int(sc["dominant"][k])
+            lines.append(json.dumps({
+                "split": r.split, "condition": r.condition, "sampled": r.sampled, "emotion": r.emotion,
+                "layer": r.layer, "scale": r.scale, "alpha": r.alpha, "prompt_index": r.prompt_index,
+                "prompt": r.prompt, "text": r.text,
+                "scores": [round(float(x), 4) for x in sc["scores"][k]],
+                "judged": JUDGE_EMOTIONS[d] if d >= 0 else None,
+                **r.extra,
+            }))
+    return atomic_write_text(run.file(GENERATIONS), "\n".join(lines) + "\n")
