@@ -6,6 +6,7 @@ Every command has ``--help``; a bad argument prints one line and exits non-zero.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -50,9 +51,9 @@ def models() -> None:
     from psylens.models import DEFAULT_MODEL, REGISTRY, cache_dir
 
     table = Table(title="psylens models")
-    table.add_column("alias")
+    table.add_column("alias", no_wrap=True)  # what users type: never cut
     table.add_column("description")
-    table.add_column("package")
+    table.add_column("package", overflow="fold")
     table.add_column("cached")
     for alias, src in REGISTRY.items():
         cached = "yes" if src.is_cached() else "no (first load dequantizes it)"
@@ -82,6 +83,18 @@ def _layers(value: Optional[str]) -> Optional[list[int]]:
     return out
 
 
+def _check_out(out: Path) -> None:
+    """Fail fast when ``out`` cannot become a directory, without creating anything."""
+    p = out.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK):
+        raise ValueError(
+            f"output directory {str(out)!r} is not writable ({str(p)!r} is not a writable directory); "
+            "choose a directory you can write to, e.g. --out ./runs/my-run"
+        )
+
+
 @app.command()
 def harvest(
     model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Alias, HF id, directory or .gguf."),
@@ -103,19 +116,30 @@ def harvest(
 
     import torch
 
+    from psylens.activations import POSITIONS
+    from psylens.harvest import BACKENDS
     from psylens.io import ensure_writable_dir
     from psylens.models import load_model
     from psylens.runs import create_run
-    from psylens.sites import validate_sites
+    from psylens.sites import resolve_layers, validate_sites
     from psylens.stimuli import load
     from psylens.summary import layer_summary
 
+    # Check every argument before anything is written (and what needs no model, before loading it).
     site_list = validate_sites(_split(sites))
     layer_list = _layers(layers)
+    if positions not in POSITIONS:
+        raise ValueError(f"--positions {positions!r}: use one of {', '.join(POSITIONS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}: use one of {', '.join(BACKENDS)}")
     stim = load(stimuli)
-    ensure_writable_dir(out)
+    _check_out(out)
     torch.manual_seed(seed)
     m = load_model(model, adapter=adapter, device=device)
+    if layer_list is not None:
+        layer_list = resolve_layers(layer_list, m.n_layers)
+    m.resolve_format(format)
+    ensure_writable_dir(out)
     config = {"stimuli": stimuli, "sites": site_list, "layers": layer_list, "positions": positions,
               "format": format, "system_prompt": system_prompt, "batch_size": batch_size, "backend": backend}
     run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
@@ -197,24 +221,53 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(exit, abort, usage-error) exception classes: typer >= 0.29 raises those of its own
+    vendored click (``typer._click``), older typer those of ``click``."""
+    exits: list[type] = []
+    aborts: list[type] = []
+    usage: list[type] = []
+    try:
+        import click
+
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+        usage.append(click.ClickException)
+    except ImportError:
+        pass
+    try:
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort, Exit
+
+        exits.append(Exit)
+        aborts.append(Abort)
+        usage.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(aborts), tuple(usage)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns user errors into one line and a non-zero exit."""
-    import click
+    from rich.markup import escape
 
+    exits, aborts, usage = _click_exceptions()
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
+        rv = app(args=argv, standalone_mode=False)
+    except exits as e:  # type: ignore[misc]
+        return int(e.exit_code)  # type: ignore[attr-defined]
+    except aborts:  # type: ignore[misc]
         console.print("aborted")
         return 130
-    except click.ClickException as e:
-        console.print(f"[red]error:[/red] {e.format_message()}", highlight=False)
+    except usage as e:  # type: ignore[misc]
+        if type(e).__name__ == "NoArgsIsHelpError":  # `psylens` alone: the help was printed
+            return 2
+        console.print(f"[red]error:[/red] {escape(e.format_message())}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
         return 2
     except (ValueError, FileNotFoundError, PermissionError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 1
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

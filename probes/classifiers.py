@@ -14,8 +14,11 @@ standardised features). It was chosen before any result was seen, as a moderate 
 regime probes live in (a few hundred texts, hundreds of dimensions, d ≳ n), and it is never
 selected on test folds.
 
-.. note:: scikit-learn's BLAS threads fight badly with other processes on a small shared CPU
-   (a 10× slowdown measured on 2 busy cores), so fits run with BLAS limited to one thread.
+.. note:: Thread pools fight badly with other processes on a small shared CPU (10–20× slowdowns
+   measured on 2 busy cores: every small op waits for a descheduled worker), so fits run with
+   BLAS/OpenMP and torch limited to one thread. This sets ``torch.set_num_threads(1)`` for the
+   duration of a fit (process-wide; restored afterwards): do not run other torch work in
+   parallel threads meanwhile.
 """
 
 from __future__ import annotations
@@ -57,10 +60,13 @@ def single_thread() -> Iterator[None]:
         yield
         return
     token = _LIMITED.set(True)
+    torch_threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(1)
         with threadpool_limits(limits=1):
             yield
     finally:
+        torch.set_num_threads(torch_threads)
         _LIMITED.reset(token)
 
 
@@ -174,7 +180,8 @@ def train_probe(
         params, info = _fit_logistic(z, y, present, k, seed=seed, C=C)
         kind_out = "logistic"
     else:
-        params = _fit_mlp(z, y, present, k, seed=seed)
+        with single_thread():
+            params = _fit_mlp(z, y, present, k, seed=seed)
         kind_out = "mlp"
     return Probe(
         kind=kind_out,

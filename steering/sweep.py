@@ -87,7 +87,7 @@ class SweepConfig:
     emotions: tuple[str, ...] = EMOTIONS
     layers: tuple[int, ...] | None = None
     layer_fractions: tuple[float, ...] = (0.3, 0.45, 0.6)
-    scales: tuple[float, ...] = (0.25, 0.5, 1.0)
+    scales: tuple[float, ...] = (0.1, 0.2, 0.3)
     n_dev: int = 6
     n_test: int = 10
     max_new_tokens: int = 32
@@ -135,10 +135,10 @@ class SweepConfig:
 
     @classmethod
     def full(cls, **changes: Any) -> SweepConfig:
-        """6 layers × 4 scales, 20 dev + 20 test prompts, greedy and sampled, 48 new tokens."""
+        """6 layers × 5 scales, 20 dev + 20 test prompts, greedy and sampled, 48 new tokens."""
         base: dict[str, Any] = dict(
             layer_fractions=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-            scales=(0.25, 0.5, 1.0, 2.0),
+            scales=(0.05, 0.1, 0.15, 0.2, 0.3),
             n_dev=20,
             n_test=20,
             max_new_tokens=48,
@@ -410,8 +410,13 @@ def run_sweep(
                 alpha = s * norms[layer]
                 for i in dev_idx:
                     rows.append(_Row("dev", "steer", e, i, texts[i], plain[i], layer, s, alpha, alpha * unit[e, layer]))
+    timings: dict[str, float] = {"setup": time.time() - t_start}
+    t = time.time()
     _generate(model, rows, cfg, seed, progress, "steering sweep (dev)")
+    timings["dev_generate"] = time.time() - t
+    t = time.time()
     dev_scores = _score(model, rows, the_judge, cfg)
+    timings["dev_score"] = time.time() - t
 
     grid: list[dict[str, Any]] = []
     best: dict[str, dict[str, Any]] = {}
@@ -442,10 +447,14 @@ def run_sweep(
         sampled_rows = _test_rows(model, texts, plain, test_idx, emotions, best, unit, cfg, gen, sampled=True)
         all_test += sampled_rows
     greedy = [r for r in all_test if not r.sampled]
+    t = time.time()
     _generate(model, greedy, cfg, seed, progress, "steering sweep (test)")
     if cfg.sampled:
         _generate(model, [r for r in all_test if r.sampled], cfg, seed + 1000, progress, "steering sweep (sampled)", do_sample=True)
+    timings["test_generate"] = time.time() - t
+    t = time.time()
     test_scores = _score(model, all_test, the_judge, cfg)
+    timings["test_score"] = time.time() - t
 
     # -- summary ------------------------------------------------------------------------------
     def select(condition: str, emotion: str | None, sampled: bool) -> list[int]:
@@ -550,6 +559,8 @@ def run_sweep(
         "seed": seed,
         "config": cfg.to_dict(),
         "seconds": round(seconds, 1),
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "n_generations": len(rows) + len(all_test),
         "files": {"grid": GRID, "generations": GENERATIONS, "vectors": vector_files},
     }
     run.write_json(GRID, {"layers": layers, "scales": list(cfg.scales), "split": "dev", "cells": [_clean(c) for c in grid]})

@@ -25,10 +25,18 @@ def _env() -> dict[str, str]:
     return env
 
 
-def psylens(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(EXE), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
+def _start(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -36,15 +44,16 @@ def assert_one_line_error(r: subprocess.CompletedProcess[str], *needles: str) ->
     assert r.returncode != 0, out
     assert "Traceback" not in out, out
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("error:"), lines[0]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], r.stderr  # one line, the last thing printed
+    # anything before it can only be the model-loading progress bar (errors that need the model)
+    assert all(ln.startswith("Loading weights") for ln in lines[:-1]), r.stderr
     for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+        assert needle in errors[0], (needle, errors[0])
 
 
 def _commands() -> list[list[str]]:
     """Every command path of the CLI (sub-commands of groups included)."""
-    import click
     import typer
 
     from psylens.cli import app
@@ -52,9 +61,9 @@ def _commands() -> list[list[str]]:
     root = typer.main.get_command(app)
     paths: list[list[str]] = []
 
-    def walk(cmd: click.Command, prefix: list[str]) -> None:
+    def walk(cmd, prefix: list[str]) -> None:  # typer may vendor its own click: duck-type groups
         paths.append(prefix)
-        if isinstance(cmd, click.Group):
+        if isinstance(getattr(cmd, "commands", None), dict):
             for name, sub in cmd.commands.items():
                 walk(sub, [*prefix, name])
 
@@ -62,105 +71,137 @@ def _commands() -> list[list[str]]:
     return paths
 
 
-def test_every_command_has_help(tmp_path: Path) -> None:
+ROWS = [
+    {"id": "a", "text": "The kettle clicked off.", "label": "neutral", "group": "g1"},
+    {"id": "b", "text": "My train was cancelled again", "label": "anger", "group": "g1"},
+    {"id": "c", "text": "She opened the letter", "label": "neutral", "group": "g2"},
+    {"id": "d", "text": "The dog ran off with my sandwich", "label": "anger", "group": "g2"},
+]
+
+_HELP_ALL = """
+import contextlib, io, json, sys
+from psylens.cli import main
+results = []
+for path in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([*path, "--help"])
+    results.append([path, rc, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with input files; every CLI run gets its own sub-directory as cwd."""
+    root = tmp_path_factory.mktemp("cli")
+    (root / "four.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    (root / "bad.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
+    (root / "a-file").write_text("x")
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(ws: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every CLI process of this module, started at once (each start-up costs seconds here)."""
+    four, bad, blocker = str(ws / "four.jsonl"), str(ws / "bad.jsonl"), str(ws / "a-file")
+    harvest = ["harvest", "--stimuli", four, "--out", "run"]
+    jobs = {
+        "help": [str(EXE), "--help"],
+        "help_all": [sys.executable, "-c", _HELP_ALL, json.dumps(_commands())],
+        "models": [str(EXE), "models"],
+        "no_such_command": [str(EXE), "nope"],
+        "unknown_model": [str(EXE), "harvest", "--model", "nope", "--stimuli", four, "--out", "run"],
+        "bad_site": [str(EXE), *harvest, "--sites", "resid_psot"],
+        "bad_layer": [str(EXE), *harvest, "--layers", "0,99"],
+        "malformed": [str(EXE), "harvest", "--stimuli", bad, "--out", "run"],
+        "unwritable": [str(EXE), "harvest", "--stimuli", four, "--out", str(Path(blocker) / "run")],
+        "harvest": [str(EXE), *harvest, "--layers", "0,5"],
+    }
+    procs = {name: _start(cmd, ws / name) for name, cmd in jobs.items()}
+    return {name: _finish(p) for name, p in procs.items()}
+
+
+def test_every_command_has_help(runs, ws: Path) -> None:
     commands = _commands()
     names = {p[0] for p in commands if p}
     assert {"models", "harvest", "demo", "explore"} <= names
-    # all at once: each start-up imports the package, and the machine is slow
-    procs = [
-        (p, subprocess.Popen([str(EXE), *p, "--help"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True))
-        for p in commands
-    ]
-    for path, proc in procs:
-        out, err = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, (path, err)
-        assert "Usage" in out and "Traceback" not in out + err, (path, out, err)
-    assert list(tmp_path.iterdir()) == []  # --help writes nothing
-
-
-def test_models_lists_aliases(tmp_path: Path) -> None:
-    r = psylens("models", cwd=tmp_path)
+    r = runs["help"]  # the installed script itself
+    assert r.returncode == 0 and "Usage" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    for name in names:
+        assert name in r.stdout
+    # every command and sub-command, through the script's main() in one process
+    r = runs["help_all"]
     assert r.returncode == 0, r.stderr
-    assert "smollm2-135m-instruct" in r.stdout and "gemma-3-270m" in r.stdout
+    results = json.loads(r.stdout.splitlines()[-1])
+    assert [p for p, *_ in results] == commands
+    for path, rc, out, err in results:
+        assert rc == 0, (path, err)
+        assert "Usage" in out and "Traceback" not in out + err, (path, out, err)
+    assert list((ws / "help").iterdir()) == [] and list((ws / "help_all").iterdir()) == []  # --help writes nothing
+
+
+def test_models_lists_aliases(runs) -> None:
+    r = runs["models"]
+    assert r.returncode == 0, r.stderr
+    assert "smollm2-135m-instruct" in r.stdout and "gemma-3-270m" in r.stdout  # whole, even at 80 columns
     assert "default" in r.stdout
 
 
-def test_unknown_command_and_option(tmp_path: Path) -> None:
-    for args in (["nope"], ["harvest", "--no-such-option"], ["harvest"]):  # harvest needs --out
-        r = psylens(*args, cwd=tmp_path)
-        assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr, args
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.fixture
-def stimuli_file(tmp_path: Path) -> Path:
-    f = tmp_path / "four.jsonl"
-    rows = [
-        {"id": "a", "text": "The kettle clicked off.", "label": "neutral", "group": "g1"},
-        {"id": "b", "text": "My train was cancelled again", "label": "anger", "group": "g1"},
-        {"id": "c", "text": "She opened the letter", "label": "neutral", "group": "g2"},
-        {"id": "d", "text": "The dog ran off with my sandwich", "label": "anger", "group": "g2"},
-    ]
-    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return f
-
-
-def test_unknown_model(tmp_path: Path, stimuli_file: Path) -> None:
-    r = psylens("harvest", "--model", "nope", "--stimuli", str(stimuli_file), "--out", "run", cwd=tmp_path)
-    assert_one_line_error(r, "nope", "smollm2-135m-instruct")
-    assert not (tmp_path / "run").exists()
-
-
 @pytest.mark.parametrize(
-    "args, needles",
+    "name, needles",
     [
-        (["--sites", "resid_psot"], ["resid_psot", "resid_post"]),
-        (["--layers", "0,99"], ["99", "0–29"]),
-        (["--layers", "zero"], ["--layers"]),
-        (["--positions", "first"], ["first"]),
-        (["--backend", "tl"], ["tl"]),
+        ("no_such_command", ["nope"]),
+        ("unknown_model", ["nope", "smollm2-135m-instruct", "gemma-3-270m"]),
+        ("bad_site", ["resid_psot", "resid_post", "mlp_post"]),
+        ("bad_layer", ["99", "0–29"]),
+        ("malformed", ["bad.jsonl:2"]),
+        ("unwritable", ["not writable", "a-file"]),
     ],
 )
-def test_bad_arguments(tmp_path: Path, stimuli_file: Path, args: list[str], needles: list[str]) -> None:
-    r = psylens("harvest", "--stimuli", str(stimuli_file), "--out", "run", *args, cwd=tmp_path)
-    assert_one_line_error(r, *needles)
-    assert not (tmp_path / "run").exists()
+def test_errors_are_one_line_and_write_nothing(runs, ws: Path, name: str, needles: list[str]) -> None:
+    assert_one_line_error(runs[name], *needles)
+    assert list((ws / name).iterdir()) == []  # no run directory, not even an empty one
+    assert (ws / "a-file").read_text() == "x"
 
 
-def test_malformed_stimuli(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
-    r = psylens("harvest", "--stimuli", str(bad), "--out", "run", cwd=tmp_path)
-    assert_one_line_error(r, f"{bad}:2")
-    assert not (tmp_path / "run").exists()
+def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` in this process: the same code path as the script, without its start-up time."""
+    from psylens.cli import main
+
+    rc = main(args)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
+def test_more_errors_in_process(ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    four, out = str(ws / "four.jsonl"), str(tmp_path / "run")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
-    assert_one_line_error(psylens("harvest", "--stimuli", str(empty), "--out", "run", cwd=tmp_path), "no stimuli")
-    assert_one_line_error(psylens("harvest", "--stimuli", "missing.jsonl", "--out", "run", cwd=tmp_path), "missing.jsonl")
-    assert not (tmp_path / "run").exists()
+    cases = [
+        (["harvest", "--no-such-option", "--out", out], ["--no-such-option"], 2),
+        (["harvest"], ["--out"], 2),
+        (["harvest", "--stimuli", four, "--out", out, "--layers", "zero"], ["--layers"], 1),
+        (["harvest", "--stimuli", four, "--out", out, "--positions", "first"], ["first", "last"], 1),
+        (["harvest", "--stimuli", four, "--out", out, "--backend", "tl"], ["tl", "nnsight"], 1),
+        (["harvest", "--stimuli", str(empty), "--out", out], ["no stimuli"], 1),
+        (["harvest", "--stimuli", str(tmp_path / "missing.jsonl"), "--out", out], ["missing.jsonl"], 1),
+        (["demo", "--skip", "harvest"], ["--skip"], 1),
+        (["explore", str(tmp_path / "missing")], ["not a psylens run"], 1),
+    ]
+    for args, needles, code in cases:
+        r = run_in_process(args, capsys)
+        assert_one_line_error(r, *needles)
+        assert r.returncode == code, args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
 
 
-def test_unwritable_out(tmp_path: Path, stimuli_file: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("x")
-    r = psylens("harvest", "--stimuli", str(stimuli_file), "--out", str(blocker / "run"), cwd=tmp_path)
-    assert_one_line_error(r, "not writable")
-    assert blocker.read_text() == "x"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "four.jsonl"]
-
-
-def test_open_non_run(tmp_path: Path) -> None:
-    r = psylens("explore", str(tmp_path / "missing"), cwd=tmp_path)
-    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
-
-
-def test_harvest_writes_a_run(tmp_path: Path, stimuli_file: Path) -> None:
-    out = tmp_path / "run"
-    r = psylens("harvest", "--stimuli", str(stimuli_file), "--layers", "0,5", "--out", str(out), cwd=tmp_path)
+def test_harvest_writes_a_run(runs, ws: Path) -> None:
+    r = runs["harvest"]
+    out = ws / "harvest" / "run"
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
-    assert str(out) in r.stdout and "psylens explore" in r.stdout
+    assert "run: run" in r.stdout and "psylens explore run" in r.stdout
 
     import psylens as pl
 

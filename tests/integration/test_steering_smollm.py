@@ -159,3 +159,25 @@ def test_cli_steer_writes_jsonl(smollm, directions, tmp_path, monkeypatch):
     assert rec["emotion"] == "joy" and rec["layer"] == LAYER and rec["alpha"] == 30.0
     bad = CliRunner().invoke(steer_app, ["--vectors", str(vec), "--prompts", "x", "--out", str(tmp_path / "g.txt")])
     assert isinstance(bad.exception, ValueError) and ".jsonl" in str(bad.exception)
+
+
+NOTEBOOK = "notebooks/01_emotion_directions_and_steering.ipynb"
+
+
+def test_notebook_runs(tmp_path):
+    """Execute the directions-and-steering notebook top to bottom in a fresh kernel."""
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    try:
+        from psylens.harvest import harvest  # noqa: F401
+        from psylens.probes import emotion_directions  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"the notebook needs psylens.harvest and psylens.probes.emotion_directions, not importable yet ({e})")
+    path = Path(__file__).resolve().parents[2] / NOTEBOOK
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "mean joy intensity" in outputs and "joy.gguf" in outputs
