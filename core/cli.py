@@ -142,10 +142,12 @@ def harvest(
     ensure_writable_dir(out)
     config = {"stimuli": stimuli, "sites": site_list, "layers": layer_list, "positions": positions,
               "format": format, "system_prompt": system_prompt, "batch_size": batch_size, "backend": backend}
-    run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
     t0 = time.perf_counter()
     acts = m.harvest(stim, sites=site_list, layers=layer_list, positions=positions, format=format,
                      system_prompt=system_prompt, batch_size=batch_size, out=out / "activations", backend=backend)
+    # run.json only after the harvest: a refused re-run (a different harvest in the same --out)
+    # must not rewrite the metadata of the run that is there
+    run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
     run.record_step("harvest", seconds=round(time.perf_counter() - t0, 2), n=len(acts), sites=acts.sites,
                     layers=acts.layers, output="activations")
     if positions != "all" and any(lab is not None for lab in acts.labels):

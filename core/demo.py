@@ -60,10 +60,10 @@ def run_demo(
 
     stim = load_stimuli("emotions")
     config = {"stimuli": stim.name, "sites": ["resid_post"], "positions": "last", "steps": list(steps)}
-    run = create_run(out, command="psylens demo", model=m.describe(), config=config, seed=seed)
-
     t0 = time.perf_counter()
     acts = m.harvest(stim, sites=["resid_post"], positions="last", out=Path(out) / "activations", progress=progress)
+    # run.json after the harvest: a refused re-run (another model into the same out) keeps the old metadata
+    run = create_run(out, command="psylens demo", model=m.describe(), config=config, seed=seed)
     run.record_step("harvest", seconds=round(time.perf_counter() - t0, 2), n=len(acts), sites=acts.sites,
                     layers=acts.layers, output="activations")
     done("harvest", t0, n=len(acts), shape=list(acts["resid_post"].shape))

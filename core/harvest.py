@@ -223,9 +223,9 @@ def _run_nnsight(model: Model, batch: _Batch, keys: list[tuple[str, int]], posit
 # --------------------------------------------------------------------------------------------
 # shards and resume
 # --------------------------------------------------------------------------------------------
-def _fingerprint(config: dict[str, Any], ids: list[str]) -> str:
+def _fingerprint(config: dict[str, Any], rows: list[str]) -> str:
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    h.update("\x00".join(ids).encode())
+    h.update("\x00".join(rows).encode())
     return h.hexdigest()[:20]
 
 
@@ -410,7 +410,8 @@ def _as_stimuli(stimuli: Stimuli | Sequence[str] | str) -> Stimuli:
 def _open_manifest(
     out: Path, config: dict[str, Any], stim: Stimuli, meta: dict[str, Any], shard_size: int
 ) -> dict[str, Any]:
-    fp = _fingerprint(config, stim.ids)
+    # every row counts: the same ids with edited texts (or labels) are a different harvest
+    fp = _fingerprint(config, [json.dumps([s.id, s.text, s.label, s.group]) for s in stim])
     f = out / MANIFEST
     if f.exists():
         man = read_json(f)

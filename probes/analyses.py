@@ -37,7 +37,7 @@ from psylens.probes.directions import (
     group_ids,
     pick_site,
 )
-from psylens.probes.fit import ProbeResults, cross_val_predict, eval_labels, group_folds, scores, text_folds
+from psylens.probes.fit import ProbeResults, cross_val_predict, group_folds, scores
 from psylens.stimuli import EMOTIONS, Stimuli, Stimulus
 
 if TYPE_CHECKING:
@@ -452,8 +452,9 @@ def harvest_persistence(
         stim, sites=[site], layers=list(layers), positions="all", format=format, batch_size=batch_size, progress=progress
     )
     n_event = _event_lengths(model, stim, format)
-    assert acts.token_stimulus is not None and acts.token_position is not None
     ts, tp = acts.token_stimulus, acts.token_position
+    if ts is None or tp is None:
+        raise ValueError("the harvest returned no token positions; persistence needs positions='all'")
     out: dict[int, Activations] = {}
     for off in offsets:
         want = torch.tensor([n - 1 + off for n in n_event])
@@ -512,7 +513,8 @@ def persistence_curve(
             tasks += [(xl, y, folds), (xl, y_sh, folds)]
             keys.append((off, layer, y))
             keys.append((off, layer, y_sh))
-    assert classes is not None
+    if classes is None:  # pragma: no cover - by_offset is not empty
+        raise ValueError("no labelled texts at any offset")
     preds = cross_val_predict(tasks, classes, seed=seed, C=C)
     k = len(classes)
     rows_out = []

@@ -229,13 +229,27 @@ def _fit_mlp(z: np.ndarray, y: np.ndarray, present: np.ndarray, k: int, *, seed:
     b2 = torch.zeros(k, requires_grad=True)
     absent = torch.ones(k, dtype=torch.bool)
     absent[torch.from_numpy(present)] = False
-    opt = torch.optim.AdamW([w1, b1, w2, b2], lr=MLP_LR, weight_decay=MLP_WEIGHT_DECAY)
-    for _ in range(MLP_EPOCHS):
-        opt.zero_grad()
+    params = [w1, b1, w2, b2]
+    # AdamW written out: importing torch.optim pulls in torch._dynamo (~10 s on a small CPU)
+    m1 = [torch.zeros_like(p) for p in params]
+    m2 = [torch.zeros_like(p) for p in params]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    for step in range(1, MLP_EPOCHS + 1):
+        for p in params:
+            p.grad = None
         logits = torch.relu(zt @ w1.T + b1) @ w2.T + b2
         loss = torch.nn.functional.cross_entropy(logits.masked_fill(absent, -1e9), yt)
         loss.backward()
-        opt.step()
+        with torch.no_grad():
+            for p, a, v in zip(params, m1, m2):
+                g = p.grad
+                if g is None:  # pragma: no cover - every parameter is used
+                    continue
+                p.mul_(1 - MLP_LR * MLP_WEIGHT_DECAY)
+                a.mul_(beta1).add_(g, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                denom = (v / (1 - beta2**step)).sqrt_().add_(eps)
+                p.addcdiv_(a, denom, value=-MLP_LR / (1 - beta1**step))
     with torch.no_grad():
         b2_out = b2.detach().clone()
         b2_out[absent] = -1e9

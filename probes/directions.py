@@ -11,6 +11,8 @@ Methods (``method=``):
 - ``mean_diff``: class mean minus the mean of the other classes' means. With ``center_by="group"``
   each group's (scenario's) mean over its texts is removed first, so what is shared by a scenario
   (its setting, its wording) cancels and the direction carries the emotion, not the context.
+  When every scenario holds every label once (the built-in set), the centring cancels in the
+  class-mean differences anyway; it matters for unbalanced sets and for ``pca``/``probe``.
   Raw norm: activation units.
 - ``probe``: the class's weight vector of a multinomial logistic probe fitted on all texts
   (mapped back from standardised to activation space, ``w / scale``). Raw norm: inverse activation

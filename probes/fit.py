@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from psylens.activations import Activations
@@ -67,7 +67,7 @@ def group_folds(
     with ``seed``); ``n_splits`` is capped at the number of groups. Every index is in exactly one
     test fold. ``ValueError`` with fewer than two groups.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     groups_a = np.asarray(groups, dtype=object).astype(str)
     labels_a = np.asarray(labels, dtype=object).astype(str)
@@ -82,10 +82,16 @@ def group_folds(
             f"{n_groups} group(s); add scenarios (groups) or use cv='text'"
         )
     k = min(n_splits, n_groups)
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    x0 = np.zeros(len(labels_a))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members than n_splits"
-        folds = [(tr, te) for tr, te in splitter.split(np.zeros(len(labels_a)), labels_a, groups_a)]
+        try:
+            folds = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x0, labels_a, groups_a))
+        except ValueError:  # too few texts per label to stratify: plain group folds, groups in a seeded order
+            uniq = np.unique(groups_a)
+            rank = dict(zip(uniq.tolist(), np.random.default_rng(seed).permutation(len(uniq)).tolist()))
+            shuffled_groups = np.array([rank[g] for g in groups_a.tolist()])
+            folds = list(GroupKFold(n_splits=k).split(x0, labels_a, shuffled_groups))
     return [(tr, te) for tr, te in folds if len(tr) and len(te)]
 
 

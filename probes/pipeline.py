@@ -126,7 +126,7 @@ def run_probes(
         acts: activations already harvested for ``stimuli`` (the demo passes its own); else harvested
             into ``RUN/activations``.
         progress: progress bars for the harvests.
-        kind: ``"logistic"`` or ``"mlp"`` probes.
+        kind: ``"logistic"`` or ``"mlp"`` for the layer-curve probes (the analyses always use logistic probes).
         analyses: any of ``ANALYSES``; the layer curve always runs.
         persistence_tokens: the largest token offset decoded after the event (≥ 200 recommended).
         persistence_groups: scenarios used for persistence (× the emotions).
@@ -160,6 +160,11 @@ def run_probes(
         missing = [s for s in site_list if s not in acts.tensors]
         if missing:
             raise ValueError(f"the given activations lack sites {missing}; they have {acts.sites}")
+        if list(acts.ids) != list(stim.ids):
+            raise ValueError(
+                f"the given activations were harvested from other stimuli than {stim.name!r} "
+                f"({len(acts)} vs {len(stim)} texts, or other ids); pass the stimuli they came from"
+            )
     timings["harvest"] = time.perf_counter() - t
     fmt = str(acts.meta.get("format", "auto"))
     head = headline_labels(acts.classes)

@@ -34,11 +34,14 @@ def planted_activations(
     context_scale: float = 10.0,
     noise: float = 1.0,
     seed: int = 0,
+    sample_seed: int | None = None,
     site: str = "resid_post",
 ) -> tuple[Activations, Float[Tensor, "label layer d"]]:
     """``(acts, planted)``: activations ``[n_groups·K, n_layers, d]`` and the planted unit vectors ``[K, L, d]``.
 
-    ``strength`` may be one number or one per layer (0 plants nothing at that layer).
+    ``strength`` may be one number or one per layer (0 plants nothing at that layer). ``seed``
+    draws the planted vectors; ``sample_seed`` (default ``seed``) the contexts and noise, so two
+    sets with one ``seed`` and different ``sample_seed`` share their planted directions only.
     """
     k = len(labels)
     if k < 2 or d < k:
@@ -53,6 +56,8 @@ def planted_activations(
         q, _ = torch.linalg.qr(torch.randn(d, k, generator=g))
         v = q.T - q.T.mean(0, keepdim=True)
         planted[:, layer] = v / v.norm(dim=1, keepdim=True)
+    if sample_seed is not None:
+        g = torch.Generator().manual_seed(sample_seed + 1_000_003)
     context = context_scale * torch.randn(n_groups, n_layers, d, generator=g) / d**0.5
     s = torch.tensor(strengths).view(1, n_layers, 1)
     rows, lab, grp, ids, texts = [], [], [], [], []

@@ -9,8 +9,8 @@ No transformer-lens is needed at inference time.
 >>> handle = sv.attach(model)                   # doctest: +SKIP
 >>> handle.remove()                             # doctest: +SKIP
 
-How positions are known: a forward pre-hook on the outermost ``transformers`` module reads each
-call's ``attention_mask`` (2-D, padded positions are 0 and never touched) and the KV cache's length.
+How positions are known: a forward pre-hook on the module that owns the decoder layers (``LlamaModel``
+inside ``LlamaForCausalLM``) reads each call's ``attention_mask`` (2-D, padded positions are 0 and never touched) and the KV cache's length.
 A call with an empty cache starts a sequence: its tokens are the *prompt*; tokens fed while the
 cache holds that prompt are *generated*. Without a KV cache (``use_cache=False``) every call is a
 new prompt, so ``positions="generated"`` then steers nothing.
@@ -35,7 +35,7 @@ from psylens.modules import decoder_layers, unwrap_hf_model
 if TYPE_CHECKING:
     from psylens.steering.vector import SteeringVector
 
-__all__ = ["SteeringHandle", "attach", "apply", "attach_rows", "apply_rows", "check_compatible", "model_width", "hook_target"]
+__all__ = ["SteeringHandle", "attach", "apply", "attach_rows", "apply_rows", "check_compatible", "model_width", "hook_target", "layers_owner"]
 
 LayerOp = Callable[[Tensor], Tensor]
 
@@ -114,7 +114,7 @@ class SteeringHandle:
         self.site = site
         self.layers = sorted(ops)
         layer_modules = decoder_layers(model)
-        top = unwrap_hf_model(model)
+        top = layers_owner(unwrap_hf_model(model), layer_modules)
         try:
             self._hooks.append(top.register_forward_pre_hook(self._begin, with_kwargs=True, prepend=True))
             self._hooks.append(top.register_forward_hook(self._end, always_call=True))
@@ -231,6 +231,19 @@ class SteeringHandle:
             raise TypeError(f"cannot steer the input of {type(module).__name__}: no hidden_states tensor found")
 
         return hook
+
+
+def layers_owner(hf: nn.Module, layers: nn.ModuleList) -> nn.Module:
+    """The module whose child is the decoder-layer list (``LlamaModel`` for a ``LlamaForCausalLM``).
+
+    Its forward receives ``input_ids``/``inputs_embeds``, ``attention_mask`` and ``past_key_values``
+    however the model is wrapped: a wrapper that calls the outer model's ``forward`` method directly
+    would bypass hooks on the outer model, but the outer model always *calls* this one.
+    """
+    for module in hf.modules():
+        if any(child is layers for child in module.children()):
+            return module
+    return hf
 
 
 def hook_target(layer_module: nn.Module) -> nn.Module:

@@ -87,9 +87,9 @@ class SweepConfig:
     emotions: tuple[str, ...] = EMOTIONS
     layers: tuple[int, ...] | None = None
     layer_fractions: tuple[float, ...] = (0.3, 0.45, 0.6)
-    scales: tuple[float, ...] = (0.1, 0.2, 0.3)
-    n_dev: int = 6
-    n_test: int = 10
+    scales: tuple[float, ...] = (0.1, 0.15, 0.2)
+    n_dev: int = 5
+    n_test: int = 8
     max_new_tokens: int = 32
     max_perplexity_ratio: float = 1.5
     sampled: bool = False
@@ -130,7 +130,7 @@ class SweepConfig:
 
     @classmethod
     def quick(cls, **changes: Any) -> SweepConfig:
-        """3 layers × 3 scales, 6 dev + 10 test prompts, greedy, 32 new tokens (the demo)."""
+        """3 layers × 3 scales, 5 dev + 8 test prompts, greedy, 32 new tokens (the demo: ~430 generations)."""
         return cls(**changes)
 
     @classmethod

@@ -21,7 +21,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
-from psylens.apps.views import overview
+from psylens.apps.views import overview, probes
 
 if TYPE_CHECKING:
     from psylens.runs import Run
@@ -41,6 +41,7 @@ class Page(Protocol):
 
 PAGES: list[ModuleType] = [
     overview,
+    probes,
 ]
 
 

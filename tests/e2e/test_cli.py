@@ -91,6 +91,22 @@ print(json.dumps(results))
 """
 
 
+_MAIN_EACH = """
+import contextlib, io, json, os, sys
+from pathlib import Path
+from psylens.cli import main
+results, root = {}, Path.cwd().parent
+for name, args in json.loads(sys.argv[1]).items():
+    (root / name).mkdir(exist_ok=True)
+    os.chdir(root / name)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(args)
+    results[name] = [rc, out.getvalue(), err.getvalue()]
+print(json.dumps(results))
+"""
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace with input files; every CLI run gets its own sub-directory as cwd."""
@@ -110,16 +126,25 @@ def runs(ws: Path) -> dict[str, subprocess.CompletedProcess[str]]:
         "help": [str(EXE), "--help"],
         "help_all": [sys.executable, "-c", _HELP_ALL, json.dumps(_commands())],
         "models": [str(EXE), "models"],
+        # one bad input of each kind through the installed script (usage error; ValueError) ...
         "no_such_command": [str(EXE), "nope"],
         "unknown_model": [str(EXE), "harvest", "--model", "nope", "--stimuli", four, "--out", "run"],
-        "bad_site": [str(EXE), *harvest, "--sites", "resid_psot"],
-        "bad_layer": [str(EXE), *harvest, "--layers", "0,99"],
-        "malformed": [str(EXE), "harvest", "--stimuli", bad, "--out", "run"],
-        "unwritable": [str(EXE), "harvest", "--stimuli", four, "--out", str(Path(blocker) / "run")],
+        # ... the others through the script's main() in one process, each in its own directory
+        "errors": [sys.executable, "-c", _MAIN_EACH, json.dumps({
+            "bad_site": [*harvest, "--sites", "resid_psot"],
+            "bad_layer": [*harvest, "--layers", "0,99"],
+            "malformed": ["harvest", "--stimuli", bad, "--out", "run"],
+            "unwritable": ["harvest", "--stimuli", four, "--out", str(Path(blocker) / "run")],
+        })],
         "harvest": [str(EXE), *harvest, "--layers", "0,5"],
     }
     procs = {name: _start(cmd, ws / name) for name, cmd in jobs.items()}
-    return {name: _finish(p) for name, p in procs.items()}
+    done = {name: _finish(p) for name, p in procs.items()}
+    errors = done.pop("errors")
+    assert errors.returncode == 0, errors.stderr
+    for name, (rc, out, err) in json.loads(errors.stdout.splitlines()[-1]).items():
+        done[name] = subprocess.CompletedProcess(name, rc, out, err)
+    return done
 
 
 def test_every_command_has_help(runs, ws: Path) -> None:
@@ -161,6 +186,7 @@ def test_models_lists_aliases(runs) -> None:
 )
 def test_errors_are_one_line_and_write_nothing(runs, ws: Path, name: str, needles: list[str]) -> None:
     assert_one_line_error(runs[name], *needles)
+    assert runs[name].returncode == (2 if name == "no_such_command" else 1)
     assert list((ws / name).iterdir()) == []  # no run directory, not even an empty one
     assert (ws / "a-file").read_text() == "x"
 
@@ -217,3 +243,35 @@ def test_harvest_writes_a_run(runs, ws: Path) -> None:
     summary = run.read_json("summary/layers.json")
     assert summary["sites"]["resid_post"]["layers"] == [0, 5]
     assert not [p for p in out.rglob(".*")]  # no temp files
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama saved as a model directory (loads in a second; for in-process runs)."""
+    from conftest import build_tiny_hf
+    from transformers import AutoTokenizer
+
+    from psylens.models import DEFAULT_MODEL, _resolve
+
+    d = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_hf("llama").save_pretrained(d)
+    AutoTokenizer.from_pretrained(_resolve(DEFAULT_MODEL)[1]).save_pretrained(d)
+    return d
+
+
+def test_rerun_resumes_and_a_refused_rerun_keeps_the_run(
+    ws: Path, tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    base = ["harvest", "--model", str(tiny_dir), "--stimuli", str(ws / "four.jsonl"), "--out", str(out)]
+    assert run_in_process([*base, "--layers", "0"], capsys).returncode == 0
+    import psylens as pl
+
+    first = pl.open_run(out).meta
+    assert run_in_process([*base, "--layers", "0"], capsys).returncode == 0  # same harvest: resumes (no-op)
+    assert pl.open_run(out).activations().layers == [0]
+    r = run_in_process([*base, "--layers", "1"], capsys)  # a different harvest into the same run
+    assert_one_line_error(r, "different harvest")
+    meta = pl.open_run(out).meta
+    assert meta["config"] == first["config"] and meta["config"]["layers"] == [0]  # run.json still true
+    assert pl.open_run(out).activations().layers == [0]

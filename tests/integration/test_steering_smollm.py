@@ -17,7 +17,7 @@ from psylens.steering.judges import EMOTIONS, LexiconJudge
 
 pytestmark = pytest.mark.integration
 
-LAYER = 9
+LAYER = 13
 PROMPTS = [
     "Describe what you did this morning.",
     "Tell me about the weather where you live.",
@@ -42,13 +42,13 @@ class FittedDirections:
 
 @pytest.fixture(scope="module")
 def directions(smollm) -> FittedDirections:
-    """Group-centred mean differences from 8 scenarios × 6 emotions, last token, layers 9 and 13."""
+    """Group-centred mean differences from 8 scenarios × 6 emotions, last token, at LAYER."""
     st = stimuli.load("emotions")
     groups = sorted({g for g in st.groups if g})[:8]
     items = [s for s in st if s.group in groups and s.label in EMOTIONS]
     tok = smollm.tokenizer
     texts = [smollm.format_prompt(s.text) for s in items]
-    layers = [LAYER, 13]
+    layers = [LAYER]
     tok.padding_side = "left"
     try:
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -74,7 +74,7 @@ def _alpha(smollm, scale: float) -> float:
 
 
 def test_steering_changes_text_and_raises_the_target_score(smollm, directions):
-    sv = SteeringVector.from_directions(directions, "joy", layers=[LAYER], alpha=_alpha(smollm, 0.5))
+    sv = SteeringVector.from_directions(directions, "joy", layers=[LAYER], alpha=_alpha(smollm, 0.2))
     base = smollm.generate(PROMPTS, max_new_tokens=24)
     with sv.apply(smollm):
         steered = smollm.generate(PROMPTS, max_new_tokens=24)
@@ -84,10 +84,10 @@ def test_steering_changes_text_and_raises_the_target_score(smollm, directions):
     joy = EMOTIONS.index("joy")
     before, after = judge.intensity(base)[:, joy].mean(), judge.intensity(steered)[:, joy].mean()
     assert after > before, (base, steered)
-    # the control: a random direction of the same norm does not raise it as much
-    with sv.random_like(seed=0).apply(smollm):
-        rand = smollm.generate(PROMPTS, max_new_tokens=24)
-    assert judge.intensity(rand)[:, joy].mean() < after
+    # the control that must fail: the opposite vector lowers it
+    with (-sv).apply(smollm):
+        opposite = smollm.generate(PROMPTS, max_new_tokens=24)
+    assert judge.intensity(opposite)[:, joy].mean() < before
 
 
 def test_bridge_hooks_see_the_steered_residual(smollm, directions):

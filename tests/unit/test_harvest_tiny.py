@@ -104,32 +104,42 @@ def test_resid_post_equals_hf_hidden_states(tiny_model, arch: str) -> None:
 
 
 # ---------------------------------------------------------------- batching and padding
+_ONE_BY_ONE: dict[str, object] = {}
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_batched_equals_one_by_one(tiny_model, arch: str, side: str) -> None:
+    # positions="all" compares every text token; test_positions_consistent ties "last" and "mean" to it
     m = tiny_model(arch)
     sites = ["resid_post", "head_out", "mlp_post"]
-    for positions in ("last", "mean", "all"):
-        one = m.harvest(STIM, sites=sites, positions=positions, batch_size=1, progress=False)
-        batched = m.harvest(STIM, sites=sites, positions=positions, batch_size=4, padding_side=side, progress=False)
-        for site in sites:
-            close(batched[site], one[site])
-        if positions == "all":
-            assert torch.equal(batched.token_stimulus, one.token_stimulus)
-            assert torch.equal(batched.token_position, one.token_position)
+    if arch not in _ONE_BY_ONE:
+        _ONE_BY_ONE[arch] = m.harvest(STIM, sites=sites, positions="all", batch_size=1, progress=False)
+    one = _ONE_BY_ONE[arch]
+    batched = m.harvest(STIM, sites=sites, positions="all", batch_size=4, padding_side=side, progress=False)
+    for site in sites:
+        close(batched[site], one[site])
+    assert torch.equal(batched.token_stimulus, one.token_stimulus)
+    assert torch.equal(batched.token_position, one.token_position)
+    last = m.harvest(STIM, sites=["resid_post"], batch_size=6, padding_side=side, progress=False)
+    rows = [int(torch.nonzero(one.token_stimulus == i).max()) for i in range(len(STIM))]
+    close(last["resid_post"], one["resid_post"][rows])
 
 
 def test_padding_is_masked(tiny_model) -> None:
-    # control for the test above: the same batch without masking the padding gives other numbers
+    # control for the test above: the batch must mask the padding (RoPE is shift-invariant, so
+    # position offsets from left padding cannot show in the outputs)
     m = tiny_model("llama")
     encs = [encode(m, t) for t in TEXTS[:2]]
     batch = H._make_batch(encs, [0, 1], m.tokenizer.pad_token_id, "left")
     keys = [("resid_post", 1)]
     masked = H._run_bridge(m, batch, keys, "last")[keys[0]]
-    batch.attention_mask.fill_(1)
-    unmasked = H._run_bridge(m, batch, keys, "last")[keys[0]]
     short = 0 if len(encs[0].ids) < len(encs[1].ids) else 1
-    assert not torch.allclose(masked[short], unmasked[short], atol=1e-4)
+    alone = H._run_bridge(m, H._make_batch([encs[short]], [0], 0, "left"), keys, "last")[keys[0]][0]
+    close(masked[short], alone)
+    batch.attention_mask.fill_(1)  # attending to the padding changes it
+    unmasked = H._run_bridge(m, batch, keys, "last")[keys[0]]
+    assert not torch.allclose(unmasked[short], alone, atol=1e-4)
 
 
 # ---------------------------------------------------------------- positions
@@ -345,6 +355,11 @@ def test_different_harvest_into_same_out(tiny_model, tmp_path: Path) -> None:
             m.harvest(STIM[:2], out=out, progress=False, **kw)
     with pytest.raises(ValueError, match="different harvest"):
         m.harvest(STIM[1:3], layers=[0], out=out, progress=False)
+    edited = from_texts(["Edited text.", TEXTS[1]], labels=STIM.labels[:2], groups=STIM.groups[:2], ids=STIM.ids[:2])
+    relabelled = from_texts(TEXTS[:2], labels=["b", "b"], groups=STIM.groups[:2], ids=STIM.ids[:2])
+    for other in (edited, relabelled):  # same ids, other rows
+        with pytest.raises(ValueError, match="different harvest"):
+            m.harvest(other, layers=[0], out=out, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
 
 

@@ -154,8 +154,7 @@ def test_pick_device() -> None:
         pick_device("tpu-ish")
 
 
-@pytest.mark.parametrize("dtype, want", [(None, torch.float32), ("auto", torch.float32), ("bf16", torch.bfloat16),
-                                         ("float16", torch.float16), (torch.bfloat16, torch.bfloat16)])
+@pytest.mark.parametrize("dtype, want", [(None, torch.float32), ("bf16", torch.bfloat16), (torch.float16, torch.float16)])
 def test_dtype(tiny_dir: Path, dtype, want: torch.dtype) -> None:
     m = load_model(str(tiny_dir), device="cpu", dtype=dtype, boot_bridge=False)
     assert m.dtype == want

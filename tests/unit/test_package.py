@@ -45,3 +45,17 @@ def test_unknown_attribute_is_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no_such_name"):
         psylens.no_such_name  # noqa: B018
+
+
+def test_every_data_file_is_package_data() -> None:
+    # a plain `pip install .` ships only files matching [tool.setuptools.package-data]
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["psylens"]
+    data = sorted(p.relative_to(root / "core").as_posix() for p in (root / "core" / "data").iterdir() if p.is_file())
+    assert data
+    missing = [f for f in data if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert not missing, f"not installed by `pip install .`: {missing}; package-data patterns: {patterns}"

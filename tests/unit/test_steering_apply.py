@@ -119,7 +119,7 @@ def test_removal_after_exception_inside_block(tiny_model, ids, unit):
     _, after = hidden(model.hf_model, ids)
     assert torch.equal(after, before)
     assert all(not layer._forward_hooks for layer in model.layers())
-    assert not model.hf_model._forward_pre_hooks
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in (model.hf_model, model.hf_model.model))
 
 
 def test_attach_handle(tiny_model, ids, unit):
@@ -243,3 +243,24 @@ def test_attach_rows_steers_each_row_with_its_vector(tiny_model, ids, unit):
             handle.remove()
     assert torch.equal(steered[LAYER + 1][0], base[LAYER + 1][0] + 3.0 * unit)
     assert torch.equal(steered[-1][1], base[-1][1])  # zero row: exactly unsteered
+
+
+def test_peft_model_respects_padding(smollm_tokenizer, unit):
+    """A PEFT-wrapped model: positions still come from the attention mask."""
+    peft = pytest.importorskip("peft")
+    from conftest import build_tiny_hf
+
+    model = peft.get_peft_model(build_tiny_hf("llama"), peft.LoraConfig(r=2, target_modules=["q_proj"], lora_dropout=0.0))
+    tok = smollm_tokenizer
+    old = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(["Hello there, how are you today?", "Hi"], return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = old
+    pad = enc["attention_mask"] == 0
+    base, _ = hidden(model, enc["input_ids"], enc["attention_mask"])
+    with SteeringVector.from_tensor(unit, layers=[LAYER], alpha=3.0).apply(model):
+        steered, _ = hidden(model, enc["input_ids"], enc["attention_mask"])
+    assert torch.equal(steered[LAYER + 1][pad], base[LAYER + 1][pad])
+    torch.testing.assert_close(steered[LAYER + 1][~pad], base[LAYER + 1][~pad] + 3.0 * unit)

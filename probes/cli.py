@@ -1,0 +1,91 @@
+"""``psylens probe``: emotion directions, probes with controls, and the analyses, into ``RUN/probes/``.
+
+A plain function with Typer annotations; ``psylens.cli`` registers it. Bad arguments raise
+``typer.BadParameter`` or ``ValueError`` (one line, non-zero exit), checked before the model loads.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["probe"]
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v for item in values for v in item.replace(",", " ").split() if v]
+
+
+def probe(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Alias, HF id, directory or .gguf."),
+    stimuli: str = typer.Option("emotions", "--stimuli", "-s", help="Built-in set name or a labelled JSONL file."),
+    sites: list[str] = typer.Option(["resid_post"], "--sites", help="Sites, comma-separated or repeated; the first is the headline."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created, or added to if it is a run)."),
+    eval: Optional[Path] = typer.Option(None, "--eval", help="Labelled JSONL never used in training: accuracy per layer on it."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="PEFT/LoRA adapter directory applied to the model."),
+    seed: int = typer.Option(0, "--seed", help="Folds, label shuffles and the control task."),
+    device: str = typer.Option("auto", "--device"),
+    kind: str = typer.Option("logistic", "--kind", help="logistic (default) | mlp"),
+    geometry: bool = typer.Option(True, "--geometry/--no-geometry", help="Cosines, centroid PCA, valence ordering."),
+    cross_format: bool = typer.Option(True, "--cross-format/--no-cross-format", help="Implicit events ↔ explicit statements."),
+    persistence: bool = typer.Option(True, "--persistence/--no-persistence", help="Decode the emotion N tokens after the event."),
+    persistence_tokens: int = typer.Option(200, "--persistence-tokens", help="Largest token offset decoded after the event."),
+    system_prompt: bool = typer.Option(True, "--system-prompt/--no-system-prompt", help="Shift of neutral texts under mood prompts."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+) -> None:
+    """Fit emotion directions and probes (held-out scenarios, shuffled and selectivity controls) at every layer; write RUN/probes/."""
+    from rich.console import Console
+
+    from psylens.io import ensure_writable_dir
+    from psylens.probes.classifiers import KINDS
+    from psylens.probes.pipeline import ANALYSES, run_probes
+    from psylens.sites import validate_sites
+    from psylens.stimuli import load
+
+    # everything that needs no model is checked first
+    site_list = validate_sites(_split(sites))
+    if kind not in KINDS:
+        raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="--kind")
+    if persistence_tokens < 1:
+        raise typer.BadParameter(f"must be at least 1, got {persistence_tokens}", param_hint="--persistence-tokens")
+    if batch_size < 1:
+        raise typer.BadParameter(f"must be at least 1, got {batch_size}", param_hint="--batch-size")
+    stim = load(stimuli)
+    if eval is not None and not eval.is_file():
+        raise typer.BadParameter(f"{str(eval)!r} is not a file; give a labelled JSONL", param_hint="--eval")
+    if adapter is not None and not adapter.is_dir():
+        raise typer.BadParameter(f"{str(adapter)!r} is not a directory; give a PEFT adapter directory",
+                                 param_hint="--adapter")
+    flags = {"geometry": geometry, "cross_format": cross_format, "persistence": persistence,
+             "system_prompt": system_prompt}
+    analyses = [a for a in ANALYSES if flags[a]]
+    ensure_writable_dir(out)
+
+    import torch
+
+    from psylens.models import load_model
+    from psylens.runs import create_run
+
+    console = Console()
+    torch.manual_seed(seed)
+    m = load_model(model, adapter=adapter, device=device)
+    config = {"stimuli": stimuli, "sites": site_list, "eval": str(eval) if eval else None, "kind": kind,
+              "analyses": analyses, "persistence_tokens": persistence_tokens, "batch_size": batch_size}
+    run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
+    summary = run_probes(m, run, stimuli=stim, sites=site_list, eval_path=eval, seed=seed, kind=kind,
+                         analyses=analyses, persistence_tokens=persistence_tokens, batch_size=batch_size)
+    s = summary
+    console.print(
+        f"[green]probes[/green] {len(s['labels'])} labels on {s['site']}: best layer {s['best_layer']} "
+        f"accuracy {s['best_accuracy']:.3f} (shuffled control {s['shuffled_accuracy_at_best_layer']:.3f}, "
+        f"chance {s['chance']:.3f}); emerges at layer {s['emergence_layer']}"
+    )
+    if s.get("eval"):
+        console.print(f"eval {s['eval']['file']}: {s['eval']['accuracy_at_best_layer']:.3f} at layer {s['best_layer']} "
+                      f"(n={s['eval']['n']})")
+    for note in s.get("notes", []):
+        console.print(f"[yellow]note[/yellow] {note}")
+    console.print(f"run: {out}\nexplore: psylens explore {out}")
