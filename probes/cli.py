@@ -34,6 +34,9 @@ def probe(
     persistence: bool = typer.Option(True, "--persistence/--no-persistence", help="Decode the emotion N tokens after the event."),
     persistence_tokens: int = typer.Option(200, "--persistence-tokens", help="Largest token offset decoded after the event."),
     system_prompt: bool = typer.Option(True, "--system-prompt/--no-system-prompt", help="Shift of neutral texts under mood prompts."),
+    valence: Optional[str] = typer.Option(
+        None, "--valence", help="Valence order for the geometry, '>' ranks and '=' ties "
+        "[default: joy>surprise>neutral>fear=sadness=disgust=anger]."),
     batch_size: int = typer.Option(16, "--batch-size"),
 ) -> None:
     """Fit emotion directions and probes (held-out scenarios, shuffled and selectivity controls) at every layer; write RUN/probes/."""
@@ -41,7 +44,7 @@ def probe(
 
     from psylens.io import ensure_writable_dir
     from psylens.probes.classifiers import KINDS
-    from psylens.probes.pipeline import ANALYSES, run_probes
+    from psylens.probes.pipeline import ANALYSES, parse_valence, run_probes
     from psylens.sites import validate_sites
     from psylens.stimuli import load
 
@@ -54,6 +57,10 @@ def probe(
     if batch_size < 1:
         raise typer.BadParameter(f"must be at least 1, got {batch_size}", param_hint="--batch-size")
     stim = load(stimuli)
+    try:
+        valence_scores = parse_valence(valence) if valence is not None else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--valence") from None
     if eval is not None and not eval.is_file():
         raise typer.BadParameter(f"{str(eval)!r} is not a file; give a labelled JSONL", param_hint="--eval")
     if adapter is not None and not adapter.is_dir():
@@ -73,10 +80,12 @@ def probe(
     torch.manual_seed(seed)
     m = load_model(model, adapter=adapter, device=device)
     config = {"stimuli": stimuli, "sites": site_list, "eval": str(eval) if eval else None, "kind": kind,
+              "valence": valence_scores,
               "analyses": analyses, "persistence_tokens": persistence_tokens, "batch_size": batch_size}
     run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
     summary = run_probes(m, run, stimuli=stim, sites=site_list, eval_path=eval, seed=seed, kind=kind,
-                         analyses=analyses, persistence_tokens=persistence_tokens, batch_size=batch_size)
+                         analyses=analyses, persistence_tokens=persistence_tokens, batch_size=batch_size,
+                         valence=valence_scores)
     s = summary
     console.print(
         f"[green]probes[/green] {len(s['labels'])} labels on {s['site']}: best layer {s['best_layer']} "

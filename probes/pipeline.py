@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ from psylens.stimuli import EMOTIONS, Stimuli, load, read_text_resource
 if TYPE_CHECKING:
     from psylens.models import Model
 
-__all__ = ["run_probes", "ANALYSES", "PROBES_DIR", "headline_labels"]
+__all__ = ["run_probes", "ANALYSES", "PROBES_DIR", "headline_labels", "parse_valence"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,23 @@ def headline_labels(classes: Sequence[str]) -> list[str]:
         return six
     rest = [c for c in classes if c != NEUTRAL]
     return rest if len(rest) >= 2 else list(classes)
+
+
+def parse_valence(text: str) -> dict[str, float]:
+    """``"joy>surprise>neutral>fear=sadness=disgust=anger"`` → scores (``>`` ranks, ``=`` ties)."""
+    tiers = [t.strip() for t in text.split(">")]
+    out: dict[str, float] = {}
+    for rank, tier in enumerate(tiers):
+        names = [n.strip() for n in tier.split("=") if n.strip()]
+        if not names:
+            raise ValueError(f"valence order {text!r} has an empty tier; write e.g. 'joy>surprise>neutral>fear=anger'")
+        for name in names:
+            if name in out:
+                raise ValueError(f"valence order {text!r} names {name!r} twice")
+            out[name] = float(len(tiers) - rank)
+    if len(out) < 3:
+        raise ValueError(f"valence order {text!r} ranks {len(out)} labels; give at least three")
+    return out
 
 
 def _as_run(run: Run | str | os.PathLike[str], model: Model) -> Run:
@@ -113,6 +130,7 @@ def run_probes(
     persistence_groups: int = 8,
     neutral_texts: int = 20,
     batch_size: int = 16,
+    valence: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the probes step on ``model`` and write ``RUN/probes/`` (see the module doc). Returns the summary.
 
@@ -132,6 +150,7 @@ def run_probes(
         persistence_groups: scenarios used for persistence (× the emotions).
         neutral_texts: neutral texts used for the system-prompt shift.
         batch_size: harvest batch size.
+        valence: valence score per label for the geometry analysis (default ``analyses.VALENCE``).
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -242,7 +261,8 @@ def run_probes(
     if "geometry" in analyses:
         t = time.perf_counter()
         center = "group" if all(g is not None for g in acts.groups) else None
-        geo = an.geometry(acts, directions=dirs, site=first, center_by=center)
+        geo = an.geometry(acts, directions=dirs, site=first, center_by=center,
+                          valence=valence if valence is not None else an.VALENCE)
         for name, table in geo.tables().items():
             run.write_table(f"{PROBES_DIR}/geometry_{name}.parquet", table)
         summary["geometry"] = geo.summary(best)

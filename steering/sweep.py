@@ -311,7 +311,7 @@ def _resolve_directions(directions: Any, run: Run) -> Any:
         path = run.file(DIRECTIONS)
         if not path.is_file():
             raise ValueError(
-                f"no directions at {str(path)!r}: fit them first (psylens probes ... --run {run.path}) "
+                f"no directions at {str(path)!r}: fit them first (psylens probe --out {run.path}) "
                 "or pass directions= / --directions FILE"
             )
         return load_directions(path)

@@ -15,6 +15,9 @@ import random
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Before torch starts OpenMP: idle threads sleep instead of spinning. On a shared 2-core machine
+# spinning threads make every forward pass ~10x slower (and subprocesses inherit the setting).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest

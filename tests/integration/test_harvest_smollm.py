@@ -22,33 +22,33 @@ def test_model_shape(smollm) -> None:
     assert smollm.has_chat_template and type(smollm.hf_model).__name__ == "LlamaForCausalLM"
 
 
-def test_resid_post_equals_hf_hidden_states(smollm) -> None:
-    texts = TEXTS[:2]
-    acts = smollm.harvest(texts, sites=["resid_post"], batch_size=1, progress=False)
-    assert acts["resid_post"].shape == (2, 30, 576)
-    last_block = decoder_layers(smollm.hf_model)[-1]
-    for i, text in enumerate(texts):
-        e = encode(smollm, text)
-        assert smollm.tokenizer.decode(e.ids[e.text_start:]).strip() == text
-        block_out: list[torch.Tensor] = []
-        handle = last_block.register_forward_hook(
-            lambda mod, a, out: block_out.append((out[0] if isinstance(out, tuple) else out).detach())
-        )
-        try:
-            with torch.no_grad():
-                hs = smollm.hf_model(input_ids=torch.tensor([e.ids]), output_hidden_states=True).hidden_states
-        finally:
-            handle.remove()
-        r = acts["resid_post"][i]
-        for layer in range(smollm.n_layers - 1):
-            torch.testing.assert_close(r[layer], hs[layer + 1][0, -1], rtol=0, atol=1e-5)
-        torch.testing.assert_close(r[-1], block_out[0][0, -1], rtol=0, atol=1e-5)  # pre-final-norm
-        assert not torch.allclose(r[-1], hs[-1][0, -1], atol=1e-2)  # HF's last entry is normed
-        assert not torch.allclose(r[5], hs[6][0, -2], atol=1e-3)  # control: another position differs
+@pytest.mark.parametrize("fmt", ["chat", "raw"])
+def test_resid_post_equals_hf_hidden_states(smollm, fmt: str) -> None:
+    text = TEXTS[0] if fmt == "chat" else TEXTS[1]
+    acts = smollm.harvest([text], sites=["resid_post"], format=fmt, batch_size=1, progress=False)
+    assert acts["resid_post"].shape == (1, 30, 576)
+    e = encode(smollm, text, format=fmt)
+    assert smollm.tokenizer.decode(e.ids[e.text_start:]).strip() == text
+    block_out: list[torch.Tensor] = []
+    handle = decoder_layers(smollm.hf_model)[-1].register_forward_hook(
+        lambda mod, a, out: block_out.append((out[0] if isinstance(out, tuple) else out).detach())
+    )
+    try:
+        with torch.no_grad():
+            hs = smollm.hf_model(input_ids=torch.tensor([e.ids]), output_hidden_states=True).hidden_states
+    finally:
+        handle.remove()
+    r = acts["resid_post"][0]
+    for layer in range(smollm.n_layers - 1):
+        torch.testing.assert_close(r[layer], hs[layer + 1][0, -1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(r[-1], block_out[0][0, -1], rtol=0, atol=1e-5)  # pre-final-norm
+    assert not torch.allclose(r[-1], hs[-1][0, -1], atol=1e-2)  # HF's last entry is normed
+    assert not torch.allclose(r[5], hs[6][0, -2], atol=1e-3)  # control: another position differs
 
 
 def test_nnsight_equals_bridge(smollm) -> None:
-    kw = dict(sites=["resid_post", "head_out"], layers=[0, 14, 29], batch_size=4, progress=False)
+    # raw texts keep the sequences short (the chat template adds ~30 tokens of system prompt)
+    kw = dict(sites=["resid_post", "head_out"], layers=[0, 14, 29], format="raw", batch_size=4, progress=False)
     bridge = smollm.harvest(TEXTS, backend="bridge", **kw)
     nns = smollm.harvest(TEXTS, backend="nnsight", **kw)
     for site in kw["sites"]:

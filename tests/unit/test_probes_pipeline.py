@@ -108,7 +108,19 @@ def test_cli_writes_a_run(tiny_model, tmp_path):
     summary = json.loads((out / "probes" / "summary.json").read_text())
     assert summary["labels"][0] == "anger" and "geometry" in summary and "persistence" not in summary
     assert main(["probe", "--out", str(tmp_path / "bad"), "--kind", "svm"]) == 2
+    assert main(["probe", "--out", str(tmp_path / "bad"), "--valence", "joy>>fear"]) == 2
     assert main(["probe", "--out", str(tmp_path / "bad"), "--sites", "nope"]) == 1
+
+
+def test_parse_valence():
+    from psylens.probes.pipeline import parse_valence
+
+    v = parse_valence("joy>surprise>neutral>fear=sadness=disgust=anger")
+    assert v["joy"] > v["surprise"] > v["neutral"] > v["fear"] == v["anger"]
+    with pytest.raises(ValueError, match="names 'joy' twice"):
+        parse_valence("joy>sadness>joy")
+    with pytest.raises(ValueError, match="at least three"):
+        parse_valence("joy>anger")
 
 
 def test_explorer_page_renders(probe_run, monkeypatch):
