@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.psylens-installed
+# OpenMP threads that busy-wait make torch many times slower when cores are shared.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-fast bench clean
 

@@ -76,6 +76,8 @@ def encode(model: Model, text: str, *, format: str = "auto", system_prompt: str 
     prompt = model.format_prompt(text, format=fmt, system_prompt=system_prompt)
     tok = model.tokenizer
     if fmt == "chat":
+        if text != text.strip() and prompt.rfind(text) < 0:  # some templates trim the message
+            text = text.strip()
         start_char = prompt.rfind(text)
         add_special = False  # the template carries its own special tokens
     else:
