@@ -95,12 +95,12 @@ def main() -> None:
 
     from psylens._nnsight import trace_outputs
 
-    paths = {id(m): n for n, m in model.hf_model.named_modules()}
+    paths = {id(m): n for n, m in bridge.original_model.named_modules()}
     nn_paths = [paths[id(bridge.hook_dict[n])] for n in names]
 
     def run_nnsight() -> None:
         for b in batches:
-            trace_outputs(model.hf_model, nn_paths, input_ids=b.input_ids, attention_mask=b.attention_mask,
+            trace_outputs(bridge.original_model, nn_paths, input_ids=b.input_ids, attention_mask=b.attention_mask,
                           position_ids=b.position_ids)
 
     variants = {"raw": run_raw, "raw-base": run_raw_base, "psylens": run_psylens, "bridge": run_bridge,

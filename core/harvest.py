@@ -172,34 +172,73 @@ def _run_bridge(model: Model, batch: _Batch, keys: list[tuple[str, int]], positi
 
         return fn
 
-    bridge = model.bridge
-    fwd = [(hook_name(site, layer), make((site, layer))) for site, layer in keys]
     dev = model.device
-    with torch.no_grad(), bridge.hooks(fwd_hooks=fwd):
+    inputs = {
+        "input_ids": batch.input_ids.to(dev),
+        "attention_mask": batch.attention_mask.to(dev),
+        "position_ids": batch.position_ids.to(dev),
+        "use_cache": False,
+    }
+    if all(site in _RESID_SITES for site, _ in keys):
+        # Residual sites are decoder-layer inputs/outputs: plain torch hooks on the plain
+        # HF model, no bridge overhead (same tensors as the bridge's hook_resid_pre/post).
+        layers = model.layers()
+        handles = []
         try:
-            model.hf_model(
-                input_ids=batch.input_ids.to(dev),
-                attention_mask=batch.attention_mask.to(dev),
-                position_ids=batch.position_ids.to(dev),
-                use_cache=False,
-            )
+            for site, layer in keys:
+                if site == "resid_post":
+                    handles.append(layers[layer].register_forward_hook(_resid_post_hook(make((site, layer)))))
+                else:
+                    handles.append(
+                        layers[layer].register_forward_pre_hook(_resid_pre_hook(make((site, layer))), with_kwargs=True)
+                    )
+            with torch.no_grad():
+                model.hf_model(**inputs)
         except _StopForward:
             pass
+        finally:
+            for h in handles:
+                h.remove()
+    else:
+        bridge = model.bridge
+        fwd = [(hook_name(site, layer), make((site, layer))) for site, layer in keys]
+        with torch.no_grad(), bridge.hooks(fwd_hooks=fwd):
+            try:
+                bridge.original_model(**inputs)
+            except _StopForward:
+                pass
     missing = [k for k in keys if k not in got]
     if missing:
         raise RuntimeError(f"hooks for {missing} never fired; this architecture may not expose those sites")
     return got
 
 
-def _module_paths(model: Model) -> dict[int, str]:
-    return {id(m): name for name, m in model.hf_model.named_modules()}
+_RESID_SITES = ("resid_pre", "resid_post")
+
+
+def _resid_post_hook(fn: Callable[..., Tensor]) -> Callable[..., None]:
+    def hook(module: Any, args: Any, output: Any) -> None:
+        fn(output[0] if isinstance(output, tuple) else output, None)
+
+    return hook
+
+
+def _resid_pre_hook(fn: Callable[..., Tensor]) -> Callable[..., None]:
+    def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        fn(args[0] if args else kwargs["hidden_states"], None)
+
+    return hook
+
+
+def _module_paths(root: Any) -> dict[int, str]:
+    return {id(m): name for name, m in root.named_modules()}
 
 
 def _run_nnsight(model: Model, batch: _Batch, keys: list[tuple[str, int]], positions: str) -> dict[tuple[str, int], Tensor]:
     from psylens._nnsight import trace_outputs
 
-    paths = _module_paths(model)
     bridge = model.bridge
+    paths = _module_paths(bridge.original_model)
     names = []
     for site, layer in keys:
         hp = bridge.hook_dict[hook_name(site, layer)]
@@ -208,7 +247,7 @@ def _run_nnsight(model: Model, batch: _Batch, keys: list[tuple[str, int]], posit
         names.append(paths[id(hp)])
     dev = model.device
     outs = trace_outputs(
-        model.hf_model,
+        bridge.original_model,
         names,
         input_ids=batch.input_ids.to(dev),
         attention_mask=batch.attention_mask.to(dev),

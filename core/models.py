@@ -7,14 +7,18 @@ GGUF files are dequantized by ``transformers`` once and cached as a plain safete
 checkpoint under ``$PSYLENS_CACHE`` (default ``~/.cache/psylens``), so later loads take
 well under a second instead of tens of seconds.
 
-.. warning:: Booting the bridge wraps the model's submodules in bridge components (this is
-   how transformer-lens hooks an HF model without copying weights). The wrapped model
-   computes the same function, but ``type(model.hf_model.model.layers[0])`` is a
-   ``BlockBridge``, not a ``LlamaDecoderLayer``.
+The bridge wraps a *twin* of the HF model: new module objects that hold the same
+parameter tensors (no weight copy). ``model.hf_model`` therefore stays a plain
+``transformers`` model (fast; what steering hooks and ``generate`` use), and an in-place
+weight edit is seen by both.
+
+.. warning:: Replacing a parameter *object* (``layer.weight = nn.Parameter(...)``) instead of
+   editing it in place breaks the sharing: the bridge keeps the old tensor.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import logging
@@ -290,7 +294,12 @@ class Model:
             cfg = self.hf_model.config
             if not getattr(cfg, "architectures", None):  # built with from_config: name the class
                 cfg.architectures = [type(self.hf_model).__name__]
-            kwargs: dict[str, Any] = {"hf_model": self.hf_model, "tokenizer": self.tokenizer, "dtype": self.dtype}
+            # The bridge wraps the submodules of the model it is given in place. Give it a twin:
+            # new module objects holding the *same* parameter and buffer tensors (no weight
+            # copy), so ``hf_model`` stays a plain transformers model at full speed.
+            shared = {id(t): t for t in (*self.hf_model.parameters(), *self.hf_model.buffers())}
+            twin = copy.deepcopy(self.hf_model, shared)
+            kwargs: dict[str, Any] = {"hf_model": twin, "tokenizer": self.tokenizer, "dtype": self.dtype}
             if not getattr(self.hf_model, "hf_device_map", None):
                 kwargs["device"] = str(self.device)
             self._bridge = TransformerBridge.boot_transformers(self.location or self.spec, **kwargs)

@@ -46,18 +46,23 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 class _Objective:
-    def __init__(self, x: Tensor, member: Tensor, y: Tensor, k: int, C: float) -> None:
+    def __init__(self, x: Tensor, member: Tensor, y: Tensor, k: int, C: float, standardise: bool = True) -> None:
         g, p, n = member.shape
         d = x.shape[-1]
         self.x, self.k, self.shape = x, k, (g, p, n, d)
         m = member.to(x.dtype)  # [G, P, n]
         self.n = m.sum(-1).clamp_min(1.0)  # [G, P]
-        mean = torch.einsum("gpn,gnd->gpd", m, x) / self.n.unsqueeze(-1)
-        sq = torch.einsum("gpn,gnd->gpd", m, x * x) / self.n.unsqueeze(-1)
-        var = (sq - mean * mean).clamp_min(0.0)
-        scale = var.sqrt()
-        self.mean = mean
-        self.scale = torch.where(scale < 1e-6 * scale.amax(-1, keepdim=True).clamp_min(1e-12), torch.ones_like(scale), scale)
+        if standardise:
+            mean = torch.einsum("gpn,gnd->gpd", m, x) / self.n.unsqueeze(-1)
+            sq = torch.einsum("gpn,gnd->gpd", m, x * x) / self.n.unsqueeze(-1)
+            var = (sq - mean * mean).clamp_min(0.0)
+            scale = var.sqrt()
+            self.mean = mean
+            small = scale < 1e-6 * scale.amax(-1, keepdim=True).clamp_min(1e-12)
+            self.scale = torch.where(small, torch.ones_like(scale), scale)
+        else:
+            self.mean = torch.zeros(g, p, d, dtype=x.dtype)
+            self.scale = torch.ones(g, p, d, dtype=x.dtype)
         self.lam = 1.0 / (C * self.n)  # [G, P]
         onehot = torch.nn.functional.one_hot(y.clamp_min(0), k).to(x.dtype)  # [G, P, n, K]
         # the [G, n, P, K] layout is what x @ V produces: no transposes in the hot loop
@@ -101,16 +106,17 @@ def fit_logistic_shared(
     tol: float = 1e-4,
     max_iter: int = 500,
     history: int = 8,
+    standardise: bool = True,
 ) -> SharedFit:
     """Fit ``G × P`` L2 multinomial logistic regressions; problem ``(g, p)`` uses rows ``member[g, p]`` of ``x[g]``.
 
     ``y[g, p]`` holds each row's label index (ignored outside ``member``). A problem stops when
     its largest gradient entry is at most ``tol`` (scikit-learn's test) or its objective stops
-    decreasing.
+    decreasing. ``standardise=False`` uses ``x`` as given (mean 0, scale 1 reported).
     """
     k = n_classes
     x = x.float()
-    obj = _Objective(x, member, y, k, C)
+    obj = _Objective(x, member, y, k, C, standardise)
     g, p, _, d = obj.shape
     theta = torch.zeros(g, p, k * d + k, dtype=x.dtype)
     f, grad = obj(theta)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
-from psylens.apps.views import overview, probes
+from psylens.apps.views import overview, probes, steering
 
 if TYPE_CHECKING:
     from psylens.runs import Run
@@ -42,6 +42,7 @@ class Page(Protocol):
 PAGES: list[ModuleType] = [
     overview,
     probes,
+    steering,
 ]
 
 

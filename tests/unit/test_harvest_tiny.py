@@ -40,10 +40,18 @@ def hf_hidden(model, ids: list[int]) -> tuple[torch.Tensor, ...]:
     return tuple(h[0] for h in out.hidden_states)
 
 
+def _ours(hooks) -> list:
+    # transformers installs its own permanent output-capturing hooks once hidden states are asked for
+    return [h for h in hooks.values() if "output_capturing" not in getattr(h, "__qualname__", "")]
+
+
 def no_hooks_left(model) -> bool:
     return all(
         not hp._forward_hooks and not hp._backward_hooks for hp in model.bridge.hook_dict.values()
-    ) and all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in decoder_layers(model.hf_model))
+    ) and all(
+        not _ours(layer._forward_hooks) and not _ours(layer._forward_pre_hooks)
+        for layer in decoder_layers(model.hf_model)
+    )
 
 
 # ---------------------------------------------------------------- shapes and HF parity

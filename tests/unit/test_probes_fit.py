@@ -168,3 +168,17 @@ def test_save_and_load(results, planted, tmp_path: Path):
     assert np.allclose(back.accuracy, results.accuracy) and np.allclose(back.selectivity, results.selectivity)
     acts = planted[0]
     assert back.predict(acts, 1) == results.predict(acts, 1)
+
+
+def test_few_texts_are_solved_in_their_span_with_the_same_optimum():
+    # n ≪ d takes the span path (W = M Vᵀ); scikit-learn on the full features finds the same probe
+    acts, _ = planted_activations(n_groups=4, n_layers=1, d=96, strength=2.0)
+    x = acts["resid_post"][:, 0]
+    y = np.array([acts.classes.index(lab) for lab in acts.labels])
+    (got,) = train_logistic_many([x], [y], acts.classes)
+    assert got.info.get("solved_in_span") is True
+    ref = train_probe(x.numpy(), y, acts.classes, solver="sklearn")
+    rel = (ref.params["weight"] - got.params["weight"]).abs().max() / ref.params["weight"].abs().max()
+    assert rel < 0.02
+    probe_x = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(ref.predict(probe_x), got.predict(probe_x))
