@@ -6,8 +6,9 @@ Same prompt, same process, interleaved repeats (unsteered, steered, unsteered, â
 both runs generate exactly ``--tokens`` new tokens (``min_new_tokens``) so an early EOS cannot flatter
 either side. Reports the ratio of median wall-clock times and of median process CPU times (on a
 shared machine the CPU-time ratio is the stable one; with one thread it is the cost of the work).
-Steering: one ``add`` vector at the middle layer, every position, through the psylens hooks, on the
-bridge-free model and on the bridge-wrapped one.
+Steering: one ``add`` vector at the middle layer, every position, through the psylens hooks â€” on
+``transformers``' ``generate`` (what ``Model.generate`` and the sweep use) and on the TransformerBridge's
+own ``generate`` loop (KV cache on).
 """
 
 from __future__ import annotations
@@ -26,19 +27,26 @@ def _time(fn) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - c
 
 
-def measure(model, sv, *, tokens: int, repeats: int, prompt: str) -> dict[str, float]:
+def measure(model, sv, *, tokens: int, repeats: int, prompt: str, bridge: bool = False) -> dict[str, float]:
     tok = model.tokenizer
     enc = tok([model.format_prompt(prompt)], return_tensors="pt", add_special_tokens=False).to(model.device)
     kw = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=tok.pad_token_id,
               temperature=None, top_p=None, top_k=None)
 
-    def plain() -> None:
+    def run() -> None:
         with torch.no_grad():
-            model.hf_model.generate(**enc, **kw)
+            if bridge:
+                model.bridge.generate(enc["input_ids"], max_new_tokens=tokens, stop_at_eos=False, do_sample=False,
+                                      use_past_kv_cache=True, verbose=False)
+            else:
+                model.hf_model.generate(**enc, **kw)
+
+    def plain() -> None:
+        run()
 
     def steered() -> None:
-        with torch.no_grad(), sv.apply(model):
-            model.hf_model.generate(**enc, **kw)
+        with sv.apply(model.bridge if bridge else model):
+            run()
 
     plain()
     steered()  # warm-up both paths
@@ -70,13 +78,13 @@ def main() -> None:
     from psylens.steering import SteeringVector
 
     prompt = "Describe what you did this morning."
+    model = psylens.load_model(args.model, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(model.d_model, generator=g)
+    sv = SteeringVector.from_tensor(v / v.norm(), layers=[model.n_layers // 2], alpha=8.0)
     for bridge in (False, True):
-        model = psylens.load_model(args.model, device="cpu", boot_bridge=bridge)
-        g = torch.Generator().manual_seed(0)
-        v = torch.randn(model.d_model, generator=g)
-        sv = SteeringVector.from_tensor(v / v.norm(), layers=[model.n_layers // 2], alpha=8.0)
-        r = measure(model, sv, tokens=args.tokens, repeats=args.repeats, prompt=prompt)
-        label = "bridge-wrapped" if bridge else "plain HF"
+        r = measure(model, sv, tokens=args.tokens, repeats=args.repeats, prompt=prompt, bridge=bridge)
+        label = "TransformerBridge.generate" if bridge else "transformers generate"
         print(
             f"steering overhead ({label}, {args.model}, {args.tokens} new tokens, {args.repeats} interleaved repeats, "
             f"{torch.get_num_threads()} threads): unsteered {r['unsteered_median_s']:.3f} s, "

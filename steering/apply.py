@@ -23,7 +23,7 @@ new prompt, so ``positions="generated"`` then steers nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,7 +35,7 @@ from psylens.modules import decoder_layers, unwrap_hf_model
 if TYPE_CHECKING:
     from psylens.steering.vector import SteeringVector
 
-__all__ = ["SteeringHandle", "attach", "apply", "attach_rows", "apply_rows", "check_compatible", "model_width", "hook_target", "layers_owner"]
+__all__ = ["SteeringHandle", "attach", "apply", "attach_rows", "apply_rows", "check_compatible", "model_width", "hook_target", "layers_owner", "steering_roots"]
 
 LayerOp = Callable[[Tensor], Tensor]
 
@@ -101,35 +101,60 @@ def _first_tensor(*candidates: Any) -> Tensor | None:
     return None
 
 
+def steering_roots(model: Any) -> list[Any]:
+    """What steering ``model`` must hook: the model, and for a psylens ``Model`` whose bridge is booted,
+    the bridge too (it runs its own twin modules over the same weights)."""
+    roots = [model]
+    bridge = getattr(model, "_bridge", None)
+    if bridge is not None and unwrap_hf_model(bridge) is not unwrap_hf_model(model):
+        roots.append(bridge)
+    return roots
+
+
 class SteeringHandle:
     """Hooks steering a model until :meth:`remove` (also a context manager).
 
     ``remove()`` is idempotent. After it, the model computes bit-identical outputs to before.
+    A psylens ``Model`` whose ``TransformerBridge`` is booted is steered on both paths
+    (``model.hf_model`` and ``model.bridge``); a bridge booted after attaching is not.
     """
 
-    def __init__(self, model: Any, ops: Mapping[int, LayerOp], *, positions: str = "all", site: str = "resid_post") -> None:
+    def __init__(
+        self,
+        model: Any,
+        build_op: Callable[[int, nn.Module], LayerOp],
+        layers: Sequence[int],
+        *,
+        positions: str = "all",
+        site: str = "resid_post",
+    ) -> None:
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._state = _ForwardState()
         self.positions = positions
         self.site = site
-        self.layers = sorted(ops)
-        layer_modules = decoder_layers(model)
-        top = layers_owner(unwrap_hf_model(model), layer_modules)
+        self.layers = sorted(layers)
         try:
-            self._hooks.append(top.register_forward_pre_hook(self._begin, with_kwargs=True, prepend=True))
-            self._hooks.append(top.register_forward_hook(self._end, always_call=True))
-            for layer in self.layers:
-                module = hook_target(layer_modules[layer])
-                # prepend: run before hooks registered earlier (transformers' output_hidden_states
-                # recorders, harvest hooks), so whatever records the layer sees the steered value
-                if site == "resid_pre":
-                    hook = module.register_forward_pre_hook(self._pre_hook(ops[layer]), with_kwargs=True, prepend=True)
-                else:
-                    hook = module.register_forward_hook(self._post_hook(ops[layer]), prepend=True)
-                self._hooks.append(hook)
+            for root in steering_roots(model):
+                self._attach_root(root, build_op)
         except BaseException:
             self.remove()
             raise
+
+    def _attach_root(self, root: Any, build_op: Callable[[int, nn.Module], LayerOp]) -> None:
+        state = _ForwardState()
+        layer_modules = decoder_layers(root)
+        top = layers_owner(unwrap_hf_model(root), layer_modules)
+        self._hooks.append(top.register_forward_pre_hook(self._begin(state), with_kwargs=True, prepend=True))
+        self._hooks.append(top.register_forward_hook(self._end(state), always_call=True))
+        for layer in self.layers:
+            module = hook_target(layer_modules[layer])
+            op = build_op(layer, module)
+            # prepend: run before hooks registered earlier (transformers' output_hidden_states
+            # recorders, harvest hooks), so whatever records the layer sees the steered value
+            if self.site == "resid_pre":
+                hook = module.register_forward_pre_hook(self._pre_hook(op, state), with_kwargs=True, prepend=True)
+            else:
+                hook = module.register_forward_hook(self._post_hook(op, state), prepend=True)
+            self._hooks.append(hook)
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -153,48 +178,54 @@ class SteeringHandle:
         return f"SteeringHandle(layers={self.layers}, positions={self.positions!r}, site={self.site!r}, {state})"
 
     # -- which positions ----------------------------------------------------------------------
-    def _begin(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        st = self._state
-        st.in_forward = True
-        x = _first_tensor(kwargs.get("input_ids"), kwargs.get("inputs_embeds"), args[0] if args else None)
-        if x is None or x.ndim < 2:
-            st.mask, st.skip = None, False
-            return
-        n_new = int(x.shape[1])
-        past = _past_length(kwargs.get("past_key_values"))
-        if past == 0 or st.prompt_len is None:
-            st.prompt_len = n_new if past == 0 else past
-        attn = kwargs.get("attention_mask")
-        if attn is None and len(args) > 1 and isinstance(args[1], Tensor):
-            attn = args[1]
-        real: Tensor | None = None
-        if isinstance(attn, Tensor) and attn.ndim == 2 and attn.shape[1] >= n_new:
-            cols = attn[:, past : past + n_new] if attn.shape[1] >= past + n_new else attn[:, -n_new:]
-            real = cols != 0
-            if bool(real.all()):
-                real = None
-        sel: Tensor | None = None
-        if self.positions != "all":
-            pos = torch.arange(past, past + n_new, device=x.device)
-            keep = pos < st.prompt_len if self.positions == "prompt" else pos >= st.prompt_len
-            if not bool(keep.any()):
-                st.mask, st.skip = None, True
+    def _begin(self, st: _ForwardState) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            st.in_forward = True
+            x = _first_tensor(kwargs.get("input_ids"), kwargs.get("inputs_embeds"), args[0] if args else None)
+            if x is None or x.ndim < 2:
+                st.mask, st.skip = None, False
                 return
-            sel = None if bool(keep.all()) else keep.unsqueeze(0).expand(x.shape[0], -1)
-        if real is not None and sel is not None:
-            mask: Tensor | None = real & sel.to(real.device)
-        else:
-            mask = real if real is not None else sel
-        st.mask, st.skip = mask, False
+            n_new = int(x.shape[1])
+            past = _past_length(kwargs.get("past_key_values"))
+            if past == 0 or st.prompt_len is None:
+                st.prompt_len = n_new if past == 0 else past
+            attn = kwargs.get("attention_mask")
+            if attn is None and len(args) > 1 and isinstance(args[1], Tensor):
+                attn = args[1]
+            real: Tensor | None = None
+            if isinstance(attn, Tensor) and attn.ndim == 2 and attn.shape[1] >= n_new:
+                cols = attn[:, past : past + n_new] if attn.shape[1] >= past + n_new else attn[:, -n_new:]
+                real = cols != 0
+                if bool(real.all()):
+                    real = None
+            sel: Tensor | None = None
+            if self.positions != "all":
+                pos = torch.arange(past, past + n_new, device=x.device)
+                keep = pos < st.prompt_len if self.positions == "prompt" else pos >= st.prompt_len
+                if not bool(keep.any()):
+                    st.mask, st.skip = None, True
+                    return
+                sel = None if bool(keep.all()) else keep.unsqueeze(0).expand(x.shape[0], -1)
+            if real is not None and sel is not None:
+                mask: Tensor | None = real & sel.to(real.device)
+            else:
+                mask = real if real is not None else sel
+            st.mask, st.skip = mask, False
 
-    def _end(self, module: nn.Module, args: Any, output: Any) -> None:
-        st = self._state
-        st.in_forward = False
-        st.mask, st.skip = None, False
+        return hook
 
-    def _steer(self, op: LayerOp, h: Tensor) -> Tensor:
+    @staticmethod
+    def _end(st: _ForwardState) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            st.in_forward = False
+            st.mask, st.skip = None, False
+
+        return hook
+
+    @staticmethod
+    def _steer(op: LayerOp, h: Tensor, st: _ForwardState) -> Tensor:
         new = op(h)
-        mask = self._state.mask
+        mask = st.mask
         if mask is None:
             return new
         m = mask.to(h.device)
@@ -205,14 +236,14 @@ class SteeringHandle:
             )
         return torch.where(m.unsqueeze(-1), new, h)
 
-    def _post_hook(self, op: LayerOp) -> Callable[..., Any]:
+    def _post_hook(self, op: LayerOp, st: _ForwardState) -> Callable[..., Any]:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
-            if self._state.skip:
+            if st.skip:
                 return None
             if isinstance(output, Tensor):
-                return self._steer(op, output)
+                return self._steer(op, output, st)
             if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
-                return (self._steer(op, output[0]), *output[1:])
+                return (self._steer(op, output[0], st), *output[1:])
             raise TypeError(
                 f"cannot steer {type(module).__name__}: its output is a {type(output).__name__}, "
                 "expected a tensor or a tuple starting with one"
@@ -220,14 +251,14 @@ class SteeringHandle:
 
         return hook
 
-    def _pre_hook(self, op: LayerOp) -> Callable[..., Any]:
+    def _pre_hook(self, op: LayerOp, st: _ForwardState) -> Callable[..., Any]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if self._state.skip:
+            if st.skip:
                 return None
             if args and isinstance(args[0], Tensor):
-                return (self._steer(op, args[0]), *args[1:]), kwargs
+                return (self._steer(op, args[0], st), *args[1:]), kwargs
             if isinstance(kwargs.get("hidden_states"), Tensor):
-                return args, {**kwargs, "hidden_states": self._steer(op, kwargs["hidden_states"])}
+                return args, {**kwargs, "hidden_states": self._steer(op, kwargs["hidden_states"], st)}
             raise TypeError(f"cannot steer the input of {type(module).__name__}: no hidden_states tensor found")
 
         return hook
@@ -286,12 +317,14 @@ def attach(sv: SteeringVector, model: Any) -> SteeringHandle:
 
     Raises ``ValueError`` when the vector's width or layers do not fit the model.
     """
-    layers = check_compatible(sv, model)
-    ops: dict[int, LayerOp] = {}
-    for i, layer in enumerate(sv.layers):
-        device, dtype = _layer_place(layers[layer])
-        ops[layer] = _op(sv.mode, sv.vectors[i], sv.alpha, device, dtype)
-    return SteeringHandle(model, ops, positions=sv.positions, site=sv.site)
+    check_compatible(sv, model)
+    index = {layer: i for i, layer in enumerate(sv.layers)}
+
+    def build(layer: int, module: nn.Module) -> LayerOp:
+        device, dtype = _layer_place(module)
+        return _op(sv.mode, sv.vectors[index[layer]], sv.alpha, device, dtype)
+
+    return SteeringHandle(model, build, sv.layers, positions=sv.positions, site=sv.site)
 
 
 @contextlib.contextmanager
@@ -325,22 +358,24 @@ def attach_rows(
         raise ValueError(f"site {site!r} is not one of {STEERING_SITES}")
     layers = decoder_layers(model)
     width = model_width(model)
-    ops: dict[int, LayerOp] = {}
     for layer, d in deltas.items():
         if not 0 <= layer < len(layers):
             raise ValueError(f"layer {layer} out of range: the model has {len(layers)} layers (0–{len(layers) - 1})")
         if d.ndim != 2 or d.shape[1] != width:
             raise ValueError(f"deltas[{layer}] has shape {list(d.shape)}; expected [batch, {width}]")
-        device, dtype = _layer_place(layers[layer])
-        w = d.detach().to(device=device, dtype=dtype).unsqueeze(1)  # [B, 1, D]
 
-        def op(h: Tensor, w: Tensor = w, layer: int = layer) -> Tensor:
+    def build(layer: int, module: nn.Module) -> LayerOp:
+        device, dtype = _layer_place(module)
+        w = deltas[layer].detach().to(device=device, dtype=dtype).unsqueeze(1)  # [B, 1, D]
+
+        def op(h: Tensor) -> Tensor:
             if h.shape[0] != w.shape[0]:
                 raise RuntimeError(f"attach_rows: deltas[{layer}] has {w.shape[0]} rows but the batch has {h.shape[0]}")
             return h + w
 
-        ops[layer] = op
-    return SteeringHandle(model, ops, positions=positions, site=site)
+        return op
+
+    return SteeringHandle(model, build, list(deltas), positions=positions, site=site)
 
 
 @contextlib.contextmanager

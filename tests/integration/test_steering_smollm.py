@@ -67,6 +67,11 @@ def directions(smollm) -> FittedDirections:
     return FittedDirections(raw / raw.norm(dim=-1, keepdim=True), list(EMOTIONS), layers)
 
 
+def hook_count(model) -> int:
+    roots = [model.hf_model] + ([model.bridge] if getattr(model, "_bridge", None) is not None else [])
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for r in roots for m in r.modules())
+
+
 def _alpha(smollm, scale: float) -> float:
     from psylens.steering.sweep import residual_norms
 
@@ -76,9 +81,10 @@ def _alpha(smollm, scale: float) -> float:
 def test_steering_changes_text_and_raises_the_target_score(smollm, directions):
     sv = SteeringVector.from_directions(directions, "joy", layers=[LAYER], alpha=_alpha(smollm, 0.2))
     base = smollm.generate(PROMPTS, max_new_tokens=24)
+    n_hooks = hook_count(smollm)
     with sv.apply(smollm):
         steered = smollm.generate(PROMPTS, max_new_tokens=24)
-    assert all(not layer._forward_hooks for layer in smollm.layers())
+    assert hook_count(smollm) == n_hooks
     assert steered != base
     judge = LexiconJudge()
     joy = EMOTIONS.index("joy")
@@ -91,7 +97,7 @@ def test_steering_changes_text_and_raises_the_target_score(smollm, directions):
 
 
 def test_bridge_hooks_see_the_steered_residual(smollm, directions):
-    """The psylens hooks run inside the BlockBridge: hook_resid_post and HF hidden states agree."""
+    """Steering a psylens Model steers its bridge too: hook_resid_post and HF hidden states agree."""
     sv = SteeringVector.from_directions(directions, "fear", layers=[LAYER], alpha=20.0)
     ids = smollm.tokenizer(["The meeting is at noon."], return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -123,6 +129,7 @@ def test_small_sweep_writes_the_run(smollm, directions, tmp_path):
     from psylens.steering.sweep import SweepConfig, run_sweep
 
     run = create_run(tmp_path / "run", command="test", model=smollm.describe())
+    n_hooks = hook_count(smollm)
     cfg = SweepConfig(emotions=("joy", "sadness"), layers=(LAYER,), scales=(0.5,), n_dev=2, n_test=2, max_new_tokens=8)
     summary = run_sweep(smollm, run, directions=directions, prompts=PROMPTS, config=cfg, progress=False)
     assert set(summary["emotions"]) == {"joy", "sadness"}
@@ -137,7 +144,7 @@ def test_small_sweep_writes_the_run(smollm, directions, tmp_path):
     assert "steering" in run.steps
     gens = [json.loads(line) for line in run.file("steering/generations.jsonl").read_text().splitlines()]
     assert {g["condition"] for g in gens} == {"steer", "random", "prompting", "none"}
-    assert all(not layer._forward_hooks for layer in smollm.layers())
+    assert hook_count(smollm) == n_hooks
 
 
 def test_cli_steer_writes_jsonl(smollm, directions, tmp_path, monkeypatch):

@@ -22,6 +22,11 @@ def _plain(arch: str) -> torch.nn.Module:
     return _PLAIN[arch]
 
 
+def hook_count(*roots) -> int:
+    """Forward (pre-)hooks on every module under ``roots`` (transformers installs its own lazily)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for r in roots for m in r.modules())
+
+
 def hidden(hf, ids, attn=None):
     with torch.no_grad():
         out = hf(input_ids=ids, attention_mask=attn, output_hidden_states=True)
@@ -44,8 +49,9 @@ def unit():
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3", "llama-bridged", "qwen2-bridged"])
 def test_add_shifts_hooked_layer_by_alpha_v_only(tiny_model, arch, ids, unit):
     """Plain transformers models and bridge-wrapped ones (layers are BlockBridges) alike."""
-    model = tiny_model(arch.split("-")[0]) if arch.endswith("bridged") else _plain(arch)
-    hf = getattr(model, "hf_model", model)
+    # a bridge runs twin modules (BlockBridge layers) over the model's weights: steer it and run it
+    model = tiny_model(arch.split("-")[0]).bridge if arch.endswith("bridged") else _plain(arch)
+    hf = getattr(model, "original_model", model)
     base, _ = hidden(hf, ids)
     sv = SteeringVector.from_tensor(unit, layers=[LAYER], alpha=3.0)
     with sv.apply(model):
@@ -111,6 +117,7 @@ def test_removal_restores_bit_identical_outputs(tiny_model, ids, unit):
 def test_removal_after_exception_inside_block(tiny_model, ids, unit):
     model = tiny_model("llama")
     _, before = hidden(model.hf_model, ids)
+    n_hooks = hook_count(model.hf_model, model.bridge)
     sv = SteeringVector.from_tensor(unit, layers=[LAYER], alpha=4.0)
     with pytest.raises(RuntimeError, match="boom"):
         with sv.apply(model):
@@ -118,8 +125,7 @@ def test_removal_after_exception_inside_block(tiny_model, ids, unit):
             raise RuntimeError("boom")
     _, after = hidden(model.hf_model, ids)
     assert torch.equal(after, before)
-    assert all(not layer._forward_hooks for layer in model.layers())
-    assert not any(m._forward_pre_hooks or m._forward_hooks for m in (model.hf_model, model.hf_model.model))
+    assert hook_count(model.hf_model, model.bridge) == n_hooks
 
 
 def test_attach_handle(tiny_model, ids, unit):
@@ -143,8 +149,13 @@ def test_plain_transformers_model_matches_bridge_wrapped(tiny_model, ids, unit):
     with sv.apply(plain):
         _, a = hidden(plain, ids)
     with sv.apply(wrapped.bridge):  # a TransformerBridge is accepted too
-        _, b = hidden(wrapped.hf_model, ids)
+        b = wrapped.bridge(ids, return_type="logits")
     torch.testing.assert_close(a, b)
+    with sv.apply(wrapped):  # a psylens Model: its hf_model and its booted bridge are both steered
+        _, c = hidden(wrapped.hf_model, ids)
+        d = wrapped.bridge(ids, return_type="logits")
+    torch.testing.assert_close(a, c)
+    torch.testing.assert_close(a, d)
 
 
 def test_left_padded_batch_equals_one_by_one(tiny_model, unit):
@@ -223,12 +234,13 @@ def test_kv_cache_generation_equals_manual_addition(tiny_model, unit, positions)
 
 def test_bad_inputs_are_clear_errors(tiny_model, unit):
     model = tiny_model("llama")
+    n_hooks = hook_count(model.hf_model, model.bridge)
     with pytest.raises(ValueError, match="d_model 16 .* hidden size 32"):
         SteeringVector.from_tensor(torch.ones(16), layers=[0]).attach(model)
     with pytest.raises(ValueError, match=r"layer 7 out of range: the model has 3 layers \(0–2\)"):
         SteeringVector.from_tensor(unit, layers=[7]).attach(model)
     # nothing left behind by a failed attach
-    assert all(not layer._forward_hooks for layer in model.layers())
+    assert hook_count(model.hf_model, model.bridge) == n_hooks
 
 
 def test_attach_rows_steers_each_row_with_its_vector(tiny_model, ids, unit):
@@ -264,3 +276,19 @@ def test_peft_model_respects_padding(smollm_tokenizer, unit):
         steered, _ = hidden(model, enc["input_ids"], enc["attention_mask"])
     assert torch.equal(steered[LAYER + 1][pad], base[LAYER + 1][pad])
     torch.testing.assert_close(steered[LAYER + 1][~pad], base[LAYER + 1][~pad] + 3.0 * unit)
+
+
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_bridge_generate_equals_transformers_generate(tiny_model, unit, positions):
+    """The TransformerBridge's own KV-cache generate loop is steered exactly like transformers' generate."""
+    model = tiny_model("llama")
+    ids = torch.randint(10, 1000, (1, 5), generator=torch.Generator().manual_seed(4))
+    sv = SteeringVector.from_tensor(unit, layers=[LAYER], alpha=40.0, positions=positions)
+    kw = dict(max_new_tokens=4, stop_at_eos=False, do_sample=False, use_past_kv_cache=True, verbose=False, return_type="tokens")
+    base = model.bridge.generate(ids, **kw)
+    with sv.apply(model.bridge):
+        via_bridge = model.bridge.generate(ids, **kw)
+    with sv.apply(model):
+        via_hf = model.hf_model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert torch.equal(via_bridge, via_hf)
+    assert not torch.equal(via_bridge, base)

@@ -69,6 +69,7 @@ def test_generate_rows_zero_rows_are_unsteered_and_rows_are_independent(tiny_mod
 
 def test_run_sweep_on_a_tiny_model(tiny_model, tmp_path):
     model = tiny_model("llama")
+    n_hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf_model.modules())
     run = create_run(tmp_path / "run", command="test", model=model.describe())
     cfg = SweepConfig(emotions=("joy", "fear"), layers=(1,), scales=(0.5, 1.0), n_dev=2, n_test=2, max_new_tokens=4)
     summary = run_sweep(model, run, directions=StandInDirections(), prompts=PROMPTS, config=cfg, progress=False)
@@ -93,7 +94,7 @@ def test_run_sweep_on_a_tiny_model(tiny_model, tmp_path):
     assert dev_prompts.isdisjoint({g["prompt"] for g in test})  # held-out prompts
     assert "Respond in a way that shows joy." in {g.get("system_prompt") for g in test}
     assert run.steps["steering"]["mean_success"] == summary["mean_success"]
-    assert all(not layer._forward_hooks for layer in model.layers())
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf_model.modules()) == n_hooks
 
 
 def test_run_sweep_errors(tiny_model, tmp_path):
