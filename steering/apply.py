@@ -1,18 +1,19 @@
 """Applying steering vectors with plain torch forward hooks on the decoder layers.
 
-Works on a ``transformers`` causal LM, a psylens ``Model``, a PEFT model or a TransformerBridge
-(whose decoder layers are ``BlockBridge`` modules returning a tensor or a tuple; both are handled).
-No transformer-lens is needed at inference time.
+Works on a ``transformers`` causal LM, a psylens ``Model`` (its ``hf_model`` and, when booted, its
+bridge), a PEFT model or a TransformerBridge (whose decoder layers are ``BlockBridge`` modules; the
+hook goes on the HF layer they wrap, so ``hook_resid_post`` and ``output_hidden_states`` both see the
+steered value). No transformer-lens is needed at inference time.
 
 >>> with sv.apply(model):                       # doctest: +SKIP
 ...     out = model.generate(**enc)             # steered
 >>> handle = sv.attach(model)                   # doctest: +SKIP
 >>> handle.remove()                             # doctest: +SKIP
 
-How positions are known: a forward pre-hook on the module that owns the decoder layers (``LlamaModel``
-inside ``LlamaForCausalLM``) reads each call's ``attention_mask`` (2-D, padded positions are 0 and never touched) and the KV cache's length.
-A call with an empty cache starts a sequence: its tokens are the *prompt*; tokens fed while the
-cache holds that prompt are *generated*. Without a KV cache (``use_cache=False``) every call is a
+How positions are known: a forward pre-hook on the module that owns the decoder layers
+(``LlamaModel`` inside ``LlamaForCausalLM``) reads each call's ``attention_mask`` (2-D; padded
+positions are 0 and never touched) and the KV cache's length. A call with an empty cache starts a
+sequence: its tokens are the *prompt*; tokens fed while the cache holds that prompt are *generated*. Without a KV cache (``use_cache=False``) every call is a
 new prompt, so ``positions="generated"`` then steers nothing.
 
 .. warning:: Hooks are global state of the model: while attached, every forward through the model —
@@ -35,7 +36,18 @@ from psylens.modules import decoder_layers, unwrap_hf_model
 if TYPE_CHECKING:
     from psylens.steering.vector import SteeringVector
 
-__all__ = ["SteeringHandle", "attach", "apply", "attach_rows", "apply_rows", "check_compatible", "model_width", "hook_target", "layers_owner", "steering_roots"]
+__all__ = [
+    "SteeringHandle",
+    "attach",
+    "apply",
+    "attach_rows",
+    "apply_rows",
+    "check_compatible",
+    "model_width",
+    "hook_target",
+    "layers_owner",
+    "steering_roots",
+]
 
 LayerOp = Callable[[Tensor], Tensor]
 

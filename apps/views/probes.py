@@ -128,7 +128,7 @@ def pca_figure(pca: pd.DataFrame, layer: int) -> go.Figure:
     ))
     ev1 = float(t["explained_pc1"].iloc[0]) if len(t) else float("nan")
     ev2 = float(t["explained_pc2"].iloc[0]) if len(t) else float("nan")
-    return _layout(fig, f"Emotion centroids on their first two principal components · layer {layer}",
+    return _layout(fig, f"Emotion centroids, PC1 × PC2 · layer {layer}",
                    f"PC1 ({ev1:.0%} of variance)", f"PC2 ({ev2:.0%})", height=420)
 
 
@@ -156,7 +156,10 @@ def cross_format_figure(cross: pd.DataFrame) -> go.Figure:
                                  name="shuffled labels (best of all four)", mode="lines",
                                  line={"color": CONTROL, "dash": "dash"}))
     fig.update_yaxes(range=[0, 1.02])
-    return _layout(fig, "Cross-format: learn on one format, classify the other", "layer", "accuracy")
+    _layout(fig, "Cross-format: learn on one format, classify the other", "layer", "accuracy", height=440)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
 
 
 def persistence_figure(per: pd.DataFrame, layer: int) -> go.Figure:
