@@ -69,7 +69,6 @@ def test_generate_rows_zero_rows_are_unsteered_and_rows_are_independent(tiny_mod
 
 def test_run_sweep_on_a_tiny_model(tiny_model, tmp_path):
     model = tiny_model("llama")
-    n_hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf_model.modules())
     run = create_run(tmp_path / "run", command="test", model=model.describe())
     cfg = SweepConfig(emotions=("joy", "fear"), layers=(1,), scales=(0.5, 1.0), n_dev=2, n_test=2, max_new_tokens=4)
     summary = run_sweep(model, run, directions=StandInDirections(), prompts=PROMPTS, config=cfg, progress=False)
@@ -94,7 +93,9 @@ def test_run_sweep_on_a_tiny_model(tiny_model, tmp_path):
     assert dev_prompts.isdisjoint({g["prompt"] for g in test})  # held-out prompts
     assert "Respond in a way that shows joy." in {g.get("system_prompt") for g in test}
     assert run.steps["steering"]["mean_success"] == summary["mean_success"]
-    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf_model.modules()) == n_hooks
+    left = [h for m in model.hf_model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
+            if getattr(h, "__module__", "").startswith("psylens.steering")]
+    assert not left  # no steering hook left behind
 
 
 def test_run_sweep_errors(tiny_model, tmp_path):
@@ -111,3 +112,18 @@ def test_run_sweep_errors(tiny_model, tmp_path):
         run_sweep(model, run, directions=StandInDirections(), prompts=PROMPTS, config=cfg, progress=False)
     with pytest.raises(ValueError, match="at least 2 prompts"):
         run_sweep(model, run, directions=StandInDirections(), prompts=PROMPTS[:1], progress=False)
+
+
+def test_sampled_decoding_is_reported_and_reproducible(tiny_model, tmp_path):
+    model = tiny_model("llama")
+    cfg = SweepConfig(emotions=("joy",), layers=(1,), scales=(1.0,), n_dev=1, n_test=2, max_new_tokens=3, sampled=True)
+    a = run_sweep(model, create_run(tmp_path / "a", command="t"), directions=StandInDirections(), prompts=PROMPTS[:3],
+                  config=cfg, progress=False)
+    b = run_sweep(model, create_run(tmp_path / "b", command="t"), directions=StandInDirections(), prompts=PROMPTS[:3],
+                  config=cfg, progress=False)
+    s = a["emotions"]["joy"]["sampled"]
+    assert set(s) == {"success", "perplexity_ratio", "baselines"} and set(s["baselines"]) == {"prompting", "random", "none"}
+    gens = [json.loads(x) for x in (tmp_path / "a" / "steering" / "generations.jsonl").read_text().splitlines()]
+    assert any(g["sampled"] for g in gens) and any(not g["sampled"] for g in gens)
+    assert (tmp_path / "a" / "steering" / "generations.jsonl").read_text() == (tmp_path / "b" / "steering" / "generations.jsonl").read_text()
+    assert a["emotions"] == b["emotions"]
