@@ -32,6 +32,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m benchmarks.harvest
+	$(PY) -m benchmarks.steering
 
 clean:
 	rm -rf $(VENV) build *.egg-info

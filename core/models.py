@@ -286,6 +286,11 @@ class Model:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     @property
+    def bridge_booted(self) -> bool:
+        """Whether :attr:`bridge` has been created (reading ``bridge`` boots it)."""
+        return self._bridge is not None
+
+    @property
     def bridge(self) -> Any:
         """The transformer-lens ``TransformerBridge`` over ``hf_model`` (booted on first use)."""
         if self._bridge is None:

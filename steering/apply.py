@@ -117,7 +117,7 @@ def steering_roots(model: Any) -> list[Any]:
     """What steering ``model`` must hook: the model, and for a psylens ``Model`` whose bridge is booted,
     the bridge too (it runs its own twin modules over the same weights)."""
     roots = [model]
-    bridge = getattr(model, "_bridge", None)
+    bridge = model.bridge if getattr(model, "bridge_booted", False) else None
     if bridge is not None and unwrap_hf_model(bridge) is not unwrap_hf_model(model):
         roots.append(bridge)
     return roots
