@@ -110,7 +110,8 @@ def test_bridge_hooks_see_the_steered_residual(smollm, directions):
             hf = smollm.hf_model(ids, output_hidden_states=True).hidden_states[LAYER + 1]
     key = f"blocks.{LAYER}.hook_resid_post"
     torch.testing.assert_close(cache[key], base_cache[key] + sv.deltas()[LAYER])
-    torch.testing.assert_close(hf, cache[key])
+    # the bridge's twin modules and the plain HF model sum in different orders: ~1e-5 on |x|~10
+    torch.testing.assert_close(hf, cache[key], rtol=1e-5, atol=1e-4)
 
 
 def test_bad_inputs_are_clear_errors(smollm, directions, tmp_path):
