@@ -120,6 +120,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def runs(ws: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     """Every CLI process of this module, started at once (each start-up costs seconds here)."""
+    from psylens.models import DEFAULT_MODEL, _resolve
+
+    _resolve(DEFAULT_MODEL)  # build the model cache first: a first-ever load logs its dequantization
     four, bad, blocker = str(ws / "four.jsonl"), str(ws / "bad.jsonl"), str(ws / "a-file")
     harvest = ["harvest", "--stimuli", four, "--out", "run"]
     jobs = {
