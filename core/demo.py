@@ -1,7 +1,7 @@
 """The main job (`psylens demo`): the whole pipeline on the embedded model, into one run.
 
 Steps, each recorded in ``run.json``: load the model → harvest the built-in ``emotions``
-set (``resid_post``, every layer, last text token) → per-layer summary → emotion
+set (``resid_post``, every layer, mean over the text's tokens) → per-layer summary → emotion
 directions and probes (``psylens.probes``) → a small steering sweep (``psylens.steering``).
 Re-running with the same ``out`` resumes the harvest from its shards.
 """
@@ -59,9 +59,10 @@ def run_demo(
     done("load", t0, model=repr(m))
 
     stim = load_stimuli("emotions")
-    config = {"stimuli": stim.name, "sites": ["resid_post"], "positions": "last", "steps": list(steps)}
+    positions = "mean"  # the probes' read-out (psylens.probes.pipeline.DEFAULT_POSITIONS)
+    config = {"stimuli": stim.name, "sites": ["resid_post"], "positions": positions, "steps": list(steps)}
     t0 = time.perf_counter()
-    acts = m.harvest(stim, sites=["resid_post"], positions="last", out=Path(out) / "activations", progress=progress)
+    acts = m.harvest(stim, sites=["resid_post"], positions=positions, out=Path(out) / "activations", progress=progress)
     # run.json after the harvest: a refused re-run (another model into the same out) keeps the old metadata
     run = create_run(out, command="psylens demo", model=m.describe(), config=config, seed=seed)
     run.record_step("harvest", seconds=round(time.perf_counter() - t0, 2), n=len(acts), sites=acts.sites,
@@ -80,7 +81,7 @@ def run_demo(
         from psylens.probes.pipeline import run_probes
 
         t0 = time.perf_counter()
-        res = run_probes(m, run, acts=acts, seed=seed, progress=progress)
+        res = run_probes(m, run, acts=acts, seed=seed, progress=progress, positions=positions)
         done("probes", t0, best_layer=res.get("best_layer"), best_accuracy=res.get("best_accuracy"),
              chance=res.get("chance"))
 

@@ -29,6 +29,7 @@ def probe(
     seed: int = typer.Option(0, "--seed", help="Folds, label shuffles and the control task."),
     device: str = typer.Option("auto", "--device"),
     kind: str = typer.Option("logistic", "--kind", help="logistic (default) | mlp"),
+    positions: str = typer.Option("mean", "--positions", help="Read-out of each text: mean over its tokens (default) | last token."),
     geometry: bool = typer.Option(True, "--geometry/--no-geometry", help="Cosines, centroid PCA, valence ordering."),
     cross_format: bool = typer.Option(True, "--cross-format/--no-cross-format", help="Implicit events ↔ explicit statements."),
     persistence: bool = typer.Option(True, "--persistence/--no-persistence", help="Decode the emotion N tokens after the event."),
@@ -45,7 +46,7 @@ def probe(
 
     from psylens.io import ensure_writable_dir
     from psylens.probes.classifiers import KINDS
-    from psylens.probes.pipeline import ANALYSES, parse_valence, run_probes
+    from psylens.probes.pipeline import ANALYSES, READOUTS, parse_valence, run_probes
     from psylens.sites import validate_sites
     from psylens.stimuli import load
 
@@ -53,6 +54,8 @@ def probe(
     site_list = validate_sites(_split(sites))
     if kind not in KINDS:
         raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="--kind")
+    if positions not in READOUTS:
+        raise typer.BadParameter(f"{positions!r} is not one of {', '.join(READOUTS)}", param_hint="--positions")
     if persistence_tokens < 1:
         raise typer.BadParameter(f"must be at least 1, got {persistence_tokens}", param_hint="--persistence-tokens")
     if batch_size < 1:
@@ -83,12 +86,12 @@ def probe(
     torch.manual_seed(seed)
     m = load_model(model, adapter=adapter, device=device)
     config = {"stimuli": stimuli, "sites": site_list, "eval": str(eval) if eval else None, "kind": kind,
-              "valence": valence_scores,
+              "positions": positions, "valence": valence_scores,
               "analyses": analyses, "persistence_tokens": persistence_tokens, "batch_size": batch_size}
     run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
     summary = run_probes(m, run, stimuli=stim, sites=site_list, eval_path=eval, seed=seed, kind=kind,
                          analyses=analyses, persistence_tokens=persistence_tokens, batch_size=batch_size,
-                         valence=valence_scores, threads=threads)
+                         valence=valence_scores, threads=threads, positions=positions)
     s = summary
     console.print(
         f"[green]probes[/green] {len(s['labels'])} labels on {s['site']}: best layer {s['best_layer']} "
