@@ -3,10 +3,10 @@
 Issue targets: best-layer held-out-scenario accuracy over the six emotions ≥ 0.90 with the
 shuffled control within 5 points of chance; accuracy at that layer on independently written
 texts (tests/data/heldout_emotions.jsonl) ≥ 0.70. Measured on this model (seed 0, logistic
-probe, C = 0.1, 5 group folds): best ≈ 0.87 at layer 16, shuffled ≈ 0.17 (chance 0.167),
-held-out file ≈ 0.51. The asserts below check what is real — well above chance, controls at
-chance, selectivity positive — and the test prints the full curve; the targets are reported,
-not asserted, because this model does not reach them.
+probe, C = 0.1, 5 group folds over 160 scenarios, each text read out as the mean over its tokens):
+best 0.904 at layer 16, shuffled 0.158 (chance 0.167), held-out file 0.792 there. With the last
+token as read-out the same probes reach 0.87–0.90 but only ~0.55 on the held-out file (see
+BENCHMARKS.md); the test prints both curves and asserts the targets on the default read-out.
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ HELDOUT = Path(__file__).resolve().parents[1] / "data" / "heldout_emotions.jsonl
 def harvested(smollm):
     # one torch thread: on the shared 2-core CI machine it harvests ~2x faster than two (measured)
     with single_thread():
-        acts = smollm.harvest(load("emotions"), sites=["resid_post"], positions="last", progress=False)
-        held = smollm.harvest(load(HELDOUT).filter(labels=EMOTIONS), sites=["resid_post"], positions="last",
+        acts = smollm.harvest(load("emotions"), sites=["resid_post"], positions="mean", progress=False)
+        held = smollm.harvest(load(HELDOUT).filter(labels=EMOTIONS), sites=["resid_post"], positions="mean",
                               progress=False)
     return acts, held
 
 
 def test_layer_curve_with_controls(harvested, capsys):
     acts, held = harvested
-    assert acts["resid_post"].shape == (560, 30, 576)
+    assert acts["resid_post"].shape == (1120, 30, 576)
     res = fit_probes(acts, labels=EMOTIONS, seed=0)
     ev = res.evaluate(held)
     chance = res.chance
     with capsys.disabled():
-        print(f"\nsix-emotion probes on SmolLM2-135M (group CV over 80 scenarios, chance {chance:.3f})")
+        print(f"\nsix-emotion probes on SmolLM2-135M (mean read-out, group CV over 160 scenarios, chance {chance:.3f})")
         print("layer  acc    shuffled  selectivity  eval-file")
         sel = res.selectivity
         assert sel is not None and res.shuffled_accuracy is not None
@@ -51,10 +51,14 @@ def test_layer_curve_with_controls(harvested, capsys):
                   f"{ev.accuracy[i]:.3f}")
         print(f"best layer {res.best_layer}: {res.best_accuracy:.3f} (target 0.90); "
               f"eval file there {ev.accuracy_at_best_layer:.3f} (target 0.70), n={ev.n}")
-    # what is real on this model
-    assert res.best_accuracy >= 0.80, "the emotion signal should be strongly decodable from held-out scenarios"
+    # the issue's targets
+    assert res.best_accuracy >= 0.90, "six-emotion accuracy on held-out scenarios at the best layer"
+    assert ev.accuracy_at_best_layer >= 0.70, "accuracy on independently written texts at the best layer"
+    # and what a reader should be able to rely on
     assert 8 <= res.best_layer <= 26, "peaks mid-to-late network"
     assert res.emergence_layer is not None and res.emergence_layer <= 3, "appears early"
+    # mean pooling carries word content from layer 0 on: the network must add to it
+    assert res.best_accuracy - res.accuracy[0] >= 0.08, "the model's layers add to the lexical (layer-0) read-out"
     shuffled = res.shuffled_accuracy
     assert abs(shuffled[res.best_index] - chance) <= 0.05, "shuffled control within 5 points of chance at the best layer"
     assert np.abs(shuffled - chance).max() <= 0.08, "and near chance at every layer"

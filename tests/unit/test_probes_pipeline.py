@@ -58,6 +58,20 @@ def test_summary_has_the_contract_keys(probe_run):
         assert on_disk.get(section), section
     assert on_disk["persistence"]["max_offset"] == 12
     assert summary["best_layer"] == on_disk["best_layer"]
+    assert on_disk["positions"] == "mean"  # the default read-out
+
+
+def test_last_token_readout_and_mismatched_activations(tiny_model, tmp_path):
+    model = tiny_model("llama")
+    stim = small_set(4)
+    s = run_probes(model, tmp_path / "last", stimuli=stim, positions="last", analyses=["persistence"],
+                   persistence_tokens=6, persistence_groups=2, progress=False)
+    assert s["positions"] == "last" and s["persistence"]["max_offset"] == 6
+    acts = model.harvest(stim, positions="last", progress=False)
+    with pytest.raises(ValueError, match="read out at positions='last'.*asked for positions='mean'"):
+        run_probes(model, tmp_path / "mix", stimuli=stim, acts=acts, analyses=[], progress=False)
+    with pytest.raises(ValueError, match="positions 'first' is not one of \\['mean', 'last'\\]"):
+        run_probes(model, tmp_path / "bad", stimuli=stim, positions="first", progress=False)
 
 
 def test_files_and_run_record(probe_run):
