@@ -227,6 +227,7 @@ def render(run: Run) -> None:
     st.caption(
         f"Linear probes (multinomial logistic regression) on `{summary.get('site', '?')}` at every layer, scored on "
         f"scenarios held out of training. Labels: {', '.join(summary.get('labels', []))}. "
+        f"Each text is read out as {_READOUT.get(summary.get('positions', 'last'), summary.get('positions'))}. "
         "Grey dashed lines are the same probes trained on shuffled labels: what chance looks like."
     )
     render_headline(summary)
@@ -244,6 +245,9 @@ def render(run: Run) -> None:
     render_shift(run, summary)
 
 
+_READOUT = {"mean": "the mean over its tokens", "last": "its last token"}
+
+
 def render_headline(summary: dict[str, Any]) -> None:
     cols = st.columns(5)
     cols[0].metric("Best layer", str(summary.get("best_layer", "—")))
@@ -258,6 +262,10 @@ def render_headline(summary: dict[str, Any]) -> None:
     emergence = summary.get("emergence_layer")
     if emergence is not None:
         st.caption(f"The signal first exceeds twice chance at layer {emergence}.")
+    acc = summary.get("accuracy_by_layer") or []
+    if summary.get("positions") == "mean" and acc:
+        st.caption(f"With the mean read-out, layer 0 (word content alone) already scores {_pct(acc[0])}: "
+                   "what the network adds is the rise above it.")
 
 
 def render_layer_curves(run: Run, summary: dict[str, Any]) -> None:
