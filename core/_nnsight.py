@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["trace_outputs", "remote_resid_trace", "wrap"]
+__all__ = ["trace_outputs", "remote_resid_trace", "strip_added_bos", "wrap"]
 
 _WRAPPED: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
 
@@ -41,6 +41,21 @@ def trace_outputs(module: nn.Module, paths: Sequence[str], **inputs: Tensor) -> 
     return [s[0] if isinstance(s, tuple) else s for s in saved]
 
 
+def strip_added_bos(prompt: str, tokenizer: Any) -> str:
+    """``prompt`` without a leading BOS string when the tokenizer adds BOS itself.
+
+    The remote trace sends text, which the server tokenizes with special tokens on; a chat
+    template that writes its own BOS (Gemma: ``<bos><start_of_turn>user...``) would otherwise
+    start with two.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if not bos or bos_id is None or not prompt.startswith(bos):
+        return prompt
+    ids = tokenizer("x")["input_ids"]
+    return prompt[len(bos):] if len(ids) and ids[0] == bos_id else prompt
+
+
 def remote_resid_trace(
     repo_id: str, tokenizer: Any, prompts: Sequence[str], sites: Sequence[str], layers: Sequence[int]
 ) -> dict[str, Tensor]:
@@ -52,6 +67,7 @@ def remote_resid_trace(
     import nnsight
     from nnsight import LanguageModel
 
+    prompts = [strip_added_bos(p, tokenizer) for p in prompts]
     lm = LanguageModel(repo_id, tokenizer=tokenizer, dispatch=False)
     saved: dict[tuple[str, int], Any] = {}
     with torch.no_grad(), lm.trace(list(prompts), remote=True, padding_side="left"):

@@ -138,3 +138,26 @@ def test_remote_limits(tiny_model) -> None:
         m.harvest(TEXTS, backend="nnsight", remote=True, positions="mean", progress=False)
     with pytest.raises(ValueError, match="nnsight"):
         m.harvest(TEXTS, remote=True, progress=False)
+
+
+class _BosTokenizer:
+    """Adds BOS to every text, like Gemma's and Llama's tokenizers."""
+
+    bos_token, bos_token_id = "<bos>", 2
+
+    def __call__(self, text: str) -> dict[str, list[int]]:
+        return {"input_ids": [2] + [10 + ord(c) for c in text]}
+
+
+def test_remote_prompts_never_carry_two_bos(smollm_tokenizer) -> None:
+    from psylens._nnsight import strip_added_bos
+
+    tok = _BosTokenizer()
+    templated = "<bos><start_of_turn>user\nHi<end_of_turn>\n"
+    assert strip_added_bos(templated, tok) == "<start_of_turn>user\nHi<end_of_turn>\n"  # the server adds it back
+    assert strip_added_bos("Hi <bos>", tok) == "Hi <bos>"  # only a leading one
+    # a tokenizer that adds no BOS (SmolLM2) keeps the template's text as it is
+    text = smollm_tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
+    assert strip_added_bos(text, smollm_tokenizer) == text
+    no_bos = type("T", (), {"bos_token": None, "bos_token_id": None})()
+    assert strip_added_bos("<bos>x", no_bos) == "<bos>x"
