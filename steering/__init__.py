@@ -6,7 +6,8 @@
 ...     out = model.generate(**inputs)
 
 Modules: ``vector`` (the value), ``apply`` (torch hooks), ``nnsight_apply`` (the same inside an
-nnsight trace), ``export`` (llama.cpp control-vector GGUF), ``judges``, ``metrics``, ``sweep``
+nnsight trace), ``export`` (llama.cpp control-vector GGUF), ``expression`` (emotion directions read
+from the model prompted to express each emotion), ``judges``, ``metrics``, ``sweep``
 (``psylens steer sweep``), ``cli``.
 """
 
@@ -40,12 +41,14 @@ __all__ = [
     "read_gguf",
     "run_sweep",
     "SweepConfig",
+    "expression_directions",
     "nnsight_generate",
     "steer_trace",
 ]
 
 if TYPE_CHECKING:
     from psylens.steering.export import export_gguf, read_gguf
+    from psylens.steering.expression import expression_directions
     from psylens.steering.metrics import nonword_fraction, perplexity_ratio, repetition_rate
     from psylens.steering.nnsight_apply import nnsight_generate, steer_trace
     from psylens.steering.sweep import SweepConfig, run_sweep
@@ -58,6 +61,7 @@ _LAZY = {
     "read_gguf": "psylens.steering.export",
     "run_sweep": "psylens.steering.sweep",
     "SweepConfig": "psylens.steering.sweep",
+    "expression_directions": "psylens.steering.expression",
     # nnsight patches builtins when imported: load it only when asked for.
     "nnsight_generate": "psylens.steering.nnsight_apply",
     "steer_trace": "psylens.steering.nnsight_apply",

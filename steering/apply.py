@@ -198,12 +198,18 @@ class SteeringHandle:
                 st.mask, st.skip = None, False
                 return
             n_new = int(x.shape[1])
-            past = _past_length(kwargs.get("past_key_values"))
-            if past == 0 or st.prompt_len is None:
-                st.prompt_len = n_new if past == 0 else past
+            # transformers < 5.x passes the KV cache as ``past_key_values``; newer versions as ``cache``
+            pkv = kwargs.get("past_key_values")
+            past = _past_length(pkv if pkv is not None else kwargs.get("cache"))
             attn = kwargs.get("attention_mask")
             if attn is None and len(args) > 1 and isinstance(args[1], Tensor):
                 attn = args[1]
+            if past == 0 and isinstance(attn, Tensor) and attn.ndim == 2 and attn.shape[1] > n_new:
+                # a cache that does not report its length (TransformerBridge keeps its own): the 2-D
+                # attention mask spans the cached positions plus the new ones
+                past = int(attn.shape[1]) - n_new
+            if past == 0 or st.prompt_len is None:
+                st.prompt_len = n_new if past == 0 else past
             real: Tensor | None = None
             if isinstance(attn, Tensor) and attn.ndim == 2 and attn.shape[1] >= n_new:
                 cols = attn[:, past : past + n_new] if attn.shape[1] >= past + n_new else attn[:, -n_new:]

@@ -3,7 +3,8 @@
     psylens steer --model M --vectors RUN/probes/directions.safetensors --emotion joy --layer 12 --alpha 40 \\
                   --prompts "Describe your morning." --out gens.jsonl
     psylens steer --model M --vectors RUN/steering/vectors/joy.safetensors --prompts prompts.jsonl --out gens.jsonl
-    psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full]
+    psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full] [--source expression|probes]
+                        [--layer-band K] [--positions all|prompt|generated] [--max-new-tokens N]
 
 ``steer_app`` is a ``typer.Typer``; the main CLI registers it as ``steer``. Bad arguments raise
 ``ValueError`` (the main CLI prints them as one line).
@@ -148,10 +149,18 @@ def steer(
 
 @steer_app.command("sweep")
 def sweep(
-    run: Path = typer.Option(..., "--run", help="Run directory (with probes/directions.safetensors)."),
+    run: Path = typer.Option(..., "--run", help="Run directory (with probes/directions.safetensors for --source probes)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model, else the embedded one)."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of neutral prompts (default: built-in)."),
-    directions: Optional[str] = typer.Option(None, "--directions", help="Directions file (default: RUN/probes/directions.safetensors)."),
+    directions: Optional[str] = typer.Option(None, "--directions", help="Directions file (overrides --source)."),
+    source: Optional[str] = typer.Option(
+        None, "--source",
+        help="Where directions come from when --directions is not given: expression (extracted from the model "
+             "prompted to express each emotion) | probes (RUN/probes/directions.safetensors). Default: the config's.",
+    ),
+    layer_band: Optional[int] = typer.Option(None, "--layer-band", help="Steer this many consecutive layers per cell (default: the config's)."),
+    positions: Optional[str] = typer.Option(None, "--positions", help="all | prompt | generated (default: the config's)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Tokens per generation (default: the config's)."),
     full: bool = typer.Option(False, "--full/--quick", help="The thorough grid (greedy + sampled) or the quick one."),
     judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (the model judges)"),
     seed: int = typer.Option(0, "--seed"),
@@ -167,7 +176,12 @@ def sweep(
     if spec is None:
         meta_model = r.meta.get("model")
         spec = meta_model.get("spec") if isinstance(meta_model, dict) else meta_model
-    cfg = (SweepConfig.full if full else SweepConfig.quick)(judge=judge)
+    changes: dict[str, Any] = {"judge": judge}
+    for key, value in (("directions", source), ("layer_band", layer_band), ("positions", positions),
+                       ("max_new_tokens", max_new_tokens)):
+        if value is not None:
+            changes[key] = value
+    cfg = (SweepConfig.full if full else SweepConfig.quick)(**changes)
     m = load_model(spec or DEFAULT_MODEL, device=device)
     summary = run_sweep(m, r, directions=directions, prompts=read_prompts(prompts) if prompts else None,
                         config=cfg, seed=seed, progress=True)

@@ -6,16 +6,23 @@ Protocol (one call of :func:`run_sweep`):
    *dev* half, used to pick the (layer, scale) per emotion, and a held-out *test* half, on which every
    reported number is measured — picking the best of many cells on the same prompts it is scored on
    would flatter the result.
-2. Scales are multiples of the mean residual-stream norm at the layer (measured on the dev prompts),
-   so one grid suits every layer; ``alpha = scale × norm`` is what the saved vector adds.
+2. Directions (``SweepConfig.directions``): ``"probes"`` reads ``RUN/probes/directions.safetensors``
+   (the model *reading* emotional scenarios); ``"expression"`` extracts them from the model *prompted to
+   express* each emotion (:func:`psylens.steering.expression.expression_directions`, on its own
+   built-in extraction prompts, never the sweep's; saved to ``RUN/steering/expression_directions.safetensors``).
+   A ``directions=`` argument overrides both.
+   Scales are multiples of the mean residual-stream norm at the layer (measured on the dev prompts),
+   so one grid suits every layer; ``alpha = scale × norm`` is what the saved vector adds. With
+   ``layer_band = k > 1`` a cell steers ``k`` consecutive layers centred on its layer, each by
+   ``scale ×`` its own mean residual norm along its own direction.
 3. Dev: every emotion × layer × scale steers every dev prompt (greedy). Each cell gets its success
    (fraction of generations whose dominant judged emotion is the target) and the perplexity ratio of
    its texts to the unsteered texts, both under the unsteered model.
 4. Per emotion the best cell is the highest success with perplexity ratio ≤ ``max_perplexity_ratio``
    (ties: lower ratio, then smaller scale). When no cell is fluent enough the least-perplexing cell is
    kept and marked ``meets_fluency: false`` — it is reported, never hidden.
-5. Test, same batch: the chosen vector; a random direction of the same norm at the same layer and
-   scale (a fresh one per prompt); prompting (system prompt "Respond in a way that shows {emotion}.");
+5. Test, same batch: the chosen vector; a random direction of the same norm at the same layer(s) and
+   scale (a fresh one per prompt and layer); prompting (system prompt "Respond in a way that shows {emotion}.");
    no steering. With ``sampled=True`` the test is repeated with sampling.
 
 Every generation is batched with a different vector per row (:func:`psylens.steering.apply.attach_rows`),
@@ -31,7 +38,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +65,9 @@ __all__ = [
     "generate_rows",
     "residual_norms",
     "default_layers",
+    "band_layers",
+    "DIRECTION_SOURCES",
+    "EXPRESSION_DIRECTIONS",
     "PROMPTING_TEMPLATE",
     "SUMMARY",
     "GRID",
@@ -73,6 +83,8 @@ GRID = "steering/grid.json"
 GENERATIONS = "steering/generations.jsonl"
 VECTORS = "steering/vectors"
 DIRECTIONS = "probes/directions.safetensors"
+EXPRESSION_DIRECTIONS = "steering/expression_directions.safetensors"
+DIRECTION_SOURCES = ("probes", "expression")
 CONDITIONS = ("steer", "random", "prompting", "none")
 
 
@@ -82,6 +94,10 @@ class SweepConfig:
 
     ``layers``: decoder layers to try (``None``: :func:`default_layers` of the model, kept to those
     the directions cover). ``scales``: multiples of the layer's mean residual norm.
+    ``directions``: ``"probes"`` (``RUN/probes/directions.safetensors``) or ``"expression"`` (extracted
+    from the model expressing each emotion; see :mod:`psylens.steering.expression`); ignored when
+    ``run_sweep`` is given ``directions=``. ``layer_band``: consecutive layers steered per cell, centred
+    on the cell's layer (1: that layer only). ``positions``: ``"all"``, ``"prompt"`` or ``"generated"``.
     """
 
     emotions: tuple[str, ...] = EMOTIONS
@@ -100,6 +116,8 @@ class SweepConfig:
     prompting_template: str = PROMPTING_TEMPLATE
     judge: str = "nrc"
     target_success: float = 0.8
+    directions: str = "expression"
+    layer_band: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -127,10 +145,25 @@ class SweepConfig:
             raise ValueError("prompting_template must contain '{emotion}'")
         if self.positions not in ("all", "prompt", "generated"):
             raise ValueError(f"positions {self.positions!r} is not one of 'all', 'prompt', 'generated'")
+        if self.directions not in DIRECTION_SOURCES:
+            raise ValueError(
+                f"directions {self.directions!r} is not one of {DIRECTION_SOURCES}: 'probes' reads "
+                f"RUN/{DIRECTIONS} (psylens probe), 'expression' extracts them from the model prompted to express "
+                "each emotion (psylens.steering.expression)"
+            )
+        if isinstance(self.layer_band, bool) or not isinstance(self.layer_band, int) or self.layer_band < 1:
+            raise ValueError(
+                f"layer_band must be a positive integer (how many consecutive layers each cell steers, centred on "
+                f"its layer; 1 = one layer), got {self.layer_band!r}"
+            )
 
     @classmethod
     def quick(cls, **changes: Any) -> SweepConfig:
-        """3 layers × 3 scales, 5 dev + 8 test prompts, greedy, 32 new tokens (the demo: ~430 generations)."""
+        """3 layers × 3 scales, 5 dev + 8 test prompts, greedy, 32 new tokens (the demo: ~430 generations).
+
+        Expression directions, one layer per cell, every position: on SmolLM2-135M-Instruct neither a
+        5-layer band nor ``positions="generated"`` nor 64 new tokens did better on the dev prompts.
+        """
         return cls(**changes)
 
     @classmethod
@@ -189,7 +222,7 @@ class _Row:
     layer: int | None = None
     scale: float | None = None
     alpha: float | None = None
-    delta: Tensor | None = None  # [d_model] added at `layer`
+    delta: dict[int, Tensor] | None = None  # {steered layer: [d_model] added there}; `layer` is the band's centre
     sampled: bool = False
     text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -306,6 +339,28 @@ def _split(texts: list[str], n_dev: int, n_test: int, seed: int) -> tuple[list[i
     return idx[:n_dev], idx[n_dev : n_dev + n_test]
 
 
+def band_layers(center: int, width: int, n_layers: int) -> tuple[int, ...]:
+    """``width`` consecutive layers centred on ``center`` (shifted to fit in ``0..n_layers-1``)."""
+    if width > n_layers:
+        raise ValueError(f"layer_band {width} is wider than the model ({n_layers} layers); use at most {n_layers}")
+    start = min(max(center - (width - 1) // 2, 0), n_layers - width)
+    return tuple(range(start, start + width))
+
+
+def _expression_directions(model: Model, run: Run, emotions: Sequence[str], test_prompts: Sequence[str]) -> Any:
+    from psylens.steering.expression import EXTRACTION_PROMPTS, expression_directions
+
+    overlap = sorted(set(EXTRACTION_PROMPTS) & set(test_prompts))
+    if overlap:
+        raise ValueError(
+            f"{len(overlap)} held-out test prompt(s) are also extraction prompts (first: {overlap[0]!r}); "
+            "use prompts disjoint from psylens.steering.expression.EXTRACTION_PROMPTS"
+        )
+    dirs = expression_directions(model, EXTRACTION_PROMPTS, emotions=tuple(emotions))
+    dirs.save(run.file(EXPRESSION_DIRECTIONS))
+    return dirs
+
+
 def _resolve_directions(directions: Any, run: Run) -> Any:
     if directions is None:
         path = run.file(DIRECTIONS)
@@ -349,8 +404,10 @@ def run_sweep(
 
     Args:
         model: a psylens ``Model`` (generation and perplexity use it; it is left unhooked afterwards).
-        run: the run (``Run`` or its directory); reads ``RUN/probes/directions.safetensors`` by default.
-        directions: a ``Directions``, or the path of a directions file.
+        run: the run (``Run`` or its directory); with ``config.directions == "probes"`` reads
+            ``RUN/probes/directions.safetensors``; with ``"expression"`` (default) extracts directions and writes
+            ``RUN/steering/expression_directions.safetensors``.
+        directions: a ``Directions``, or the path of a directions file (overrides ``config.directions``).
         prompts: neutral prompts — ``None`` (built-in ``steering_prompts``), a JSONL path, ``Stimuli`` or strings.
         quick: :meth:`SweepConfig.quick` (default) or :meth:`SweepConfig.full`; ignored when ``config`` is given.
         seed: shuffles the dev/test split, seeds the random baseline and sampling.
@@ -366,7 +423,15 @@ def run_sweep(
     t_start = time.time()
     run = run if isinstance(run, Run) else open_run(run)
     cfg = config or (SweepConfig.quick() if quick else SweepConfig.full())
-    dirs = _resolve_directions(directions, run)
+    texts = _prompt_texts(prompts)
+    dev_idx, test_idx = _split(texts, cfg.n_dev, cfg.n_test, seed)
+    if directions is None and cfg.directions == "expression":
+        source = "expression"
+        # always contrast all six emotions, whichever subset is swept
+        dirs = _expression_directions(model, run, JUDGE_EMOTIONS, [texts[i] for i in test_idx])
+    else:
+        source = cfg.directions if directions is None else "given"
+        dirs = _resolve_directions(directions, run)
     site = str(getattr(dirs, "site", "resid_post"))
     if site not in STEERING_SITES:
         raise ValueError(f"directions are at site {site!r}; steering needs {' or '.join(STEERING_SITES)} directions")
@@ -390,15 +455,26 @@ def run_sweep(
             raise ValueError(f"layer {bad[0]} out of range: the model has {model.n_layers} layers (0–{model.n_layers - 1})")
     else:
         layers = default_layers(model.n_layers, cfg.layer_fractions, [v for v in dirs.layers if v < model.n_layers])
+    bands = {layer: band_layers(layer, cfg.layer_band, model.n_layers) for layer in layers}
+    steered = sorted({v for b in bands.values() for v in b})
+    uncovered = [v for v in steered if v not in dirs.layers]
+    if uncovered:
+        raise ValueError(
+            f"layer_band {cfg.layer_band} steers layers {uncovered} that have no directions "
+            f"(the directions cover {list(dirs.layers)}); use a narrower band or directions for every layer"
+        )
     the_judge = judge or make_judge(cfg.judge, model=model)
 
-    texts = _prompt_texts(prompts)
-    dev_idx, test_idx = _split(texts, cfg.n_dev, cfg.n_test, seed)
     plain = [model.format_prompt(p) for p in texts]
-    norms = residual_norms(model, [plain[i] for i in dev_idx], layers)
-    unit = {(e, layer): dirs[e, layer].detach().float().reshape(-1) for e in emotions for layer in layers}
-    log.info("steering sweep: emotions %s, layers %s, scales %s, %d dev / %d test prompts",
-             emotions, layers, list(cfg.scales), len(dev_idx), len(test_idx))
+    norms = residual_norms(model, [plain[i] for i in dev_idx], steered)
+    unit = {(e, layer): dirs[e, layer].detach().float().reshape(-1) for e in emotions for layer in steered}
+
+    def delta_of(e: str, layer: int, scale: float) -> dict[int, Tensor]:
+        # every layer of the band gets `scale` times its own mean residual norm
+        return {v: scale * norms[v] * unit[e, v] for v in bands[layer]}
+
+    log.info("steering sweep: %s directions, emotions %s, layers %s (band %d), scales %s, %d dev / %d test prompts",
+             source, emotions, layers, cfg.layer_band, list(cfg.scales), len(dev_idx), len(test_idx))
 
     # -- dev: the grid ----------------------------------------------------------------------
     rows: list[_Row] = []
@@ -409,7 +485,7 @@ def run_sweep(
             for s in cfg.scales:
                 alpha = s * norms[layer]
                 for i in dev_idx:
-                    rows.append(_Row("dev", "steer", e, i, texts[i], plain[i], layer, s, alpha, alpha * unit[e, layer]))
+                    rows.append(_Row("dev", "steer", e, i, texts[i], plain[i], layer, s, alpha, delta_of(e, layer, s)))
     timings: dict[str, float] = {"setup": time.time() - t_start}
     t = time.time()
     _generate(model, rows, cfg, seed, progress, "steering sweep (dev)")
@@ -440,11 +516,11 @@ def run_sweep(
 
     # -- test: chosen vectors and baselines, one batch -----------------------------------------
     gen = torch.Generator().manual_seed(seed)
-    test_rows = _test_rows(model, texts, plain, test_idx, emotions, best, unit, cfg, gen, sampled=False)
+    test_rows = _test_rows(model, texts, plain, test_idx, emotions, best, delta_of, cfg, gen, sampled=False)
     all_test = list(test_rows)
     if cfg.sampled:
         gen = torch.Generator().manual_seed(seed + 1)
-        sampled_rows = _test_rows(model, texts, plain, test_idx, emotions, best, unit, cfg, gen, sampled=True)
+        sampled_rows = _test_rows(model, texts, plain, test_idx, emotions, best, delta_of, cfg, gen, sampled=True)
         all_test += sampled_rows
     greedy = [r for r in all_test if not r.sampled]
     t = time.time()
@@ -480,6 +556,7 @@ def run_sweep(
             "perplexity_ratio": _finite(steer["perplexity_ratio"]),
             "baselines": {"prompting": prompting["success"], "random": rand["success"], "none": none["success"]},
             "best_scale": float(b["scale"]),
+            "best_layers": list(bands[int(b["layer"])]),
             "meets_fluency": b["meets_fluency"] and bool(
                 steer["perplexity_ratio"] <= cfg.max_perplexity_ratio if math.isfinite(steer["perplexity_ratio"]) else False
             ),
@@ -511,10 +588,17 @@ def run_sweep(
                 },
             }
         out_emotions[e] = entry
-        sv = SteeringVector.from_directions(
-            dirs, e, layers=[int(b["layer"])], alpha=float(b["alpha"]), positions=cfg.positions,
+        center = int(b["layer"])
+        band = bands[center]
+        # per layer: unit direction × (norm at that layer / norm at the centre), so alpha × vector adds
+        # best_scale × the layer's mean residual norm at every layer of the band
+        sv = SteeringVector(
+            layers=band,
+            vectors=torch.stack([unit[e, v] * (norms[v] / norms[center]) for v in band]),
+            alpha=float(b["alpha"]), positions=cfg.positions, site=site, label=e,
             meta={
-                "source": "psylens steer sweep", "scale": float(b["scale"]), "success": steer["success"],
+                "source": "psylens steer sweep", "directions": source, "method": getattr(dirs, "method", None),
+                "scale": float(b["scale"]), "success": steer["success"],
                 "perplexity_ratio": _finite(steer["perplexity_ratio"]), "judge": the_judge.name,
                 "model": getattr(model, "spec", None),
             },
@@ -550,10 +634,16 @@ def run_sweep(
         },
         "model": getattr(model, "spec", None),
         "judge": the_judge.name,
-        "directions": {"site": site, "method": getattr(dirs, "method", None)},
+        "directions": {
+            "site": site, "method": getattr(dirs, "method", None), "source": source,
+            **({"file": EXPRESSION_DIRECTIONS} if source == "expression" else {}),
+        },
         "layers": layers,
+        "layer_band": cfg.layer_band,
+        "positions": cfg.positions,
         "scales": list(cfg.scales),
         "residual_norms": {str(k): v for k, v in norms.items()},
+        "max_new_tokens": cfg.max_new_tokens,
         "n_prompts": {"dev": len(dev_idx), "test": len(test_idx)},
         "skipped_emotions": skipped,
         "seed": seed,
@@ -584,7 +674,7 @@ def _test_rows(
     test_idx: list[int],
     emotions: list[str],
     best: dict[str, dict[str, Any]],
-    unit: dict[tuple[str, int], Tensor],
+    delta_of: Callable[[str, int, float], dict[int, Tensor]],
     cfg: SweepConfig,
     gen: torch.Generator,
     *,
@@ -593,13 +683,15 @@ def _test_rows(
     rows = [_Row("test", "none", None, i, texts[i], plain[i], sampled=sampled) for i in test_idx]
     for e in emotions:
         layer, alpha, scale = int(best[e]["layer"]), float(best[e]["alpha"]), float(best[e]["scale"])
-        delta = alpha * unit[e, layer]
+        delta = delta_of(e, layer, scale)
         system = cfg.prompting_template.format(emotion=e)
         for i in test_idx:
             rows.append(_Row("test", "steer", e, i, texts[i], plain[i], layer, scale, alpha, delta, sampled=sampled))
-            r = torch.randn(delta.shape, generator=gen)
-            rows.append(_Row("test", "random", e, i, texts[i], plain[i], layer, scale, alpha,
-                             r / r.norm() * delta.norm(), sampled=sampled))
+            rand: dict[int, Tensor] = {}
+            for v, d in delta.items():  # a fresh random direction per prompt and layer, same norm
+                r = torch.randn(d.shape, generator=gen)
+                rand[v] = r / r.norm() * d.norm()
+            rows.append(_Row("test", "random", e, i, texts[i], plain[i], layer, scale, alpha, rand, sampled=sampled))
             rows.append(_Row("test", "prompting", e, i, texts[i], model.format_prompt(texts[i], system_prompt=system),
                              sampled=sampled, extra={"system_prompt": system}))
     return rows
@@ -608,11 +700,11 @@ def _test_rows(
 def _generate(
     model: Model, rows: list[_Row], cfg: SweepConfig, seed: int, progress: bool, desc: str, *, do_sample: bool = False,
 ) -> None:
-    layers = sorted({r.layer for r in rows if r.delta is not None and r.layer is not None})
+    layers = sorted({v for r in rows if r.delta is not None for v in r.delta})
     deltas = {layer: torch.zeros(len(rows), model.d_model) for layer in layers}
     for k, r in enumerate(rows):
-        if r.delta is not None and r.layer is not None:
-            deltas[r.layer][k] = r.delta
+        for v, d in (r.delta or {}).items():
+            deltas[v][k] = d
     outs = generate_rows(
         model, [r.formatted for r in rows], deltas, max_new_tokens=cfg.max_new_tokens, do_sample=do_sample,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, batch_size=cfg.batch_size,

@@ -191,3 +191,23 @@ def test_notebook_runs(tmp_path):
     client.execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "mean joy intensity" in outputs and "joy.gguf" in outputs
+
+
+def test_expression_directions_steer_the_embedded_model(smollm):
+    """Directions read from SmolLM2 prompted to express each emotion: centred, and the joy one steers towards joy."""
+    from psylens.steering.expression import expression_directions
+
+    dirs = expression_directions(smollm, layers=[LAYER])
+    assert dirs.layers == (LAYER,) and dirs.d_model == 576
+    raw = dirs.vectors * dirs.norms.unsqueeze(-1)
+    assert float(raw.sum(dim=0).norm()) < 1e-3 * float(dirs.norms.max())
+    sv = SteeringVector.from_directions(dirs, "joy", layers=[LAYER], alpha=_alpha(smollm, 0.2))
+    judge = LexiconJudge()
+    joy = EMOTIONS.index("joy")
+    base = smollm.generate(PROMPTS, max_new_tokens=24)
+    with sv.apply(smollm):
+        steered = smollm.generate(PROMPTS, max_new_tokens=24)
+    with (-sv).apply(smollm):
+        opposite = smollm.generate(PROMPTS, max_new_tokens=24)
+    assert hook_count(smollm) == 0
+    assert judge.intensity(steered)[:, joy].mean() > judge.intensity(base)[:, joy].mean() > judge.intensity(opposite)[:, joy].mean()

@@ -102,7 +102,7 @@ def test_run_sweep_errors(tiny_model, tmp_path):
     model = tiny_model("llama")
     run = create_run(tmp_path / "run", command="test")
     with pytest.raises(ValueError, match="no directions at"):
-        run_sweep(model, run, prompts=PROMPTS, progress=False)
+        run_sweep(model, run, prompts=PROMPTS, config=SweepConfig(directions="probes"), progress=False)
     with pytest.raises(ValueError, match="width 16 but the model"):
         run_sweep(model, run, directions=StandInDirections(d=16), prompts=PROMPTS, progress=False)
     with pytest.raises(ValueError, match="none of the emotions"):
