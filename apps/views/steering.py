@@ -263,6 +263,13 @@ def _model_spec(run: Run, summary: dict[str, Any]) -> str | None:
     return model.get("spec") if isinstance(model, dict) else model
 
 
+def _sweep_directions(run: Run, summary: dict[str, Any]) -> str:
+    """The directions file the sweep steered with (its best alphas belong to it), else the probes'."""
+    d = summary.get("directions")
+    rel = d.get("file") if isinstance(d, dict) else None
+    return rel if isinstance(rel, str) and rel and run.has(rel) else DIRECTIONS
+
+
 def render_playground(run: Run, summary: dict[str, Any]) -> None:
     st.subheader("Playground")
     spec = _model_spec(run, summary)
@@ -273,14 +280,14 @@ def render_playground(run: Run, summary: dict[str, Any]) -> None:
     c1, c2, c3 = st.columns(3)
     emotion = c1.selectbox("Emotion", emotions, key="steering_play_emotion")
     entry = summary["emotions"].get(emotion, {})
-    dirs_path = run.file(DIRECTIONS)
+    dirs_path = run.file(_sweep_directions(run, summary))
     layers: list[int] = []
     if dirs_path.is_file():
         layers = list(_directions(str(dirs_path.resolve()), mtime_ns(dirs_path)).layers)
     elif run.has(f"{VECTORS}/{emotion}.safetensors"):
         layers = [int(entry.get("best_layer", 0))]
     if not layers:
-        st.info(f"No `{DIRECTIONS}` and no saved vector for {emotion}: nothing to steer with.")
+        st.info(f"No `{_sweep_directions(run, summary)}` and no saved vector for {emotion}: nothing to steer with.")
         return
     default_layer = int(entry.get("best_layer", layers[0]))
     layer = c2.selectbox("Layer", layers, index=layers.index(default_layer) if default_layer in layers else 0,

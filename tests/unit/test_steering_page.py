@@ -110,3 +110,23 @@ def test_page_tolerates_a_missing_grid(tmp_path, monkeypatch):
     at = AppTest.from_function(_script, default_timeout=60).run()
     assert not at.exception, at.exception
     assert any("no heatmap" in i.value for i in at.info)
+
+
+def test_playground_steers_with_the_sweeps_directions(tmp_path, monkeypatch):
+    import torch
+
+    from psylens.probes import Directions
+
+    run = make_run(tmp_path / "run")
+    summary = run.read_json("steering/summary.json")
+    assert page._sweep_directions(run, summary) == "probes/directions.safetensors"  # nothing recorded: the probes'
+    summary["directions"] = {"source": "expression", "file": "steering/expression_directions.safetensors"}
+    run.write_json("steering/summary.json", summary)
+    assert page._sweep_directions(run, summary) == "probes/directions.safetensors"  # recorded but missing
+    dirs = Directions.from_raw(torch.randn(2, 3, 8), EMOS, [4, 5, 6], site="resid_post", method="mean_diff")
+    dirs.save(run.file("steering/expression_directions.safetensors"))
+    assert page._sweep_directions(run, summary) == "steering/expression_directions.safetensors"
+    monkeypatch.setenv("STEERING_PAGE_RUN", str(run.path))
+    at = AppTest.from_function(_script, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="steering_play_layer").options == ["4", "5", "6"]  # the sweep's file, not the probes'
