@@ -40,6 +40,7 @@ __all__ = [
     "EMOTIONS",
     "dominant",
     "success_rate",
+    "judge_accuracy",
     "nrc_lexicon",
     "make_judge",
     "JUDGES",
@@ -258,6 +259,31 @@ def success_rate(scores: Float[Tensor, "n 6"], emotion: str) -> float:
     if scores.shape[0] == 0:
         return float("nan")
     return float((dominant(scores) == EMOTIONS.index(emotion)).float().mean())
+
+
+def judge_accuracy(judge: Judge, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """How often ``judge`` names the labelled emotion of texts that plainly express it — its ceiling.
+
+    A steering success rate judged by ``judge`` cannot be read without this: if the judge calls
+    only 40% of plain statements ("I am absolutely furious right now.") right, 40% is about the
+    most any steered text can score. Rows labelled outside ``EMOTIONS`` are left out.
+
+    Returns ``{"accuracy", "by_emotion", "no_call" (fraction tied or with no emotion), "n"}``.
+    """
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts for {len(labels)} labels; give one label per text")
+    keep = [(t, lab) for t, lab in zip(texts, labels) if lab in EMOTIONS]
+    if not keep:
+        raise ValueError(f"no text is labelled with one of {list(EMOTIONS)}; nothing to validate the judge on")
+    d = dominant(judge.score([t for t, _ in keep]))
+    hit = [bool(k >= 0 and EMOTIONS[k] == lab) for k, (_, lab) in zip(d.tolist(), keep)]
+    by = {e: [h for h, (_, lab) in zip(hit, keep) if lab == e] for e in EMOTIONS}
+    return {
+        "accuracy": sum(hit) / len(hit),
+        "by_emotion": {e: (sum(v) / len(v) if v else None) for e, v in by.items()},
+        "no_call": float((d < 0).float().mean()),
+        "n": len(hit),
+    }
 
 
 JUDGES = ("nrc", "llm")

@@ -634,6 +634,7 @@ def run_sweep(
         },
         "model": getattr(model, "spec", None),
         "judge": the_judge.name,
+        "judge_validation": _validate_judge(the_judge),
         "directions": {
             "site": site, "method": getattr(dirs, "method", None), "source": source,
             **({"file": EXPRESSION_DIRECTIONS} if source == "expression" else {}),
@@ -665,6 +666,15 @@ def run_sweep(
         seed=seed,
     )
     return summary
+
+
+def _validate_judge(judge: Judge) -> dict[str, Any]:
+    """The judge's accuracy on the built-in explicit statements: the ceiling of every success rate."""
+    from psylens import stimuli
+    from psylens.steering.judges import judge_accuracy
+
+    explicit = stimuli.load("explicit")
+    return {"set": "explicit", **judge_accuracy(judge, explicit.texts, [s.label or "" for s in explicit])}
 
 
 def _test_rows(

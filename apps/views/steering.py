@@ -193,6 +193,13 @@ def render_headline(summary: dict[str, Any]) -> None:
         st.success("Steering meets the target: success, fluency, and beats both baselines.")
     else:
         st.warning("Steering does not meet the target on this model (see the table); numbers are reported as measured.")
+    jv = summary.get("judge_validation")
+    if isinstance(jv, dict) and isinstance(jv.get("accuracy"), (int, float)):
+        st.caption(
+            f"The judge's own ceiling: it names the emotion of {_fmt(jv['accuracy'])} of {jv.get('n', '?')} plain "
+            f"statements of it (built-in `{jv.get('set', 'explicit')}` set; {_fmt(jv.get('no_call'))} tied or "
+            "without an emotion word). No steered text is likely to score much above that."
+        )
 
 
 def render_table(summary: dict[str, Any]) -> None:

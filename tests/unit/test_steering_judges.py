@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from psylens.stimuli import EMOTIONS
-from psylens.steering.judges import Judge, LexiconJudge, LLMJudge, dominant, make_judge, nrc_lexicon, success_rate
+from psylens.steering.judges import (
+    Judge, LexiconJudge, LLMJudge, dominant, judge_accuracy, make_judge, nrc_lexicon, success_rate,
+)
 from psylens.steering.metrics import nonword_fraction, perplexity, perplexity_ratio, repetition_rate, token_nll
 
 CLEAR = {
@@ -57,6 +59,34 @@ def test_success_rate_and_ties():
     assert success_rate(s, "joy") == 0.5
     with pytest.raises(ValueError, match="unknown emotion 'bliss'"):
         success_rate(s, "bliss")
+
+
+def test_judge_accuracy_known_answers_and_control():
+    lex = {"furious": ["anger"], "vile": ["disgust"], "dread": ["fear"], "elated": ["joy"], "mourning": ["sadness"],
+           "astonished": ["surprise"], "grim": ["fear", "sadness"]}
+    texts = ["I am furious.", "That is vile.", "I dread it.", "I am elated.", "We are mourning.", "I am astonished.",
+             "It was grim.", "Nothing here.", "A plain note."]
+    labels = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "sadness", "joy", "neutral"]
+    out = judge_accuracy(LexiconJudge(lex), texts, labels)
+    # six plain hits; "grim" ties fear/sadness and "Nothing here." has no word: two no-calls; neutral is left out
+    assert out["n"] == 8 and out["accuracy"] == pytest.approx(6 / 8) and out["no_call"] == pytest.approx(2 / 8)
+    assert out["by_emotion"]["anger"] == 1.0 and out["by_emotion"]["sadness"] == 0.5 and out["by_emotion"]["joy"] == 0.5
+    # control: a lexicon with its emotions rotated gets none right
+    rotated = {w: [EMOTIONS[(EMOTIONS.index(e[0]) + 1) % 6]] for w, e in lex.items() if len(e) == 1}
+    assert judge_accuracy(LexiconJudge(rotated), texts[:6], labels[:6])["accuracy"] == 0.0
+    with pytest.raises(ValueError, match="2 texts for 1 labels"):
+        judge_accuracy(LexiconJudge(lex), ["a", "b"], ["joy"])
+    with pytest.raises(ValueError, match="nothing to validate"):
+        judge_accuracy(LexiconJudge(lex), ["a"], ["neutral"])
+
+
+def test_nrc_judge_ceiling_on_the_explicit_statements():
+    # measured: the default judge names the emotion of plain first-person statements 43% of the time
+    from psylens.stimuli import load
+
+    explicit = load("explicit")
+    out = judge_accuracy(make_judge("nrc"), explicit.texts, [s.label for s in explicit])
+    assert out["n"] == 90 and 0.3 < out["accuracy"] < 0.6 and out["no_call"] > 0.3
 
 
 def test_make_judge():

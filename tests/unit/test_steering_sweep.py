@@ -74,6 +74,9 @@ def test_run_sweep_on_a_tiny_model(tiny_model, tmp_path):
     summary = run_sweep(model, run, directions=StandInDirections(), prompts=PROMPTS, config=cfg, progress=False)
     # the contract's keys, exactly
     assert set(summary) >= {"emotions", "mean_success"}
+    # the judge's own ceiling is reported beside every success rate
+    jv = summary["judge_validation"]
+    assert jv["set"] == "explicit" and jv["n"] == 90 and 0 <= jv["no_call"] <= 1 and set(jv["by_emotion"]) == set(EMOTIONS)
     for e in ("joy", "fear"):
         v = summary["emotions"][e]
         assert {"best_layer", "best_alpha", "success", "perplexity_ratio", "baselines"} <= set(v)
