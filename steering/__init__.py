@@ -7,7 +7,7 @@
 
 Modules: ``vector`` (the value), ``apply`` (torch hooks), ``nnsight_apply`` (the same inside an
 nnsight trace), ``export`` (llama.cpp control-vector GGUF), ``expression`` (emotion directions read
-from the model prompted to express each emotion), ``judges``, ``metrics``, ``sweep``
+from the model prompted to express each emotion), ``judges``, ``probe_judge``, ``metrics``, ``sweep``
 (``psylens steer sweep``), ``cli``.
 """
 
@@ -42,6 +42,7 @@ __all__ = [
     "run_sweep",
     "SweepConfig",
     "expression_directions",
+    "ProbeJudge",
     "nnsight_generate",
     "steer_trace",
 ]
@@ -49,6 +50,7 @@ __all__ = [
 if TYPE_CHECKING:
     from psylens.steering.export import export_gguf, read_gguf
     from psylens.steering.expression import expression_directions
+    from psylens.steering.probe_judge import ProbeJudge
     from psylens.steering.metrics import nonword_fraction, perplexity_ratio, repetition_rate
     from psylens.steering.nnsight_apply import nnsight_generate, steer_trace
     from psylens.steering.sweep import SweepConfig, run_sweep
@@ -62,6 +64,7 @@ _LAZY = {
     "run_sweep": "psylens.steering.sweep",
     "SweepConfig": "psylens.steering.sweep",
     "expression_directions": "psylens.steering.expression",
+    "ProbeJudge": "psylens.steering.probe_judge",
     # nnsight patches builtins when imported: load it only when asked for.
     "nnsight_generate": "psylens.steering.nnsight_apply",
     "steer_trace": "psylens.steering.nnsight_apply",

@@ -162,7 +162,8 @@ def sweep(
     positions: Optional[str] = typer.Option(None, "--positions", help="all | prompt | generated (default: the config's)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Tokens per generation (default: the config's)."),
     full: bool = typer.Option(False, "--full/--quick", help="The thorough grid (greedy + sampled) or the quick one."),
-    judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (the model judges)"),
+    judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (a model judges) | probe (a probe on a model reads the text)"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Model for --judge llm|probe (default: the steered model, unsteered)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
 ) -> None:
@@ -181,10 +182,17 @@ def sweep(
                        ("max_new_tokens", max_new_tokens)):
         if value is not None:
             changes[key] = value
+    if judge_model is not None and judge == "nrc":
+        raise typer.BadParameter("the nrc judge uses no model; add --judge llm or --judge probe", param_hint="--judge-model")
     cfg = (SweepConfig.full if full else SweepConfig.quick)(**changes)
     m = load_model(spec or DEFAULT_MODEL, device=device)
+    the_judge = None
+    if judge_model is not None:
+        from psylens.steering.judges import make_judge
+
+        the_judge = make_judge(judge, model=load_model(judge_model, device=device))
     summary = run_sweep(m, r, directions=directions, prompts=read_prompts(prompts) if prompts else None,
-                        config=cfg, seed=seed, progress=True)
+                        config=cfg, seed=seed, progress=True, judge=the_judge)
     for e, v in summary["emotions"].items():
         b = v["baselines"]
         typer.echo(

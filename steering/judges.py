@@ -286,15 +286,23 @@ def judge_accuracy(judge: Judge, texts: Sequence[str], labels: Sequence[str]) ->
     }
 
 
-JUDGES = ("nrc", "llm")
+JUDGES = ("nrc", "llm", "probe")
 
 
 def make_judge(name: str = "nrc", model: Model | None = None, **kwargs: Any) -> Judge:
-    """A judge by name: ``"nrc"`` (default) or ``"llm"`` (needs ``model``)."""
+    """A judge by name: ``"nrc"`` (default), ``"llm"`` or ``"probe"`` (both need a judge ``model``).
+
+    ``"probe"`` trains :class:`psylens.steering.probe_judge.ProbeJudge` on the built-in ``emotions``
+    set read through ``model`` (about a minute on a small CPU model).
+    """
     if name == "nrc":
         return LexiconJudge(**kwargs)
+    if name in ("llm", "probe") and model is None:
+        raise ValueError(f"the {name!r} judge needs a model: make_judge({name!r}, model=psylens.load_model(...))")
     if name == "llm":
-        if model is None:
-            raise ValueError("the 'llm' judge needs a model: make_judge('llm', model=psylens.load_model(...))")
         return LLMJudge(model, **kwargs)
+    if name == "probe":
+        from psylens.steering.probe_judge import ProbeJudge
+
+        return ProbeJudge.fit(model, **kwargs)
     raise ValueError(f"unknown judge {name!r}; valid judges: {', '.join(JUDGES)}")
