@@ -3,7 +3,6 @@ reads the body of a ``with model.trace(...)`` block from source)."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,16 +11,18 @@ from torch import Tensor, nn
 
 __all__ = ["trace_outputs", "remote_resid_trace", "strip_added_bos", "wrap"]
 
-_WRAPPED: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
-
 
 def wrap(module: nn.Module) -> Any:
-    """An ``nnsight.NNsight`` over ``module``, created once per module."""
+    """A new ``nnsight.NNsight`` over ``module`` (no copy).
+
+    Not cached: a cache keyed weakly on the module would still hold it through the wrapper, so
+    every model ever traced would stay in memory. Wrapping is cheap next to a forward pass (~6 ms
+    for a 30-layer, 400-module Llama against ~600 ms for its trace) and nnsight patches each
+    submodule only once, so re-wrapping does not stack.
+    """
     from nnsight import NNsight
 
-    if module not in _WRAPPED:
-        _WRAPPED[module] = NNsight(module)
-    return _WRAPPED[module]
+    return NNsight(module)
 
 
 def _envoy(root: Any, path: str) -> Any:

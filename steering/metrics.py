@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -41,6 +42,21 @@ __all__ = [
 
 _TOKEN = re.compile(r"\S+")
 _STRIP = "\"'`“”‘’.,;:!?()[]{}<>*_~#|/\\—–-…"
+
+
+@lru_cache(maxsize=None)
+def _cache_arg(cls: type) -> str:
+    """Name of the KV-cache argument of ``cls.forward``: ``cache`` (transformers 5.x), else ``past_key_values``.
+
+    transformers 5.x still accepts ``past_key_values`` but warns that it is deprecated.
+    """
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache of a model output: ``out.cache`` (transformers 5.x) or ``out.past_key_values`` (4.x)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 @torch.no_grad()
@@ -67,6 +83,7 @@ def token_nll(
     tok = model.tokenizer
     hf = model.hf_model
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    cache_arg = _cache_arg(type(hf))
     cont = [tok(t, add_special_tokens=False)["input_ids"] if t else [] for t in texts]
     nll = torch.zeros(len(texts), dtype=torch.float64)
     count = torch.tensor([len(c) for c in cont], dtype=torch.long)
@@ -80,6 +97,7 @@ def token_nll(
             raise ValueError(f"prompt {p!r} formats to no tokens; give a non-empty prompt")
         pre = hf(input_ids=torch.tensor([p_ids], device=model.device), use_cache=True)
         first_logp = torch.log_softmax(pre.logits[0, -1].float(), dim=-1).cpu()  # predicts each text's first token
+        prompt_cache = _returned_cache(pre)
         rows = sorted(rows, key=lambda i: len(cont[i]))
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
@@ -89,10 +107,10 @@ def token_nll(
             for r, i in enumerate(chunk):
                 ids[r, : len(cont[i])] = torch.tensor(cont[i])
                 attn[r, len(p_ids) + len(cont[i]) :] = 0  # right padding after the text
-            cache = copy.deepcopy(pre.past_key_values)
+            cache = copy.deepcopy(prompt_cache)
             cache.batch_repeat_interleave(len(chunk))
             logits = hf(
-                input_ids=ids.to(model.device), attention_mask=attn.to(model.device), past_key_values=cache, use_cache=True,
+                input_ids=ids.to(model.device), attention_mask=attn.to(model.device), use_cache=True, **{cache_arg: cache},
             ).logits
             logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # [B, T, V]: position j predicts token j+1
             for r, i in enumerate(chunk):
