@@ -531,6 +531,10 @@ def run_sweep(
     t = time.time()
     test_scores = _score(model, all_test, the_judge, cfg)
     timings["test_score"] = time.time() - t
+    t = time.time()
+    ppl_none_test = _ppl(test_scores["nll"], test_scores["count"], [r for r, row in enumerate(all_test) if row.condition == "none" and not row.sampled])
+    fluency_reference = _fluency_reference(model, [plain[i] for i in test_idx], [texts[i] for i in test_idx], cfg, seed, ppl_none_test)
+    timings["fluency_reference"] = time.time() - t
 
     # -- summary ------------------------------------------------------------------------------
     def select(condition: str, emotion: str | None, sampled: bool) -> list[int]:
@@ -635,6 +639,12 @@ def run_sweep(
         "model": getattr(model, "spec", None),
         "judge": the_judge.name,
         "judge_validation": _validate_judge(the_judge),
+        "fluency_reference": {
+            **fluency_reference,
+            "prompting": _finite(
+                sum(v["baseline_perplexity_ratio"]["prompting"] or math.nan for v in out_emotions.values()) / len(out_emotions)
+            ),
+        },
         "directions": {
             "site": site, "method": getattr(dirs, "method", None), "source": source,
             **({"file": EXPRESSION_DIRECTIONS} if source == "expression" else {}),
@@ -675,6 +685,27 @@ def _validate_judge(judge: Judge) -> dict[str, Any]:
 
     explicit = stimuli.load("explicit")
     return {"set": "explicit", **judge_accuracy(judge, explicit.texts, [s.label or "" for s in explicit])}
+
+
+def _fluency_reference(
+    model: Model, formatted: list[str], prompts: list[str], cfg: SweepConfig, seed: int, ppl_greedy: float,
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """What the perplexity cap means on this model: the ratio of its own unsteered, sampled text.
+
+    The ratio's denominator is greedy unsteered text, the model's most likely continuation, so fluent
+    text that is not the mode also scores above 1; this is the ratio of plain sampling (no top-p).
+    """
+    texts = generate_rows(
+        model, formatted, {}, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0,
+        seed=seed + 2000, batch_size=cfg.batch_size,
+    )
+    nll, count = token_nll(model, prompts, texts, batch_size=cfg.batch_size)
+    return {
+        "unsteered_sampled": _finite(_ratio(_ppl(nll, count, list(range(len(texts)))), ppl_greedy)),
+        "temperature": temperature,
+        "n": len(texts),
+    }
 
 
 def _test_rows(

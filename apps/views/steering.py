@@ -200,6 +200,13 @@ def render_headline(summary: dict[str, Any]) -> None:
             f"statements of it (built-in `{jv.get('set', 'explicit')}` set; {_fmt(jv.get('no_call'))} tied or "
             "without an emotion word). No steered text is likely to score much above that."
         )
+    ref = summary.get("fluency_reference")
+    if isinstance(ref, dict) and isinstance(ref.get("unsteered_sampled"), (int, float)):
+        st.caption(
+            f"What the perplexity cap ({targets.get('max_perplexity_ratio', 1.5)}×) means here: the model's own unsteered "
+            f"text sampled at temperature {ref.get('temperature', 1.0)} scores {_fmt(ref['unsteered_sampled'])}×, "
+            f"prompting {_fmt(ref.get('prompting'))}× (the denominator is greedy unsteered text)."
+        )
 
 
 def render_table(summary: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ def make_run(root: Path, *, grid: bool = True) -> Run:
         "targets": {"success": 0.8, "max_perplexity_ratio": 1.5}, "meets_target": False, "model": "tiny-random-llama",
         "judge": "nrc", "n_prompts": {"dev": 2, "test": 2}, "residual_norms": {"1": 40.0, "2": 41.0},
         "judge_validation": {"set": "explicit", "accuracy": 0.433, "no_call": 0.5, "n": 90},
+        "fluency_reference": {"unsteered_sampled": 3.52, "temperature": 1.0, "n": 8, "prompting": 1.02},
     })
     if grid:
         cells = [
@@ -102,6 +103,7 @@ def test_page_renders_without_loading_a_model(tmp_path, monkeypatch):
     # no directions file and no saved vector: the playground says so instead of loading a model
     assert any("nothing to steer with" in i.value for i in at.info)
     assert any("judge's own ceiling" in c.value and "0.43" in c.value for c in at.caption)
+    assert any("perplexity cap" in c.value and "3.52" in c.value for c in at.caption)
     at.selectbox(key="steering_heatmap_emotion").select("sadness").run()
     assert not at.exception
 

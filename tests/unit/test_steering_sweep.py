@@ -77,6 +77,8 @@ def test_run_sweep_on_a_tiny_model(tiny_model, tmp_path):
     # the judge's own ceiling is reported beside every success rate
     jv = summary["judge_validation"]
     assert jv["set"] == "explicit" and jv["n"] == 90 and 0 <= jv["no_call"] <= 1 and set(jv["by_emotion"]) == set(EMOTIONS)
+    ref = summary["fluency_reference"]
+    assert ref["n"] == 2 and ref["temperature"] == 1.0 and ref["unsteered_sampled"] > 0
     for e in ("joy", "fear"):
         v = summary["emotions"][e]
         assert {"best_layer", "best_alpha", "success", "perplexity_ratio", "baselines"} <= set(v)
@@ -130,3 +132,20 @@ def test_sampled_decoding_is_reported_and_reproducible(tiny_model, tmp_path):
     assert any(g["sampled"] for g in gens) and any(not g["sampled"] for g in gens)
     assert (tmp_path / "a" / "steering" / "generations.jsonl").read_text() == (tmp_path / "b" / "steering" / "generations.jsonl").read_text()
     assert a["emotions"] == b["emotions"]
+
+
+def test_fluency_reference_is_one_for_near_greedy_sampling_and_above_one_at_temperature_one(tiny_model):
+    from psylens.steering.metrics import perplexity
+    from psylens.steering.sweep import _fluency_reference
+
+    model = tiny_model("llama")
+    formatted = [model.format_prompt(p) for p in PROMPTS]
+    cfg = SweepConfig(max_new_tokens=6)
+    greedy = generate_rows(model, formatted, {}, max_new_tokens=6)
+    ppl_greedy = perplexity(model, PROMPTS, greedy)
+    # known answer: sampling at a vanishing temperature is greedy decoding, so the ratio is exactly 1
+    cold = _fluency_reference(model, formatted, PROMPTS, cfg, 0, ppl_greedy, temperature=1e-5)
+    assert cold["unsteered_sampled"] == pytest.approx(1.0, abs=1e-6)
+    # control: real sampling leaves the mode, so its text is less likely than greedy text
+    hot = _fluency_reference(model, formatted, PROMPTS, cfg, 0, ppl_greedy, temperature=1.0)
+    assert hot["unsteered_sampled"] > 1.05 and hot["n"] == len(PROMPTS)
