@@ -149,7 +149,8 @@ def steer(
 
 @steer_app.command("sweep")
 def sweep(
-    run: Path = typer.Option(..., "--run", help="Run directory (with probes/directions.safetensors for --source probes)."),
+    run: Path = typer.Option(..., "--run", help="Run directory (with probes/directions.safetensors for --source probes; "
+                                "with expression directions a new directory becomes a new run)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model, else the embedded one)."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of neutral prompts (default: built-in)."),
     directions: Optional[str] = typer.Option(None, "--directions", help="Directions file (overrides --source)."),
@@ -169,12 +170,14 @@ def sweep(
 ) -> None:
     """Sweep layers × scales per emotion; write RUN/steering/summary.json and vectors/<emotion>.safetensors."""
     from psylens.models import DEFAULT_MODEL, load_model
-    from psylens.runs import open_run
+    from psylens.runs import RUN_FILE, create_run, open_run
     from psylens.steering.sweep import SweepConfig, run_sweep
 
-    r = open_run(run)
+    # expression directions need nothing from an earlier step: a new directory becomes a new run
+    fresh = not (run / RUN_FILE).is_file() and directions is None and (source or SweepConfig().directions) == "expression"
+    r = None if fresh else open_run(run)
     spec = model
-    if spec is None:
+    if spec is None and r is not None:
         meta_model = r.meta.get("model")
         spec = meta_model.get("spec") if isinstance(meta_model, dict) else meta_model
     changes: dict[str, Any] = {"judge": judge}
@@ -185,13 +188,16 @@ def sweep(
     if judge_model is not None and judge == "nrc":
         raise typer.BadParameter("the nrc judge uses no model; add --judge llm or --judge probe", param_hint="--judge-model")
     cfg = (SweepConfig.full if full else SweepConfig.quick)(**changes)
+    the_prompts = read_prompts(prompts) if prompts else None  # bad input fails before anything is written
     m = load_model(spec or DEFAULT_MODEL, device=device)
+    if r is None:
+        r = create_run(run, command="psylens steer sweep", model=m.describe(), seed=seed)
     the_judge = None
     if judge_model is not None:
         from psylens.steering.judges import make_judge
 
         the_judge = make_judge(judge, model=load_model(judge_model, device=device))
-    summary = run_sweep(m, r, directions=directions, prompts=read_prompts(prompts) if prompts else None,
+    summary = run_sweep(m, r, directions=directions, prompts=the_prompts,
                         config=cfg, seed=seed, progress=True, judge=the_judge)
     for e, v in summary["emotions"].items():
         b = v["baselines"]
