@@ -33,6 +33,7 @@ test-fast: setup
 bench: setup
 	$(PY) -m benchmarks.harvest
 	$(PY) -m benchmarks.steering
+	$(PY) -m benchmarks.steering_ceiling
 
 clean:
 	rm -rf $(VENV) build *.egg-info
