@@ -52,6 +52,9 @@ def _fmt(x: Any, digits: int = 2) -> str:
 
 
 # -- pure helpers (tested without streamlit) ----------------------------------------------------
+SAMPLED_COLUMNS = ["steering (sampled)", "prompting (sampled)", "random (sampled)", "none (sampled)", "perplexity × (sampled)"]
+
+
 def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per emotion: the chosen layer and scale, success, perplexity ratio, baselines, verdicts."""
     rows = []
@@ -74,8 +77,20 @@ def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
             "beats random": bool(v.get("beats_random", False)),
             "beats prompting": bool(v.get("beats_prompting", False)),
         })
+        sampled = v.get("sampled")
+        if isinstance(sampled, dict):  # the full sweep also scores the chosen cell with sampling
+            sb = sampled.get("baselines") if isinstance(sampled.get("baselines"), dict) else {}
+            rows[-1].update({
+                "steering (sampled)": _num(sampled.get("success")),
+                "prompting (sampled)": _num(sb.get("prompting")),
+                "random (sampled)": _num(sb.get("random")),
+                "none (sampled)": _num(sb.get("none")),
+                "perplexity × (sampled)": _num(sampled.get("perplexity_ratio")),
+            })
     cols = ["emotion", "layer", "alpha", "scale (× norm)", "steering", "prompting", "random direction", "no steering",
             "perplexity ×", "fluent", "beats random", "beats prompting"]
+    if any("steering (sampled)" in r for r in rows):
+        cols += SAMPLED_COLUMNS
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -215,7 +230,8 @@ def render_table(summary: dict[str, Any]) -> None:
     st.dataframe(
         table, hide_index=True, width="stretch",
         column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in
-                       ("alpha", "scale (× norm)", "steering", "prompting", "random direction", "no steering", "perplexity ×")},
+                       ("alpha", "scale (× norm)", "steering", "prompting", "random direction", "no steering", "perplexity ×",
+                        *SAMPLED_COLUMNS)},
     )
     st.caption("Success: fraction of generations whose dominant judged emotion is the target. "
                "Perplexity ×: perplexity of the steered text under the unsteered model, over that of unsteered text.")

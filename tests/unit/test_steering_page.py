@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
@@ -69,6 +70,12 @@ def test_summary_table_and_heatmap(tmp_path):
     assert len(z) == 2 and len(z[0]) == 2
     text = fig.data[0].text
     assert "★" in text[1][1] and "✗" not in text[0][0] and "✗" in text[0][1]  # ratio 1.8 > 1.5
+    assert "steering (sampled)" not in table  # a quick (greedy-only) sweep has no sampled columns
+    summary["emotions"]["joy"]["sampled"] = {"success": 0.25, "perplexity_ratio": 1.1,
+                                             "baselines": {"prompting": 0.5, "random": 0.0, "none": 0.125}}
+    full = page.summary_table(summary)
+    assert full.loc[0, "steering (sampled)"] == pytest.approx(0.25) and full.loc[0, "prompting (sampled)"] == pytest.approx(0.5)
+    assert pd.isna(full.loc[1, "steering (sampled)"])  # an emotion without sampled numbers shows none
     assert page.summary_table({"emotions": "bad"}).empty
     assert page.grid_frame({"cells": "bad"}).empty
 
