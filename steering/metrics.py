@@ -68,13 +68,15 @@ def token_nll(
     format: str = "auto",
     system_prompt: str | None = None,
     batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "perplexity",
 ) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
     """Summed negative log-likelihood of each ``texts[i]`` after ``prompts[i]``, and its token count.
 
     Prompts are formatted as :meth:`Model.generate` formats them (chat template by default).
     Empty texts give ``(0.0, 0)``. Texts that share a prompt share one forward pass over it (its KV
     cache is reused), so scoring many continuations of few prompts costs little more than the
-    continuations themselves.
+    continuations themselves. ``progress`` shows a bar (stderr) counting the scored tokens.
     """
     if len(prompts) != len(texts):
         raise ValueError(f"got {len(prompts)} prompts for {len(texts)} texts; give one prompt per text")
@@ -91,6 +93,11 @@ def token_nll(
     for i, p in enumerate(prompts):
         if cont[i]:
             by_prompt.setdefault(p, []).append(i)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(sum(len(cont[i]) for rows in by_prompt.values() for i in rows)), desc=desc, unit="tok", leave=False)
     for p, rows in by_prompt.items():
         p_ids = tok(model.format_prompt(p, format=format, system_prompt=system_prompt), add_special_tokens=False)["input_ids"]
         if not p_ids:
@@ -119,6 +126,10 @@ def token_nll(
                 if len(t) > 1:
                     total -= logp[r, torch.arange(len(t) - 1), t[1:]].double().sum()
                 nll[i] = total
+            if bar is not None:
+                bar.update(sum(len(cont[i]) for i in chunk))
+    if bar is not None:
+        bar.close()
     return nll.float(), count
 
 

@@ -491,7 +491,7 @@ def run_sweep(
     _generate(model, rows, cfg, seed, progress, "steering sweep (dev)")
     timings["dev_generate"] = time.time() - t
     t = time.time()
-    dev_scores = _score(model, rows, the_judge, cfg)
+    dev_scores = _score(model, rows, the_judge, cfg, progress, "steering sweep (dev perplexity)")
     timings["dev_score"] = time.time() - t
 
     grid: list[dict[str, Any]] = []
@@ -529,7 +529,7 @@ def run_sweep(
         _generate(model, [r for r in all_test if r.sampled], cfg, seed + 1000, progress, "steering sweep (sampled)", do_sample=True)
     timings["test_generate"] = time.time() - t
     t = time.time()
-    test_scores = _score(model, all_test, the_judge, cfg)
+    test_scores = _score(model, all_test, the_judge, cfg, progress, "steering sweep (test perplexity)")
     timings["test_score"] = time.time() - t
     t = time.time()
     ppl_none_test = _ppl(test_scores["nll"], test_scores["count"], [r for r, row in enumerate(all_test) if row.condition == "none" and not row.sampled])
@@ -755,10 +755,10 @@ def _generate(
         r.text = t
 
 
-def _score(model: Model, rows: list[_Row], judge: Judge, cfg: SweepConfig) -> dict[str, Any]:
+def _score(model: Model, rows: list[_Row], judge: Judge, cfg: SweepConfig, progress: bool = False, desc: str = "") -> dict[str, Any]:
     texts = [r.text for r in rows]
     scores = judge.score(texts)
-    nll, count = token_nll(model, [r.prompt for r in rows], texts, batch_size=cfg.batch_size)
+    nll, count = token_nll(model, [r.prompt for r in rows], texts, batch_size=cfg.batch_size, progress=progress, desc=desc)
     return {"scores": scores, "dominant": dominant(scores), "nll": nll, "count": count}
 
 

@@ -62,3 +62,6 @@ def test_token_nll_matches_plain_forward_without_deprecations(tiny_model) -> Non
     assert n.tolist() == lengths
     for i, text in enumerate(texts):
         assert abs(float(nll[i]) - _plain_nll(model, prompt, text)) < 1e-4
+    # the progress bar only reports: the numbers are the same
+    again, _ = token_nll(model, [prompt, prompt], texts, progress=True, desc="test")
+    assert torch.equal(again, nll)
