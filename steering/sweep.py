@@ -24,6 +24,9 @@ Protocol (one call of :func:`run_sweep`):
 5. Test, same batch: the chosen vector; a random direction of the same norm at the same layer(s) and
    scale (a fresh one per prompt and layer); prompting (system prompt "Respond in a way that shows {emotion}.");
    no steering. With ``sampled=True`` the test is repeated with sampling.
+6. Two references beside the numbers: ``judge_validation`` (the judge's accuracy on plain statements of
+   each emotion, the ceiling of any success) and ``fluency_reference`` (the perplexity ratio of the
+   model's own unsteered text sampled at temperature 1, and of prompting: what the cap means here).
 
 Every generation is batched with a different vector per row (:func:`psylens.steering.apply.attach_rows`),
 so the whole grid costs a few ``generate`` calls. Writes ``RUN/steering/summary.json``, ``grid.json``,
