@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
     args = parser.parse_args()
+    if not 1 <= args.prompts <= 40 or args.tokens < 1:
+        parser.error(f"--prompts must be 1–40 (the built-in set) and --tokens at least 1; got {args.prompts} and {args.tokens}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
