@@ -121,7 +121,7 @@ def test_bad_inputs_are_clear_errors(smollm, directions, tmp_path):
         SteeringVector.from_tensor(torch.ones(576), layers=[30]).attach(smollm)
     with pytest.raises(ValueError, match="unknown emotion 'awe'"):
         SteeringVector.from_directions(directions, "awe", layers=[LAYER])
-    probes = pytest.importorskip("psylens.probes.directions")
+    import psylens.probes.directions as probes
     dirs = probes.Directions.from_raw(directions.vectors, list(EMOTIONS), list(directions.layers))
     path = dirs.save(tmp_path / "directions.safetensors")
     with pytest.raises(ValueError, match="unknown emotion 'awe'"):
@@ -178,13 +178,9 @@ def test_notebook_runs(tmp_path):
     """Execute the directions-and-steering notebook top to bottom in a fresh kernel."""
     from pathlib import Path
 
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    try:
-        from psylens.harvest import harvest  # noqa: F401
-        from psylens.probes import emotion_directions  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"the notebook needs psylens.harvest and psylens.probes.emotion_directions, not importable yet ({e})")
+    import nbclient
+    import nbformat
+
     path = Path(__file__).resolve().parents[2] / NOTEBOOK
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})

@@ -13,7 +13,7 @@ from psylens.runs import create_run, open_run
 from psylens.stimuli import Stimuli, load
 
 REQUIRED = ("labels", "layers", "accuracy_by_layer", "shuffled_accuracy_by_layer", "best_layer", "best_accuracy", "chance")
-HELDOUT = Path(__file__).resolve().parents[1] / "data" / "heldout_emotions.jsonl"
+HELDOUT = Path(__file__).resolve().parents[2] / "data" / "heldout_emotions.jsonl"
 
 
 def small_set(n_groups: int = 6) -> Stimuli:

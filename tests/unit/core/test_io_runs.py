@@ -15,7 +15,7 @@ import psylens
 from psylens import io
 from psylens.runs import RUN_FILE, Run, create_run, open_run
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGE_DIRS = ["core", "probes", "steering", "circuits", "saes", "apps"]
 
 

@@ -79,12 +79,8 @@ def test_from_directions_errors_name_valid_choices():
 
 
 def test_from_directions_with_the_real_directions_class(tmp_path):
-    probes = pytest.importorskip("psylens.probes")
-    Directions = getattr(probes, "Directions", None)
-    if Directions is None:
-        Directions = getattr(pytest.importorskip("psylens.probes.directions"), "Directions", None)
-    if Directions is None or not hasattr(Directions, "from_raw"):
-        pytest.skip("psylens.probes.Directions not available yet")
+    from psylens.probes.directions import Directions
+
     raw = torch.randn(2, 2, D)
     dirs = Directions.from_raw(raw, ["joy", "fear"], [0, 3])
     sv = SteeringVector.from_directions(dirs, "fear", layers=[3], alpha=1.5)

@@ -53,7 +53,7 @@ def test_every_data_file_is_package_data() -> None:
     import tomllib
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["psylens"]
     data = sorted(p.relative_to(root / "core").as_posix() for p in (root / "core" / "data").iterdir() if p.is_file())
     assert data
