@@ -1,4 +1,4 @@
-"""The explorer's pages ("views"), in sidebar order.
+"""The explorer's pages ("views"), in sidebar order; the registry lives in :mod:`psylens.apps.views.kit`.
 
 Why not ``apps/pages/``: Streamlit still treats a ``pages/`` folder beside the main script
 as old-style page *scripts*. On a server's first run and on every ``AppTest`` run it would
@@ -12,44 +12,18 @@ A page is a module with three names::
     def render(run: Run) -> None        # draw the page with streamlit calls
 
 The explorer lists only the pages whose ``available(run)`` is true. To add a page, write
-``apps/views/<name>.py`` and append its module to ``PAGES`` below. Read run files through
-``psylens.apps.cache`` so reruns stay cheap.
+``apps/views/<name>.py`` and append its name to ``kit.PAGE_MODULES``. Read every run file
+through ``kit.load`` (load-or-explain) so a missing or corrupt file is one line, not a traceback.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from psylens.apps.views.kit import PAGE_MODULES, Page, check_page, pages
 
-from psylens.apps.views import overview, probes, steering
-
-if TYPE_CHECKING:
-    from psylens.runs import Run
-
-__all__ = ["PAGES", "Page", "check_page"]
+__all__ = ["PAGES", "PAGE_MODULES", "Page", "check_page", "pages"]
 
 
-class Page(Protocol):
-    """What the explorer expects of a page module."""
-
-    TITLE: str
-
-    def available(self, run: Run) -> bool: ...
-
-    def render(self, run: Run) -> None: ...
-
-
-PAGES: list[ModuleType] = [
-    overview,
-    probes,
-    steering,
-]
-
-
-def check_page(page: ModuleType) -> None:
-    """``TypeError`` naming what a page module lacks (TITLE, available, render)."""
-    missing = [n for n in ("TITLE", "available", "render") if not hasattr(page, n)]
-    if missing:
-        raise TypeError(f"page module {page.__name__} lacks {missing}; a page defines TITLE, available(run), render(run)")
-    if not isinstance(page.TITLE, str) or not page.TITLE.strip():
-        raise TypeError(f"page module {page.__name__}: TITLE must be a non-empty str, got {page.TITLE!r}")
+def __getattr__(name: str):  # PAGES is computed on access, so kit.PAGE_MODULES stays the one registry
+    if name == "PAGES":
+        return pages()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,15 @@
-"""Overview: what ran (run.json), on which stimuli (activations/), and the first per-layer summary.
+"""Overview: the run's headline results beside their controls, its stimuli, the per-layer summary, then metadata.
 
-Reads ``run.json``, ``activations/manifest.json`` + ``activations/rows.json`` (no tensors) and
-``summary/layers.json``; each section says what is missing and how to make it when a file is absent.
+Reads (through :mod:`psylens.apps.views.kit`, so a missing or corrupt file is one line, never a
+traceback) ``run.json``, ``activations/manifest.json`` + ``activations/rows.json`` (no tensors),
+``summary/layers.json``, and the headline numbers of ``probes/summary.json`` and ``steering/summary.json``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -16,21 +18,35 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from psylens.apps.cache import json_file, run_meta
+from psylens import artifacts as A
+from psylens.apps.views import kit
+from psylens.probes import artifacts as PA
 from psylens.runs import RUN_FILE, Run
+from psylens.steering import artifacts as SA
 
-__all__ = ["TITLE", "available", "render", "SiteCurves", "parse_layer_summary"]
+__all__ = ["TITLE", "available", "render", "SiteCurves", "parse_layer_summary", "model_spec", "group_summary",
+           "MANIFEST_ART", "ROWS_ART", "SUMMARY_ART"]
 
 TITLE = "Overview"
 
-SUMMARY = "summary/layers.json"
-MANIFEST = "activations/manifest.json"
-ROWS = "activations/rows.json"
+SUMMARY = A.LAYER_SUMMARY
+MANIFEST = f"{A.ACTIVATIONS}/{A.MANIFEST}"
+ROWS = f"{A.ACTIVATIONS}/{A.ROWS}"
 NONE_LABEL = "(none)"
 N_EXAMPLES = 10
 
-REAL_COLOR = "#1f77b4"
-CONTROL_COLOR = "#9a9a9a"
+REAL_COLOR = kit.REAL
+CONTROL_COLOR = kit.CONTROL
+
+HARVEST = "`psylens harvest ... --out RUN` (or `psylens demo`) writes it"
+MANIFEST_ART = kit.Artifact(MANIFEST, "json", "activation manifest", HARVEST, schema=A.SCHEMA_VERSION)
+ROWS_ART = kit.Artifact(ROWS, "json", "stimulus list (labels, texts)", HARVEST, schema=A.SCHEMA_VERSION)
+SUMMARY_ART = kit.Artifact(SUMMARY, "json", "per-layer summary", "`psylens demo` or `psylens harvest` writes it",
+                           schema=A.LAYER_SUMMARY_SCHEMA_VERSION)
+PROBE_SUMMARY_ART = kit.Artifact(PA.SUMMARY, "json", "probe summary", "`psylens probe --model M --out RUN` writes it",
+                                 schema=PA.SCHEMA_VERSION)
+STEER_SUMMARY_ART = kit.Artifact(SA.SUMMARY, "json", "steering summary", "`psylens steer sweep --run RUN` writes it",
+                                 schema=SA.SCHEMA_VERSION)
 
 
 def available(run: Run) -> bool:
@@ -38,14 +54,24 @@ def available(run: Run) -> bool:
 
 
 def render(run: Run) -> None:
-    meta = run_meta(run)
     st.title(TITLE)
-    st.caption(f"Run `{run.path}`")
-    render_run_meta(meta)
+    meta = kit.load(run, kit.RUN_META)
+    meta = meta if isinstance(meta, dict) else {}
+    st.markdown(
+        f"**Model** {_code(model_spec(meta))} · **Run** {_code(str(run.path))} · "
+        f"**Created** {format_time(meta.get('created'))} · **Duration** {run_duration(meta)}"
+    )
+    with kit.guard("The headline results"):
+        render_headline(run)
     st.divider()
-    render_stimuli(run)
+    with kit.guard(MANIFEST_ART):
+        render_stimuli(run)
     st.divider()
-    render_layer_summary(run)
+    with kit.guard(SUMMARY_ART):
+        render_layer_summary(run)
+    st.divider()
+    with kit.guard(kit.RUN_META):
+        render_run_meta(meta)
 
 
 # -- run.json ---------------------------------------------------------------------------------
@@ -119,11 +145,21 @@ def steps_table(steps: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "finished", "details"])
 
 
-def _model_spec(meta: dict[str, Any]) -> str:
-    model = meta.get("model")
+def model_spec(meta: dict[str, Any]) -> str:
+    """The model's spec from run.json: ``model`` (dict or str), else the names in ``models``."""
+    model = meta.get("model") if isinstance(meta, dict) else None
     if isinstance(model, dict):
-        return str(model.get("spec") or model.get("name") or "unknown")
-    return str(model) if model else "unknown"
+        spec = model.get("spec") or model.get("name")
+        if spec:
+            return str(spec)
+    elif isinstance(model, str) and model:
+        return model
+    models = kit.as_dict(meta.get("models") if isinstance(meta, dict) else None)
+    specs = [str(kit.as_dict(v).get("spec") or name) for name, v in models.items()]
+    return ", ".join(specs) if specs else "unknown"
+
+
+_model_spec = model_spec
 
 
 def _code(text: str) -> str:
@@ -133,49 +169,87 @@ def _code(text: str) -> str:
 
 def render_run_meta(meta: dict[str, Any]) -> None:
     st.subheader("Run")
-    commit = meta.get("git_commit")
-    st.markdown(
-        f"**Model** {_code(_model_spec(meta))} · **Created** {format_time(meta.get('created'))} · "
-        f"**git** {_code(str(commit)[:12]) if commit else 'not recorded'}"
-    )
     steps_run = meta.get("steps") if isinstance(meta.get("steps"), dict) else {}
-    cols = st.columns(3)
-    cols[0].metric("Seed", _cell(meta.get("seed")))
-    cols[1].metric("Duration", run_duration(meta))
-    cols[2].metric("Steps run", str(len(steps_run)))
+    commit = meta.get("git_commit")
+    st.caption(f"Seed {_cell(meta.get('seed'))} · {len(steps_run)} steps recorded · "
+               f"git {_code(str(commit)[:12]) if commit else 'not recorded'}")
     st.markdown("**Command**")
     st.code(str(meta.get("command") or "—"), language="bash")
+    with st.expander("Metadata and versions (config, steps, times, environment)", expanded=False):
+        left, right = st.columns(2)
+        with left:
+            st.markdown("**Config**")
+            config = meta.get("config")
+            if config:
+                st.dataframe(kv_table(config, "setting"), hide_index=True, width="stretch")
+            else:
+                st.caption("No config recorded.")
+            st.markdown("**Steps run**")
+            steps = steps_table(meta.get("steps"))
+            if len(steps):
+                st.dataframe(steps, hide_index=True, width="stretch")
+            else:
+                st.caption("No steps recorded yet.")
+        with right:
+            model = meta.get("model")
+            if isinstance(model, dict) and len(model) > 1:
+                st.markdown("**Model**")
+                st.dataframe(kv_table(model, "field"), hide_index=True, width="stretch")
+            st.markdown("**Times**")
+            times = {k: format_time(meta.get(k)) for k in ("created", "started", "finished")}
+            st.dataframe(kv_table(times, "event", "time (UTC)"), hide_index=True, width="stretch")
+            st.markdown("**Environment**")
+            env: dict[str, Any] = {"git commit": commit or "not recorded"}
+            env.update({k: v for k, v in kit.as_dict(meta.get("versions")).items() if v})
+            if isinstance(meta.get("host"), dict):
+                env.update({f"host.{k}": v for k, v in meta["host"].items()})
+            st.dataframe(kv_table(env, "name"), hide_index=True, width="stretch")
+        st.markdown(f"**Raw {RUN_FILE}**")
+        st.json(meta, expanded=False)
 
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Config**")
-        config = meta.get("config")
-        if config:
-            st.dataframe(kv_table(config, "setting"), hide_index=True, width="stretch")
-        else:
-            st.caption("No config recorded.")
-        st.markdown("**Steps run**")
-        steps = steps_table(meta.get("steps"))
-        if len(steps):
-            st.dataframe(steps, hide_index=True, width="stretch")
-        else:
-            st.caption("No steps recorded yet.")
-    with right:
-        model = meta.get("model")
-        if isinstance(model, dict) and len(model) > 1:
-            st.markdown("**Model**")
-            st.dataframe(kv_table(model, "field"), hide_index=True, width="stretch")
-        st.markdown("**Times**")
-        times = {k: format_time(meta.get(k)) for k in ("created", "started", "finished")}
-        st.dataframe(kv_table(times, "event", "time (UTC)"), hide_index=True, width="stretch")
-        st.markdown("**Environment**")
-        env = {"git commit": commit or "not recorded"}
-        env.update({k: v for k, v in (meta.get("versions") or {}).items() if v})
-        if isinstance(meta.get("host"), dict):
-            env.update({f"host.{k}": v for k, v in meta["host"].items()})
-        st.dataframe(kv_table(env, "name"), hide_index=True, width="stretch", height="content")
-    with st.expander(f"Raw {RUN_FILE}"):
-        st.json(meta, expanded=True)
+
+# -- headline ---------------------------------------------------------------------------------
+def render_headline(run: Run) -> None:
+    """The run's results, each beside its control: probes, steering, per-layer separability."""
+    st.subheader("Headline results")
+    shown = 0
+    probes = kit.load(run, PROBE_SUMMARY_ART, quiet=not run.has(PA.SUMMARY))
+    if isinstance(probes, dict) and probes.get("best_accuracy") is not None:
+        shown += 1
+        cols = st.columns(4)
+        cols[0].metric(f"Probe accuracy (layer {probes.get('best_layer', '?')})",
+                       kit.fmt_interval(probes.get("best_accuracy"), kit.interval(probes, "best_accuracy")),
+                       help="Held-out-scenario accuracy of a linear probe at its best layer (95% interval).")
+        cols[1].metric("Shuffled labels (control)", kit.fmt_interval(
+            probes.get("shuffled_accuracy_at_best_layer"), kit.interval(probes, "shuffled_accuracy_at_best_layer")))
+        cols[2].metric("Chance", kit.fmt_interval(probes.get("chance"), None))
+        lex = probes.get("lexical_accuracy_at_best_layer", kit.as_dict(probes.get("lexical")).get("accuracy"))
+        cols[3].metric("Bag-of-words baseline", kit.fmt_interval(lex, kit.interval(probes, "lexical_accuracy")),
+                       help="A lexical (bag-of-words) probe on the same texts and folds: what word content alone gives.")
+    steering = kit.load(run, STEER_SUMMARY_ART, quiet=not run.has(SA.SUMMARY))
+    if isinstance(steering, dict) and steering.get("mean_success") is not None:
+        shown += 1
+        base = kit.as_dict(steering.get("mean_baselines"))
+        cols = st.columns(4)
+        cols[0].metric("Steering success (mean)", kit.fmt_interval(steering.get("mean_success"),
+                                                                   kit.interval(steering, "mean_success")))
+        for col, key, name in ((cols[1], "prompting", "Prompting"), (cols[2], "random", "Random direction"),
+                               (cols[3], "none", "No steering")):
+            col.metric(name, kit.fmt_interval(base.get(key), kit.interval(base, key)))
+    summary = kit.load(run, SUMMARY_ART, quiet=True)
+    curves, _ = parse_layer_summary(summary)
+    for c in curves[:1]:
+        top = peak(c)
+        if top is not None:
+            shown += 1
+            layer, value, control = top
+            st.caption(f"Label separability (`{c.site}`) peaks at layer {layer}: Fisher ratio {value:.3g} against "
+                       f"{'—' if control is None else f'{control:.3g}'} with shuffled labels."
+                       + (" The probes' best layer can differ: the Fisher ratio weighs every direction, a probe "
+                          "only the one it learns." if isinstance(probes, dict) else ""))
+    if not shown:
+        st.info("No results yet: this run holds no probe, steering or per-layer summary. "
+                "`psylens demo` (or `psylens probe` / `psylens steer sweep`) writes them.")
 
 
 # -- stimuli ----------------------------------------------------------------------------------
@@ -183,6 +257,17 @@ def count_table(values: list[Any], name: str) -> pd.DataFrame:
     counts = Counter(NONE_LABEL if v is None else str(v) for v in values)
     rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return pd.DataFrame(rows, columns=[name, "count"])
+
+
+def group_summary(groups: list[Any]) -> str:
+    """One line for the per-group counts: "160 groups × 7 stimuli each" or "12 groups, 1–3 each (median 2)"."""
+    counts = Counter(NONE_LABEL if g is None else str(g) for g in groups)
+    if not counts or set(counts) == {NONE_LABEL}:
+        return "No groups recorded."
+    sizes = sorted(counts.values())
+    if sizes[0] == sizes[-1]:
+        return f"{len(counts)} groups × {sizes[0]} stimuli each."
+    return f"{len(counts)} groups, {sizes[0]}–{sizes[-1]} stimuli each (median {statistics.median(sizes):g})."
 
 
 def examples(rows: pd.DataFrame, label: str | None, k: int = N_EXAMPLES) -> pd.DataFrame:
@@ -194,16 +279,17 @@ def examples(rows: pd.DataFrame, label: str | None, k: int = N_EXAMPLES) -> pd.D
 
 
 def stimuli_frame(rows: dict[str, Any]) -> pd.DataFrame:
-    ids = list(rows.get("ids") or [])
+    ids = kit.as_list(rows.get("ids"))
     n = len(ids)
 
     def column(name: str) -> list[Any]:
-        col = list(rows.get(name) or [])
+        col = kit.as_list(rows.get(name))
         return col if len(col) == n else [None] * n
 
     labels = [NONE_LABEL if v is None else str(v) for v in column("labels")]
     groups = [NONE_LABEL if v is None else str(v) for v in column("groups")]
-    return pd.DataFrame({"id": [str(i) for i in ids], "label": labels, "group": groups, "text": column("texts")})
+    texts = ["" if v is None else str(v) for v in column("texts")]
+    return pd.DataFrame({"id": [str(i) for i in ids], "label": labels, "group": groups, "text": texts})
 
 
 def _layers_text(layers: list[int]) -> str:
@@ -219,45 +305,44 @@ def render_stimuli(run: Run) -> None:
     if not run.has(MANIFEST):
         render_stimuli_from_summary(run)
         return
-    manifest = json_file(run, MANIFEST)
-    n = int(manifest.get("n", 0))
+    manifest = kit.load(run, MANIFEST_ART)
+    if manifest is None:
+        return
+    n = int(kit.num(manifest.get("n")) if kit.num(manifest.get("n")) == kit.num(manifest.get("n")) else 0)
+    sites = [str(s) for s in kit.as_list(manifest.get("sites"))]
     st.caption(
-        f"{n} stimuli · sites {', '.join(manifest.get('sites', [])) or 'none'} · "
-        f"layers {_layers_text(list(manifest.get('layers', [])))} · positions `{manifest.get('positions', '?')}`"
+        f"{n} stimuli · sites {', '.join(sites) or 'none'} · "
+        f"layers {_layers_text(kit.layer_options(kit.as_list(manifest.get('layers'))))} · "
+        f"positions `{manifest.get('positions', '?')}`"
     )
     if not manifest.get("complete", False):
-        done = sum(s.get("stop", 0) - s.get("start", 0) for s in manifest.get("shards", []))
+        done = sum(int(kit.num(kit.as_dict(s).get("stop")) - kit.num(kit.as_dict(s).get("start")))
+                   for s in kit.as_list(manifest.get("shards")) if kit.as_dict(s))
         st.warning(
             f"The harvest is incomplete ({done} of {n} stimuli). "
             "Run the same harvest again with this run as output to resume it."
         )
-    if not run.has(ROWS):
-        st.info(f"No `{ROWS}` in this run, so no labels or texts to show.")
+    rows = kit.load(run, ROWS_ART)
+    if rows is None:
         return
-    frame = stimuli_frame(json_file(run, ROWS))
-    left, right = st.columns(2)
+    frame = stimuli_frame(rows)
+    left, right = st.columns([2, 3])
     with left:
         st.plotly_chart(label_bar(count_table(frame["label"].tolist(), "label")), width="stretch")
+        st.caption(f"**Groups** (scenarios): {group_summary(frame['group'].tolist())}")
     with right:
-        st.markdown("**Per group**")
-        st.dataframe(count_table(frame["group"].tolist(), "group"), hide_index=True, width="stretch")
-    labels = sorted(frame["label"].unique().tolist())
-    choice = st.selectbox("Examples of", ["every label", *labels], key="overview_example_label")
-    shown = examples(frame, None if choice == "every label" else choice)
-    st.dataframe(
-        shown,
-        hide_index=True,
-        width="stretch",
-        column_config={"text": st.column_config.TextColumn("text", width="large")},
-    )
+        labels = sorted(frame["label"].unique().tolist())
+        choice = st.selectbox("Examples of", ["every label", *labels], key="overview_example_label")
+        shown = examples(frame, None if choice == "every label" else choice)
+        st.table(shown.set_index("id"))  # full texts, wrapped
 
 
 def render_stimuli_from_summary(run: Run) -> None:
-    summary = json_file(run, SUMMARY) if run.has(SUMMARY) else None
-    counts = summary.get("label_counts") if isinstance(summary, dict) else None
+    summary = kit.load(run, SUMMARY_ART, quiet=True)
+    counts = kit.as_dict(summary).get("label_counts") if summary is not None else None
     if isinstance(counts, dict) and counts:
         st.caption(f"From `{SUMMARY}` (this run keeps no activations, so no texts to show).")
-        table = pd.DataFrame(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])), columns=["label", "count"])
+        table = pd.DataFrame(sorted(counts.items(), key=lambda kv: (-kit.num(kv[1]), kv[0])), columns=["label", "count"])
         st.plotly_chart(label_bar(table), width="stretch")
         return
     st.info(
@@ -267,14 +352,10 @@ def render_stimuli_from_summary(run: Run) -> None:
 
 
 def label_bar(counts: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(go.Bar(x=counts["count"], y=counts["label"], orientation="h", marker_color=REAL_COLOR))
-    fig.update_layout(
-        title="Stimuli per label",
-        height=max(220, 28 * len(counts) + 90),
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        yaxis={"autorange": "reversed"},
-        xaxis_title="stimuli",
-    )
+    colors = [kit.emotion_color(str(lab)) for lab in counts["label"]]
+    fig = go.Figure(go.Bar(x=counts["count"], y=counts["label"], orientation="h", marker_color=colors))
+    kit.style(fig, "Stimuli per label", "stimuli", None, height=max(220, 28 * len(counts) + 90))
+    fig.update_layout(yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 
 
@@ -317,6 +398,9 @@ def parse_layer_summary(obj: Any) -> tuple[list[SiteCurves], list[str]]:
         if not isinstance(layers, list) or not layers:
             problems.append(f"site `{site}`: no `layers` list")
             continue
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in layers):
+            problems.append(f"site `{site}`: `layers` holds non-integers")
+            continue
         n = len(layers)
         out.append(
             SiteCurves(
@@ -335,15 +419,8 @@ def _line(x: list[int], y: list[float], name: str, color: str, dash: str = "soli
 
 
 def _layer_layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
-    fig.update_layout(
-        title=title,
-        height=360,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
-        hovermode="x unified",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
-        xaxis_title="layer",
-        yaxis_title=y_title,
-    )
+    kit.style(fig, title, "layer", y_title, height=360)
+    fig.update_layout(hovermode="x unified")
     return fig
 
 
@@ -403,13 +480,8 @@ def render_site(c: SiteCurves) -> None:
 
 def render_layer_summary(run: Run) -> None:
     st.subheader("Per-layer summary")
-    if not run.has(SUMMARY):
-        st.info(f"No per-layer summary in this run (`{SUMMARY}`). `psylens demo` writes one.")
-        return
-    try:
-        summary = json_file(run, SUMMARY)
-    except ValueError as e:
-        st.error(f"`{SUMMARY}` is not valid JSON ({e}); re-run the step that writes it.")
+    summary = kit.load(run, SUMMARY_ART)
+    if summary is None:
         return
     st.caption(
         "Fisher ratio: between-label over within-label variance of the activations at each layer. "
