@@ -9,13 +9,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "psylens_command"]
 
 app = typer.Typer(
     name="psylens",
@@ -47,20 +47,92 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 @app.command()
 def models() -> None:
-    """List the built-in model aliases (any Hugging Face id, local directory or .gguf also works)."""
-    from psylens.models import DEFAULT_MODEL, REGISTRY, cache_dir
+    """List the built-in model aliases and whether each is cached (any HF id, directory or .gguf also works)."""
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
 
-    table = Table(title="psylens models")
-    table.add_column("alias", no_wrap=True)  # what users type: never cut
-    table.add_column("description")
-    table.add_column("package", overflow="fold")
-    table.add_column("cached")
+    from psylens.models import DEFAULT_MODEL, REGISTRY, cache_dir, cache_entries
+
+    stale = [e for e in cache_entries() if e.status == "stale"]
     for alias, src in REGISTRY.items():
-        cached = "yes" if src.is_cached() else "no (first load dequantizes it)"
+        cached = "[green]yes[/green]" if src.is_cached() else "no (the first load dequantizes it)"
         name = f"{alias} (default)" if alias == DEFAULT_MODEL else alias
-        table.add_row(name, src.description, src.package, cached)
-    out_console.print(table)
-    out_console.print(f"cache: {cache_dir()}  (set $PSYLENS_CACHE to move it)")
+        out_console.print(f"[bold]{escape(name)}[/bold]  cached: {cached}")
+        out_console.print(Padding(Text(f"{src.description}; package {src.package}"), (0, 0, 0, 2)), highlight=False)
+    out_console.print(f"cache: {escape(str(cache_dir()))}  (set $PSYLENS_CACHE to move it)", highlight=False)
+    if stale:
+        mb = sum(e.size_bytes for e in stale) / 1e6
+        out_console.print(f"[yellow]{len(stale)} stale cache entries[/yellow] ({mb:,.0f} MB): "
+                          "`psylens cache list` shows them, `psylens cache clean` removes them")
+
+
+cache_app = typer.Typer(
+    name="cache", help="The cache of dequantized GGUF checkpoints ($PSYLENS_CACHE/models).",
+    no_args_is_help=True, add_completion=False,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("list")
+def cache_list() -> None:
+    """List cached checkpoints: current (a load uses it) or stale (none will), with sizes."""
+    from rich.markup import escape
+
+    from psylens.models import cache_dir, cache_entries
+
+    entries = cache_entries()
+    out_console.print(f"cache: {escape(str(cache_dir() / 'models'))}", highlight=False)
+    if not entries:
+        out_console.print("empty")
+        return
+    colour = {"current": "green", "stale": "yellow", "unknown": "white"}
+    for e in entries:
+        out_console.print(f"[{colour[e.status]}]{e.status:<7}[/{colour[e.status]}] {e.size_bytes / 1e6:8,.0f} MB  "
+                          f"{escape(e.path.name)}", highlight=False)
+        out_console.print(f"         {escape(e.reason)}", highlight=False)
+    n_stale = sum(e.status == "stale" for e in entries)
+    total = sum(e.size_bytes for e in entries) / 1e6
+    out_console.print(f"{len(entries)} entries, {total:,.0f} MB; {n_stale} stale"
+                      + (" (`psylens cache clean` removes them)" if n_stale else ""))
+
+
+@cache_app.command("clean")
+def cache_clean(
+    all_: bool = typer.Option(False, "--all", help="Remove every entry, current ones too (the next load dequantizes again)."),
+) -> None:
+    """Remove stale cached checkpoints (with --all, every one). Asks nothing; prints what it removed."""
+    from rich.markup import escape
+
+    from psylens.models import clean_cache
+
+    removed = clean_cache(everything=all_)
+    for e in removed:
+        out_console.print(f"removed {escape(str(e.path))}  ({e.size_bytes / 1e6:,.0f} MB, {e.status}: {escape(e.reason)})",
+                          highlight=False, soft_wrap=True)
+    mb = sum(e.size_bytes for e in removed) / 1e6
+    out_console.print(f"removed {len(removed)} entries, {mb:,.0f} MB" if removed else "nothing to remove")
+
+
+def psylens_command() -> str:
+    """How to call ``psylens`` from where the user stands.
+
+    ``psylens`` when the running executable's environment is the one on ``PATH`` (an active venv,
+    a global install); otherwise the path of this environment's script, relative to the working
+    directory when it lies below it (``.venv/bin/psylens``), else absolute.
+    """
+    import shutil
+
+    scripts = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
+    exe = scripts / ("psylens.exe" if os.name == "nt" else "psylens")
+    found = shutil.which("psylens")
+    if not exe.exists() or (found is not None and Path(found).resolve() == exe.resolve()):
+        return "psylens"
+    try:
+        rel = exe.absolute().relative_to(Path.cwd().absolute())
+    except ValueError:
+        return str(exe.absolute())
+    return str(rel) if len(rel.parts) <= 4 else str(exe.absolute())  # .venv/bin/psylens, proj/.venv/bin/psylens
 
 
 def _split(values: list[str]) -> list[str]:
@@ -154,7 +226,7 @@ def harvest(
         run.write_json("summary/layers.json", layer_summary(acts, seed=seed))
         run.record_step("summary", output="summary/layers.json")
     out_console.print(f"[green]harvested[/green] {acts}")
-    out_console.print(f"run: {out}\nexplore: psylens explore {out}")
+    out_console.print(f"run: {out}\nexplore: {psylens_command()} explore {out}", highlight=False)
 
 
 @app.command()
@@ -204,20 +276,39 @@ def explore(
     raise typer.Exit(code if isinstance(code, int) else 0)
 
 
-def _register_optional() -> None:
-    """Commands contributed by the analysis subpackages."""
-    try:
-        from psylens.probes.cli import probe
-    except ImportError:
-        pass
-    else:
-        app.command(name="probe", help=probe.__doc__)(probe)
-    try:
-        from psylens.steering.cli import steer_app
-    except ImportError:
-        pass
-    else:
-        app.add_typer(steer_app, name="steer")
+def _register_optional(
+    target: typer.Typer | None = None, import_module: Callable[[str], Any] | None = None
+) -> None:
+    """Commands contributed by the analysis subpackages.
+
+    An ``ImportError`` raised by psylens' own code (a bug, a missing psylens module) surfaces as is.
+    Only a missing third-party package turns the command into one that says what to install.
+    """
+    import importlib
+
+    target = app if target is None else target
+    import_module = importlib.import_module if import_module is None else import_module
+    for module, attr, name in (("psylens.probes.cli", "probe", "probe"), ("psylens.steering.cli", "steer_app", "steer")):
+        try:
+            obj = getattr(import_module(module), attr)
+        except ModuleNotFoundError as e:
+            missing = (e.name or "").split(".")[0]
+            if not missing or missing == "psylens":
+                raise
+            _register_missing(target, name, missing)
+            continue
+        if isinstance(obj, typer.Typer):
+            target.add_typer(obj, name=name)
+        else:
+            target.command(name=name, help=obj.__doc__)(obj)
+
+
+def _register_missing(target: typer.Typer, name: str, package: str) -> None:
+    def unavailable() -> None:
+        raise ValueError(f"`psylens {name}` needs the package {package!r}, which is not installed: "
+                         f"pip install {package} (or `make setup-full`)")
+
+    target.command(name=name, help=f"(unavailable: needs the package {package!r})")(unavailable)
 
 
 _register_optional()

