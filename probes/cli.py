@@ -37,7 +37,7 @@ def probe(
     system_prompt: bool = typer.Option(True, "--system-prompt/--no-system-prompt", help="Shift of neutral texts under mood prompts."),
     valence: Optional[str] = typer.Option(
         None, "--valence", help="Valence order for the geometry, '>' ranks and '=' ties "
-        "[default: joy>surprise>neutral>fear=sadness=disgust=anger]."),
+        "\\[default: joy>surprise>neutral>fear=sadness=disgust=anger]."),  # \\[: not rich markup
     batch_size: int = typer.Option(16, "--batch-size"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (1 is ~2x faster on a busy 2-core CPU)."),
 ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Optional
 
 import typer
@@ -92,21 +93,65 @@ def steer_generate(
     do_sample: bool = False,
     seed: int = 0,
     batch_size: int = 16,
+    judge: Any = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per prompt: ``prompt``, ``baseline`` (unsteered), ``steered``, ``emotion``, ``layer``, ``alpha``."""
+    """One record per prompt: ``prompt``, ``baseline`` (unsteered), ``steered``, ``emotion``, ``layer``, ``alpha``.
+
+    With a ``judge`` (``psylens.steering.judges``), each record also has ``judge`` (its name) and
+    ``baseline_scores`` / ``steered_scores``: ``{emotion: share}`` of each text. ``on_batch(n)`` is
+    called after each batch of ``n`` prompts (a progress bar).
+    """
     from psylens.steering.apply import check_compatible
 
     check_compatible(sv, model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, batch_size=batch_size)
-    baseline = model.generate(prompts, **kw)
-    with sv.apply(model):
-        steered = model.generate(prompts, **kw)
+    baseline: list[str] = []
+    steered: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        baseline += model.generate(chunk, **kw)
+        with sv.apply(model):
+            steered += model.generate(chunk, **kw)
+        if on_batch is not None:
+            on_batch(len(chunk))
     layer: Any = sv.layers[0] if len(sv.layers) == 1 else list(sv.layers)
-    return [
+    records = [
         {"prompt": p, "baseline": b, "steered": s, "emotion": sv.label, "layer": layer, "alpha": sv.alpha,
          "mode": sv.mode, "positions": sv.positions}
         for p, b, s in zip(prompts, baseline, steered)
     ]
+    if judge is not None:
+        from psylens.steering.judges import EMOTIONS
+
+        for key, texts in (("baseline_scores", baseline), ("steered_scores", steered)):
+            scores = judge.score(texts)  # [n, 6]
+            for r, row in zip(records, scores.tolist()):
+                r["judge"] = judge.name
+                r[key] = {e: round(float(v), 4) for e, v in zip(EMOTIONS, row)}
+    return records
+
+
+def _show(records: list[dict[str, Any]], console: Any) -> None:
+    """Each prompt with its unsteered and steered text and the judge's reading of both."""
+    from rich.markup import escape
+
+    def reading(scores: dict[str, float] | None, emotion: str | None) -> str:
+        if not scores:
+            return ""
+        top = max(scores, key=scores.__getitem__)
+        own = f"{emotion} {scores[emotion]:.3f}, " if emotion in scores else ""
+        return f"  [dim]({own}top: {top if scores[top] > 0 else 'none'})[/dim]"
+
+    for i, r in enumerate(records, 1):
+        console.print(f"[bold]{i}. {escape(r['prompt'])}[/bold]")
+        console.print(f"  [cyan]unsteered[/cyan]{reading(r.get('baseline_scores'), r['emotion'])}")
+        console.print(f"    {escape(r['baseline'])}", highlight=False)
+        console.print(f"  [magenta]steered[/magenta] ({escape(str(r['emotion']))}, alpha {r['alpha']:g})"
+                      f"{reading(r.get('steered_scores'), r['emotion'])}")
+        console.print(f"    {escape(r['steered'])}", highlight=False)
 
 
 @steer_app.callback()
@@ -125,8 +170,9 @@ def steer(
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample instead of greedy decoding."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only write --out: no texts, no progress bar."),
 ) -> None:
-    """Generate unsteered and steered text for each prompt and write them as JSONL."""
+    """Generate unsteered and steered text for each prompt, print both with the judge's scores and write them as JSONL."""
     if ctx.invoked_subcommand is not None:
         return
     if vectors is None or out is None:
@@ -142,9 +188,25 @@ def steer(
     sv = _vector(vectors, emotion, layer, alpha, mode, positions)
     items = read_prompts(prompts)
     m = load_model(model or DEFAULT_MODEL, device=device)
-    records = steer_generate(m, sv, items, max_new_tokens=max_new_tokens, do_sample=sample, seed=seed)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from psylens.steering.judges import LexiconJudge
+
+    console = Console()
+    judge = LexiconJudge()
+    gen = dict(max_new_tokens=max_new_tokens, do_sample=sample, seed=seed, judge=judge)
+    if quiet:
+        records = steer_generate(m, sv, items, **gen)
+    else:
+        with Progress(TextColumn("steering"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("steer", total=len(items))
+            records = steer_generate(m, sv, items, **gen, on_batch=lambda n: bar.advance(task, n))
+        _show(records, console)
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
-    typer.echo(f"wrote {len(records)} generations to {out}")
+    typer.echo(f"wrote {len(records)} generations to {out}"
+               + ("" if quiet else f" (scores: the {judge.name} lexicon judge's share of each emotion)"))
 
 
 @steer_app.command("sweep")

@@ -188,3 +188,10 @@ def test_harvest_hint_uses_the_command_that_works(
     code = cli.main(["harvest", "--model", str(model_dir), "--stimuli", str(stim), "--out", str(out), "--device", "cpu"])
     assert code == 0
     assert f"explore: .venv/bin/psylens explore {out}" in capsys.readouterr().out
+
+
+def test_probe_help_shows_the_valence_default(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    assert cli.main(["probe", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[default: joy>surprise>neutral>fear=sadness=disgust=anger]" in out
