@@ -391,6 +391,65 @@ def _finite(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
+# -- intervals (psylens.stats): bootstrap over prompts, seeded; "beats" only by the paired interval --
+BOOTSTRAP = {"n_boot": 2000, "seed": 0, "level": 0.95}
+INTERVALS_NOTE = (
+    "ci95: 95% percentile bootstrap over test prompts (2000 resamples, seed 0); a rate whose prompts all "
+    "agree (0 of n, n of n) gets the Wilson interval instead. beats_X: the paired difference success − X over "
+    "the same prompts has a 95% interval above zero (vs.X holds the difference and its interval)."
+)
+
+
+def _mean_intervals(per_prompt: Mapping[tuple[str, bool], Mapping[str, Mapping[int, float]]], *, sampled: bool) -> dict[str, Any]:
+    """The mean over emotions, per prompt, for every condition; its interval and the paired verdicts.
+
+    Every emotion is scored on the same test prompts, so the mean success is the mean over prompts of
+    each prompt's mean over emotions: the bootstrap resamples prompts, keeping emotions together.
+    """
+    from psylens.stats import bootstrap_ci
+
+    def per(condition: str) -> dict[int, float]:
+        by_e = per_prompt.get((condition, sampled), {})
+        if not by_e:
+            return {}
+        common = set.intersection(*(set(v) for v in by_e.values()))
+        return {i: sum(v[i] for v in by_e.values()) / len(by_e) for i in sorted(common)}
+
+    def ci(d: Mapping[int, float]) -> list[float] | None:
+        if not d:
+            return None
+        lo, hi = bootstrap_ci(list(d.values()), **BOOTSTRAP)
+        return [round(lo, 4), round(hi, 4)]
+
+    steer = per("steer")
+    base = {c: per(c) for c in ("prompting", "random", "none")}
+    return {
+        "success": round(sum(steer.values()) / len(steer), 4) if steer else None,
+        "ci95": ci(steer),
+        "baselines_ci95": {c: ci(v) for c, v in base.items()},
+        "vs": {c: _paired(steer, v) for c, v in base.items()},
+    }
+
+
+def _rate_ci(outcomes: Sequence[float]) -> list[float] | None:
+    from psylens.stats import rate_ci
+
+    if not outcomes:
+        return None
+    lo, hi = rate_ci(outcomes, **BOOTSTRAP)
+    return [round(lo, 4), round(hi, 4)]
+
+
+def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+    """``a − b`` over the prompts both have (paired by prompt index): diff, ci95, beats, n."""
+    from psylens.stats import paired_diff_ci
+
+    common = sorted(set(a) & set(b))
+    if not common:
+        return {"diff": None, "ci95": None, "beats": False, "n": 0}
+    return paired_diff_ci([a[i] for i in common], [b[i] for i in common], **BOOTSTRAP).to_dict()
+
+
 def run_sweep(
     model: Model,
     run: Run | str | os.PathLike[str],
@@ -546,6 +605,15 @@ def run_sweep(
             if row.condition == condition and row.sampled == sampled and (emotion is None or row.emotion == emotion)
         ]
 
+    def outcomes(condition: str, emotion: str, sampled: bool) -> dict[int, float]:
+        sel = select(condition, None if condition == "none" else emotion, sampled)
+        return _outcomes(all_test, sel, test_scores, emotion)
+
+    def versus(emotion: str, sampled: bool) -> dict[str, dict[str, Any]]:
+        mine = outcomes("steer", emotion, sampled)
+        return {c: _paired(mine, outcomes(c, emotion, sampled)) for c in ("random", "prompting", "none")}
+
+    per_prompt: dict[tuple[str, bool], dict[str, dict[int, float]]] = {}  # (condition, sampled) → emotion → prompt → 0/1
     out_emotions: dict[str, Any] = {}
     vector_files: list[str] = []
     for e in emotions:
@@ -555,6 +623,9 @@ def run_sweep(
         rand = _cell_stats(all_test, select("random", e, False), test_scores, e, ppl_none)
         prompting = _cell_stats(all_test, select("prompting", e, False), test_scores, e, ppl_none)
         none = _cell_stats(all_test, none_rows, test_scores, e, ppl_none)
+        for c in CONDITIONS:
+            per_prompt.setdefault((c, False), {})[e] = outcomes(c, e, False)
+        vs = versus(e, False)
         b = best[e]
         entry: dict[str, Any] = {
             "best_layer": int(b["layer"]),
@@ -567,9 +638,14 @@ def run_sweep(
             "meets_fluency": b["meets_fluency"] and bool(
                 steer["perplexity_ratio"] <= cfg.max_perplexity_ratio if math.isfinite(steer["perplexity_ratio"]) else False
             ),
-            "beats_random": steer["success"] > rand["success"],
-            "beats_prompting": steer["success"] > prompting["success"],
+            "beats_random": vs["random"]["beats"],
+            "beats_prompting": vs["prompting"]["beats"],
+            "beats_none": vs["none"]["beats"],
+            "ci95": steer["ci95"],
+            "baselines_ci95": {"prompting": prompting["ci95"], "random": rand["ci95"], "none": none["ci95"]},
+            "vs": vs,
             "dev_success": b["success"],
+            "dev_success_ci95": b["ci95"],
             "dev_perplexity_ratio": _finite(b["perplexity_ratio"]),
             "baseline_perplexity_ratio": {
                 "prompting": _finite(prompting["perplexity_ratio"]), "random": _finite(rand["perplexity_ratio"]),
@@ -586,13 +662,23 @@ def run_sweep(
             s_none = select("none", None, True)
             ppl_s_none = _ppl(test_scores["nll"], test_scores["count"], s_none)
             s_steer = _cell_stats(all_test, select("steer", e, True), test_scores, e, ppl_s_none)
+            s_base = {
+                c: _cell_stats(all_test, select(c, e, True) if c != "none" else s_none, test_scores, e, ppl_s_none)
+                for c in ("prompting", "random", "none")
+            }
+            s_vs = versus(e, True)
+            for c in CONDITIONS:
+                per_prompt.setdefault((c, True), {})[e] = outcomes(c, e, True)
             entry["sampled"] = {
                 "success": s_steer["success"],
                 "perplexity_ratio": _finite(s_steer["perplexity_ratio"]),
-                "baselines": {
-                    c: _cell_stats(all_test, select(c, e, True) if c != "none" else s_none, test_scores, e, ppl_s_none)["success"]
-                    for c in ("prompting", "random", "none")
-                },
+                "baselines": {c: v["success"] for c, v in s_base.items()},
+                "ci95": s_steer["ci95"],
+                "baselines_ci95": {c: v["ci95"] for c, v in s_base.items()},
+                "vs": s_vs,
+                "beats_random": s_vs["random"]["beats"],
+                "beats_prompting": s_vs["prompting"]["beats"],
+                "beats_none": s_vs["none"]["beats"],
             }
         out_emotions[e] = entry
         center = int(b["layer"])
@@ -619,10 +705,15 @@ def run_sweep(
     fluent_successes = [v["success"] if v["meets_fluency"] else 0.0 for v in out_emotions.values()]
     mean_of = {c: float(sum(v["baselines"][c] for v in out_emotions.values()) / len(out_emotions)) for c in ("prompting", "random", "none")}
     none_rows = select("none", None, False)
+    mean_intervals = _mean_intervals(per_prompt, sampled=False)
     seconds = time.time() - t_start
     summary: dict[str, Any] = {
         "emotions": out_emotions,
         "mean_success": mean_success,
+        "mean_success_ci95": mean_intervals["ci95"],
+        "mean_baselines_ci95": mean_intervals["baselines_ci95"],
+        "mean_vs": mean_intervals["vs"],
+        "intervals": {**BOOTSTRAP, "over": "test prompts", "note": INTERVALS_NOTE},
         "mean_fluent_success": float(sum(fluent_successes) / len(fluent_successes)),
         "mean_baselines": mean_of,
         "mean_perplexity_ratio": _finite(
@@ -632,8 +723,8 @@ def run_sweep(
         "meets_target": bool(
             mean_success >= cfg.target_success
             and all(v["meets_fluency"] for v in out_emotions.values())
-            and mean_success > mean_of["random"]
-            and mean_success > mean_of["prompting"]
+            and mean_intervals["vs"]["random"]["beats"]
+            and mean_intervals["vs"]["prompting"]["beats"]
         ),
         "unsteered": {
             "repetition": repetition_rate([all_test[r].text for r in none_rows]),
@@ -667,6 +758,8 @@ def run_sweep(
         "n_generations": len(rows) + len(all_test),
         "files": {"grid": GRID, "generations": GENERATIONS, "vectors": vector_files},
     }
+    if cfg.sampled:
+        summary["mean_sampled"] = _mean_intervals(per_prompt, sampled=True)
     run.write_json(GRID, {"layers": layers, "scales": list(cfg.scales), "split": "dev", "cells": [_clean(c) for c in grid]})
     _write_generations(run, rows, dev_scores, all_test, test_scores)
     run.write_json(SUMMARY, summary)
@@ -765,9 +858,15 @@ def _score(model: Model, rows: list[_Row], judge: Judge, cfg: SweepConfig, progr
     return {"scores": scores, "dominant": dominant(scores), "nll": nll, "count": count}
 
 
+def _outcomes(rows: list[_Row], sel: list[int], sc: dict[str, Any], emotion: str) -> dict[int, float]:
+    """Per prompt (``prompt_index``): 1.0 when the judged dominant emotion of its row is ``emotion``, else 0.0."""
+    target = JUDGE_EMOTIONS.index(emotion)
+    return {rows[r].prompt_index: float(int(sc["dominant"][r]) == target) for r in sel}
+
+
 def _cell_stats(rows: list[_Row], sel: list[int], sc: dict[str, Any], emotion: str, ppl_none: float) -> dict[str, Any]:
     if not sel:
-        return {"success": float("nan"), "perplexity_ratio": float("nan"), "repetition": float("nan"),
+        return {"success": float("nan"), "ci95": None, "perplexity_ratio": float("nan"), "repetition": float("nan"),
                 "nonword": float("nan"), "mean_target_score": float("nan"), "n": 0}
     target = JUDGE_EMOTIONS.index(emotion)
     idx = torch.tensor(sel)
@@ -775,6 +874,7 @@ def _cell_stats(rows: list[_Row], sel: list[int], sc: dict[str, Any], emotion: s
     texts = [rows[r].text for r in sel]
     return {
         "success": success,
+        "ci95": _rate_ci(list(_outcomes(rows, sel, sc, emotion).values())),
         "perplexity_ratio": _ratio(_ppl(sc["nll"], sc["count"], sel), ppl_none),
         "repetition": repetition_rate(texts),
         "nonword": nonword_fraction(texts),
