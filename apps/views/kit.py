@@ -22,6 +22,7 @@ module with ``TITLE``, ``available(run)`` and ``render(run)`` (:class:`Page`).
 from __future__ import annotations
 
 import importlib
+import threading
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -68,6 +69,12 @@ __all__ = [
     "pages",
     "check_page",
     "RUN_META",
+    "paired",
+    "beats_text",
+    "layer_options",
+    "MODEL_LOCK",
+    "run_model",
+    "shared_model",
 ]
 
 KINDS = ("json", "table", "tensors", "directions", "jsonl", "activations", "probes")
@@ -439,3 +446,41 @@ def beats_text(container: Any, name: str) -> str:
     if isinstance(old, bool):
         return f"{'higher' if old else 'not higher'} (no interval)"
     return "—"
+
+
+# -- the one model the explorer may load --------------------------------------------------------------
+MODEL_LOCK = threading.Lock()
+"""Held around every use of a cached model: steering (attach + generate + remove) and probe reads.
+
+Footgun: the model from :func:`shared_model` is one object for every browser session, and steering
+hooks are global state on it. Without this lock one session's steering would leak into another's
+generation or probe read. Hold it for the whole ``with sv.apply(model): model.generate(...)``.
+"""
+
+
+def run_model(meta: Any) -> tuple[str, str | None] | None:
+    """``(spec, adapter)`` of the run's model from ``run.json``'s own record, or ``None``.
+
+    Reads ``models["model"]`` (or the only entry of ``models``), else ``model`` (dict with ``spec``, or a
+    str). Never takes a model named by an analysis summary: a summary could name anything.
+    """
+    d = as_dict(meta)
+    models = as_dict(d.get("models"))
+    entry: Any = models.get("model") if "model" in models else (next(iter(models.values())) if len(models) == 1 else None)
+    if entry is None:
+        entry = d.get("model")
+    if isinstance(entry, str) and entry:
+        return entry, None
+    if isinstance(entry, dict) and isinstance(entry.get("spec"), str) and entry["spec"]:
+        adapter = entry.get("adapter")
+        return entry["spec"], adapter if isinstance(adapter, str) and adapter else None
+    return None
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+def shared_model(spec: str, adapter: str | None = None) -> Any:
+    """``load_model(spec, adapter=adapter, boot_bridge=False)``, once per (spec, adapter); shared by every
+    session — use it only while holding :data:`MODEL_LOCK`."""
+    from psylens.models import load_model
+
+    return load_model(spec, adapter=adapter, boot_bridge=False)

@@ -15,8 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from psylens.apps.cache import json_file, mtime_ns, run_meta
+from psylens.apps.views import kit
 from psylens.runs import Run
+from psylens.steering import artifacts as SA
 
 __all__ = [
     "TITLE",
@@ -27,15 +28,23 @@ __all__ = [
     "heatmap",
     "examples_frame",
     "read_generations",
+    "generate_pair",
+    "sweep_directions",
 ]
 
 TITLE = "Steering"
 
-SUMMARY = "steering/summary.json"
-GRID = "steering/grid.json"
-GENERATIONS = "steering/generations.jsonl"
-DIRECTIONS = "probes/directions.safetensors"
-VECTORS = "steering/vectors"
+SUMMARY = SA.SUMMARY
+GRID = SA.GRID
+GENERATIONS = SA.GENERATIONS
+DIRECTIONS = SA.PROBE_DIRECTIONS
+VECTORS = SA.VECTORS
+MAKE = "`psylens steer sweep --run RUN` (or `psylens demo`) writes it"
+
+SUMMARY_ART = kit.Artifact(SUMMARY, "json", "steering summary", MAKE, schema=SA.SCHEMA_VERSION)
+GRID_ART = kit.Artifact(GRID, "json", "sweep grid (so no heatmap)", MAKE)
+GENERATIONS_ART = kit.Artifact(GENERATIONS, "jsonl", "example generations", MAKE)
+DIRECTIONS_ART = kit.Artifact(DIRECTIONS, "directions", "directions file", "`psylens probe` or the sweep writes it")
 
 
 def available(run: Run) -> bool:
@@ -55,31 +64,37 @@ def _fmt(x: Any, digits: int = 2) -> str:
 SAMPLED_COLUMNS = ["steering (sampled)", "prompting (sampled)", "random (sampled)", "none (sampled)", "perplexity × (sampled)"]
 
 
+INTERVAL_COLUMNS = ["steering [95%]", "beats random", "beats prompting"]
+
+
 def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
-    """One row per emotion: the chosen layer and scale, success, perplexity ratio, baselines, verdicts."""
+    """One row per emotion: the chosen layer and scale, success (with its 95% interval where recorded),
+    perplexity ratio, baselines, and the "beats" verdicts — a tick only when the paired difference's
+    interval excludes zero; old runs without intervals say "(no interval)"."""
     rows = []
-    emotions = summary.get("emotions") if isinstance(summary.get("emotions"), dict) else {}
+    emotions = kit.as_dict(summary.get("emotions"))
     for e, v in emotions.items():
         if not isinstance(v, dict):
             continue
-        b = v.get("baselines") if isinstance(v.get("baselines"), dict) else {}
+        b = kit.as_dict(v.get("baselines"))
         rows.append({
             "emotion": e,
-            "layer": v.get("best_layer"),
+            "layer": v.get("best_layer") if isinstance(v.get("best_layer"), int) else None,
             "alpha": _num(v.get("best_alpha")),
             "scale (× norm)": _num(v.get("best_scale")),
             "steering": _num(v.get("success")),
+            "steering [95%]": kit.fmt_interval(v.get("success"), kit.interval(v, "success")),
             "prompting": _num(b.get("prompting")),
             "random direction": _num(b.get("random")),
             "no steering": _num(b.get("none")),
             "perplexity ×": _num(v.get("perplexity_ratio")),
             "fluent": bool(v.get("meets_fluency", False)),
-            "beats random": bool(v.get("beats_random", False)),
-            "beats prompting": bool(v.get("beats_prompting", False)),
+            "beats random": kit.beats_text(v, "random"),
+            "beats prompting": kit.beats_text(v, "prompting"),
         })
         sampled = v.get("sampled")
         if isinstance(sampled, dict):  # the full sweep also scores the chosen cell with sampling
-            sb = sampled.get("baselines") if isinstance(sampled.get("baselines"), dict) else {}
+            sb = kit.as_dict(sampled.get("baselines"))
             rows[-1].update({
                 "steering (sampled)": _num(sampled.get("success")),
                 "prompting (sampled)": _num(sb.get("prompting")),
@@ -87,8 +102,8 @@ def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
                 "none (sampled)": _num(sb.get("none")),
                 "perplexity × (sampled)": _num(sampled.get("perplexity_ratio")),
             })
-    cols = ["emotion", "layer", "alpha", "scale (× norm)", "steering", "prompting", "random direction", "no steering",
-            "perplexity ×", "fluent", "beats random", "beats prompting"]
+    cols = ["emotion", "layer", "alpha", "scale (× norm)", "steering", "steering [95%]", "prompting", "random direction",
+            "no steering", "perplexity ×", "fluent", "beats random", "beats prompting"]
     if any("steering (sampled)" in r for r in rows):
         cols += SAMPLED_COLUMNS
     return pd.DataFrame(rows, columns=cols)
@@ -112,6 +127,8 @@ def heatmap(frame: pd.DataFrame, emotion: str, max_ratio: float = 1.5, best: tup
     Cells over ``max_ratio`` are marked ✗ (too disfluent to count); the chosen cell is marked ★.
     """
     sub = frame[frame["emotion"] == emotion] if len(frame) else frame
+    if len(sub):
+        sub = sub[pd.to_numeric(sub.get("layer"), errors="coerce").notna() & pd.to_numeric(sub.get("scale"), errors="coerce").notna()]
     layers = sorted({int(v) for v in sub.get("layer", [])})
     scales = sorted({float(v) for v in sub.get("scale", [])})
     z = [[math.nan] * len(scales) for _ in layers]
@@ -133,8 +150,11 @@ def heatmap(frame: pd.DataFrame, emotion: str, max_ratio: float = 1.5, best: tup
     fig.update_layout(
         title=f"{emotion}: success on the dev prompts (✗: perplexity ratio > {max_ratio:g}, ★: chosen)",
         xaxis_title="scale (× mean residual norm at the layer)", yaxis_title="layer", height=120 + 60 * max(len(layers), 1),
-        margin={"t": 60, "b": 40},
+        margin={"t": 60, "b": 40}, template=kit.TEMPLATE,
     )
+    # categorical axes: one tick per swept layer and scale, never interpolated numbers (9, 13, 17 -> "10, 15")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[f"{s:g}" for s in scales])
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=[str(v) for v in layers])
     return fig
 
 
@@ -151,43 +171,65 @@ def read_generations(text: str) -> list[dict[str, Any]]:
     return out
 
 
+CONDITIONS = {"none": "no steering", "steer": "steered", "prompting": "prompting", "random": "random direction"}
+
+
 def examples_frame(gens: list[dict[str, Any]], emotion: str, *, sampled: bool = False, k: int = 8) -> pd.DataFrame:
-    """Held-out prompts side by side: no steering, steering, prompting, random direction (greedy by default)."""
-    by_prompt: dict[int, dict[str, Any]] = {}
+    """Held-out prompts, one row per prompt and condition (no steering, steered, prompting, random
+    direction): the full text and the judged emotion in its own column (greedy by default)."""
+    rows: list[dict[str, Any]] = []
+    prompts: list[int] = []
     for g in gens:
         if g.get("split") != "test" or bool(g.get("sampled")) != sampled:
             continue
-        cond = g.get("condition")
-        if cond == "none" or g.get("emotion") == emotion:
-            row = by_prompt.setdefault(int(g.get("prompt_index", -1)), {"prompt": g.get("prompt", "")})
-            label = {"none": "no steering", "steer": "steered", "prompting": "prompting", "random": "random direction"}.get(str(cond))
-            if label:
-                judged = g.get("judged") or "—"
-                row[label] = f"{g.get('text', '')}  [{judged}]"
-    cols = ["prompt", "no steering", "steered", "prompting", "random direction"]
-    return pd.DataFrame(list(by_prompt.values())[:k], columns=cols)
+        cond = str(g.get("condition"))
+        if cond not in CONDITIONS or not (cond == "none" or g.get("emotion") == emotion):
+            continue
+        try:
+            idx = int(g.get("prompt_index", -1))
+        except (TypeError, ValueError):
+            idx = -1
+        if idx not in prompts:
+            if len(prompts) >= k:
+                continue
+            prompts.append(idx)
+        judged = g.get("judged")
+        rows.append({"_p": prompts.index(idx), "_c": list(CONDITIONS).index(cond), "prompt": str(g.get("prompt", "")),
+                     "condition": CONDITIONS[cond], "judged": str(judged) if judged else "— (none dominant)",
+                     "text": str(g.get("text", ""))})
+    frame = pd.DataFrame(rows, columns=["_p", "_c", "prompt", "condition", "judged", "text"])
+    frame = frame.sort_values(["_p", "_c"], kind="stable").drop(columns=["_p", "_c"]).reset_index(drop=True)
+    return frame
 
 
 # -- rendering ------------------------------------------------------------------------------------
 def render(run: Run) -> None:
     st.title(TITLE)
-    summary = json_file(run, SUMMARY)
-    if not isinstance(summary, dict) or not isinstance(summary.get("emotions"), dict) or not summary["emotions"]:
-        st.error(f"`{SUMMARY}` holds no per-emotion results; rerun `psylens steer sweep --run {run.path}`.")
+    summary = kit.load(run, SUMMARY_ART)
+    if summary is None:
         return
+    if not isinstance(summary.get("emotions"), dict) or not summary["emotions"]:
+        st.warning(f"`{SUMMARY}` holds no per-emotion results; rerun `psylens steer sweep --run {run.path}`.")
+        return
+    summary = {**summary, "emotions": {str(k): v for k, v in summary["emotions"].items() if isinstance(v, dict)}}
     st.caption(
-        f"Model `{summary.get('model', '?')}` · judge `{summary.get('judge', '?')}` · "
+        f"Judge `{summary.get('judge', '?')}` · "
         f"{_n(summary, 'dev')} dev prompts pick the layer and scale, {_n(summary, 'test')} held-out prompts score them."
     )
-    render_headline(summary)
+    with kit.guard(SUMMARY_ART):
+        render_headline(summary)
     st.divider()
-    render_table(summary)
+    with kit.guard(SUMMARY_ART):
+        render_table(summary)
     st.divider()
-    render_heatmaps(run, summary)
+    with kit.guard(GRID_ART):
+        render_heatmaps(run, summary)
     st.divider()
-    render_examples(run, summary)
+    with kit.guard(GENERATIONS_ART):
+        render_examples(run, summary)
     st.divider()
-    render_playground(run, summary)
+    with kit.guard("The playground"):
+        render_playground(run, summary)
 
 
 def _n(summary: dict[str, Any], split: str) -> str:
@@ -196,15 +238,16 @@ def _n(summary: dict[str, Any], split: str) -> str:
 
 
 def render_headline(summary: dict[str, Any]) -> None:
-    targets = summary.get("targets") if isinstance(summary.get("targets"), dict) else {}
-    base = summary.get("mean_baselines") if isinstance(summary.get("mean_baselines"), dict) else {}
+    targets = kit.as_dict(summary.get("targets"))
+    base = kit.as_dict(summary.get("mean_baselines"))
     cols = st.columns(4)
-    cols[0].metric("Mean success (steering)", _fmt(summary.get("mean_success")),
-                   help=f"target ≥ {targets.get('success', 0.8)} at perplexity ratio ≤ {targets.get('max_perplexity_ratio', 1.5)}")
-    cols[1].metric("Prompting", _fmt(base.get("prompting")))
-    cols[2].metric("Random direction", _fmt(base.get("random")))
-    cols[3].metric("No steering", _fmt(base.get("none")))
-    if summary.get("meets_target"):
+    cols[0].metric("Mean success (steering)", kit.fmt_interval(summary.get("mean_success"), kit.interval(summary, "mean_success")),
+                   help=f"target ≥ {targets.get('success', 0.8)} at perplexity ratio ≤ {targets.get('max_perplexity_ratio', 1.5)}"
+                        " (95% interval over test prompts where recorded)")
+    cols[1].metric("Prompting", kit.fmt_interval(base.get("prompting"), kit.interval(base, "prompting")))
+    cols[2].metric("Random direction", kit.fmt_interval(base.get("random"), kit.interval(base, "random")))
+    cols[3].metric("No steering", kit.fmt_interval(base.get("none"), kit.interval(base, "none")))
+    if summary.get("meets_target") is True:
         st.success("Steering meets the target: success, fluency, and beats both baselines.")
     else:
         st.warning("Steering does not meet the target on this model (see the table); numbers are reported as measured.")
@@ -234,103 +277,115 @@ def render_table(summary: dict[str, Any]) -> None:
                         *SAMPLED_COLUMNS)},
     )
     st.caption("Success: fraction of generations whose dominant judged emotion is the target. "
-               "Perplexity ×: perplexity of the steered text under the unsteered model, over that of unsteered text.")
+               "Perplexity ×: perplexity of the steered text under the unsteered model, over that of unsteered text. "
+               "Beats X: ✓ only when the 95% interval of the paired difference (same prompts) excludes zero.")
 
 
 def render_heatmaps(run: Run, summary: dict[str, Any]) -> None:
     st.subheader("Sweep: layer × scale")
-    if not run.has(GRID):
-        st.info(f"No `{GRID}` in this run, so no heatmap.")
+    grid = kit.load(run, GRID_ART)
+    if grid is None:
         return
-    frame = grid_frame(json_file(run, GRID))
-    if frame.empty or "emotion" not in frame:
+    frame = grid_frame(grid)
+    if frame.empty or not {"emotion", "layer", "scale"} <= set(frame.columns):
         st.warning(f"`{GRID}` holds no cells.")
         return
     emotions = [e for e in summary["emotions"] if e in set(frame["emotion"])]
+    if not emotions:
+        st.warning(f"`{GRID}` has no cells for the emotions of `{SUMMARY}`.")
+        return
     emotion = st.selectbox("Emotion", emotions, key="steering_heatmap_emotion")
-    entry = summary["emotions"].get(emotion, {})
-    best = (entry.get("best_layer"), entry.get("best_scale")) if entry.get("best_scale") is not None else None
-    max_ratio = _num((summary.get("targets") or {}).get("max_perplexity_ratio", 1.5))
+    entry = kit.as_dict(summary["emotions"].get(emotion))
+    best = (entry.get("best_layer"), entry.get("best_scale")) if not math.isnan(_num(entry.get("best_scale"))) \
+        and isinstance(entry.get("best_layer"), int) else None
+    max_ratio = _num(kit.as_dict(summary.get("targets")).get("max_perplexity_ratio", 1.5))
     st.plotly_chart(heatmap(frame, emotion, max_ratio if not math.isnan(max_ratio) else 1.5, best), width="stretch")
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _generations(path: str, mtime: int) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return read_generations(f.read())
 
 
 def render_examples(run: Run, summary: dict[str, Any]) -> None:
     st.subheader("Examples (held-out prompts)")
-    if not run.has(GENERATIONS):
-        st.info(f"No `{GENERATIONS}` in this run.")
+    gens = kit.load(run, GENERATIONS_ART)
+    if gens is None:
         return
-    path = run.file(GENERATIONS).resolve()
-    gens = _generations(str(path), mtime_ns(path))
     emotion = st.selectbox("Emotion", list(summary["emotions"]), key="steering_examples_emotion")
-    st.dataframe(examples_frame(gens, emotion), hide_index=True, width="stretch")
-    st.caption("[judged emotion] after each text; — means the judge found no single dominant emotion.")
+    frame = examples_frame(gens, emotion)
+    if frame.empty:
+        st.info(f"No held-out generations for {emotion} in `{GENERATIONS}`.")
+        return
+    st.table(frame.set_index(["prompt", "condition"]))  # full texts, wrapped
+    st.caption("Judged: the judge's dominant emotion for the text; — means no single emotion dominated.")
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def _model(spec: str) -> Any:
-    from psylens.models import load_model
+def sweep_directions(run: Run, summary: dict[str, Any]) -> str:
+    """The directions file the sweep steered with (its best alphas belong to it), else the probes'.
 
-    return load_model(spec, boot_bridge=False)
-
-
-@st.cache_resource(show_spinner=False, max_entries=2)
-def _directions(path: str, mtime: int) -> Any:
-    from psylens.steering.vector import load_directions
-
-    return load_directions(path)
-
-
-def _model_spec(run: Run, summary: dict[str, Any]) -> str | None:
-    if isinstance(summary.get("model"), str):
-        return summary["model"]
-    model = run_meta(run).get("model")
-    return model.get("spec") if isinstance(model, dict) else model
+    The path recorded in the summary is followed only when it stays inside the run
+    (``kit.resolve_inside``: no absolute paths, no ``..``, no symlinks out) and the file exists.
+    """
+    rel = kit.as_dict(summary.get("directions")).get("file")
+    if isinstance(rel, str) and rel:
+        try:
+            if kit.resolve_inside(run, rel).is_file():
+                return rel
+        except ValueError:
+            pass
+    return DIRECTIONS
 
 
-def _sweep_directions(run: Run, summary: dict[str, Any]) -> str:
-    """The directions file the sweep steered with (its best alphas belong to it), else the probes'."""
-    d = summary.get("directions")
-    rel = d.get("file") if isinstance(d, dict) else None
-    return rel if isinstance(rel, str) and rel and run.has(rel) else DIRECTIONS
+_sweep_directions = sweep_directions
+
+
+def generate_pair(model: Any, sv: Any, prompt: str, max_new_tokens: int) -> tuple[str, str]:
+    """(unsteered, steered) generations of ``prompt``, holding ``kit.MODEL_LOCK`` throughout.
+
+    The model is shared by every browser session and steering hooks are global state on it: the lock
+    keeps one session's attach + generate + remove from overlapping any other session's use.
+    """
+    with kit.MODEL_LOCK:
+        base = model.generate(prompt, max_new_tokens=max_new_tokens)[0]
+        with sv.apply(model):
+            steered = model.generate(prompt, max_new_tokens=max_new_tokens)[0]
+    return base, steered
 
 
 def render_playground(run: Run, summary: dict[str, Any]) -> None:
     st.subheader("Playground")
-    spec = _model_spec(run, summary)
-    if not spec:
-        st.info("The run does not name its model, so the playground cannot load it.")
+    spec = kit.run_model(kit.load(run, kit.RUN_META, quiet=True))
+    if spec is None:
+        st.info("run.json does not name the run's model, so the playground cannot load it.")
         return
     emotions = list(summary["emotions"])
     c1, c2, c3 = st.columns(3)
     emotion = c1.selectbox("Emotion", emotions, key="steering_play_emotion")
-    entry = summary["emotions"].get(emotion, {})
-    dirs_path = run.file(_sweep_directions(run, summary))
+    entry = kit.as_dict(summary["emotions"].get(emotion))
+    rel = sweep_directions(run, summary)
+    dirs_art = DIRECTIONS_ART.with_rel(rel)
+    dirs = kit.load(run, dirs_art, quiet=True) if run.has(rel) else None
+    if dirs is None and run.has(rel):
+        kit.load(run, dirs_art)  # corrupt: say so in one line
+    vec_rel = SA.vector_file(emotion) if emotion and "/" not in emotion and emotion not in (".", "..") else None
+    has_vec = vec_rel is not None and run.has(vec_rel)
     layers: list[int] = []
-    if dirs_path.is_file():
-        layers = list(_directions(str(dirs_path.resolve()), mtime_ns(dirs_path)).layers)
-    elif run.has(f"{VECTORS}/{emotion}.safetensors"):
-        layers = [int(entry.get("best_layer", 0))]
+    if dirs is not None:
+        layers = [int(v) for v in dirs.layers]
+    elif has_vec and isinstance(entry.get("best_layer"), int):
+        layers = [int(entry["best_layer"])]
     if not layers:
-        st.info(f"No `{_sweep_directions(run, summary)}` and no saved vector for {emotion}: nothing to steer with.")
+        st.info(f"No `{rel}` and no saved vector for {emotion}: nothing to steer with.")
         return
-    default_layer = int(entry.get("best_layer", layers[0]))
-    layer = c2.selectbox("Layer", layers, index=layers.index(default_layer) if default_layer in layers else 0,
-                         key="steering_play_layer")
-    norms = summary.get("residual_norms") if isinstance(summary.get("residual_norms"), dict) else {}
-    alpha = c3.number_input("Alpha (activation units)", value=float(_num(entry.get("best_alpha")) if not math.isnan(_num(entry.get("best_alpha"))) else 8.0),
+    default_layer = entry.get("best_layer") if entry.get("best_layer") in layers else layers[0]
+    layer = c2.selectbox("Layer", layers, index=layers.index(default_layer), key="steering_play_layer")
+    norms = kit.as_dict(summary.get("residual_norms"))
+    best_alpha = _num(entry.get("best_alpha"))
+    alpha = c3.number_input("Alpha (activation units)", value=8.0 if math.isnan(best_alpha) else best_alpha,
                             step=1.0, key="steering_play_alpha")
-    if str(layer) in norms:
-        st.caption(f"Mean residual norm at layer {layer}: {_fmt(norms[str(layer)], 1)} (alpha / norm = {alpha / _num(norms[str(layer)]):.2f})")
+    norm = _num(norms.get(str(layer)))
+    if not math.isnan(norm) and norm > 0:
+        st.caption(f"Mean residual norm at layer {layer}: {norm:.1f} (alpha / norm = {alpha / norm:.2f})")
     prompt = st.text_area("Prompt", value="Describe what you did this morning.", key="steering_play_prompt")
     n_tokens = st.slider("New tokens", 8, 128, 48, key="steering_play_tokens")
     if not st.button("Generate", key="steering_play_go"):
-        st.caption(f"Generating loads `{spec}` once (cached).")
+        st.caption(f"Generating loads `{spec[0]}` (the run's model, from run.json) once, then it is cached.")
         return
     if not prompt.strip():
         st.warning("Type a prompt first.")
@@ -339,21 +394,20 @@ def render_playground(run: Run, summary: dict[str, Any]) -> None:
         from psylens.steering.judges import EMOTIONS, LexiconJudge
         from psylens.steering.vector import SteeringVector
 
-        model = _model(spec)
-        if dirs_path.is_file():
-            sv = SteeringVector.from_directions(_directions(str(dirs_path.resolve()), mtime_ns(dirs_path)), emotion,
-                                                layers=[int(layer)], alpha=float(alpha))
+        if dirs is not None:
+            sv = SteeringVector.from_directions(dirs, emotion, layers=[int(layer)], alpha=float(alpha))
         else:
-            sv = SteeringVector.load(run.file(f"{VECTORS}/{emotion}.safetensors")).replace(alpha=float(alpha))
-        base = model.generate(prompt, max_new_tokens=n_tokens)[0]
-        with sv.apply(model):
-            steered = model.generate(prompt, max_new_tokens=n_tokens)[0]
+            vec = kit.resolve_inside(run, vec_rel)  # type: ignore[arg-type]
+            sv = SteeringVector.load(vec).replace(alpha=float(alpha))
+        model = kit.shared_model(*spec)
+        base, steered = generate_pair(model, sv, prompt, n_tokens)
         scores = LexiconJudge().score([base, steered])
     except ValueError as e:
         st.error(f"Cannot steer: {e}")
         return
     left, right = st.columns(2)
-    for col, name, text, s in ((left, "Unsteered", base, scores[0]), (right, f"Steered ({emotion}, layer {layer}, alpha {alpha:g})", steered, scores[1])):
+    for col, name, text, s in ((left, "Unsteered", base, scores[0]),
+                               (right, f"Steered ({emotion}, layer {layer}, alpha {alpha:g})", steered, scores[1])):
         col.markdown(f"**{name}**")
         col.write(text)
         col.dataframe(pd.DataFrame({"emotion": list(EMOTIONS), "judge score": [float(x) for x in s]}),
