@@ -200,15 +200,25 @@ class Activations:
         man = read_json(p / MANIFEST)
         if not man.get("complete", False):
             raise ValueError(
-                f"the harvest in {str(p)!r} is incomplete ({_covered(man)} of {man['n']} stimuli); "
-                "run the same harvest again with this output to resume it"
+                f"the harvest in {str(p)!r} is incomplete — run the same command again to resume "
+                f"({_covered(man)} of {man['n']} stimuli done)"
             )
         rows = read_json(p / ROWS)
         parts: dict[str, list[Tensor]] = {}
         ts_parts: list[Tensor] = []
         tp_parts: list[Tensor] = []
         for shard in sorted(man["shards"], key=lambda s: s["start"]):
-            t = read_tensors(p / shard["file"])
+            f = p / shard["file"]
+            if not f.is_file():
+                raise ValueError(
+                    f"shard {str(f)!r} listed in the manifest is missing; run the same harvest again to re-create it"
+                )
+            if "bytes" in shard and f.stat().st_size != shard["bytes"]:
+                raise ValueError(
+                    f"shard {str(f)!r} is {f.stat().st_size} bytes but the manifest recorded {shard['bytes']} "
+                    "(truncated or replaced); run the same harvest again to repair it"
+                )
+            t = read_tensors(f)
             for site in man["sites"]:
                 parts.setdefault(site, []).append(t[site])
             if "token_stimulus" in t:

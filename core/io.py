@@ -189,6 +189,19 @@ def _tmp_path(p: Path) -> Path:
     return p.parent / f".{p.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
 
 
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # no /proc: the classic (briefly process-wide) way
+    os.umask(old)
+    return old
+
+
 def _create_tmp(p: Path) -> tuple[int, Path]:
     """Create the temp file exclusively with mode ``0o666`` (the umask applies, as for ``open``)."""
     while True:
@@ -357,6 +370,7 @@ def write_tensors(
             str(tmp),
             metadata=dict(metadata) if metadata else None,
         )
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 whatever the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, p)

@@ -94,8 +94,13 @@ def test_record_step_and_reopen(tmp_path: Path) -> None:
     assert set(run.steps) == {"harvest", "summary"}
     assert run.steps["harvest"]["n"] == 3 and "finished" in run.steps["harvest"]
     assert run.meta["finished"] == run.steps["summary"]["finished"]
-    again = create_run(tmp_path / "r", command="two", seed=1)  # a resumed run keeps its steps
-    assert set(again.steps) == {"harvest", "summary"} and again.meta["command"] == "two"
+    before = io.read_json(tmp_path / "r" / RUN_FILE)
+    with pytest.raises(ValueError, match="made by `one`"):  # another command never overwrites the record
+        create_run(tmp_path / "r", command="two --flag", seed=5)
+    assert io.read_json(tmp_path / "r" / RUN_FILE) == before
+    again = create_run(tmp_path / "r", command="one --resume", seed=1)  # the same command resumes, keeps its steps
+    assert set(again.steps) == {"harvest", "summary"} and again.meta["command"] == "one --resume"
+    assert again.meta["created"] == before["created"]
     with pytest.raises(ValueError, match="exists"):
         create_run(tmp_path / "r", command="three", exist_ok=False)
     opened = open_run(tmp_path / "r")
