@@ -256,7 +256,7 @@ def demo(
     out_console.print(f"[bold]psylens demo[/bold] → {out}  (steps: {', '.join(steps)})")
     run_demo(out, model=model, device=device, seed=seed, steps=steps, on_step=on_step)
     out_console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f}s. Run: {out.resolve()}")
-    out_console.print(f"Open it in the explorer:  [cyan]psylens explore {out}[/cyan]")
+    out_console.print(f"Open it in the explorer:  [cyan]{psylens_command()} explore {out}[/cyan]", highlight=False)
 
 
 def _fmt(v: Any) -> str:
@@ -265,14 +265,55 @@ def _fmt(v: Any) -> str:
 
 @app.command()
 def explore(
-    run: Path = typer.Argument(..., help="Run directory."),
-    port: Optional[int] = typer.Option(None, "--port"),
+    run: Path = typer.Argument(..., help="Run directory (holds run.json), or a folder of runs to list them."),
+    port: Optional[int] = typer.Option(
+        None, "--port", help="TCP port to serve on (1-65535). Default: 8501 when free, else any free port."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host",
+        help="Interface to bind. The default answers this machine only; 0.0.0.0 lets any machine that "
+             "reaches this one read the run.",
+    ),
+    root: Optional[Path] = typer.Option(
+        None, "--root", help="Directory the explorer's run box may browse (default: the run directory itself)."
+    ),
 ) -> None:
-    """Open a run in the Streamlit explorer."""
-    from psylens.apps import launch
+    """Serve a run in the Streamlit explorer at http://127.0.0.1:PORT (no browser tab opens: open the URL).
 
-    out_console.print(f"serving the explorer for {run} (Ctrl-C stops it)")
-    code = launch(run, port=port, block=True)
+    Ctrl-C or SIGTERM stops the server. `psylens explore runs` lists the runs inside `runs`.
+    """
+    from psylens.apps import find_runs, is_local, launch, url
+    from psylens.apps import _pick_port as pick_port
+    from psylens.runs import RUN_FILE
+
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"--port {port} is out of range: give a TCP port in 1-65535, or leave it out to pick a free one")
+    if not (run / RUN_FILE).is_file():
+        if run.is_dir():
+            found = find_runs(run)
+            if found:
+                out_console.print(f"{run} is a folder of runs, not a run. Open one of them:", highlight=False)
+                for r in found:
+                    out_console.print(f"  {psylens_command()} explore {r}", highlight=False, soft_wrap=True)
+                raise typer.Exit(0)
+        from psylens.runs import open_run
+
+        open_run(run)  # the ValueError that names what is missing and the fix
+    if root is not None:
+        r, rt = run.resolve(), root.resolve()
+        if not (r == rt or rt in r.parents):
+            raise ValueError(f"run {run} is not inside --root {root}: give a root that contains the run")
+    if port is None:
+        port = pick_port(host)
+    address = url(host if host not in ("localhost",) else "127.0.0.1", port)
+    out_console.print(f"serving the explorer for {run} at {address}", highlight=False)
+    out_console.print("No browser tab opens: open that address yourself. Ctrl-C stops the server.", highlight=False)
+    if not is_local(host):
+        console.print(
+            f"[yellow]warning:[/yellow] bound to {host}, not localhost: anyone who can reach this machine on port "
+            f"{port} can read this run. Leave out --host to serve on 127.0.0.1 only.", highlight=False,
+        )
+    code = launch(run, port=port, block=True, host=host, root=root)
     raise typer.Exit(code if isinstance(code, int) else 0)
 
 

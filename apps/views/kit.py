@@ -310,11 +310,13 @@ def interval(container: Any, key: str) -> tuple[float, float] | None:
     """The 95% interval recorded beside ``container[key]``, or ``None`` (old runs have none).
 
     Looks for ``key + "_ci95"`` (``{"success": 0.19, "success_ci95": [0.11, 0.28]}``), then
-    ``ci95[key]`` (``{"ci95": {"success": [lo, hi]}}``), then, for a block holding one rate,
-    ``ci95`` itself (``{"accuracy": 0.9, "ci95": [lo, hi]}``).
+    ``ci95[key]`` (``{"ci95": {"success": [lo, hi]}}``), ``key`` itself when it is ``[lo, hi]``
+    (a ``baselines_ci95`` block), then, for a block holding one rate, ``ci95`` itself
+    (``{"success": 0.19, "ci95": [lo, hi]}``, as ``psylens steer sweep`` writes per emotion).
     """
     d = as_dict(container)
     for cand in (d.get(f"{key}_ci95"), as_dict(d.get("ci95")).get(key), as_dict(d.get(key)).get("ci95"),
+                 d.get(key) if isinstance(d.get(key), list) else None,
                  d.get("ci95") if isinstance(d.get("ci95"), list) else None):
         if isinstance(cand, (list, tuple)) and len(cand) == 2:
             lo, hi = num(cand[0]), num(cand[1])
@@ -422,11 +424,11 @@ def layer_options(*layer_lists: Sequence[Any]) -> list[int]:
 def paired(container: Any, name: str) -> dict[str, Any] | None:
     """The paired-difference block for "beats ``name``" (``{"diff", "ci95": [lo, hi], "beats", "n"}``), or ``None``.
 
-    Looked up as ``vs_<name>``, ``<name>_diff``, ``beats_<name>`` (when a dict), ``paired[name]``,
+    Looked up as ``vs[name]`` (what ``psylens steer sweep`` writes), ``vs_<name>``, ``<name>_diff``, ``beats_<name>`` (when a dict), ``paired[name]``,
     ``diffs[name]``. Old runs have none: their boolean ``beats_<name>`` compares point estimates only.
     """
     d = as_dict(container)
-    for cand in (d.get(f"vs_{name}"), d.get(f"{name}_diff"), d.get(f"beats_{name}"), as_dict(d.get("paired")).get(name),
+    for cand in (as_dict(d.get("vs")).get(name), d.get(f"vs_{name}"), d.get(f"{name}_diff"), d.get(f"beats_{name}"), as_dict(d.get("paired")).get(name),
                  as_dict(d.get("diffs")).get(name), as_dict(d.get("paired_diff")).get(name)):
         if isinstance(cand, dict) and interval(cand, "diff") is not None:
             return cand

@@ -235,7 +235,7 @@ def render_headline(run: Run) -> None:
                                                                    kit.interval(steering, "mean_success")))
         for col, key, name in ((cols[1], "prompting", "Prompting"), (cols[2], "random", "Random direction"),
                                (cols[3], "none", "No steering")):
-            col.metric(name, kit.fmt_interval(base.get(key), kit.interval(base, key)))
+            col.metric(name, kit.fmt_interval(base.get(key), kit.interval(steering.get("mean_baselines_ci95"), key)))
     summary = kit.load(run, SUMMARY_ART, quiet=True)
     curves, _ = parse_layer_summary(summary)
     for c in curves[:1]:

@@ -244,9 +244,14 @@ def render_headline(summary: dict[str, Any]) -> None:
     cols[0].metric("Mean success (steering)", kit.fmt_interval(summary.get("mean_success"), kit.interval(summary, "mean_success")),
                    help=f"target ≥ {targets.get('success', 0.8)} at perplexity ratio ≤ {targets.get('max_perplexity_ratio', 1.5)}"
                         " (95% interval over test prompts where recorded)")
-    cols[1].metric("Prompting", kit.fmt_interval(base.get("prompting"), kit.interval(base, "prompting")))
-    cols[2].metric("Random direction", kit.fmt_interval(base.get("random"), kit.interval(base, "random")))
-    cols[3].metric("No steering", kit.fmt_interval(base.get("none"), kit.interval(base, "none")))
+    base_ci = summary.get("mean_baselines_ci95")
+    cols[1].metric("Prompting", kit.fmt_interval(base.get("prompting"), kit.interval(base_ci, "prompting")))
+    cols[2].metric("Random direction", kit.fmt_interval(base.get("random"), kit.interval(base_ci, "random")))
+    cols[3].metric("No steering", kit.fmt_interval(base.get("none"), kit.interval(base_ci, "none")))
+    verdicts = [f"beats {n}: {kit.beats_text({'vs': summary.get('mean_vs')}, n)}" for n in ("random", "prompting")
+                if kit.paired({"vs": summary.get("mean_vs")}, n) is not None]
+    if verdicts:
+        st.caption("Mean over emotions, paired by prompt — " + " · ".join(verdicts) + " (difference [95% interval]).")
     if summary.get("meets_target") is True:
         st.success("Steering meets the target: success, fluency, and beats both baselines.")
     else:
