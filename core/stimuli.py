@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, overload
 
@@ -46,9 +47,27 @@ _BUILTIN = {
 _KEYS = {"text", "label", "group", "id", "meta"}
 
 
+def _warn_if_shadowed() -> None:
+    """Say so when ``psylens`` is a namespace package (a folder named ``psylens`` without this code,
+    typically a clone in the working directory) instead of the installed package."""
+    pkg = sys.modules.get("psylens")
+    if pkg is not None and getattr(pkg, "__file__", None) is None:
+        where = list(getattr(pkg, "__path__", []))
+        warnings.warn(
+            f"`psylens` was imported from {where} (a folder named psylens without psylens' code, e.g. a clone "
+            f"in the working directory), not from the installed package in {Path(__file__).parent}; "
+            "`psylens.load_model` and friends will be missing. Run from another directory, rename the folder, "
+            "or reinstall with `make setup` (its editable install wins over such a folder).",
+            stacklevel=3,
+        )
+
+
+_warn_if_shadowed()
+
+
 def data_path(name: str) -> Path:
-    """Path of a file shipped in ``psylens/data``."""
-    return Path(str(resources.files("psylens") / "data" / name))
+    """Path of a file shipped in ``psylens/data`` (next to this module, whatever shadows ``psylens``)."""
+    return Path(__file__).resolve().parent / "data" / name
 
 
 def read_text_resource(name: str) -> str:
