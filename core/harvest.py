@@ -19,6 +19,7 @@ to NDIF, see :func:`build_remote_trace`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,18 +34,19 @@ from jaxtyping import Int
 from torch import Tensor
 
 from psylens.activations import MANIFEST, POSITIONS, ROWS, Activations
-from psylens.io import ensure_writable_dir, read_json, write_json, write_tensors
+from psylens.io import ensure_writable_dir, exclusive_lock, file_sha256, read_json, write_json, write_tensors
 from psylens.sites import SITES, hook_name, resolve_layers, validate_sites
 from psylens.stimuli import Stimuli, from_texts
 
 if TYPE_CHECKING:
     from psylens.models import Model
 
-__all__ = ["harvest", "Activations", "encode", "Encoded", "BACKENDS", "build_remote_trace"]
+__all__ = ["harvest", "check_output", "Activations", "encode", "Encoded", "BACKENDS", "build_remote_trace", "LOCK_FILE"]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("bridge", "nnsight")
+LOCK_FILE = ".harvest.lock"  # in the output directory while a harvest writes it (one writer per output)
 
 
 _SITE_ORDER = ("resid_pre", "head_out", "attn_out", "resid_mid", "mlp_post", "mlp_out", "resid_post")
@@ -270,10 +272,88 @@ def _fingerprint(config: dict[str, Any], rows: list[str]) -> str:
     return h.hexdigest()[:20]
 
 
-def _write_shard(out: Path, k: int, tensors: dict[str, Tensor]) -> str:
+def _write_shard(out: Path, k: int, tensors: dict[str, Tensor]) -> dict[str, Any]:
+    """Write shard ``k``; returns its manifest entry's file, size and sha256 (verified on resume)."""
     name = f"shard-{k:05d}.safetensors"
-    write_tensors(out / name, tensors)
-    return name
+    path = write_tensors(out / name, tensors)
+    return {"file": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _shard_problem(out: Path, shard: dict[str, Any]) -> str | None:
+    """Why a listed shard cannot be trusted (``None`` when it is intact)."""
+    f = out / str(shard.get("file", ""))
+    if not f.is_file():
+        return "missing"
+    size = f.stat().st_size
+    if "bytes" in shard and size != shard["bytes"]:
+        return f"{size} bytes, the manifest recorded {shard['bytes']}"
+    if "sha256" in shard:
+        if file_sha256(f) != shard["sha256"]:
+            return "its checksum differs from the manifest's"
+        return None
+    try:  # shards from before checksums: at least the header must parse
+        from safetensors import safe_open
+
+        with safe_open(str(f), framework="pt") as h:
+            h.keys()
+    except Exception as e:  # noqa: BLE001 - any failure means the shard is unusable
+        return f"unreadable ({e})"
+    return None
+
+
+def _harvest_config(
+    model: Model, stim: Stimuli, sites: list[str], layers: list[int], positions: str, fmt: str,
+    system_prompt: str | None,
+) -> dict[str, Any]:
+    return {
+        "model": model.spec,
+        "adapter": None if model.adapter is None else str(model.adapter),
+        "sites": sites,
+        "layers": layers,
+        "positions": positions,
+        "format": fmt,
+        "system_prompt": system_prompt,
+        "stimuli": stim.name,
+    }
+
+
+def check_output(
+    model: Model,
+    stimuli: Stimuli | Sequence[str] | str,
+    out: str | os.PathLike[str],
+    *,
+    sites: Sequence[str] | str = ("resid_post",),
+    layers: int | Sequence[int] | None = None,
+    positions: str = "last",
+    format: str = "auto",
+    system_prompt: str | None = None,
+) -> None:
+    """Raise ``ValueError`` when ``out`` holds a different harvest than this one would write.
+
+    Writes nothing: commands call it before recording anything, so a refused re-run leaves the
+    run that is there untouched. (``harvest`` checks the same again, under the output's lock.)
+    """
+    f = Path(out) / MANIFEST
+    if not f.is_file():
+        return
+    stim = _as_stimuli(stimuli)
+    config = _harvest_config(model, stim, validate_sites(sites), resolve_layers(layers, model.n_layers), positions,
+                             model.resolve_format(format), system_prompt)
+    man = read_json(f)
+    if not isinstance(man, dict) or man.get("fingerprint") != _stim_fingerprint(config, stim):
+        raise ValueError(_different_harvest(Path(out)))
+
+
+def _stim_fingerprint(config: dict[str, Any], stim: Stimuli) -> str:
+    # every row counts: the same ids with edited texts (or labels) are a different harvest
+    return _fingerprint(config, [json.dumps([s.id, s.text, s.label, s.group]) for s in stim])
+
+
+def _different_harvest(out: Path) -> str:
+    return (
+        f"{str(out)!r} already holds a different harvest (model, sites, layers, positions, "
+        "format or stimuli differ); choose another output directory or delete it"
+    )
 
 
 def _assemble(
@@ -360,16 +440,7 @@ def harvest(
         raise ValueError(f"padding_side {padding_side!r} is not 'left' or 'right'")
     stim = _as_stimuli(stimuli)
     fmt = model.resolve_format(format)
-    config = {
-        "model": model.spec,
-        "adapter": model.adapter,
-        "sites": site_list,
-        "layers": layer_list,
-        "positions": positions,
-        "format": fmt,
-        "system_prompt": system_prompt,
-        "stimuli": stim.name,
-    }
+    config = _harvest_config(model, stim, site_list, layer_list, positions, fmt, system_prompt)
     meta = {**config, "n_layers_model": model.n_layers, "d_model": model.d_model, "backend": backend}
 
     encs = [encode(model, s.text, format=fmt, system_prompt=system_prompt) for s in stim]
@@ -379,50 +450,56 @@ def harvest(
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
 
     out_dir = ensure_writable_dir(out) if out is not None else None
-    manifest = _open_manifest(out_dir, config, stim, meta, shard_size) if out_dir is not None else None
-    done = {s["start"] for s in manifest["shards"]} if manifest else set()
-    if manifest is not None:  # a resumed harvest keeps the shard boundaries it started with
-        shard_size = int(manifest.get("shard_size", shard_size))
+    # one writer per output: a second harvest into the same directory fails at once, naming the first
+    out_lock = (
+        exclusive_lock(out_dir / LOCK_FILE, what=f"harvest output {out_dir}")
+        if out_dir is not None else contextlib.nullcontext()
+    )
+    with out_lock:
+        manifest = _open_manifest(out_dir, config, stim, meta, shard_size) if out_dir is not None else None
+        done = {s["start"] for s in manifest["shards"]} if manifest else set()
+        if manifest is not None:  # a resumed harvest keeps the shard boundaries it started with
+            shard_size = int(manifest.get("shard_size", shard_size))
 
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    n = len(stim)
-    chunk_len = shard_size if out_dir is not None else n
-    bar = tqdm(total=n, desc=f"harvest {model.spec}", unit="text", disable=not progress, leave=False)
-    collected: list[dict[str, Tensor]] = []
-    try:
-        for k, start in enumerate(range(0, n, chunk_len)):
-            stop = min(start + chunk_len, n)
-            if start in done:
-                bar.update(stop - start)
-                continue
-            sub = encs[start:stop]
-            results: list[dict[tuple[str, int], Tensor] | None] = [None] * len(sub)
-            for batch in _batches(sub, batch_size, pad_id, side):
-                got = run_batch(model, batch, keys, positions)
-                if positions == "all":
-                    splits = [sub[i].n_text for i in batch.index]
-                    parts = {key: torch.split(v, splits) for key, v in got.items()}
+        n = len(stim)
+        chunk_len = shard_size if out_dir is not None else n
+        bar = tqdm(total=n, desc=f"harvest {model.spec}", unit="text", disable=not progress, leave=False)
+        collected: list[dict[str, Tensor]] = []
+        try:
+            for k, start in enumerate(range(0, n, chunk_len)):
+                stop = min(start + chunk_len, n)
+                if start in done:
+                    bar.update(stop - start)
+                    continue
+                sub = encs[start:stop]
+                results: list[dict[tuple[str, int], Tensor] | None] = [None] * len(sub)
+                for batch in _batches(sub, batch_size, pad_id, side):
+                    got = run_batch(model, batch, keys, positions)
+                    if positions == "all":
+                        splits = [sub[i].n_text for i in batch.index]
+                        parts = {key: torch.split(v, splits) for key, v in got.items()}
+                    else:
+                        parts = {key: v.unbind(0) for key, v in got.items()}
+                    for j, i in enumerate(batch.index):
+                        results[i] = {key: (p[j] if positions == "all" else p[j][None]) for key, p in parts.items()}
+                    bar.update(len(batch.index))
+                tensors = _assemble(
+                    [r for r in results if r is not None], keys, site_list, layer_list, positions,
+                    [e.n_text for e in sub], start,
+                )
+                if out_dir is not None and manifest is not None:
+                    entry = _write_shard(out_dir, k, tensors)
+                    manifest["shards"].append({**entry, "start": start, "stop": stop})
+                    manifest["complete"] = sum(s["stop"] - s["start"] for s in manifest["shards"]) == n
+                    write_json(out_dir / MANIFEST, manifest)
                 else:
-                    parts = {key: v.unbind(0) for key, v in got.items()}
-                for j, i in enumerate(batch.index):
-                    results[i] = {key: (p[j] if positions == "all" else p[j][None]) for key, p in parts.items()}
-                bar.update(len(batch.index))
-            tensors = _assemble(
-                [r for r in results if r is not None], keys, site_list, layer_list, positions,
-                [e.n_text for e in sub], start,
-            )
-            if out_dir is not None and manifest is not None:
-                name = _write_shard(out_dir, k, tensors)
-                manifest["shards"].append({"file": name, "start": start, "stop": stop})
-                manifest["complete"] = sum(s["stop"] - s["start"] for s in manifest["shards"]) == n
-                write_json(out_dir / MANIFEST, manifest)
-            else:
-                collected.append(tensors)
-    finally:
-        bar.close()
-    if out_dir is not None:
-        return Activations.load(out_dir)
+                    collected.append(tensors)
+        finally:
+            bar.close()
+        if out_dir is not None:
+            return Activations.load(out_dir)
     t = collected[0]
     return Activations(
         tensors={s: t[s] for s in site_list},
@@ -451,19 +528,22 @@ def _as_stimuli(stimuli: Stimuli | Sequence[str] | str) -> Stimuli:
 def _open_manifest(
     out: Path, config: dict[str, Any], stim: Stimuli, meta: dict[str, Any], shard_size: int
 ) -> dict[str, Any]:
-    # every row counts: the same ids with edited texts (or labels) are a different harvest
-    fp = _fingerprint(config, [json.dumps([s.id, s.text, s.label, s.group]) for s in stim])
+    fp = _stim_fingerprint(config, stim)
     f = out / MANIFEST
     if f.exists():
         man = read_json(f)
-        if man.get("fingerprint") != fp:
-            raise ValueError(
-                f"{str(out)!r} already holds a different harvest (model, sites, layers, positions, "
-                "format or stimuli differ); choose another output directory or delete it"
-            )
-        # keep only shards whose files exist (a crash can leave the manifest ahead of nothing,
-        # never behind a listed-but-missing file, but be safe)
-        man["shards"] = [s for s in man["shards"] if (out / s["file"]).exists()]
+        if not isinstance(man, dict) or man.get("fingerprint") != fp:
+            raise ValueError(_different_harvest(out))
+        # resume: keep only shards that are intact (size + sha256 from the manifest); the others are harvested again
+        kept = []
+        for shard in man.get("shards", []):
+            problem = _shard_problem(out, shard)
+            if problem is None:
+                kept.append(shard)
+            else:
+                log.warning("shard %s is bad (%s); harvesting it again", out / str(shard.get("file")), problem)
+        man["shards"] = kept
+        man["complete"] = sum(s["stop"] - s["start"] for s in kept) == man["n"]
         return man
     write_json(out / ROWS, {"ids": stim.ids, "labels": stim.labels, "groups": stim.groups, "texts": stim.texts})
     man = {
