@@ -10,7 +10,8 @@ steered value). No transformer-lens is needed at inference time.
 >>> handle = sv.attach(model)                   # doctest: +SKIP
 >>> handle.remove()                             # doctest: +SKIP
 
-How positions are known: a forward pre-hook on the module that owns the decoder layers
+Built on :mod:`psylens.interventions` (one ``Intervention`` per steered layer), which owns the hooks
+and the position masks. How positions are known: a forward pre-hook on the module that owns the decoder layers
 (``LlamaModel`` inside ``LlamaForCausalLM``) reads each call's ``attention_mask`` (2-D; padded
 positions are 0 and never touched) and the KV cache's length. A call with an empty cache starts a
 sequence: its tokens are the *prompt*; tokens fed while the cache holds that prompt are *generated*. Without a KV cache (``use_cache=False``) every call is a
@@ -24,13 +25,14 @@ new prompt, so ``positions="generated"`` then steers nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from psylens.interventions import Intervention, InterventionHandle, hook_roots
+from psylens.interventions import attach as attach_interventions
 from psylens.modules import decoder_layers, unwrap_hf_model
 
 if TYPE_CHECKING:
@@ -44,12 +46,9 @@ __all__ = [
     "apply_rows",
     "check_compatible",
     "model_width",
-    "hook_target",
-    "layers_owner",
     "steering_roots",
+    "interventions_for",
 ]
-
-LayerOp = Callable[[Tensor], Tensor]
 
 
 def model_width(model: Any) -> int:
@@ -83,251 +82,49 @@ def check_compatible(sv: SteeringVector, model: Any) -> nn.ModuleList:
     return layers
 
 
-class _ForwardState:
-    """Which positions of the current forward call the hooks may change (set by the model pre-hook)."""
-
-    __slots__ = ("mask", "skip", "prompt_len", "in_forward")
-
-    def __init__(self) -> None:
-        self.mask: Tensor | None = None  # [B, S] bool, None = every position
-        self.skip = False
-        self.prompt_len: int | None = None
-        self.in_forward = False
-
-
-def _past_length(pkv: Any) -> int:
-    if pkv is None:
-        return 0
-    if hasattr(pkv, "get_seq_length"):
-        return int(pkv.get_seq_length())
-    try:  # legacy tuple-of-tuples cache
-        return int(pkv[0][0].shape[-2])
-    except (IndexError, TypeError, AttributeError):
-        return 0
-
-
-def _first_tensor(*candidates: Any) -> Tensor | None:
-    for c in candidates:
-        if isinstance(c, Tensor):
-            return c
-    return None
-
-
 def steering_roots(model: Any) -> list[Any]:
-    """What steering ``model`` must hook: the model, and for a psylens ``Model`` whose bridge is booted,
-    the bridge too (it runs its own twin modules over the same weights)."""
-    roots = [model]
-    bridge = model.bridge if getattr(model, "bridge_booted", False) else None
-    if bridge is not None and unwrap_hf_model(bridge) is not unwrap_hf_model(model):
-        roots.append(bridge)
-    return roots
+    """What steering ``model`` must hook (see :func:`psylens.interventions.hook_roots`)."""
+    return hook_roots(model)
 
 
-class SteeringHandle:
+class SteeringHandle(InterventionHandle):
     """Hooks steering a model until :meth:`remove` (also a context manager).
 
     ``remove()`` is idempotent. After it, the model computes bit-identical outputs to before.
     A psylens ``Model`` whose ``TransformerBridge`` is booted is steered on both paths
     (``model.hf_model`` and ``model.bridge``); a bridge booted after attaching is not.
+    Built on :func:`psylens.interventions.attach`: one intervention per steered layer.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        build_op: Callable[[int, nn.Module], LayerOp],
-        layers: Sequence[int],
-        *,
-        positions: str = "all",
-        site: str = "resid_post",
-    ) -> None:
-        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+    def __init__(self, model: Any, interventions: Sequence[Intervention], *, positions: str = "all", site: str = "resid_post") -> None:
+        handle = attach_interventions(model, interventions)
+        super().__init__(handle._hooks, handle.interventions)
         self.positions = positions
         self.site = site
-        self.layers = sorted(layers)
-        try:
-            for root in steering_roots(model):
-                self._attach_root(root, build_op)
-        except BaseException:
-            self.remove()
-            raise
-
-    def _attach_root(self, root: Any, build_op: Callable[[int, nn.Module], LayerOp]) -> None:
-        state = _ForwardState()
-        layer_modules = decoder_layers(root)
-        top = layers_owner(unwrap_hf_model(root), layer_modules)
-        self._hooks.append(top.register_forward_pre_hook(self._begin(state), with_kwargs=True, prepend=True))
-        self._hooks.append(top.register_forward_hook(self._end(state), always_call=True))
-        for layer in self.layers:
-            module = hook_target(layer_modules[layer])
-            op = build_op(layer, module)
-            # prepend: run before hooks registered earlier (transformers' output_hidden_states
-            # recorders, harvest hooks), so whatever records the layer sees the steered value
-            if self.site == "resid_pre":
-                hook = module.register_forward_pre_hook(self._pre_hook(op, state), with_kwargs=True, prepend=True)
-            else:
-                hook = module.register_forward_hook(self._post_hook(op, state), prepend=True)
-            self._hooks.append(hook)
-
-    # -- lifecycle --------------------------------------------------------------------------
-    @property
-    def active(self) -> bool:
-        return bool(self._hooks)
-
-    def remove(self) -> None:
-        """Remove every hook (safe to call twice)."""
-        hooks, self._hooks = self._hooks, []
-        for h in hooks:
-            h.remove()
+        self.layers = sorted(iv.layer for iv in interventions)
 
     def __enter__(self) -> SteeringHandle:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
         return f"SteeringHandle(layers={self.layers}, positions={self.positions!r}, site={self.site!r}, {state})"
 
-    # -- which positions ----------------------------------------------------------------------
-    def _begin(self, st: _ForwardState) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            st.in_forward = True
-            x = _first_tensor(kwargs.get("input_ids"), kwargs.get("inputs_embeds"), args[0] if args else None)
-            if x is None or x.ndim < 2:
-                st.mask, st.skip = None, False
-                return
-            n_new = int(x.shape[1])
-            # transformers < 5.x passes the KV cache as ``past_key_values``; newer versions as ``cache``
-            pkv = kwargs.get("past_key_values")
-            past = _past_length(pkv if pkv is not None else kwargs.get("cache"))
-            attn = kwargs.get("attention_mask")
-            if attn is None and len(args) > 1 and isinstance(args[1], Tensor):
-                attn = args[1]
-            if past == 0 and isinstance(attn, Tensor) and attn.ndim == 2 and attn.shape[1] > n_new:
-                # a cache that does not report its length (TransformerBridge keeps its own): the 2-D
-                # attention mask spans the cached positions plus the new ones
-                past = int(attn.shape[1]) - n_new
-            if past == 0 or st.prompt_len is None:
-                st.prompt_len = n_new if past == 0 else past
-            real: Tensor | None = None
-            if isinstance(attn, Tensor) and attn.ndim == 2 and attn.shape[1] >= n_new:
-                cols = attn[:, past : past + n_new] if attn.shape[1] >= past + n_new else attn[:, -n_new:]
-                real = cols != 0
-                if bool(real.all()):
-                    real = None
-            sel: Tensor | None = None
-            if self.positions != "all":
-                pos = torch.arange(past, past + n_new, device=x.device)
-                keep = pos < st.prompt_len if self.positions == "prompt" else pos >= st.prompt_len
-                if not bool(keep.any()):
-                    st.mask, st.skip = None, True
-                    return
-                sel = None if bool(keep.all()) else keep.unsqueeze(0).expand(x.shape[0], -1)
-            if real is not None and sel is not None:
-                mask: Tensor | None = real & sel.to(real.device)
-            else:
-                mask = real if real is not None else sel
-            st.mask, st.skip = mask, False
 
-        return hook
-
-    @staticmethod
-    def _end(st: _ForwardState) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            st.in_forward = False
-            st.mask, st.skip = None, False
-
-        return hook
-
-    @staticmethod
-    def _steer(op: LayerOp, h: Tensor, st: _ForwardState) -> Tensor:
-        new = op(h)
-        mask = st.mask
-        if mask is None:
-            return new
-        m = mask.to(h.device)
-        if m.shape != h.shape[:2]:
-            raise RuntimeError(
-                f"steering hook: position mask {list(m.shape)} does not match the hidden states {list(h.shape[:2])}; "
-                "call the model with input_ids/attention_mask as keyword arguments"
-            )
-        return torch.where(m.unsqueeze(-1), new, h)
-
-    def _post_hook(self, op: LayerOp, st: _ForwardState) -> Callable[..., Any]:
-        def hook(module: nn.Module, args: Any, output: Any) -> Any:
-            if st.skip:
-                return None
-            if isinstance(output, Tensor):
-                return self._steer(op, output, st)
-            if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
-                return (self._steer(op, output[0], st), *output[1:])
-            raise TypeError(
-                f"cannot steer {type(module).__name__}: its output is a {type(output).__name__}, "
-                "expected a tensor or a tuple starting with one"
-            )
-
-        return hook
-
-    def _pre_hook(self, op: LayerOp, st: _ForwardState) -> Callable[..., Any]:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if st.skip:
-                return None
-            if args and isinstance(args[0], Tensor):
-                return (self._steer(op, args[0], st), *args[1:]), kwargs
-            if isinstance(kwargs.get("hidden_states"), Tensor):
-                return args, {**kwargs, "hidden_states": self._steer(op, kwargs["hidden_states"], st)}
-            raise TypeError(f"cannot steer the input of {type(module).__name__}: no hidden_states tensor found")
-
-        return hook
-
-
-def layers_owner(hf: nn.Module, layers: nn.ModuleList) -> nn.Module:
-    """The module whose child is the decoder-layer list (``LlamaModel`` for a ``LlamaForCausalLM``).
-
-    Its forward receives ``input_ids``/``inputs_embeds``, ``attention_mask`` and ``past_key_values``
-    however the model is wrapped: a wrapper that calls the outer model's ``forward`` method directly
-    would bypass hooks on the outer model, but the outer model always *calls* this one.
-    """
-    for module in hf.modules():
-        if any(child is layers for child in module.children()):
-            return module
-    return hf
-
-
-def hook_target(layer_module: nn.Module) -> nn.Module:
-    """The module to hook for a decoder layer: the wrapped HF layer inside a ``BlockBridge``, else the layer.
-
-    transformers records ``output_hidden_states`` with its own hooks on the HF decoder layer; hooking
-    that module first (``prepend``) makes the recorded hidden states, the bridge's
-    ``blocks.{l}.hook_resid_post`` and every later layer see the steered value.
-    """
-    inner = getattr(layer_module, "_original_component", None)
-    return inner if isinstance(inner, nn.Module) else layer_module
-
-
-# -- per-layer operations ---------------------------------------------------------------------
-def _layer_place(module: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for p in module.parameters():
-        return p.device, p.dtype
-    return torch.device("cpu"), torch.float32
-
-
-def _op(mode: str, v: Tensor, alpha: float, device: torch.device, dtype: torch.dtype) -> LayerOp:
-    v32 = v.detach().to(device=device, dtype=torch.float32)
-    if mode == "add":
-        w = (alpha * v32).to(dtype)
-        return lambda h: h + w.to(h.dtype)
-    norm = float(v32.norm())
-    u = v32 / norm
-    target = alpha * norm if mode == "clamp" else 0.0
-
-    def project(h: Tensor) -> Tensor:
-        hf = h.float()
-        coef = hf @ u - target  # [B, S]
-        return (hf - coef.unsqueeze(-1) * u).to(h.dtype)
-
-    return project
+def interventions_for(sv: SteeringVector) -> list[Intervention]:
+    """``sv`` as interventions, one per layer: ``add`` → add ``alpha·v``; ``ablate`` → project out ``v``;
+    ``clamp`` → set the projection on ``v/|v|`` to ``alpha·|v|``."""
+    out = []
+    for layer, v in zip(sv.layers, sv.vectors):
+        v32 = v.detach().float()
+        if sv.mode == "add":
+            iv = Intervention(site=sv.site, layer=layer, op="add", value=sv.alpha * v32, positions=sv.positions)
+        elif sv.mode == "clamp":
+            iv = Intervention(site=sv.site, layer=layer, op="clamp", value=(v32, sv.alpha * float(v32.norm())), positions=sv.positions)
+        else:
+            iv = Intervention(site=sv.site, layer=layer, op="project_out", value=v32, positions=sv.positions)
+        out.append(iv)
+    return out
 
 
 def attach(sv: SteeringVector, model: Any) -> SteeringHandle:
@@ -336,13 +133,7 @@ def attach(sv: SteeringVector, model: Any) -> SteeringHandle:
     Raises ``ValueError`` when the vector's width or layers do not fit the model.
     """
     check_compatible(sv, model)
-    index = {layer: i for i, layer in enumerate(sv.layers)}
-
-    def build(layer: int, module: nn.Module) -> LayerOp:
-        device, dtype = _layer_place(module)
-        return _op(sv.mode, sv.vectors[index[layer]], sv.alpha, device, dtype)
-
-    return SteeringHandle(model, build, sv.layers, positions=sv.positions, site=sv.site)
+    return SteeringHandle(model, interventions_for(sv), positions=sv.positions, site=sv.site)
 
 
 @contextlib.contextmanager
@@ -382,18 +173,11 @@ def attach_rows(
         if d.ndim != 2 or d.shape[1] != width:
             raise ValueError(f"deltas[{layer}] has shape {list(d.shape)}; expected [batch, {width}]")
 
-    def build(layer: int, module: nn.Module) -> LayerOp:
-        device, dtype = _layer_place(module)
-        w = deltas[layer].detach().to(device=device, dtype=dtype).unsqueeze(1)  # [B, 1, D]
-
-        def op(h: Tensor) -> Tensor:
-            if h.shape[0] != w.shape[0]:
-                raise RuntimeError(f"attach_rows: deltas[{layer}] has {w.shape[0]} rows but the batch has {h.shape[0]}")
-            return h + w
-
-        return op
-
-    return SteeringHandle(model, build, list(deltas), positions=positions, site=site)
+    ivs = [
+        Intervention(site=site, layer=layer, op="add", value=d.detach().unsqueeze(1), positions=positions)
+        for layer, d in deltas.items()
+    ]
+    return SteeringHandle(model, ivs, positions=positions, site=site)
 
 
 @contextlib.contextmanager

@@ -71,7 +71,7 @@ def hook_count(model) -> int:
     """psylens steering hooks left on the model (transformers installs hooks of its own lazily)."""
     roots = [model.hf_model] + ([model.bridge] if getattr(model, "_bridge", None) is not None else [])
     return sum(
-        getattr(h, "__module__", "").startswith("psylens.steering")
+        getattr(h, "__module__", "").startswith(("psylens.steering", "psylens.interventions"))
         for r in roots for m in r.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
     )
 

@@ -25,7 +25,7 @@ def _plain(arch: str) -> torch.nn.Module:
 def hook_count(*roots) -> int:
     """psylens steering hooks left on any module under ``roots`` (transformers installs its own lazily)."""
     return sum(
-        getattr(h, "__module__", "").startswith("psylens.steering")
+        getattr(h, "__module__", "").startswith(("psylens.steering", "psylens.interventions"))
         for r in roots for m in r.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
     )
 

@@ -51,4 +51,4 @@ def test_nnsight_generate_equals_hook_path(plain, positions):
     assert not torch.equal(via_hooks, unsteered)
     # the plain model is left without our hooks
     assert not [h for m in hf.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
-                if getattr(h, "__module__", "").startswith("psylens.steering")]
+                if getattr(h, "__module__", "").startswith(("psylens.steering", "psylens.interventions"))]

@@ -99,7 +99,7 @@ def test_run_sweep_on_a_tiny_model(tiny_model, tmp_path):
     assert "Respond in a way that shows joy." in {g.get("system_prompt") for g in test}
     assert run.steps["steering"]["mean_success"] == summary["mean_success"]
     left = [h for m in model.hf_model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
-            if getattr(h, "__module__", "").startswith("psylens.steering")]
+            if getattr(h, "__module__", "").startswith(("psylens.steering", "psylens.interventions"))]
     assert not left  # no steering hook left behind
 
 
