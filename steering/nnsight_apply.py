@@ -25,7 +25,8 @@ from jaxtyping import Int
 from torch import Tensor, nn
 
 from psylens.modules import decoder_layers, unwrap_hf_model
-from psylens.steering.apply import _layer_place, _op, check_compatible
+from psylens.interventions import edit_function
+from psylens.steering.apply import check_compatible, interventions_for
 from psylens.steering.vector import SteeringVector
 
 __all__ = ["nnsight_generate", "steer_trace", "wrap", "layers_envoy"]
@@ -93,11 +94,9 @@ def steer_trace(
     if sv.site != "resid_post":
         raise ValueError(f"steer_trace supports site 'resid_post' only, got {sv.site!r}; use sv.apply(model) for others")
     root = _root(lm)
-    layer_modules = check_compatible(sv, root)
-    ops = {}
-    for i, layer in enumerate(sv.layers):
-        device, dtype = _layer_place(layer_modules[layer])
-        ops[layer] = _op(sv.mode, sv.vectors[i], sv.alpha, device, dtype)
+    check_compatible(sv, root)
+    # the same edit functions the hooks use (psylens.interventions), applied to each step's output
+    ops = {iv.layer: edit_function(iv) for iv in interventions_for(sv)}
     env = layers_envoy(lm)
     real = None if attention_mask is None else attention_mask != 0
     steps = tracer.all() if n_steps is None else tracer.iter[:n_steps]
@@ -108,7 +107,7 @@ def steer_trace(
         for layer, op in ops.items():
             out = env[layer].output
             h = out[0] if isinstance(out, tuple) else out
-            new = op(h)
+            new = op(h, 0)
             if prompt_step and real is not None:
                 new = torch.where(real.to(h.device).unsqueeze(-1), new, h)
             env[layer].output = (new, *out[1:]) if isinstance(out, tuple) else new
