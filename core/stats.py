@@ -155,7 +155,9 @@ def wilson_ci(k: int | float, n: int, *, level: float = LEVEL) -> tuple[float, f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)  # exact at the edges (no rounding below 1)
+    return lo, hi
 
 
 def rate_ci(

@@ -14,8 +14,17 @@
   ``selectivity = text_accuracy − control_accuracy``. A selective probe reads emotion, not its
   capacity to memorise whatever the representation can tell apart. Needs groups; ``None`` otherwise.
 
+- **lexical baseline**: a bag-of-words logistic probe (TF-IDF of the texts' words +
+  scikit-learn ``LogisticRegression``) on the same texts, labels and folds. What the words alone
+  give; each layer's ``rise_above_lexical`` is its accuracy minus this, with a paired interval.
+- **intervals**: every accuracy gets a 95% bootstrap interval over the held-out texts, resampling
+  whole scenarios when the folds hold out scenarios (``psylens.stats``; seeded).
+
 Each layer's final probe is refitted on all texts and kept (``results.probes``), so
 ``results.evaluate(other_acts)`` scores an external labelled set.
+
+.. warning:: The best layer is the argmax of noisy accuracies: neighbouring layers are often
+   indistinguishable from it (``layers_tied_with_best`` in the summary lists them).
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +58,8 @@ __all__ = [
     "control_labels",
     "scores",
     "cross_val_predict",
+    "LexicalBaseline",
+    "lexical_baseline",
 ]
 
 CV = ("group", "text")
@@ -181,6 +193,101 @@ def cross_val_predict(
 
 
 # --------------------------------------------------------------------------------------------
+# lexical baseline and intervals
+# --------------------------------------------------------------------------------------------
+LEXICAL_METHOD = "tf-idf bag of words (unigrams, vocabulary fitted per training fold) + logistic regression, C=1"
+BOOTSTRAP = {"n_boot": 2000, "seed": 0, "level": 0.95}
+
+
+@dataclass(frozen=True, eq=False)
+class LexicalBaseline:
+    """Out-of-fold predictions of a bag-of-words probe on the texts themselves.
+
+    ``predictions [n]`` index into the classes; ``accuracy`` and its ``ci95`` (bootstrap over texts,
+    resampling groups when given).
+    """
+
+    accuracy: float
+    ci95: tuple[float, float]
+    predictions: np.ndarray
+    n_features: int
+    method: str = LEXICAL_METHOD
+
+    def summary(self) -> dict[str, Any]:
+        return {"accuracy": round(self.accuracy, 4), "ci95": [round(v, 4) for v in self.ci95],
+                "method": self.method, "n_features": self.n_features}
+
+
+def lexical_baseline(
+    texts: Sequence[str],
+    y: Sequence[int] | np.ndarray,
+    folds: Folds,
+    classes: Sequence[str],
+    *,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    C: float = 1.0,
+) -> LexicalBaseline:
+    """A bag-of-words logistic probe scored out of fold on ``folds`` — what the words alone give.
+
+    Give it the same ``folds`` as the activation probes (e.g. :func:`group_folds`, holding out
+    whole scenarios), so the two numbers are comparable item by item. The vocabulary is fitted on
+    each training fold only. ``ValueError`` when the texts carry no words.
+
+    .. warning:: Texts that name their label (a planted word) make this reach ~1.0: it is a floor for
+       what a probe must beat, not a measure of the model.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from psylens.stats import rate_ci
+
+    texts = [t if isinstance(t, str) else "" for t in texts]
+    y_a = np.asarray(y, dtype=np.int64)
+    if len(texts) != len(y_a):
+        raise ValueError(f"{len(texts)} texts for {len(y_a)} labels; give one label per text")
+    if not any(t.strip() for t in texts):
+        raise ValueError("the texts are all empty: a lexical baseline needs the texts the activations were read from")
+    pred = np.full(len(y_a), -1, dtype=np.int64)
+    n_features = 0
+    for tr, te in folds:
+        present = np.unique(y_a[tr])
+        vec = TfidfVectorizer(lowercase=True, sublinear_tf=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z']+\b")
+        try:
+            x_tr = vec.fit_transform([texts[i] for i in tr])
+        except ValueError as e:  # empty vocabulary in this fold
+            raise ValueError(f"the training texts of a fold have no words to count ({e}); check the texts") from None
+        n_features = max(n_features, x_tr.shape[1])
+        if len(present) == 1:
+            pred[te] = present[0]
+            continue
+        clf = LogisticRegression(C=C, max_iter=2000)
+        clf.fit(x_tr, y_a[tr])
+        pred[te] = clf.predict(vec.transform([texts[i] for i in te]))
+    if (pred < 0).any():
+        raise ValueError("the folds do not cover every text; give folds whose test parts partition the texts")
+    correct = (pred == y_a).astype(np.float64)
+    lo, hi = rate_ci(correct, groups=groups, **BOOTSTRAP)
+    return LexicalBaseline(accuracy=float(correct.mean()), ci95=(lo, hi), predictions=pred, n_features=int(n_features))
+
+
+def accuracy_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Per layer ``[lo, hi]`` of the accuracy of ``predictions [L, n]`` (bootstrap over texts or groups)."""
+    from psylens.stats import rate_ci
+
+    return np.array([rate_ci((p == y).astype(np.float64), groups=groups, **BOOTSTRAP) for p in predictions])
+
+
+def paired_intervals(
+    y: np.ndarray, predictions: np.ndarray, reference: np.ndarray, groups: np.ndarray | None
+) -> list[Any]:
+    """Per layer, the paired difference (``psylens.stats.PairedDiff``) of correctness against ``reference [n]``."""
+    from psylens.stats import paired_diff_ci
+
+    ref = (reference == y).astype(np.float64)
+    return [paired_diff_ci((p == y).astype(np.float64), ref, groups=groups, **BOOTSTRAP) for p in predictions]
+
+
+# --------------------------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
@@ -242,6 +349,8 @@ class ProbeResults:
     control_accuracy: np.ndarray | None = None
     probes: tuple[Probe, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None  # [n] group index per text (resampled by the intervals); None: texts
+    lexical: LexicalBaseline | None = None
 
     # -- headline numbers -------------------------------------------------------------------
     @property
@@ -268,6 +377,33 @@ class ProbeResults:
             return None
         return self.text_accuracy - self.control_accuracy
 
+    # -- intervals (psylens.stats; bootstrap over held-out texts, by scenario when groups are known) --
+    @cached_property
+    def accuracy_ci95(self) -> np.ndarray:
+        """``[L, 2]``: 95% interval of each layer's out-of-fold accuracy."""
+        return accuracy_intervals(self.y, self.predictions, self.groups)
+
+    @property
+    def rise_above_lexical(self) -> np.ndarray | None:
+        """``[L]``: accuracy minus the lexical baseline's (``None`` without one)."""
+        return None if self.lexical is None else self.accuracy - self.lexical.accuracy
+
+    @cached_property
+    def rise_vs_lexical(self) -> list[Any] | None:
+        """Per layer, the paired difference probe − lexical over the same held-out texts (``PairedDiff``)."""
+        if self.lexical is None:
+            return None
+        return paired_intervals(self.y, self.predictions, self.lexical.predictions, self.groups)
+
+    @cached_property
+    def layers_tied_with_best(self) -> list[int]:
+        """Layers whose accuracy the best layer does not beat: the paired interval of best − layer includes 0."""
+        best = self.predictions[self.best_index][None]
+        return [
+            layer for j, layer in enumerate(self.layers)
+            if j == self.best_index or not paired_intervals(self.y, best, self.predictions[j], self.groups)[0].beats
+        ]
+
     @property
     def emergence_layer(self) -> int | None:
         """First layer whose accuracy exceeds twice chance (``None`` if none does, always so for 2 labels)."""
@@ -288,11 +424,21 @@ class ProbeResults:
             return [None if a is None else float(v) for v in (a if a is not None else [None] * len(self.layers))]
 
         sel = self.selectivity
+        ci = self.accuracy_ci95
+        rise = self.rise_above_lexical
+        rise_ci = None if self.rise_vs_lexical is None else np.array([[d.lo, d.hi] for d in self.rise_vs_lexical])
+        n_l = len(self.layers)
         return pd.DataFrame(
             {
                 "site": self.site,
                 "layer": list(self.layers),
                 "accuracy": col(self.accuracy),
+                "accuracy_ci95_lo": col(ci[:, 0]),
+                "accuracy_ci95_hi": col(ci[:, 1]),
+                "lexical_accuracy": [None if self.lexical is None else self.lexical.accuracy] * n_l,
+                "rise_above_lexical": col(rise),
+                "rise_above_lexical_ci95_lo": col(None if rise_ci is None else rise_ci[:, 0]),
+                "rise_above_lexical_ci95_hi": col(None if rise_ci is None else rise_ci[:, 1]),
                 "macro_f1": col(self.macro_f1),
                 "shuffled_accuracy": col(self.shuffled_accuracy),
                 "shuffled_macro_f1": col(self.shuffled_macro_f1),
@@ -338,7 +484,45 @@ class ProbeResults:
             "chance": round(self.chance, 4),
             "emergence_layer": self.emergence_layer,
             "info": dict(self.info),
+            **self.interval_summary(),
         }
+
+    def interval_summary(self) -> dict[str, Any]:
+        """The intervals and the lexical baseline (JSON-able): what ``summary()`` adds to the curves."""
+
+        def pair(v: Sequence[float]) -> list[float]:
+            return [round(float(v[0]), 4), round(float(v[1]), 4)]
+
+        ci = self.accuracy_ci95
+        b = self.best_index
+        out: dict[str, Any] = {
+            "accuracy_ci95_by_layer": [pair(v) for v in ci],
+            "best_accuracy_ci95": pair(ci[b]),
+            "layers_tied_with_best": self.layers_tied_with_best,
+            "shuffled_accuracy_ci95_at_best_layer": None,
+            "lexical_baseline": None if self.lexical is None else self.lexical.summary(),
+            "rise_above_lexical_by_layer": None,
+            "rise_above_lexical_ci95_by_layer": None,
+            "beats_lexical_at_best_layer": None,
+            "intervals": {
+                **BOOTSTRAP,
+                "over": "held-out texts, resampling whole scenarios" if self.groups is not None else "held-out texts",
+                "note": "95% percentile bootstrap (Wilson when every text agrees); beats = the paired interval "
+                "over the same texts excludes zero",
+            },
+        }
+        if self.shuffled_accuracy is not None and self.shuffled_confusion is not None:
+            # the shuffled task's own labels are not kept; its confusion gives the count of hits
+            conf = self.shuffled_confusion[b]
+            from psylens.stats import wilson_ci
+
+            out["shuffled_accuracy_ci95_at_best_layer"] = pair(wilson_ci(int(np.trace(conf)), int(conf.sum())))
+        if self.lexical is not None and self.rise_vs_lexical is not None:
+            rise = self.rise_above_lexical
+            out["rise_above_lexical_by_layer"] = [round(float(v), 4) for v in rise]  # type: ignore[union-attr]
+            out["rise_above_lexical_ci95_by_layer"] = [pair((d.lo, d.hi)) for d in self.rise_vs_lexical]
+            out["beats_lexical_at_best_layer"] = bool(self.rise_vs_lexical[b].beats)
+        return out
 
     # -- applying ---------------------------------------------------------------------------
     def _probe_at(self, layer: int) -> Probe:
@@ -389,6 +573,10 @@ class ProbeResults:
             val = getattr(self, key)
             if val is not None:
                 tensors[key] = torch.from_numpy(np.ascontiguousarray(val))
+        if self.groups is not None:
+            tensors["groups"] = torch.from_numpy(np.ascontiguousarray(self.groups, dtype=np.int64))
+        if self.lexical is not None:
+            tensors["lexical_predictions"] = torch.from_numpy(np.ascontiguousarray(self.lexical.predictions))
         kinds = []
         for i, p in enumerate(self.probes):
             tensors.update(p.tensors(prefix=f"probe.{i}."))
@@ -398,6 +586,10 @@ class ProbeResults:
             "site": self.site, "classes": list(self.classes), "layers": list(self.layers), "kind": self.kind,
             "cv": self.cv, "n_splits": self.n_splits, "seed": self.seed, "C": self.C, "ids": list(self.ids),
             "probe_kinds": kinds, "info": self.info, "summary": self.summary(),
+            "lexical": None if self.lexical is None else {
+                "accuracy": self.lexical.accuracy, "ci95": list(self.lexical.ci95),
+                "n_features": self.lexical.n_features, "method": self.lexical.method,
+            },
         }
         return write_json(d / f"{name}.json", meta)
 
@@ -423,6 +615,7 @@ class ProbeResults:
             shuffled_accuracy=get("shuffled_accuracy"), shuffled_macro_f1=get("shuffled_macro_f1"),
             shuffled_confusion=get("shuffled_confusion"), text_accuracy=get("text_accuracy"),
             control_accuracy=get("control_accuracy"), probes=probes, info=meta.get("info", {}),
+            groups=get("groups"), lexical=_load_lexical(meta.get("lexical"), get("lexical_predictions")),
         )
 
     def __repr__(self) -> str:
@@ -431,6 +624,13 @@ class ProbeResults:
             f"ProbeResults({self.kind}, site={self.site!r}, {len(self.classes)} labels, cv={self.cv!r}, "
             f"best layer {self.best_layer}: {self.best_accuracy:.2f}{ctrl}, chance {self.chance:.2f})"
         )
+
+
+def _load_lexical(meta: dict[str, Any] | None, predictions: np.ndarray | None) -> LexicalBaseline | None:
+    if meta is None or predictions is None:
+        return None
+    return LexicalBaseline(accuracy=float(meta["accuracy"]), ci95=(float(meta["ci95"][0]), float(meta["ci95"][1])),
+                           predictions=predictions, n_features=int(meta["n_features"]), method=str(meta["method"]))
 
 
 def _features(acts: Activations, site: str, layer: int) -> Float[Tensor, "n d"]:
@@ -475,6 +675,7 @@ def fit_probes(
     controls: Sequence[str] = CONTROLS,
     C: float = DEFAULT_C,
     keep_probes: bool = True,
+    lexical: bool = True,
 ) -> ProbeResults:
     """Fit and cross-validate one probe per layer of ``site``, with the controls (see the module doc).
 
@@ -490,6 +691,11 @@ def fit_probes(
         controls: any of ``"shuffled"``, ``"selectivity"``.
         C: inverse L2 strength of the logistic probe (fixed; do not tune it on test folds).
         keep_probes: refit each layer's probe on all texts and keep it (for ``evaluate``).
+        lexical: fit the bag-of-words baseline on ``acts.texts`` with the same folds (skipped, with a
+            note in ``info``, when the texts are empty).
+
+    Every accuracy gets a 95% interval (``accuracy_ci95``), resampling scenarios when every text has
+    a group, else texts.
     """
     if cv not in CV:
         raise ValueError(f"cv {cv!r} is not one of {CV}; 'group' holds out whole scenarios (default)")
@@ -517,12 +723,23 @@ def fit_probes(
     tfolds = text_folds(y, n_splits, seed) if y_ctrl is not None else []
     cfolds = text_folds(y_ctrl, n_splits, seed) if y_ctrl is not None else []
     stats = {"fits": 0, "not_converged": 0}
+    ci_groups = groups if groups is not None else groups_sel
+    lex: LexicalBaseline | None = None
+    lex_note = "off"
+    if lexical:
+        texts = [acts.texts[r] if acts.texts else "" for r in rows]
+        if any(isinstance(t, str) and t.strip() for t in texts):
+            lex = lexical_baseline(texts, y, folds, classes, groups=ci_groups)
+            lex_note = LEXICAL_METHOD + "; same folds as the probes"
+        else:
+            lex_note = "skipped: the activations carry no texts"
     with single_thread():
-        return _fit_layers(
+        res = _fit_layers(
             acts, site, x, y, classes, rows, want, li, groups, folds, y_shuf, sel,
             y_ctrl, tfolds, cfolds,
             kind=kind, cv=cv, n_splits=n_splits, seed=seed, C=C, keep_probes=keep_probes, stats=stats,
         )
+    return replace(res, groups=ci_groups, lexical=lex, info={**res.info, "lexical": lex_note})
 
 
 def _fit_layers(

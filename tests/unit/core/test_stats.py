@@ -89,6 +89,7 @@ def test_one_of_eight_against_none_of_eight_is_not_a_beat():
 def test_rate_ci_never_claims_certainty():
     assert rate_ci(np.zeros(8)) == wilson_ci(0, 8)
     assert rate_ci(np.ones(8))[0] < 1.0 and rate_ci(np.ones(8))[1] == 1.0
+    assert rate_ci(np.ones(180))[1] == 1.0 and rate_ci(np.zeros(180))[0] == 0.0  # exact edges
     x = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 0], float)
     assert rate_ci(x) == bootstrap_ci(x)
     with pytest.raises(ValueError, match="0/1"):
