@@ -238,29 +238,56 @@ class Directions:
                 f"no directions at {str(path)!r}; give the directions.safetensors a probe run wrote "
                 "(RUN/probes/directions.safetensors) or a directory that holds one"
             )
-        with safe_open(str(p), framework="pt", device=str(device)) as f:
-            meta = f.metadata() or {}
-            names = set(f.keys())
-            if not {"vectors", "norms"} <= names:
-                raise ValueError(f"{str(p)!r} is not a directions file: it holds {sorted(names)}, not vectors and norms")
-            vectors, norms = f.get_tensor("vectors"), f.get_tensor("norms")
+        from psylens.tensorfile import explain, parse_json_metadata
+
+        why = explain(p)  # truncated, pickle, torch.save, garbage: say what the file is
+        if why is not None:
+            raise ValueError(why)
+        try:
+            with safe_open(str(p), framework="pt", device=str(device)) as f:
+                meta = f.metadata() or {}
+                names = set(f.keys())
+                if not {"vectors", "norms"} <= names:
+                    raise ValueError(f"{str(p)!r} is not a directions file: it holds {sorted(names)}, not vectors and norms")
+                vectors, norms = f.get_tensor("vectors"), f.get_tensor("norms")
+        except ValueError:
+            raise
+        except Exception as e:  # SafetensorError, a bad device
+            raise ValueError(f"{str(p)!r}: cannot read it as a directions file ({e})") from None
         if _META_KEY in meta:
-            desc = json.loads(meta[_META_KEY])
+            desc = parse_json_metadata(meta[_META_KEY], repr(str(p)), "directions description")
         elif p.with_suffix(".json").is_file():
-            desc = read_json(p.with_suffix(".json"))
+            try:
+                desc = read_json(p.with_suffix(".json"))
+            except RecursionError:
+                raise ValueError(f"{str(p.with_suffix('.json'))!r} is JSON nested too deeply to read") from None
+            if not isinstance(desc, dict):
+                raise ValueError(f"{str(p.with_suffix('.json'))!r} should hold a JSON object, got {type(desc).__name__}")
         else:
             raise ValueError(f"{str(p)!r} has no description (metadata or .json sidecar); it was not written by Directions.save")
-        return cls(
-            vectors=vectors,
-            norms=norms,
-            emotions=tuple(desc["emotions"]),
-            layers=tuple(desc["layers"]),
-            site=desc.get("site", "resid_post"),
-            method=desc.get("method", "mean_diff"),
-            center_by=desc.get("center_by"),
-            model=desc.get("model"),
-            meta=desc.get("meta", {}),
-        )
+        for key in ("emotions", "layers"):
+            if not isinstance(desc.get(key), list):
+                raise ValueError(f"{str(p)!r}: its description needs a list {key!r}, got {desc.get(key)!r}; "
+                                 "the file is corrupt or not written by Directions.save")
+        for key in ("site", "method", "center_by", "model"):
+            if desc.get(key) is not None and not isinstance(desc[key], str):
+                raise ValueError(f"{str(p)!r}: {key!r} in its description should be a string, got {desc[key]!r}")
+        if not isinstance(desc.get("meta", {}), dict):
+            raise ValueError(f"{str(p)!r}: 'meta' in its description should be an object")
+        try:
+            return cls(
+                vectors=vectors,
+                norms=norms,
+                emotions=tuple(desc["emotions"]),
+                layers=tuple(desc["layers"]),
+                site=desc.get("site", "resid_post"),
+                method=desc.get("method", "mean_diff"),
+                center_by=desc.get("center_by"),
+                model=desc.get("model"),
+                meta=desc.get("meta", {}),
+            )
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{str(p)!r} holds invalid directions: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -65,6 +65,12 @@ def _vector(vectors: str, emotion: str | None, layer: int | None, alpha: float |
     path = Path(vectors).expanduser()
     if not path.exists():
         raise ValueError(f"--vectors {vectors!r} does not exist; give RUN/probes/directions.safetensors or a saved vector")
+    if path.is_file():
+        from psylens.tensorfile import explain
+
+        why = explain(path)  # a truncated, garbage, pickle or torch.save file: say so, not "needs --emotion"
+        if why is not None:
+            raise ValueError(f"--vectors: {why}")
     if path.is_file() and is_steering_vector_file(path):
         sv = SteeringVector.load(path)
         if emotion is not None and sv.label not in (None, emotion):
@@ -78,6 +84,18 @@ def _vector(vectors: str, emotion: str | None, layer: int | None, alpha: float |
             sv = SteeringVector(layers=(layer,), vectors=sv.vector(layer).unsqueeze(0), alpha=sv.alpha,
                                 site=sv.site, label=sv.label, meta=sv.meta)
         return sv.replace(**changes)
+    if path.is_file():
+        from safetensors import safe_open
+
+        from psylens.steering.vector import FORMAT_KEY
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            names, meta = set(f.keys()), f.metadata() or {}
+        if FORMAT_KEY in meta:  # a steering vector whose description is broken: say why
+            SteeringVector.load(path)
+        if not {"vectors", "norms"} <= names:
+            raise ValueError(f"--vectors {vectors!r} is a safetensors file holding {sorted(names)[:5]}, neither a "
+                             "saved steering vector nor a directions file (vectors and norms)")
     missing = [name for name, v in (("--emotion", emotion), ("--layer", layer), ("--alpha", alpha)) if v is None]
     if missing:
         raise ValueError(f"steering with a directions file needs {', '.join(missing)} (e.g. --emotion joy --layer 12 --alpha 40)")

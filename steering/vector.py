@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -72,7 +74,20 @@ def _check_choice(name: str, value: object, valid: Sequence[str]) -> None:
 
 
 def _is_scalar(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A real number: int, float, numpy scalars (``np.float32(2)``) or a 0-d real tensor; not bool."""
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, Tensor):
+        return x.ndim == 0 and not x.is_complex() and x.dtype != torch.bool and x.device.type != "meta"
+    return isinstance(x, numbers.Real)
+
+
+def _is_index(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+# |alpha * v| beyond this overflows float32 once squared (RMSNorm / LayerNorm): NaN logits.
+_MAX_SCALE = 1e18
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,12 +117,13 @@ class SteeringVector:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.layers, int) or not isinstance(self.layers, Sequence):
+        if _is_index(self.layers) or isinstance(self.layers, str) or not isinstance(self.layers, Sequence):
             raise ValueError(f"layers must be a sequence of layer indices such as [12], got {self.layers!r}")
         layers = list(self.layers)
         for layer in layers:
-            if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+            if not _is_index(layer) or layer < 0:
                 raise ValueError(f"layer {layer!r} is not a non-negative integer; give decoder-layer indices like [12]")
+        layers = [int(layer) for layer in layers]
         if not layers:
             raise ValueError("a steering vector needs at least one layer; give layers=[12] (for example)")
         if len(set(layers)) != len(layers):
@@ -115,6 +131,12 @@ class SteeringVector:
         if not isinstance(self.vectors, Tensor):
             raise ValueError(f"vectors must be a torch.Tensor [k, d_model], got {type(self.vectors).__name__}")
         vecs = self.vectors.detach()
+        if vecs.device.type == "meta":
+            raise ValueError("vectors are on the meta device (shapes without data); materialise them first, "
+                             "e.g. build the vector from a loaded model's activations or torch.zeros(k, d_model)")
+        if vecs.is_complex():
+            raise ValueError(f"vectors are complex ({vecs.dtype}); steering adds real vectors to the residual "
+                             "stream: pass vec.real (or a real tensor)")
         if vecs.ndim != 2 or vecs.shape[0] != len(layers) or vecs.shape[1] == 0:
             raise ValueError(
                 f"vectors has shape {list(vecs.shape)} but there are {len(layers)} layers; "
@@ -125,7 +147,14 @@ class SteeringVector:
         if not bool(torch.isfinite(vecs).all()):
             raise ValueError("vectors contain NaN or inf; build the vector from finite directions")
         if not _is_scalar(self.alpha) or not math.isfinite(float(self.alpha)):
-            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
+            raise ValueError(f"alpha must be a finite number (int, float or a numpy scalar), got {self.alpha!r}")
+        scale = abs(float(self.alpha)) * float(vecs.double().norm(dim=-1).max())
+        if not math.isfinite(scale) or scale > _MAX_SCALE:
+            raise ValueError(
+                f"|alpha * v| = {scale:.3g} is too large to steer with: the model's norm layers square the "
+                "residual stream and would overflow to inf/NaN. Residual norms are typically 1–1000; use "
+                "unit directions with alpha of that order (e.g. 0.5x the residual norm at the layer)"
+            )
         _check_choice("mode", self.mode, MODES)
         _check_choice("positions", self.positions, POSITIONS)
         if self.site not in STEERING_SITES:
@@ -144,7 +173,7 @@ class SteeringVector:
         order = sorted(range(len(layers)), key=layers.__getitem__)
         object.__setattr__(self, "layers", tuple(layers[i] for i in order))
         object.__setattr__(self, "vectors", vecs[order].clone())
-        object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "alpha", float(self.alpha))  # np.float32(2) -> 2.0
         object.__setattr__(self, "meta", dict(self.meta))
 
     # -- construction -----------------------------------------------------------------------
@@ -160,7 +189,7 @@ class SteeringVector:
 
         ``kwargs``: ``mode``, ``positions``, ``site``, ``label``, ``meta``.
         """
-        layers = [layers] if isinstance(layers, int) else list(layers)
+        layers = _layer_list(layers)
         if not isinstance(vec, Tensor):
             raise ValueError(f"vec must be a torch.Tensor [d_model] or [k, d_model], got {type(vec).__name__}")
         if vec.ndim == 1:
@@ -199,7 +228,7 @@ class SteeringVector:
             raise ValueError(f"unknown emotion {emotion!r}: these directions have {emotions}")
         if layers is None:
             layers = available
-        layers = [layers] if isinstance(layers, int) else list(layers)
+        layers = _layer_list(layers)
         missing = [layer for layer in layers if layer not in available]
         if missing:
             raise ValueError(
@@ -382,18 +411,27 @@ class SteeringVector:
         from safetensors import safe_open
 
         desc = read_description(path)
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            vectors = f.get_tensor("vectors")
-        return cls(
-            layers=tuple(desc["layers"]),
-            vectors=vectors,
-            alpha=desc["alpha"],
-            mode=desc["mode"],
-            positions=desc["positions"],
-            site=desc["site"],
-            label=desc.get("label"),
-            meta=desc.get("meta") or {},
-        )
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                vectors = f.get_tensor("vectors")
+        except Exception as e:  # SafetensorError for a truncated tensor, bad device, ...
+            raise ValueError(f"{str(path)!r}: cannot read its tensor 'vectors' ({e})") from None
+        meta = desc.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise ValueError(f"{str(path)!r}: 'meta' in its description should be an object, got {type(meta).__name__}")
+        try:
+            return cls(
+                layers=tuple(desc["layers"]),
+                vectors=vectors,
+                alpha=desc["alpha"],
+                mode=desc["mode"],
+                positions=desc["positions"],
+                site=desc["site"],
+                label=desc.get("label"),
+                meta=meta or {},
+            )
+        except ValueError as e:
+            raise ValueError(f"{str(path)!r} holds an invalid steering vector: {e}") from None
 
 
 def load_directions(path: str | os.PathLike[str]) -> Any:
@@ -412,15 +450,20 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON description of a saved steering vector, without reading its tensors."""
     from safetensors import safe_open
 
+    from psylens.tensorfile import explain, parse_json_metadata
+
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no steering vector at {str(path)!r}: the file does not exist")
+    why = explain(p)
+    if why is not None:
+        raise ValueError(why)
     try:
         with safe_open(str(p), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             names = set(f.keys())
     except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise ValueError(f"{str(path)!r} is not a safetensors file ({e})") from None
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({e})") from None
     if FORMAT_KEY not in meta or "vectors" not in names:
         hint = (
             " It looks like a directions file: use SteeringVector.from_directions(path, emotion, layers=[...], alpha=...)."
@@ -428,9 +471,22 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
             else ""
         )
         raise ValueError(f"{str(path)!r} is not a steering vector written by SteeringVector.save.{hint}")
-    desc = json.loads(meta[FORMAT_KEY])
-    if desc.get("format", 0) > _FORMAT:
+    desc = parse_json_metadata(meta[FORMAT_KEY], repr(str(path)), "steering-vector description")
+    fmt = desc.get("format", 0)
+    if not _is_index(fmt):
+        raise ValueError(f"{str(path)!r}: 'format' in its description should be an integer, got {fmt!r}")
+    if fmt > _FORMAT:
         raise ValueError(f"{str(path)!r} was written by a newer psylens (format {desc['format']}); upgrade psylens")
+    kinds = {"layers": (list,), "alpha": (int, float), "mode": (str,), "positions": (str,), "site": (str,)}
+    for key, types in kinds.items():
+        if key not in desc:
+            raise ValueError(f"{str(path)!r}: its description lacks {key!r}; the file is corrupt or not written by "
+                             "SteeringVector.save")
+        if not isinstance(desc[key], types) or isinstance(desc[key], bool):
+            raise ValueError(f"{str(path)!r}: {key!r} in its description has the wrong type "
+                             f"({type(desc[key]).__name__}); the file is corrupt")
+    if desc.get("label") is not None and not isinstance(desc["label"], str):
+        raise ValueError(f"{str(path)!r}: 'label' in its description should be a string, got {desc['label']!r}")
     return desc
 
 
@@ -441,6 +497,21 @@ def is_steering_vector_file(path: str | os.PathLike[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _layer_list(layers: object) -> list[int]:
+    """``12`` or ``[12, 13]`` as a list; anything else a ``ValueError`` that says what was given."""
+    if _is_index(layers):
+        return [int(layers)]  # type: ignore[call-overload]
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, (Sequence, range, np.ndarray, Tensor)):
+        raise ValueError(f"layers must be a layer index or a list of them such as [12], got {layers!r}")
+    out = list(layers)  # type: ignore[arg-type]
+    for layer in out:
+        if isinstance(layer, (np.ndarray, Tensor)) and layer.ndim == 0:
+            layer = layer.item()
+        if not _is_index(layer):
+            raise ValueError(f"layer {layer!r} is not an integer; give decoder-layer indices like [12]")
+    return [int(x) for x in out]
 
 
 def _span(layers: Sequence[int]) -> str:
