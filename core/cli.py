@@ -180,7 +180,7 @@ def harvest(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (resumes if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="PEFT/LoRA adapter directory."),
     device: str = typer.Option("auto", "--device"),
-    backend: str = typer.Option("bridge", "--backend", help="bridge | nnsight"),
+    backend: str = typer.Option("hooks", "--backend", help="hooks (default) | bridge | nnsight"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Harvest activations of a stimulus set into a run directory."""
@@ -189,14 +189,16 @@ def harvest(
     import torch
 
     from psylens.activations import POSITIONS
-    from psylens.harvest import BACKENDS
+    from psylens import artifacts
+    from psylens.harvest import BACKENDS, check_output
     from psylens.io import ensure_writable_dir
     from psylens.models import load_model
-    from psylens.runs import create_run
+    from psylens.runs import create_run, now
     from psylens.sites import resolve_layers, validate_sites
     from psylens.stimuli import load
     from psylens.summary import layer_summary
 
+    started, t_load = now(), time.perf_counter()  # the run records when the command started
     # Check every argument before anything is written (and what needs no model, before loading it).
     site_list = validate_sites(_split(sites))
     layer_list = _layers(layers)
@@ -211,20 +213,28 @@ def harvest(
     if layer_list is not None:
         layer_list = resolve_layers(layer_list, m.n_layers)
     m.resolve_format(format)
+    load_seconds = round(time.perf_counter() - t_load, 2)
+    # a refused re-run (a different harvest or another command's run in the same --out) is refused
+    # here, before anything is written; run.json then records the command's start, not the harvest's end
+    acts_dir = out / artifacts.ACTIVATIONS
+    check_output(m, stim, acts_dir, sites=site_list, layers=layer_list, positions=positions, format=format,
+                 system_prompt=system_prompt)
     ensure_writable_dir(out)
     config = {"stimuli": stimuli, "sites": site_list, "layers": layer_list, "positions": positions,
               "format": format, "system_prompt": system_prompt, "batch_size": batch_size, "backend": backend}
-    t0 = time.perf_counter()
-    acts = m.harvest(stim, sites=site_list, layers=layer_list, positions=positions, format=format,
-                     system_prompt=system_prompt, batch_size=batch_size, out=out / "activations", backend=backend)
-    # run.json only after the harvest: a refused re-run (a different harvest in the same --out)
-    # must not rewrite the metadata of the run that is there
-    run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
-    run.record_step("harvest", seconds=round(time.perf_counter() - t0, 2), n=len(acts), sites=acts.sites,
-                    layers=acts.layers, output="activations")
+    run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m, config=config, seed=seed,
+                     started=started)
+    run.record_step("load", seconds=load_seconds, model=m.spec, adapter=m.adapter, device=str(m.device))
+    with run.step("harvest", config) as step:
+        acts = m.harvest(stim, sites=site_list, layers=layer_list, positions=positions, format=format,
+                         system_prompt=system_prompt, batch_size=batch_size, out=acts_dir, backend=backend)
+        step.output(artifacts.ACTIVATIONS)
+        step.note(n=len(acts), sites=acts.sites, layers=acts.layers, output=artifacts.ACTIVATIONS)
     if positions != "all" and any(lab is not None for lab in acts.labels):
-        run.write_json("summary/layers.json", layer_summary(acts, seed=seed))
-        run.record_step("summary", output="summary/layers.json")
+        with run.step("summary", {"seed": seed}) as step:
+            run.write_json(artifacts.LAYER_SUMMARY, layer_summary(acts, seed=seed))
+            step.output(artifacts.LAYER_SUMMARY)
+            step.note(output=artifacts.LAYER_SUMMARY)
     out_console.print(f"[green]harvested[/green] {acts}")
     out_console.print(f"run: {out}\nexplore: {psylens_command()} explore {out}", highlight=False)
 

@@ -63,6 +63,7 @@ __all__ = [
     "model_fingerprint",
     "package_versions",
     "git_commit",
+    "now",
     "RUN_FILE",
 ]
 
@@ -80,6 +81,12 @@ _TRACKED = (
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def now() -> str:
+    """The current UTC time as run files record it (ISO 8601, seconds). Take it when a command starts
+    and pass it to :func:`create_run` as ``started`` when the run is created after validation."""
+    return _now()
 
 
 def package_versions() -> dict[str, str | None]:
@@ -414,18 +421,30 @@ class Run:
         on a clean exit every path given to ``step.output`` must exist, else ``ValueError`` and nothing
         is recorded. Re-running a step replaces its record.
         """
+        s = self.begin_step(name, config)
+        yield s
+        self.finish_step(s)
+
+    def begin_step(self, name: str, config: dict[str, Any] | None = None) -> Step:
+        """Start step ``name`` without recording anything; :meth:`finish_step` records it.
+
+        For code whose step spans a long function (``run.step`` is the same as a block). A step
+        that is never finished (an exception in between) is never recorded.
+        """
         _check_name(name, "step")
         cfg = dict(config or {})
         dumps_json(cfg)  # a config that cannot be recorded fails before the work
-        s = Step(run=self, name=name, config=cfg, started=_now())
-        yield s
-        missing = [o for o in s.outputs if not (self.path / o).exists()]
+        return Step(run=self, name=name, config=cfg, started=_now())
+
+    def finish_step(self, step: Step) -> Path:
+        """Record ``step`` in ``steps/<name>.json`` after checking that every declared output exists."""
+        missing = [o for o in step.outputs if not (self.path / o).exists()]
         if missing:
             raise ValueError(
-                f"step {name!r} declared outputs that were not written: {missing}; the step is not recorded. "
+                f"step {step.name!r} declared outputs that were not written: {missing}; the step is not recorded. "
                 "Write them before the block ends (or do not declare them)"
             )
-        self._write_step(name, s.record())
+        return self._write_step(step.name, step.record())
 
     def record_step(self, name: str, **info: Any) -> None:
         """Record that step ``name`` ran (its own ``steps/<name>.json``; ``info`` fields kept at the top level).
@@ -520,6 +539,7 @@ def create_run(
     config: dict[str, Any] | None = None,
     seed: int = 0,
     exist_ok: bool = True,
+    started: str | None = None,
 ) -> Run:
     """Create a run directory and write its ``run.json`` (call it when the command starts).
 
@@ -529,6 +549,10 @@ def create_run(
     is reused — ``created`` and the recorded steps stay, ``started``, the command line, config and seed are
     updated (a resumed harvest). A run of another command, or of another model, raises ``ValueError``
     before anything is written: add to a run with :func:`open_or_create_run` instead.
+
+    ``started`` (from :func:`now`, taken when the command started) lets a command validate its
+    arguments — load the model, check the output — before creating the run, and still record when it
+    began; a new run's ``created`` is the same time.
     """
     if not isinstance(command, str) or not command.strip():
         raise ValueError(f"command must be a non-empty string naming what created the run, got {command!r}")
@@ -562,7 +586,7 @@ def create_run(
             elif rec is None:
                 rec = old_model
         else:
-            meta = {"created": _now(), "steps": {}}
+            meta = {"created": started or _now(), "steps": {}}
         meta.update(
             {
                 "psylens_run": 1,
@@ -573,7 +597,7 @@ def create_run(
                 "seed": seed,
                 "versions": package_versions(),
                 "git_commit": git_commit(),
-                "started": _now(),
+                "started": started or _now(),
                 "host": {"platform": platform.platform(), "cuda": torch.cuda.is_available()},
             }
         )
@@ -610,6 +634,7 @@ def open_or_create_run(
     model: Any = None,
     config: dict[str, Any] | None = None,
     seed: int = 0,
+    started: str | None = None,
 ) -> Run:
     """The run at ``path`` for a command that adds to it (``psylens probe --out R``), created if absent.
 
@@ -619,7 +644,7 @@ def open_or_create_run(
     """
     p = Path(path)
     if not (p / RUN_FILE).exists():
-        return create_run(p, command=command, model=model, config=config, seed=seed)
+        return create_run(p, command=command, model=model, config=config, seed=seed, started=started)
     run = open_run(p)
     if model is not None:
         old = run.models.get(PRIMARY_MODEL)

@@ -15,8 +15,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from psylens.activations import Activations
+from psylens.artifacts import LAYER_SUMMARY_SCHEMA_VERSION
 
-__all__ = ["fisher_ratio", "layer_summary"]
+__all__ = ["fisher_ratio", "layer_summary", "BEST_LAYER_MEANING"]
+
+BEST_LAYER_MEANING = (
+    "the layer with the largest Fisher ratio: in-sample label separation over all dimensions and labels, "
+    "dominated by high-variance directions and shared scenario context. It is not the probes' best layer "
+    "(held-out-scenario accuracy of a regularised linear probe, RUN/probes/summary.json); the two can differ"
+)
 
 
 def fisher_ratio(x: Float[Tensor, "n d"], y: Int[Tensor, " n"]) -> float:
@@ -40,7 +47,8 @@ def layer_summary(acts: Activations, *, seed: int = 0) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for i in keep:
         counts[acts.labels[i]] = counts.get(acts.labels[i], 0) + 1  # type: ignore[index]
-    out: dict[str, Any] = {"n": len(acts), "label_counts": counts, "seed": seed, "sites": {}}
+    out: dict[str, Any] = {"schema_version": LAYER_SUMMARY_SCHEMA_VERSION, "n": len(acts), "label_counts": counts,
+                           "seed": seed, "sites": {}}
     labelled = len(counts) >= 2
     gen = torch.Generator().manual_seed(seed)
     if labelled:
@@ -59,5 +67,6 @@ def layer_summary(acts: Activations, *, seed: int = 0) -> dict[str, Any]:
             entry["shuffled_fisher_ratio"] = [fisher_ratio(xs[:, j], y_shuf) for j in range(xs.shape[1])]
             best = max(range(len(acts.layers)), key=lambda j: entry["fisher_ratio"][j])
             entry["best_layer"] = acts.layers[best]
+            entry["best_layer_meaning"] = BEST_LAYER_MEANING
         out["sites"][site] = entry
     return out
