@@ -19,6 +19,7 @@ mlp_post       ``blocks.{l}.mlp.hook_post``        ``[d_mlp]`` (neurons)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -66,12 +67,20 @@ def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> list[in
     """Normalise a layer selection. ``None`` means all layers; negatives count from the end."""
     if layers is None:
         return list(range(n_layers))
-    if isinstance(layers, int):
-        layers = [layers]
+    if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
+        layers = [int(layers)]
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise ValueError(
+            f"layers={layers!r} is not a layer index or a list of them; give e.g. 12, [0, 5, 12], "
+            f"range(10, 20) or None for all (indices 0–{n_layers - 1})"
+        )
     out: list[int] = []
     for raw in layers:
-        if isinstance(raw, bool) or not isinstance(raw, int):
+        if hasattr(raw, "ndim") and getattr(raw, "ndim", None) == 0 and hasattr(raw, "item"):
+            raw = raw.item()  # a 0-d tensor or numpy array
+        if isinstance(raw, bool) or not isinstance(raw, numbers.Integral):
             raise ValueError(f"layer {raw!r} is not an integer; give layer indices 0–{n_layers - 1}")
+        raw = int(raw)
         layer = raw + n_layers if raw < 0 else raw
         if not 0 <= layer < n_layers:
             raise ValueError(

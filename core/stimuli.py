@@ -164,6 +164,8 @@ def _parse_line(raw: str, where: str, default_id: str) -> Stimulus:
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to read; each line must be one flat JSON object") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object with a 'text' key, got {type(obj).__name__}")
     unknown = set(obj) - _KEYS
@@ -172,6 +174,16 @@ def _parse_line(raw: str, where: str, default_id: str) -> Stimulus:
     text = obj.get("text")
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{where}: 'text' is missing or empty; every line needs a non-empty string 'text'")
+    for key in ("text", "label", "group", "id"):
+        value = obj.get(key)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:  # "\ud800" escapes decode to lone surrogates
+                raise ValueError(
+                    f"{where}: {key!r} holds a lone surrogate {value[e.start]!r} at character {e.start} "
+                    "(an unpaired \\uXXXX escape); it is not text a tokenizer can read: fix or drop it"
+                ) from None
     for key in ("label", "group", "id"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise ValueError(f"{where}: {key!r} must be a string, got {obj[key]!r}")
@@ -198,8 +210,16 @@ def load(name_or_path: str | os.PathLike[str]) -> Stimuli:
             )
     items: list[Stimulus] = []
     stem = Path(name).stem
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw_bytes in enumerate(f, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{lineno}: not UTF-8 (byte {raw_bytes[e.start]:#04x} at column {e.start + 1}); "
+                    "JSONL stimuli must be UTF-8: re-save the file as UTF-8 (e.g. "
+                    "iconv -f latin1 -t utf-8 in.jsonl > out.jsonl)"
+                ) from None
             if not raw.strip():
                 continue
             items.append(_parse_line(raw, f"{path}:{lineno}", f"{stem}-{lineno}"))

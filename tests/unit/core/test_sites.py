@@ -68,3 +68,18 @@ def test_layer_not_an_integer(bad: object) -> None:
 def test_empty_layer_list() -> None:
     with pytest.raises(ValueError, match="empty"):
         resolve_layers([], 4)
+
+
+@pytest.mark.parametrize("bad", [1.5, [1.5], "3", object()])
+def test_resolve_layers_non_integers_explain(bad) -> None:
+    with pytest.raises(ValueError, match="layer"):
+        resolve_layers(bad, 30)
+
+
+def test_resolve_layers_accepts_numpy_and_ranges() -> None:
+    import numpy as np
+    import torch
+
+    assert resolve_layers(np.int64(3), 30) == [3]
+    assert resolve_layers([np.int32(1), torch.tensor(2)], 30) == [1, 2]
+    assert resolve_layers(range(28, 31 - 1), 30) == [28, 29]

@@ -196,3 +196,29 @@ def test_round_trip(tmp_path: Path, emotions: Stimuli) -> None:
     plain = from_texts(["x", "y"], name="p")
     assert list(load(plain.to_jsonl(tmp_path / "p.jsonl"))) == list(plain)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+# ---------------------------------------------------------------- inputs that must explain (issue 15 item 12)
+def test_latin1_file_names_file_and_line(tmp_path) -> None:
+    p = tmp_path / "latin.jsonl"
+    p.write_bytes('{"text": "fine"}\n{"text": "caf\u00e9 cr\u00e8me"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.jsonl:2: not UTF-8 \(byte 0xe9"):
+        stimuli.load(p)
+    p.write_bytes('{"text": "fine"}\n{"text": "caf\u00e9 cr\u00e8me"}\n'.encode("utf-8"))  # control
+    assert stimuli.load(p).texts[1] == "caf\u00e9 cr\u00e8me"
+
+
+def test_lone_surrogate_names_file_and_line(tmp_path) -> None:
+    p = tmp_path / "sur.jsonl"
+    p.write_text('{"text": "ok"}\n{"text": "bad \\ud800 here"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"sur\.jsonl:2: 'text' holds a lone surrogate"):
+        stimuli.load(p)
+    p.write_text('{"text": "ok"}\n{"text": "pair \\ud83d\\ude00"}\n', encoding="utf-8")  # control: a valid pair
+    assert stimuli.load(p).texts[1] == "pair \U0001F600"
+
+
+def test_deeply_nested_json_line(tmp_path) -> None:
+    p = tmp_path / "deep.jsonl"
+    p.write_text('{"text": "x", "meta": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"deep\.jsonl:1: JSON nested too deeply"):
+        stimuli.load(p)
