@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["trace_outputs", "remote_resid_trace", "strip_added_bos", "wrap"]
+__all__ = ["trace_outputs", "trace_sites", "remote_resid_trace", "strip_added_bos", "wrap"]
 
 
 def wrap(module: nn.Module) -> Any:
@@ -39,6 +39,18 @@ def trace_outputs(module: nn.Module, paths: Sequence[str], **inputs: Tensor) -> 
     with torch.no_grad(), lm.trace(**inputs):
         for path in paths:
             saved.append(_envoy(lm, path).output.save())
+    return [s[0] if isinstance(s, tuple) else s for s in saved]
+
+
+def trace_sites(module: nn.Module, where: Sequence[tuple[str, str]], **inputs: Tensor) -> list[Tensor]:
+    """Run ``module(**inputs)`` in an nnsight trace; return, for each ``(path, "input" | "output")``,
+    that submodule's first input or output tensor (sites from :func:`psylens.interventions.site_module`)."""
+    lm = wrap(module)
+    saved: list[Any] = []
+    with torch.no_grad(), lm.trace(**inputs):
+        for path, io in where:
+            env = _envoy(lm, path)
+            saved.append((env.input if io == "input" else env.output).save())
     return [s[0] if isinstance(s, tuple) else s for s in saved]
 
 

@@ -12,9 +12,10 @@ token of the user's words, not the template's closing tokens.
 Large sets stream to safetensors shards in ``out``; a harvest killed part-way resumes
 from the shards already written (each shard and the manifest are written atomically).
 
-Backends: ``"bridge"`` (transformer-lens ``TransformerBridge`` hook points, default) and
+Backends: ``"hooks"`` (default: :func:`psylens.interventions.tap` on the plain HF model, the
+hooks every analysis uses), ``"bridge"`` (transformer-lens ``TransformerBridge`` hook points) and
 ``"nnsight"`` (the same sites through an nnsight trace; ``remote=True`` sends the trace
-to NDIF, see :func:`build_remote_trace`).
+to NDIF, see :func:`build_remote_trace`). The three are tested equal.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from psylens.activations import MANIFEST, POSITIONS, ROWS, Activations
+from psylens.interventions import StopForward, site_module, tap
+from psylens.modules import decoder_layers
 from psylens.io import ensure_writable_dir, exclusive_lock, file_sha256, read_json, write_json, write_tensors
 from psylens.sites import SITES, hook_name, resolve_layers, validate_sites
 from psylens.stimuli import Stimuli, from_texts
@@ -45,15 +48,11 @@ __all__ = ["harvest", "check_output", "Activations", "encode", "Encoded", "BACKE
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("bridge", "nnsight")
+BACKENDS = ("hooks", "bridge", "nnsight")
 LOCK_FILE = ".harvest.lock"  # in the output directory while a harvest writes it (one writer per output)
 
 
 _SITE_ORDER = ("resid_pre", "head_out", "attn_out", "resid_mid", "mlp_post", "mlp_out", "resid_post")
-
-
-class _StopForward(Exception):
-    """Raised by the last needed hook: the rest of the forward pass cannot change what we keep."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,104 +159,88 @@ def _reduce(x: Tensor, batch: _Batch, positions: str) -> Tensor:
     return x[m].float().cpu()
 
 
-def _run_bridge(model: Model, batch: _Batch, keys: list[tuple[str, int]], positions: str) -> dict[tuple[str, int], Tensor]:
-    got: dict[tuple[str, int], Tensor] = {}
-    need = len(keys)
-
-    def make(key: tuple[str, int]) -> Callable[..., Tensor]:
-        def fn(x: Tensor, hook: Any) -> Tensor:
-            if key not in got:
-                got[key] = _reduce(x, batch, positions)
-                if len(got) == need:
-                    raise _StopForward
-            return x
-
-        return fn
-
+def _inputs(model: Model, batch: _Batch) -> dict[str, Any]:
     dev = model.device
-    inputs = {
+    return {
         "input_ids": batch.input_ids.to(dev),
         "attention_mask": batch.attention_mask.to(dev),
         "position_ids": batch.position_ids.to(dev),
         "use_cache": False,
     }
-    if all(site in _RESID_SITES for site, _ in keys):
-        # Residual sites are decoder-layer inputs/outputs: plain torch hooks on the plain
-        # HF model, no bridge overhead (same tensors as the bridge's hook_resid_pre/post).
-        layers = model.layers()
-        handles = []
-        try:
-            for site, layer in keys:
-                if site == "resid_post":
-                    handles.append(layers[layer].register_forward_hook(_resid_post_hook(make((site, layer)))))
-                else:
-                    handles.append(
-                        layers[layer].register_forward_pre_hook(_resid_pre_hook(make((site, layer))), with_kwargs=True)
-                    )
-            with torch.no_grad():
-                model.hf_model(**inputs)
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-    else:
-        bridge = model.bridge
-        fwd = [(hook_name(site, layer), make((site, layer))) for site, layer in keys]
-        with torch.no_grad(), bridge.hooks(fwd_hooks=fwd):
-            try:
-                bridge.original_model(**inputs)
-            except _StopForward:
-                pass
+
+
+def _collector(keys: list[tuple[str, int]], batch: _Batch, positions: str) -> tuple[dict[tuple[str, int], Tensor], Callable[..., None]]:
+    """A store and a callback that reduces each site tensor once and stops the forward when all are in."""
+    got: dict[tuple[str, int], Tensor] = {}
+    need = len(keys)
+
+    def keep(site: str, layer: int, x: Tensor) -> None:
+        key = (site, layer)
+        if key not in got:
+            got[key] = _reduce(x, batch, positions)
+            if len(got) == need:
+                raise StopForward
+
+    return got, keep
+
+
+def _check_fired(keys: list[tuple[str, int]], got: dict[tuple[str, int], Tensor]) -> dict[tuple[str, int], Tensor]:
     missing = [k for k in keys if k not in got]
     if missing:
         raise RuntimeError(f"hooks for {missing} never fired; this architecture may not expose those sites")
     return got
 
 
-_RESID_SITES = ("resid_pre", "resid_post")
+def _run_hooks(model: Model, batch: _Batch, keys: list[tuple[str, int]], positions: str) -> dict[tuple[str, int], Tensor]:
+    """Default backend: :func:`psylens.interventions.tap` on the plain HF model (no bridge needed)."""
+    got, keep = _collector(keys, batch, positions)
+    try:
+        with torch.no_grad(), tap(model.hf_model, keys, keep):
+            model.hf_model(**_inputs(model, batch))
+    except StopForward:
+        pass
+    return _check_fired(keys, got)
 
 
-def _resid_post_hook(fn: Callable[..., Tensor]) -> Callable[..., None]:
-    def hook(module: Any, args: Any, output: Any) -> None:
-        fn(output[0] if isinstance(output, tuple) else output, None)
+def _run_bridge(model: Model, batch: _Batch, keys: list[tuple[str, int]], positions: str) -> dict[tuple[str, int], Tensor]:
+    """The transformer-lens hook points of ``model.bridge`` (``blocks.{l}.hook_resid_post``, ...): a
+    second, independent reading of the same sites, kept for parity checks."""
+    got, keep = _collector(keys, batch, positions)
 
-    return hook
+    def make(site: str, layer: int) -> Callable[..., Tensor]:
+        def fn(x: Tensor, hook: Any) -> Tensor:
+            keep(site, layer, x)
+            return x
 
+        return fn
 
-def _resid_pre_hook(fn: Callable[..., Tensor]) -> Callable[..., None]:
-    def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        fn(args[0] if args else kwargs["hidden_states"], None)
-
-    return hook
-
-
-def _module_paths(root: Any) -> dict[int, str]:
-    return {id(m): name for name, m in root.named_modules()}
+    bridge = model.bridge
+    fwd = [(hook_name(site, layer), make(site, layer)) for site, layer in keys]
+    with torch.no_grad(), bridge.hooks(fwd_hooks=fwd):
+        try:
+            bridge.original_model(**_inputs(model, batch))
+        except StopForward:
+            pass
+    return _check_fired(keys, got)
 
 
 def _run_nnsight(model: Model, batch: _Batch, keys: list[tuple[str, int]], positions: str) -> dict[tuple[str, int], Tensor]:
-    from psylens._nnsight import trace_outputs
+    """The same sites read through an nnsight trace; module paths from :func:`psylens.interventions.site_module`."""
+    from psylens._nnsight import trace_sites
 
-    bridge = model.bridge
-    paths = _module_paths(bridge.original_model)
-    names = []
+    hf = model.hf_model
+    paths = {id(m): name for name, m in hf.named_modules()}
+    layers = decoder_layers(hf)
+    where = []
     for site, layer in keys:
-        hp = bridge.hook_dict[hook_name(site, layer)]
-        if id(hp) not in paths:
-            raise RuntimeError(f"hook point for {site} layer {layer} is not a submodule of the HF model")
-        names.append(paths[id(hp)])
-    dev = model.device
-    outs = trace_outputs(
-        bridge.original_model,
-        names,
-        input_ids=batch.input_ids.to(dev),
-        attention_mask=batch.attention_mask.to(dev),
-        position_ids=batch.position_ids.to(dev),
-    )
+        module, io = site_module(layers[layer], site)
+        where.append((paths[id(module)], io))
+    inputs = _inputs(model, batch)
+    inputs.pop("use_cache")
+    outs = trace_sites(hf, where, **inputs)
     result = {}
     for (site, layer), out in zip(keys, outs):
-        if site == "head_out" and out.dim() == 3:  # the hook module sees z flattened over heads
+        if site == "head_out" and out.dim() == 3:  # the o_proj input holds z flattened over heads
             out = out.reshape(*out.shape[:2], model.n_heads, model.d_head)
         result[(site, layer)] = _reduce(out, batch, positions)
     return result
@@ -394,7 +377,7 @@ def harvest(
     padding_side: str | None = None,
     out: str | os.PathLike[str] | None = None,
     shard_size: int = 256,
-    backend: str = "bridge",
+    backend: str = "hooks",
     remote: bool = False,
     progress: bool = True,
 ) -> Activations:
@@ -412,7 +395,8 @@ def harvest(
         padding_side: ``"left"``/``"right"``; default the tokenizer's. Results do not depend on it.
         out: directory to stream shards to; re-running with the same ``out`` resumes.
         shard_size: stimuli per shard when streaming (a resumed harvest keeps its first run's shard size).
-        backend: ``"bridge"`` or ``"nnsight"``.
+        backend: ``"hooks"`` (default; :mod:`psylens.interventions` on the HF model), ``"bridge"``
+            (transformer-lens hook points) or ``"nnsight"`` (an nnsight trace). All three give equal values.
         remote: with ``backend="nnsight"``, run on NDIF (see :func:`build_remote_trace`).
         progress: show a progress bar.
 
@@ -446,7 +430,7 @@ def harvest(
     encs = [encode(model, s.text, format=fmt, system_prompt=system_prompt) for s in stim]
     # execution order (layer, then position inside the block): nnsight requires it
     keys = sorted(((s, layer) for s in site_list for layer in layer_list), key=lambda k: (k[1], _SITE_ORDER.index(k[0])))
-    run_batch = _run_bridge if backend == "bridge" else _run_nnsight
+    run_batch = {"hooks": _run_hooks, "bridge": _run_bridge, "nnsight": _run_nnsight}[backend]
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
 
     out_dir = ensure_writable_dir(out) if out is not None else None

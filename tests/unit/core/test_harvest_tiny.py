@@ -49,8 +49,8 @@ def no_hooks_left(model) -> bool:
     return all(
         not hp._forward_hooks and not hp._backward_hooks for hp in model.bridge.hook_dict.values()
     ) and all(
-        not _ours(layer._forward_hooks) and not _ours(layer._forward_pre_hooks)
-        for layer in decoder_layers(model.hf_model)
+        not _ours(mod._forward_hooks) and not _ours(mod._forward_pre_hooks)
+        for mod in model.hf_model.modules()
     )
 
 
@@ -141,12 +141,12 @@ def test_padding_is_masked(tiny_model) -> None:
     encs = [encode(m, t) for t in TEXTS[:2]]
     batch = H._make_batch(encs, [0, 1], m.tokenizer.pad_token_id, "left")
     keys = [("resid_post", 1)]
-    masked = H._run_bridge(m, batch, keys, "last")[keys[0]]
+    masked = H._run_hooks(m, batch, keys, "last")[keys[0]]
     short = 0 if len(encs[0].ids) < len(encs[1].ids) else 1
-    alone = H._run_bridge(m, H._make_batch([encs[short]], [0], 0, "left"), keys, "last")[keys[0]][0]
+    alone = H._run_hooks(m, H._make_batch([encs[short]], [0], 0, "left"), keys, "last")[keys[0]][0]
     close(masked[short], alone)
     batch.attention_mask.fill_(1)  # attending to the padding changes it
-    unmasked = H._run_bridge(m, batch, keys, "last")[keys[0]]
+    unmasked = H._run_hooks(m, batch, keys, "last")[keys[0]]
     assert not torch.allclose(unmasked[short], alone, atol=1e-4)
 
 
@@ -259,16 +259,20 @@ def test_no_hooks_left_after_an_error(tiny_model, monkeypatch: pytest.MonkeyPatc
 
 
 # ---------------------------------------------------------------- nnsight backend
-def test_nnsight_equals_bridge(tiny_model) -> None:
-    m = tiny_model("llama")
-    sites = ["resid_pre", "resid_post", "attn_out", "head_out", "mlp_post"]
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_backends_agree(tiny_model, arch) -> None:
+    """hooks (psylens.interventions), the bridge's hook points and nnsight read the same values."""
+    m = tiny_model(arch)
+    sites = list(SITES)
     for positions in ("last", "all"):
         kw = dict(sites=sites, layers=[0, 2], positions=positions, batch_size=3, progress=False)
+        hooks = m.harvest(STIM, **kw)
         bridge = m.harvest(STIM, backend="bridge", **kw)
         nns = m.harvest(STIM, backend="nnsight", **kw)
         for site in sites:
-            assert nns[site].shape == bridge[site].shape, site
+            assert nns[site].shape == bridge[site].shape == hooks[site].shape, site
             close(nns[site], bridge[site], rel=1e-5)
+            close(hooks[site], bridge[site], rel=1e-5)
     assert no_hooks_left(m)
 
 
@@ -317,8 +321,8 @@ def test_interrupted_harvest_resumes(tiny_model, tmp_path: Path, monkeypatch: py
         H.Activations.load(out)
     # resume: only the missing shard is computed
     calls: list[int] = []
-    real_run = H._run_bridge
-    monkeypatch.setattr(H, "_run_bridge", lambda model, batch, *a: calls.append(len(batch.index)) or real_run(model, batch, *a))
+    real_run = H._run_hooks
+    monkeypatch.setattr(H, "_run_hooks", lambda model, batch, *a: calls.append(len(batch.index)) or real_run(model, batch, *a))
     resumed = m.harvest(STIM, out=out, shard_size=2, **kw)
     assert sum(calls) == 2
     assert resumed.ids == STIM.ids and len(resumed) == len(STIM)
@@ -416,5 +420,5 @@ def test_meta_records_the_config(tiny_model) -> None:
     m = tiny_model("llama")
     acts = m.harvest(STIM[:2], layers=[1], positions="mean", progress=False)
     assert acts.meta["model"] == m.spec and acts.meta["layers"] == [1] and acts.meta["positions"] == "mean"
-    assert acts.meta["format"] == "chat" and acts.meta["backend"] == "bridge"
+    assert acts.meta["format"] == "chat" and acts.meta["backend"] == "hooks"
     json.dumps(acts.meta)  # JSON-serialisable
