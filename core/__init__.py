@@ -4,7 +4,7 @@
 >>> model = psylens.load_model("smollm2-135m-instruct")          # doctest: +SKIP
 >>> acts = model.harvest(psylens.stimuli.load("emotions"))       # doctest: +SKIP
 >>> acts["resid_post"].shape                                     # doctest: +SKIP
-torch.Size([560, 30, 576])
+torch.Size([1120, 30, 576])
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ One JSON object a line::
 ``group`` names the scenario a text belongs to: texts of one group share a context,
 so analyses can separate emotion from situation (and cross-validation holds out groups).
 
-Built-in sets (``psylens.stimuli.builtin_sets()``): ``emotions`` (80 scenarios × 7 labels,
+Built-in sets (``psylens.stimuli.builtin_sets()``): ``emotions`` (160 scenarios × 7 labels = 1,120 texts,
 events that never name the emotion), ``explicit`` (statements that do name it),
 ``steering_prompts`` (neutral open prompts).
 """
