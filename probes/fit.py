@@ -303,13 +303,23 @@ class EvalResult:
     best_layer: int
     predictions: np.ndarray
     ids: tuple[str, ...] = ()
+    y: np.ndarray | None = None  # [n] true label indices (for the intervals)
 
     @property
     def accuracy_at_best_layer(self) -> float:
         return float(self.accuracy[self.layers.index(self.best_layer)])
 
+    @cached_property
+    def accuracy_ci95(self) -> np.ndarray | None:
+        """``[L, 2]``: 95% bootstrap interval over the evaluation texts (``None`` without ``y``)."""
+        return None if self.y is None else accuracy_intervals(self.y, self.predictions, None)
+
     def summary(self) -> dict[str, Any]:
+        ci = self.accuracy_ci95
         return {
+            "accuracy_ci95_by_layer": None if ci is None else [[round(float(a), 4), round(float(b), 4)] for a, b in ci],
+            "accuracy_ci95_at_best_layer": None if ci is None
+            else [round(float(v), 4) for v in ci[self.layers.index(self.best_layer)]],
             "accuracy_by_layer": [round(float(a), 4) for a in self.accuracy],
             "accuracy_at_best_layer": round(self.accuracy_at_best_layer, 4),
             "n": self.n,
@@ -561,6 +571,7 @@ class ProbeResults:
             best_layer=self.best_layer,
             predictions=np.stack(preds),
             ids=tuple(acts.ids),
+            y=y,
         )
 
     # -- storage ----------------------------------------------------------------------------

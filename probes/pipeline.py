@@ -33,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from psylens.activations import Activations
+from psylens.harvest import check_output
+from psylens.io import finite_or_none
 from psylens.probes import analyses as an
+from psylens.probes import artifacts as art
 from psylens.probes.directions import Directions, emotion_directions
 from psylens.probes.fit import EvalResult, ProbeResults, eval_labels, fit_probes
-from psylens.runs import Run, create_run, open_run
+from psylens.runs import Run, Step, open_or_create_run
 from psylens.sites import validate_sites
 from psylens.stimuli import EMOTIONS, Stimuli, load, read_text_resource
 
@@ -48,7 +51,8 @@ __all__ = ["run_probes", "ANALYSES", "READOUTS", "DEFAULT_POSITIONS", "PROBES_DI
 log = logging.getLogger(__name__)
 
 ANALYSES = ("geometry", "cross_format", "persistence", "system_prompt")
-PROBES_DIR = "probes"
+PROBES_DIR = art.DIR
+ACTIVATION_SET = "probes"  # where the probes harvest when the run's default set is another harvest
 READOUTS = ("mean", "last")
 DEFAULT_POSITIONS = "mean"
 TRANSFER_GROUPS = 40  # scenarios harvested at the last token to train the persistence transfer probes
@@ -84,19 +88,69 @@ def parse_valence(text: str) -> dict[str, float]:
 def _as_run(run: Run | str | os.PathLike[str], model: Model) -> Run:
     if isinstance(run, Run):
         return run
-    p = Path(run)
-    if (p / "run.json").exists():
-        return open_run(p)
-    return create_run(p, command="psylens.probes.run_probes", model=model.describe())
+    return open_or_create_run(Path(run), command="psylens.probes.run_probes", model=model)
+
+
+def _activations_dir(run: Run, model: Model, stim: Stimuli, sites: list[str], positions: str) -> Path:
+    """The run's default activation set when it holds (or will hold) this harvest; else the set ``probes``.
+
+    A run made by ``psylens harvest --positions last`` keeps its activations; the probes' own read-out
+    goes beside them (``RUN/activations/probes``), so harvest → probe works in one run.
+    """
+    default = run.activations_path()
+    try:
+        check_output(model, stim, default, sites=sites, positions=positions)
+        return default
+    except ValueError:
+        log.info("the run's activations are another harvest; the probes harvest into activation set %r", ACTIVATION_SET)
+        return run.activations_path(ACTIVATION_SET)
 
 
 def _block(r: ProbeResults) -> dict[str, Any]:
     s = r.summary()
     keep = ("labels", "layers", "accuracy_by_layer", "shuffled_accuracy_by_layer", "best_layer", "best_accuracy", "chance",
             "macro_f1_by_layer", "shuffled_macro_f1_by_layer", "selectivity", "emergence_layer",
-            "shuffled_accuracy_at_best_layer", "n", "kind", "cv", "n_splits", "C", "site")
+            "shuffled_accuracy_at_best_layer", "n", "kind", "cv", "n_splits", "C", "site",
+            # intervals and the lexical baseline (psylens.stats; ProbeResults.interval_summary)
+            "accuracy_ci95_by_layer", "best_accuracy_ci95", "layers_tied_with_best",
+            "shuffled_accuracy_ci95_at_best_layer", "lexical_baseline", "rise_above_lexical_by_layer",
+            "rise_above_lexical_ci95_by_layer", "beats_lexical_at_best_layer", "intervals")
     out = {k: s[k] for k in keep}
     out["landmarks"] = an.curve_landmarks(r)
+    return out
+
+
+SEPARATION_NOTE = (
+    "summary/layers.json ranks layers by the Fisher ratio tr(S_between)/tr(S_within): an in-sample ratio of "
+    "scatter traces over all dimensions and all labels (neutral included), dominated by the high-variance "
+    "directions and by each scenario's shared context. The probes rank layers by held-out-scenario accuracy of "
+    "a regularised linear probe on the six emotions, which can use any low-variance direction. They measure "
+    "different things, so their best layers need not agree; trust the probes for decodability, and see "
+    "layers_tied_with_best for which layers the probes cannot tell apart."
+)
+
+
+def _separation_note(run: Run, res: ProbeResults, site: str) -> dict[str, Any]:
+    """Why the per-layer separation summary and the probes may name different best layers (and by how much)."""
+    from psylens import artifacts
+
+    out: dict[str, Any] = {"probe_best_layer": res.best_layer, "separation_best_layer": None,
+                           "probe_accuracy_at_separation_best_layer": None, "separation_best_layer_tied": None,
+                           "why": SEPARATION_NOTE}
+    try:
+        layers_json = run.read_json(artifacts.LAYER_SUMMARY) if run.file(artifacts.LAYER_SUMMARY).is_file() else None
+    except (OSError, ValueError):
+        layers_json = None
+    sep = (layers_json or {}).get("sites", {}).get(site, {}).get("best_layer")
+    if sep is None or int(sep) not in res.layers:
+        return out
+    j = res.layers.index(int(sep))
+    out.update(
+        separation_best_layer=int(sep),
+        probe_accuracy_at_separation_best_layer=round(float(res.accuracy[j]), 4),
+        probe_accuracy_ci95_at_separation_best_layer=[round(float(v), 4) for v in res.accuracy_ci95[j]],
+        separation_best_layer_tied=int(sep) in res.layers_tied_with_best,
+    )
     return out
 
 
@@ -216,6 +270,14 @@ def _run_probes(
         )
     eval_stim = _check_eval(eval_path, classes) if eval_path is not None else None
     run = _as_run(run, model)
+    # recorded in steps/probes.json only when everything below is written (an exception records nothing)
+    step = run.begin_step("probes", {
+        "stimuli": stim.name, "sites": site_list, "eval": str(eval_path) if eval_path is not None else None,
+        "kind": kind, "analyses": list(analyses), "positions": positions, "seed": seed,
+        "persistence_tokens": persistence_tokens, "persistence_groups": persistence_groups,
+        "neutral_texts": neutral_texts, "batch_size": batch_size,
+        "valence": dict(valence) if valence is not None else None,
+    })
     pdir = run.file(PROBES_DIR)
     pdir.mkdir(parents=True, exist_ok=True)
 
@@ -224,7 +286,7 @@ def _run_probes(
     if acts is None:
         log.info("harvesting %d texts at %s", len(stim), site_list)
         acts = model.harvest(stim, sites=site_list, positions=positions, batch_size=batch_size,
-                             out=run.file("activations"), progress=progress)
+                             out=_activations_dir(run, model, stim, site_list, positions), progress=progress)
     else:
         if acts.positions != positions:
             raise ValueError(
@@ -275,13 +337,20 @@ def _run_probes(
                 "real": res.confusion.tolist(),
                 "shuffled": None if res.shuffled_confusion is None else res.shuffled_confusion.tolist(),
             }
-        dpath = pdir / ("directions.safetensors" if site == first else f"directions-{site}.safetensors")
-        directions[site].save(dpath)
-        results[site].save(pdir, name="probes" if site == first else f"probes-{site}")
-    run.write_table(f"{PROBES_DIR}/layer_curve.parquet", pd.concat(curves, ignore_index=True))
-    run.write_json(f"{PROBES_DIR}/confusion.json", confusion)
+        drel = art.directions_file(site, site == first)
+        directions[site].save(step.output(drel))
+        step.output(str(Path(drel).with_suffix(".json")))
+        pname = art.probes_name(site, site == first)
+        results[site].save(pdir, name=pname)
+        step.output(f"{PROBES_DIR}/{pname}.safetensors")
+        step.output(f"{PROBES_DIR}/{pname}.json")
+    run.write_table(art.LAYER_CURVE, pd.concat(curves, ignore_index=True))
+    run.write_json(art.CONFUSION, confusion)
+    step.output(art.LAYER_CURVE)
+    step.output(art.CONFUSION)
 
     summary: dict[str, Any] = {
+        "schema_version": art.SCHEMA_VERSION,
         **_block(main),
         "site": first,
         "all_labels": _block(main_all) if main_all is not None else None,
@@ -295,7 +364,7 @@ def _run_probes(
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
         "directions": {
-            "file": "directions.safetensors",
+            "file": Path(art.DIRECTIONS).name,
             "method": dirs.method,
             "center_by": dirs.center_by,
             "emotions": list(dirs.emotions),
@@ -303,6 +372,7 @@ def _run_probes(
         },
         "analyses": {},
     }
+    summary["best_layer_vs_separation"] = _separation_note(run, main, first)
     notes: list[str] = []
 
     # -- eval --------------------------------------------------------------------------------
@@ -311,7 +381,8 @@ def _run_probes(
         ev_acts = model.harvest(eval_stim, sites=site_list, positions=positions, format=fmt, batch_size=batch_size,
                                 progress=progress)
         summary["eval"], table = _evaluate(ev_acts, main, main_all, dirs, first, head, str(eval_path))
-        run.write_table(f"{PROBES_DIR}/eval.parquet", table)
+        run.write_table(art.EVAL, table)
+        step.output(art.EVAL)
         timings["eval"] = time.perf_counter() - t
 
     # -- analyses ----------------------------------------------------------------------------
@@ -321,9 +392,11 @@ def _run_probes(
         geo = an.geometry(acts, directions=dirs, site=first, center_by=center,
                           valence=valence if valence is not None else an.VALENCE)
         for name, table in geo.tables().items():
-            run.write_table(f"{PROBES_DIR}/geometry_{name}.parquet", table)
+            rel = art.GEOMETRY.get(name, f"{PROBES_DIR}/geometry_{name}.parquet")
+            run.write_table(rel, table)
+            step.output(rel)
         summary["geometry"] = geo.summary(best)
-        summary["analyses"]["geometry"] = "geometry_cosine.parquet, geometry_pca.parquet, geometry_valence.parquet"
+        summary["analyses"]["geometry"] = ", ".join(Path(art.GEOMETRY[k]).name for k in ("cosine", "pca", "valence"))
         timings["geometry"] = time.perf_counter() - t
 
     if "cross_format" in analyses:
@@ -336,9 +409,10 @@ def _run_probes(
             ex_acts = model.harvest(explicit, sites=[first], positions=positions, format=fmt, batch_size=batch_size,
                                     progress=progress)
             table = an.cross_format(acts, ex_acts, site=first, labels=shared, seed=seed)
-            run.write_table(f"{PROBES_DIR}/cross_format.parquet", table)
+            run.write_table(art.CROSS_FORMAT, table)
+            step.output(art.CROSS_FORMAT)
             summary["cross_format"] = _cross_summary(table, best)
-            summary["analyses"]["cross_format"] = "cross_format.parquet"
+            summary["analyses"]["cross_format"] = Path(art.CROSS_FORMAT).name
         timings["cross_format"] = time.perf_counter() - t
 
     if "persistence" in analyses:
@@ -348,7 +422,8 @@ def _run_probes(
             notes,
         )
         if summary["persistence"] is not None:
-            summary["analyses"]["persistence"] = "persistence.parquet"
+            step.output(art.PERSISTENCE)
+            summary["analyses"]["persistence"] = Path(art.PERSISTENCE).name
         timings["persistence"] = time.perf_counter() - t
 
     if "system_prompt" in analyses:
@@ -356,25 +431,27 @@ def _run_probes(
         summary["system_prompt"] = _system_prompt(model, run, stim, dirs, first, head, best, fmt, neutral_texts,
                                                   batch_size, progress, notes, positions)
         if summary["system_prompt"] is not None:
-            summary["analyses"]["system_prompt"] = "system_prompt_shift.parquet"
+            step.output(art.SYSTEM_PROMPT_SHIFT)
+            summary["analyses"]["system_prompt"] = Path(art.SYSTEM_PROMPT_SHIFT).name
         timings["system_prompt"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - t_start
     summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     summary["notes"] = notes
-    run.write_json(f"{PROBES_DIR}/summary.json", summary)
-    run.record_step(
-        "probes",
-        out=f"{PROBES_DIR}/summary.json",
+    run.write_json(art.SUMMARY, summary)
+    step.output(art.SUMMARY)
+    step.note(
+        out=art.SUMMARY,
         stimuli=stim.name,
         sites=site_list,
         eval=str(eval_path) if eval_path is not None else None,
         kind=kind,
         analyses=list(analyses),
         best_layer=best,
-        best_accuracy=summary["best_accuracy"],
-        seconds=round(timings["total"], 1),
+        best_accuracy=finite_or_none(summary["best_accuracy"]),
+        timings=summary["timings_s"],
     )
+    run.finish_step(step)
     return summary
 
 
@@ -466,7 +543,7 @@ def _persistence(
     probes = train_logistic_many(xs + xs, [y] * len(xs) + [y_sh] * len(xs), classes)
     transfer = {v: (probes[i], probes[len(xs) + i]) for i, v in enumerate(layers)}
     table = an.persistence_curve(by_offset, site=site, labels=classes, transfer=transfer, seed=seed)
-    run.write_table(f"{PROBES_DIR}/persistence.parquet", table)
+    run.write_table(art.PERSISTENCE, table)
     at_best = table[table["layer"] == best].sort_values("offset")
     chance = 1.0 / len(classes)
     above = at_best[at_best["transfer_accuracy"] > 2 * chance]["offset"]
@@ -510,7 +587,7 @@ def _system_prompt(
         for m in moods
     }
     table = an.system_prompt_shift(dirs, base, prompted, site=site)
-    run.write_table(f"{PROBES_DIR}/system_prompt_shift.parquet", table)
+    run.write_table(art.SYSTEM_PROMPT_SHIFT, table)
     out = an.shift_summary(table, best)
     out["n_texts"] = len(neutral)
     out["prompts"] = {m: prompts[m] for m in moods}

@@ -60,6 +60,7 @@ def test_layer_summary_finds_the_planted_layer() -> None:
     site = s["sites"]["resid_post"]
     assert s["n"] == N and s["label_counts"] == {"anger": PER, "joy": PER, "fear": PER}
     assert site["layers"] == [3, 7, 9] and site["best_layer"] == 7
+    assert "not the probes' best layer" in site["best_layer_meaning"]  # why it can differ from probes/summary.json
     fr, sh = site["fisher_ratio"], site["shuffled_fisher_ratio"]
     assert fr[1] > fr[2] > fr[0]
     assert all(0 < v < 3 * NO_SIGNAL for v in sh), sh  # one permutation: chance level, give or take
