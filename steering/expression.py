@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from psylens.interventions import record
 from psylens.stimuli import EMOTIONS
 
 if TYPE_CHECKING:
@@ -145,8 +146,11 @@ def expression_activations(
         for start in range(0, len(formatted), batch_size):
             chunk = formatted[start : start + batch_size]
             enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            hs = model.hf_model(**enc, output_hidden_states=True).hidden_states
-            out[start : start + len(chunk)] = torch.stack([hs[v + 1][:, -1].float().cpu() for v in ls], dim=1)
+            # the block outputs (where steering adds), not HF hidden_states: at the last layer those
+            # come after the final norm
+            with torch.no_grad(), record(model.hf_model, ["resid_post"], ls) as rec:
+                model.hf_model(**enc)
+            out[start : start + len(chunk)] = torch.stack([rec["resid_post", v][:, -1].float().cpu() for v in ls], dim=1)
     finally:
         tok.padding_side = old
     return out.view(len(items), len(emos), len(ls), -1)

@@ -52,6 +52,7 @@ from torch import Tensor
 
 from psylens.io import atomic_write_text
 from psylens.stimuli import EMOTIONS
+from psylens.interventions import record
 from psylens.steering.apply import attach_rows
 from psylens.steering.judges import EMOTIONS as JUDGE_EMOTIONS
 from psylens.steering.judges import Judge, dominant, make_judge
@@ -307,11 +308,13 @@ def residual_norms(model: Model, formatted: Sequence[str], layers: Sequence[int]
         enc = tok(list(formatted), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     finally:
         tok.padding_side = old
-    hs = model.hf_model(**enc, output_hidden_states=True).hidden_states
+    # block outputs (where steering adds), not HF hidden_states (after the final norm at the last layer)
+    with record(model.hf_model, ["resid_post"], list(layers)) as rec:
+        model.hf_model(**enc)
     mask = enc["attention_mask"].bool().clone()
     first = mask.float().argmax(dim=1)  # first real token (left padding)
     mask[torch.arange(mask.shape[0]), first] = False
-    return {layer: float(hs[layer + 1].float().norm(dim=-1)[mask].mean()) for layer in layers}
+    return {layer: float(rec["resid_post", layer].float().norm(dim=-1)[mask].mean()) for layer in layers}
 
 
 # -- the sweep --------------------------------------------------------------------------------

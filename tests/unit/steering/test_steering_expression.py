@@ -23,6 +23,38 @@ from psylens.steering.sweep import SweepConfig, band_layers, run_sweep
 PROMPTS = ["Describe your morning.", "Tell me about the weather.", "Write about the ocean.", "Plan a grocery list."]
 
 
+class _Scale(torch.nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return (x * self.factor,)
+
+
+class _BagNet(torch.nn.Module):
+    """Decoder "layers" that turn the running sum ``c`` into ``(l + 1) · c`` at layer ``l``."""
+
+    def __init__(self, embed: torch.Tensor, n_layers: int) -> None:
+        super().__init__()
+        self.embed = embed
+        self.config = SimpleNamespace(hidden_size=embed.shape[1], num_attention_heads=1, intermediate_size=1)
+        self.model = torch.nn.Module()
+        self.model.layers = torch.nn.ModuleList([_Scale(1.0 if v == 0 else (v + 1) / v) for v in range(n_layers)])
+        self.model.forward = self._body  # the layers' owner is called with the inputs, as in transformers
+
+    def _body(self, input_ids, attention_mask):
+        h = (self.embed[input_ids] * attention_mask.unsqueeze(-1)).cumsum(dim=1)
+        states = [h]
+        for layer in self.model.layers:
+            h = layer(h)[0]
+            states.append(h)
+        return states
+
+    def forward(self, input_ids, attention_mask, output_hidden_states=False):
+        return SimpleNamespace(hidden_states=tuple(self.model(input_ids=input_ids, attention_mask=attention_mask)))
+
+
 class BagOfTokens:
     """A stand-in model with a known answer: ``resid_post`` of layer ``l`` at token ``t`` is
     ``(l + 1) ×`` the sum of a fixed embedding over the real tokens ``0..t`` (padding ignored)."""
@@ -31,16 +63,11 @@ class BagOfTokens:
         self.tokenizer, self.n_layers, self.d_model = tokenizer, n_layers, d_model
         self.device, self.spec = torch.device("cpu"), "bag-of-tokens"
         self.embed = torch.randn(len(tokenizer), d_model, generator=torch.Generator().manual_seed(0))
-        self.hf_model = self._forward
+        self.hf_model = _BagNet(self.embed, n_layers)
 
     def format_prompt(self, text: str, *, system_prompt: str | None = None) -> str:
         msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": text}]
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-
-    def _forward(self, input_ids, attention_mask, output_hidden_states=True):
-        x = self.embed[input_ids] * attention_mask.unsqueeze(-1)
-        c = x.cumsum(dim=1)
-        return SimpleNamespace(hidden_states=tuple([c] + [(v + 1) * c for v in range(self.n_layers)]))
 
     def bag(self, text: str) -> torch.Tensor:
         return self.embed[self.tokenizer(text, add_special_tokens=False)["input_ids"]].sum(dim=0)
@@ -174,3 +201,22 @@ def test_sweep_refuses_extraction_prompts_as_test_prompts(tiny_model, tmp_path):
                       directions="expression")
     with pytest.raises(ValueError, match="also extraction prompts"):
         run_sweep(model, run, prompts=list(EXTRACTION_PROMPTS[:3]), config=cfg, progress=False)
+
+
+def test_last_layer_reads_the_block_output_not_the_final_norm(tiny_model):
+    """Steering adds to the block output; HF ``hidden_states[-1]`` is after the final norm."""
+    from psylens.interventions import record
+    from psylens.steering.sweep import residual_norms
+
+    m = tiny_model("llama")
+    last = m.n_layers - 1
+    acts = expression_activations(m, PROMPTS[:2], emotions=EMOTIONS[:2], layers=[last])
+    prompt = m.format_prompt(PROMPTS[0], system_prompt=SYSTEM_TEMPLATE.format(emotion=EMOTIONS[0]))
+    enc = m.tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad(), record(m, ["resid_post"], [last]) as rec:
+        hs = m.hf_model(**enc, output_hidden_states=True).hidden_states
+    block = rec["resid_post", last][0, -1]
+    torch.testing.assert_close(acts[0, 0, 0], block, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(acts[0, 0, 0], hs[last + 1][0, -1], atol=1e-3)  # control: the normed value differs
+    norms = residual_norms(m, [prompt], [last])
+    assert abs(norms[last] - float(rec["resid_post", last][0, 1:].norm(dim=-1).mean())) < 1e-4
