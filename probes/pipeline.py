@@ -39,7 +39,7 @@ from psylens.probes import analyses as an
 from psylens.probes import artifacts as art
 from psylens.probes.directions import Directions, emotion_directions
 from psylens.probes.fit import EvalResult, ProbeResults, eval_labels, fit_probes
-from psylens.runs import Run, Step, open_or_create_run
+from psylens.runs import Run, open_or_create_run
 from psylens.sites import validate_sites
 from psylens.stimuli import EMOTIONS, Stimuli, load, read_text_resource
 
