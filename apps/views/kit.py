@@ -75,6 +75,8 @@ __all__ = [
     "MODEL_LOCK",
     "run_model",
     "shared_model",
+    "field_problems",
+    "warn_fields",
 ]
 
 KINDS = ("json", "table", "tensors", "directions", "jsonl", "activations", "probes")
@@ -486,3 +488,35 @@ def shared_model(spec: str, adapter: str | None = None) -> Any:
     from psylens.models import load_model
 
     return load_model(spec, adapter=adapter, boot_bridge=False)
+
+
+_NUMBER = (int, float)
+
+
+def field_problems(obj: Any, spec: dict[str, type | tuple[type, ...]]) -> list[str]:
+    """The fields of ``obj`` present with the wrong JSON type, as ``"best_layer is a str (int expected)"``.
+
+    ``spec`` maps field → expected type(s); absent or ``null`` fields are not problems (old runs lack
+    new fields). ``bool`` never counts as a number.
+    """
+    out = []
+    for key, expected in spec.items():
+        if not isinstance(obj, dict) or obj.get(key) is None:
+            continue
+        value = obj[key]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            names = " or ".join("number" if t is float else t.__name__ for t in types)
+            out.append(f"`{key}` is a {type(value).__name__} ({names} expected)")
+    return out
+
+
+def warn_fields(art: Artifact, obj: Any, spec: dict[str, type | tuple[type, ...]]) -> bool:
+    """Draw one warning naming the wrong-typed fields of ``obj`` (the page goes on, showing what it can).
+    Returns whether all fields were fine."""
+    problems = field_problems(obj, spec)
+    if problems:
+        shown = "; ".join(problems[:4]) + ("; …" if len(problems) > 4 else "")
+        st.warning(f"`{art.rel}` has fields of the wrong type ({shown}); they are not shown — {_fix(art)}.")
+    return not problems

@@ -80,6 +80,13 @@ ROWS_ART = kit.Artifact(f"{A.ACTIVATIONS}/{A.ROWS}", "json", "stimulus list",
                         "`psylens harvest ... --out RUN` (or `psylens demo`) writes it", schema=A.SCHEMA_VERSION)
 
 
+SUMMARY_FIELDS: dict[str, Any] = {
+    "site": str, "labels": list, "layers": list, "positions": str, "best_layer": int, "best_accuracy": (int, float),
+    "shuffled_accuracy_at_best_layer": (int, float), "chance": (int, float), "accuracy_by_layer": list,
+    "eval": dict, "geometry": dict, "persistence": dict, "format": str,
+}
+
+
 def available(run: Run) -> bool:
     return run.has(SUMMARY)
 
@@ -269,6 +276,9 @@ def render(run: Run) -> None:
     summary = kit.load(run, SUMMARY_ART)
     if summary is None:
         return
+    if not kit.warn_fields(SUMMARY_ART, summary, SUMMARY_FIELDS):
+        summary = {k: v for k, v in summary.items() if k not in {f.split("`")[1] for f in
+                                                                kit.field_problems(summary, SUMMARY_FIELDS)}}
     curve = kit.load(run, CURVE_ART, quiet=True)
     readout = _READOUT.get(str(summary.get("positions", "last")), str(summary.get("positions")))
     labels = ", ".join(str(x) for x in kit.as_list(summary.get("labels")))
@@ -559,15 +569,15 @@ def render_geometry(run: Run, summary: dict[str, Any], layer: int) -> None:
         st.plotly_chart(pca_figure(pca, shown), width="stretch", key="probes_pca")
     if isinstance(val, pd.DataFrame) and "valence_rho" in val and val["valence_rho"].notna().any():
         st.plotly_chart(valence_figure(val), width="stretch", key="probes_valence")
-        geo = kit.as_dict(summary.get("geometry"))
-        if geo:
-            order = " > ".join(str(x) for x in kit.as_list(geo.get("pc1_order")))
-            rho, p = kit.num(geo.get("valence_rho")), kit.num(geo.get("valence_p"))
-            st.caption(
-                f"At layer {geo.get('layer')}: PC1 orders the emotions {order or '?'}; "
-                f"|ρ| = {abs(rho):.2f} (permutation p = {p:.3f}) against the valence scores "
-                f"{valence_text(geo.get('valence')) or 'not recorded'}. PC1's sign is arbitrary, so |ρ| is shown."
-            )
+    geo = kit.as_dict(summary.get("geometry"))
+    if geo:
+        order = " > ".join(str(x) for x in kit.as_list(geo.get("pc1_order")))
+        rho, p = kit.num(geo.get("valence_rho")), kit.num(geo.get("valence_p"))
+        st.caption(
+            f"At layer {geo.get('layer')}: PC1 orders the emotions {order or '?'}; "
+            f"|ρ| = {abs(rho):.2f} (permutation p = {p:.3f}) against the valence scores "
+            f"{valence_text(geo.get('valence')) or 'not recorded'}. PC1's sign is arbitrary, so |ρ| is shown."
+        )
 
 
 def render_cross_format(run: Run) -> None:

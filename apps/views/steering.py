@@ -47,6 +47,16 @@ GENERATIONS_ART = kit.Artifact(GENERATIONS, "jsonl", "example generations", MAKE
 DIRECTIONS_ART = kit.Artifact(DIRECTIONS, "directions", "directions file", "`psylens probe` or the sweep writes it")
 
 
+SUMMARY_FIELDS: dict[str, Any] = {
+    "emotions": dict, "mean_success": (int, float), "mean_baselines": dict, "targets": dict, "n_prompts": dict,
+    "residual_norms": dict, "directions": dict, "judge_validation": dict, "fluency_reference": dict,
+}
+EMOTION_FIELDS: dict[str, Any] = {
+    "best_layer": int, "best_alpha": (int, float), "best_scale": (int, float), "success": (int, float),
+    "baselines": dict, "vs": dict, "perplexity_ratio": (int, float),
+}
+
+
 def available(run: Run) -> bool:
     return run.has(SUMMARY)
 
@@ -179,6 +189,7 @@ def examples_frame(gens: list[dict[str, Any]], emotion: str, *, sampled: bool = 
     direction): the full text and the judged emotion in its own column (greedy by default)."""
     rows: list[dict[str, Any]] = []
     prompts: list[int] = []
+    seen: set[tuple[int, str]] = set()
     for g in gens:
         if g.get("split") != "test" or bool(g.get("sampled")) != sampled:
             continue
@@ -189,10 +200,13 @@ def examples_frame(gens: list[dict[str, Any]], emotion: str, *, sampled: bool = 
             idx = int(g.get("prompt_index", -1))
         except (TypeError, ValueError):
             idx = -1
+        if (idx, cond) in seen:  # the unsteered text is written once per emotion's sweep
+            continue
         if idx not in prompts:
             if len(prompts) >= k:
                 continue
             prompts.append(idx)
+        seen.add((idx, cond))
         judged = g.get("judged")
         rows.append({"_p": prompts.index(idx), "_c": list(CONDITIONS).index(cond), "prompt": str(g.get("prompt", "")),
                      "condition": CONDITIONS[cond], "judged": str(judged) if judged else "— (none dominant)",
@@ -211,7 +225,15 @@ def render(run: Run) -> None:
     if not isinstance(summary.get("emotions"), dict) or not summary["emotions"]:
         st.warning(f"`{SUMMARY}` holds no per-emotion results; rerun `psylens steer sweep --run {run.path}`.")
         return
-    summary = {**summary, "emotions": {str(k): v for k, v in summary["emotions"].items() if isinstance(v, dict)}}
+    problems = kit.field_problems(summary, SUMMARY_FIELDS) + [
+        f"emotions.{e}: {p}" for e, v in summary["emotions"].items() for p in kit.field_problems(v, EMOTION_FIELDS)
+    ] + [f"emotions.{e} is a {type(v).__name__}" for e, v in summary["emotions"].items() if not isinstance(v, dict)]
+    if problems:
+        st.warning(f"`{SUMMARY}` has fields of the wrong type ({'; '.join(problems[:3])}{'; …' if len(problems) > 3 else ''});"
+                   f" they are not shown — rerun `psylens steer sweep --run {run.path}`.")
+    summary = {k: v for k, v in summary.items() if not kit.field_problems({k: v}, SUMMARY_FIELDS)}
+    summary["emotions"] = {str(k): {f: x for f, x in v.items() if not kit.field_problems({f: x}, EMOTION_FIELDS)}
+                           for k, v in summary["emotions"].items() if isinstance(v, dict)}
     st.caption(
         f"Judge `{summary.get('judge', '?')}` · "
         f"{_n(summary, 'dev')} dev prompts pick the layer and scale, {_n(summary, 'test')} held-out prompts score them."
@@ -295,6 +317,12 @@ def render_heatmaps(run: Run, summary: dict[str, Any]) -> None:
     if frame.empty or not {"emotion", "layer", "scale"} <= set(frame.columns):
         st.warning(f"`{GRID}` holds no cells.")
         return
+    usable = pd.to_numeric(frame["layer"], errors="coerce").notna() & frame["scale"].notna()
+    if not usable.all():
+        st.warning(f"`{GRID}`: {int((~usable).sum())} of {len(frame)} cells lack a numeric layer or scale; not drawn.")
+        frame = frame[usable]
+        if frame.empty:
+            return
     emotions = [e for e in summary["emotions"] if e in set(frame["emotion"])]
     if not emotions:
         st.warning(f"`{GRID}` has no cells for the emotions of `{SUMMARY}`.")

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from psylens.activations import Activations  # noqa: E402
 from psylens.apps import EXPLORER, explorer_command, launch  # noqa: E402
 from psylens.apps import cache  # noqa: E402
-from psylens.apps.views import PAGES, check_page  # noqa: E402
+from psylens.apps.views import PAGES, check_page, kit  # noqa: E402
 from psylens.apps.views.overview import parse_layer_summary  # noqa: E402
 from psylens.runs import Run, create_run  # noqa: E402
 
@@ -87,17 +87,22 @@ def test_overview_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
     assert "Overview" in texts(at.title)
-    headers = texts(at.subheader)
+    headers = [h.value for h in at.subheader]
+    assert headers[0] == "Headline results"  # results lead; metadata comes last
     for section in ("Run", "Stimuli", "Per-layer summary"):
         assert section in headers
+    assert headers.index("Run") > headers.index("Per-layer summary")
+    assert any("Metadata and versions" in e.label for e in at.expander)
     assert "tiny-random-llama" in texts(at.markdown)
     assert "psylens demo" in texts(at.code)
     assert len(at.get("plotly_chart")) == 3  # label counts, Fisher (real + control), norm
     # the examples table follows the label picker
+    assert any("groups × 6 stimuli each" in c.value for c in at.caption)  # one line, not a per-group table
     at.selectbox(key="overview_example_label").select("sadness").run()
     assert not at.exception
-    shown = at.dataframe[-1].value
+    shown = at.table[-1].value
     assert set(shown["label"]) == {"sadness"}
+    assert all(t.startswith("I feel sadness") for t in shown["text"])  # full texts
 
 
 def test_not_a_run_shows_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,6 +143,7 @@ def test_no_run_given_asks_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sidebar_text_input_opens_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = make_run(tmp_path / "run")
     monkeypatch.delenv("PSYLENS_RUN", raising=False)
+    monkeypatch.setenv("PSYLENS_ROOT", str(tmp_path))
     at = AppTest.from_file(str(EXPLORER), default_timeout=TIMEOUT).run()
     at.sidebar.text_input[0].input(str(run.path)).run()
     assert not at.exception
@@ -217,7 +223,11 @@ def test_explorer_command(tmp_path: Path) -> None:
     assert cmd[cmd.index("--server.port") + 1] == "8123"
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"  # this machine only, unless host= says otherwise
     assert cmd[-2:] == ["--", str(tmp_path)]
+    cmd = explorer_command(tmp_path, port=8123, host="0.0.0.0", root=tmp_path.parent)
+    assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
+    assert cmd[-4:] == ["--", str(tmp_path), "--root", str(tmp_path.parent)]
 
 
 def _plugin(title: str, needs: str) -> ModuleType:
@@ -235,11 +245,12 @@ def test_pages_are_plugins_shown_when_available(tmp_path: Path, monkeypatch: pyt
     steering = _plugin("Steering", "steering/results.json")  # its file is not in the run
     probes = _plugin("Probes", "probes/results.json")
     # AppTest cannot switch to callable pages, so check which page comes first (the default).
-    monkeypatch.setattr("psylens.apps.views.PAGES", [steering, probes, *PAGES])
+    names = list(kit.PAGE_MODULES)
+    monkeypatch.setattr(kit, "PAGE_MODULES", [steering, probes, *names])
     at = run_app(monkeypatch, run.path)
     assert not at.exception, at.exception
     assert texts(at.title) == "Probes page"  # Steering skipped: not available
-    monkeypatch.setattr("psylens.apps.views.PAGES", [steering, *PAGES])
+    monkeypatch.setattr(kit, "PAGE_MODULES", [steering, *names])
     at = run_app(monkeypatch, run.path)
     assert not at.exception, at.exception
     assert texts(at.title) == "Overview"

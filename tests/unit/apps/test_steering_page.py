@@ -85,8 +85,13 @@ def test_examples_frame(tmp_path):
     gens = page.read_generations(run.file("steering/generations.jsonl").read_text())
     assert len(gens) == 16  # the malformed line is skipped
     ex = page.examples_frame(gens, "joy")
-    assert list(ex.columns) == ["prompt", "no steering", "steered", "prompting", "random direction"]
-    assert len(ex) == 2 and ex.loc[0, "steered"].startswith("steer text 0") and "[joy]" in ex.loc[0, "steered"]
+    assert list(ex.columns) == ["prompt", "condition", "judged", "text"]  # the judged emotion in its own column
+    assert len(ex) == 8 and list(ex["prompt"]) == ["prompt 0"] * 4 + ["prompt 1"] * 4
+    assert list(ex["condition"][:4]) == ["no steering", "steered", "prompting", "random direction"]
+    steered = ex[ex["condition"] == "steered"].iloc[0]
+    assert steered["text"] == "steer text 0" and steered["judged"] == "joy"  # the full text, no tag appended
+    long = [{**g, "text": "word " * 200} for g in gens]
+    assert page.examples_frame(long, "joy")["text"].str.len().min() == 1000  # never cut
 
 
 def _script() -> None:
