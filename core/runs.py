@@ -180,7 +180,13 @@ def model_record(model: Any, *, adapter: str | os.PathLike[str] | None = None) -
 
 
 def _same_model(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """Why two model records differ (``None`` when they may be the same model)."""
+    """Why two model records differ (``None`` when they may be the same model).
+
+    With both fingerprints known they decide (the same weights under another name are the same model);
+    otherwise spec and adapter must match."""
+    fa, fb = old.get("fingerprint"), new.get("fingerprint")
+    if fa is not None and fb is not None:
+        return None if fa == fb else f"fingerprint {fa!r} vs {fb!r}"
     for key in ("spec", "adapter", "fingerprint"):
         a, b = old.get(key), new.get(key)
         if key == "fingerprint" and (a is None or b is None):

@@ -47,9 +47,11 @@ def probe(
     from psylens.io import ensure_writable_dir
     from psylens.probes.classifiers import KINDS
     from psylens.probes.pipeline import ANALYSES, READOUTS, parse_valence, run_probes
+    from psylens.runs import now
     from psylens.sites import validate_sites
     from psylens.stimuli import load
 
+    started = now()  # a new run records when the command started
     # everything that needs no model is checked first
     site_list = validate_sites(_split(sites))
     if kind not in KINDS:
@@ -80,7 +82,7 @@ def probe(
     import torch
 
     from psylens.models import load_model
-    from psylens.runs import create_run
+    from psylens.runs import open_or_create_run
 
     console = Console()
     torch.manual_seed(seed)
@@ -88,7 +90,10 @@ def probe(
     config = {"stimuli": stimuli, "sites": site_list, "eval": str(eval) if eval else None, "kind": kind,
               "positions": positions, "valence": valence_scores,
               "analyses": analyses, "persistence_tokens": persistence_tokens, "batch_size": batch_size}
-    run = create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m.describe(), config=config, seed=seed)
+    # an existing run (e.g. from `psylens harvest --out R`) keeps its record; this command's settings go to
+    # steps/probes.json. Another model than the run's is refused here, before anything is written.
+    run = open_or_create_run(out, command=" ".join(["psylens", *sys.argv[1:]]), model=m, config=config, seed=seed,
+                             started=started)
     summary = run_probes(m, run, stimuli=stim, sites=site_list, eval_path=eval, seed=seed, kind=kind,
                          analyses=analyses, persistence_tokens=persistence_tokens, batch_size=batch_size,
                          valence=valence_scores, threads=threads, positions=positions)

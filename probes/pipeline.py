@@ -438,7 +438,9 @@ def _run_probes(
     timings["total"] = time.perf_counter() - t_start
     summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     summary["notes"] = notes
-    run.write_json(art.SUMMARY, summary)
+    # explicitly null where a number is undefined: the valence correlation with fewer than three
+    # valence-scored labels, the off-diagonal shift with a single mood prompt (psylens.probes.analyses)
+    run.write_json(art.SUMMARY, summary, nan="null")
     step.output(art.SUMMARY)
     step.note(
         out=art.SUMMARY,

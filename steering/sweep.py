@@ -54,6 +54,18 @@ from psylens.io import atomic_write_text
 from psylens.stimuli import EMOTIONS
 from psylens.interventions import record
 from psylens.steering.apply import attach_rows
+
+# file names live in steering/artifacts.py (the explorer reads the same names); re-exported here
+from psylens.steering.artifacts import PROBE_DIRECTIONS as DIRECTIONS  # the probes step's directions
+from psylens.steering.artifacts import (
+    EXPRESSION_DIRECTIONS,
+    GENERATIONS,
+    GRID,
+    SCHEMA_VERSION,
+    SUMMARY,
+    VECTORS,
+    vector_file,
+)
 from psylens.steering.judges import EMOTIONS as JUDGE_EMOTIONS
 from psylens.steering.judges import Judge, dominant, make_judge
 from psylens.steering.metrics import nonword_fraction, repetition_rate, token_nll
@@ -82,12 +94,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROMPTING_TEMPLATE = "Respond in a way that shows {emotion}."
-SUMMARY = "steering/summary.json"
-GRID = "steering/grid.json"
-GENERATIONS = "steering/generations.jsonl"
-VECTORS = "steering/vectors"
-DIRECTIONS = "probes/directions.safetensors"
-EXPRESSION_DIRECTIONS = "steering/expression_directions.safetensors"
 DIRECTION_SOURCES = ("probes", "expression")
 CONDITIONS = ("steer", "random", "prompting", "none")
 
@@ -490,10 +496,13 @@ def run_sweep(
     cfg = config or (SweepConfig.quick() if quick else SweepConfig.full())
     texts = _prompt_texts(prompts)
     dev_idx, test_idx = _split(texts, cfg.n_dev, cfg.n_test, seed)
+    # recorded in steps/steering.json only once every output below exists (an exception records nothing)
+    step = run.begin_step("steering", {**cfg.to_dict(), "seed": seed})
     if directions is None and cfg.directions == "expression":
         source = "expression"
         # always contrast all six emotions, whichever subset is swept
         dirs = _expression_directions(model, run, JUDGE_EMOTIONS, [texts[i] for i in test_idx])
+        step.output(EXPRESSION_DIRECTIONS)
     else:
         source = cfg.directions if directions is None else "given"
         dirs = _resolve_directions(directions, run)
@@ -699,7 +708,7 @@ def run_sweep(
                 "model": getattr(model, "spec", None),
             },
         )
-        rel = f"{VECTORS}/{e}.safetensors"
+        rel = vector_file(e)
         sv.save(run.file(rel))
         vector_files.append(rel)
 
@@ -711,6 +720,7 @@ def run_sweep(
     mean_intervals = _mean_intervals(per_prompt, sampled=False)
     seconds = time.time() - t_start
     summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "emotions": out_emotions,
         "mean_success": mean_success,
         "mean_success_ci95": mean_intervals["ci95"],
@@ -766,14 +776,10 @@ def run_sweep(
     run.write_json(GRID, {"layers": layers, "scales": list(cfg.scales), "split": "dev", "cells": [_clean(c) for c in grid]})
     _write_generations(run, rows, dev_scores, all_test, test_scores)
     run.write_json(SUMMARY, summary)
-    run.record_step(
-        "steering",
-        config=cfg.to_dict(),
-        outputs=[SUMMARY, GRID, GENERATIONS, *vector_files],
-        mean_success=mean_success,
-        seconds=round(seconds, 1),
-        seed=seed,
-    )
+    for rel in (SUMMARY, GRID, GENERATIONS, *vector_files):
+        step.output(rel)
+    step.note(mean_success=mean_success, seed=seed, sweep_seconds=round(seconds, 1))
+    run.finish_step(step)
     return summary
 
 
