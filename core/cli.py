@@ -250,7 +250,7 @@ def demo(
     """The main job: harvest, summarise, probe and steer on the embedded model, into one run."""
     import time
 
-    from psylens.demo import DEMO_STEPS, run_demo
+    from psylens.demo import DEMO_STEPS, headline_lines, headlines, run_demo
 
     skipped = _split(skip)
     bad = [s for s in skipped if s not in DEMO_STEPS[2:]]
@@ -264,12 +264,16 @@ def demo(
         out_console.print(f"[bold green]✓[/bold green] {name:<9} {seconds:7.1f}s  {detail}")
 
     out_console.print(f"[bold]psylens demo[/bold] → {out}  (steps: {', '.join(steps)})")
-    run_demo(out, model=model, device=device, seed=seed, steps=steps, on_step=on_step)
+    run = run_demo(out, model=model, device=device, seed=seed, steps=steps, on_step=on_step)
     out_console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f}s. Run: {out.resolve()}")
+    for line in headline_lines(headlines(run)):  # each headline beside its controls, 95% intervals in brackets
+        out_console.print(line, markup=False, highlight=False)
     out_console.print(f"Open it in the explorer:  [cyan]{psylens_command()} explore {out}[/cyan]", highlight=False)
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, float) for x in v):
+        return f"\\[{v[0]:.3f}, {v[1]:.3f}]"  # an interval; the backslash keeps rich from reading it as markup
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 

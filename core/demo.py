@@ -23,7 +23,7 @@ from psylens.runs import Run, create_run, now
 from psylens.stimuli import load as load_stimuli
 from psylens.summary import layer_summary
 
-__all__ = ["run_demo", "DEMO_STEPS"]
+__all__ = ["run_demo", "DEMO_STEPS", "headlines", "headline_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,104 @@ def run_demo(
         t0 = time.perf_counter()
         res = run_probes(m, run, acts=acts, seed=seed, progress=progress, positions=positions)
         done("probes", t0, best_layer=res.get("best_layer"), best_accuracy=res.get("best_accuracy"),
-             chance=res.get("chance"))
+             ci95=res.get("best_accuracy_ci95"), chance=res.get("chance"),
+             lexical=(res.get("lexical_baseline") or {}).get("accuracy"))
 
     if "steering" in steps:
         from psylens.steering.sweep import run_sweep
 
         t0 = time.perf_counter()
         res = run_sweep(m, run, quick=True, seed=seed, progress=progress)
-        done("steering", t0, mean_success=res.get("mean_success"))
+        done("steering", t0, mean_success=res.get("mean_success"), ci95=res.get("mean_success_ci95"))
     return run
+
+
+def _pair(v: Any) -> list[float] | None:
+    return None if v is None else [float(v[0]), float(v[1])]
+
+
+def headlines(run: Run | str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's headline results beside their controls, with 95% intervals (read from its summaries).
+
+    ``{"probes": {...} | None, "steering": {...} | None}``. Probes: the best layer's held-out-scenario
+    accuracy and interval, the shuffled-label control, chance, and the lexical (bag-of-words) baseline with
+    the paired verdict ``beats_lexical``. Steering: mean success over emotions and its interval, and per
+    baseline (prompting, random, none) its success, interval, the paired difference's interval and
+    ``beats`` — true only when that interval excludes zero. Missing steps give ``None``.
+    """
+    from psylens.runs import open_run
+
+    r = run if isinstance(run, Run) else open_run(run)
+    out: dict[str, Any] = {"probes": None, "steering": None}
+    if r.file("probes/summary.json").is_file():
+        p = r.read_json("probes/summary.json")
+        lex = p.get("lexical_baseline") or None
+        out["probes"] = {
+            "best_layer": p.get("best_layer"),
+            "accuracy": p.get("best_accuracy"),
+            "ci95": _pair(p.get("best_accuracy_ci95")),
+            "shuffled": p.get("shuffled_accuracy_at_best_layer"),
+            "shuffled_ci95": _pair(p.get("shuffled_accuracy_ci95_at_best_layer")),
+            "chance": p.get("chance"),
+            "lexical": None if lex is None else {"accuracy": lex.get("accuracy"), "ci95": _pair(lex.get("ci95"))},
+            "beats_lexical": p.get("beats_lexical_at_best_layer"),
+            "layers_tied_with_best": p.get("layers_tied_with_best"),
+            "n": p.get("n"),
+        }
+    if r.file("steering/summary.json").is_file():
+        s = r.read_json("steering/summary.json")
+        vs = s.get("mean_vs") or {}
+        base_ci = s.get("mean_baselines_ci95") or {}
+        out["steering"] = {
+            "success": s.get("mean_success"),
+            "ci95": _pair(s.get("mean_success_ci95")),
+            "target": (s.get("targets") or {}).get("success"),
+            "n_test": (s.get("n_prompts") or {}).get("test"),
+            "baselines": {
+                c: {
+                    "success": (s.get("mean_baselines") or {}).get(c),
+                    "ci95": _pair(base_ci.get(c)),
+                    "diff": (vs.get(c) or {}).get("diff"),
+                    "diff_ci95": _pair((vs.get(c) or {}).get("ci95")),
+                    "beats": bool((vs.get(c) or {}).get("beats", False)),
+                }
+                for c in ("prompting", "random", "none")
+            },
+            "judge_ceiling": (s.get("judge_validation") or {}).get("accuracy"),
+        }
+    return out
+
+
+def _ci(v: list[float] | None) -> str:
+    return "" if v is None else f" [{v[0]:.2f}, {v[1]:.2f}]"
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.2f}"
+
+
+def headline_lines(h: dict[str, Any]) -> list[str]:
+    """Plain-text closing lines for :func:`headlines` (95% intervals in brackets)."""
+    lines: list[str] = []
+    p = h.get("probes")
+    if p is not None:
+        lex = p.get("lexical") or {}
+        verdict = "beats" if p.get("beats_lexical") else "does not beat"
+        lines.append(
+            f"probes: best layer {p.get('best_layer')} accuracy {_num(p.get('accuracy'))}{_ci(p.get('ci95'))}"
+            f" vs shuffled labels {_num(p.get('shuffled'))}{_ci(p.get('shuffled_ci95'))}, chance {_num(p.get('chance'))},"
+            f" words alone (lexical) {_num(lex.get('accuracy'))}{_ci(lex.get('ci95'))}: {verdict} the words alone"
+        )
+    st = h.get("steering")
+    if st is not None:
+        lines.append(
+            f"steering: mean success {_num(st.get('success'))}{_ci(st.get('ci95'))} over {st.get('n_test')} held-out "
+            f"prompts (target {_num(st.get('target'))}; the judge's own ceiling {_num(st.get('judge_ceiling'))})"
+        )
+        for c, b in st["baselines"].items():
+            verdict = "beats it" if b["beats"] else "does not beat it"
+            lines.append(
+                f"  vs {c:<9} {_num(b.get('success'))}{_ci(b.get('ci95'))}: difference {_num(b.get('diff'))}"
+                f"{_ci(b.get('diff_ci95'))} → {verdict}"
+            )
+    return lines

@@ -1,0 +1,95 @@
+"""The demo's closing lines: each headline beside its controls, with intervals; "beats" only by the paired interval.
+
+Known answer: a steering sweep whose generations are planted (1 of 8 for anger, 7 of 8 for joy, nothing for the
+baselines) and a probes summary on planted activations, both written by the real producers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from psylens.demo import headline_lines, headlines
+from psylens.probes import fit_probes, planted_activations
+from psylens.runs import create_run
+from psylens.steering import sweep as sweep_mod
+from psylens.steering.judges import EMOTIONS
+from psylens.steering.sweep import SweepConfig, run_sweep
+
+
+class MarkerJudge:
+    name = "marker"
+
+    def score(self, texts):
+        out = torch.zeros(len(texts), len(EMOTIONS))
+        for i, t in enumerate(texts):
+            for k, e in enumerate(EMOTIONS):
+                out[i, k] = float(f"MARK_{e}" in t)
+        return out
+
+
+class Dirs:
+    site, method = "resid_post", "mean_diff"
+
+    def __init__(self):
+        self.emotions, self.layers = tuple(EMOTIONS), (0, 1, 2)
+        self.v = torch.nn.functional.normalize(torch.randn(6, 3, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+    def __getitem__(self, key):
+        return self.v[self.emotions.index(key[0]), self.layers.index(key[1])].clone()
+
+
+def _planted(hits):
+    def fake(model, rows, cfg, seed, progress, desc, *, do_sample=False):
+        seen: dict[str, int] = {}
+        for r in rows:
+            r.text = "a plain reply"
+            if r.split == "test" and r.condition == "steer":
+                seen[r.emotion] = seen.get(r.emotion, 0) + 1
+                if seen[r.emotion] <= hits.get(r.emotion, 0):
+                    r.text = f"MARK_{r.emotion}"
+
+    return fake
+
+
+def test_headlines_put_each_number_beside_its_controls(tiny_model, tmp_path, monkeypatch):
+    model = tiny_model("llama")
+    run = create_run(tmp_path / "run", command="test", model=model.describe())
+    monkeypatch.setattr(sweep_mod, "_generate", _planted({"anger": 1, "joy": 7}))
+    cfg = SweepConfig(emotions=("anger", "joy"), layers=(1,), scales=(0.5,), n_dev=1, n_test=8, max_new_tokens=2)
+    run_sweep(model, run, directions=Dirs(), prompts=[f"Prompt {i}." for i in range(9)], config=cfg,
+              judge=MarkerJudge(), progress=False)
+    acts, _ = planted_activations(n_groups=20, n_layers=2, d=48, strength=[0.0, 4.0], context_scale=3.0)
+    run.write_json("probes/summary.json", fit_probes(acts, seed=0, controls=("shuffled",)).summary())
+
+    h = headlines(run.path)
+    p = h["probes"]
+    assert p["best_layer"] == 1 and p["accuracy"] > 0.95 and p["ci95"][0] <= p["accuracy"] <= p["ci95"][1]
+    assert abs(p["shuffled"] - 1 / 6) < 0.1 and p["shuffled_ci95"][0] < 1 / 6 < p["shuffled_ci95"][1]
+    assert p["chance"] == round(1 / 6, 4) and p["lexical"]["accuracy"] > 0.95 and p["beats_lexical"] is False
+    st = h["steering"]
+    assert st["success"] == 0.5 and st["n_test"] == 8 and st["ci95"][0] <= 0.5 <= st["ci95"][1]
+    assert set(st["baselines"]) == {"prompting", "random", "none"}
+    for b in st["baselines"].values():
+        assert b["success"] == 0.0 and b["diff"] == 0.5 and b["beats"] is True and b["diff_ci95"][0] > 0
+
+    lines = headline_lines(h)
+    assert lines[0].startswith("probes: best layer 1 accuracy") and "shuffled labels" in lines[0]
+    assert "chance 0.17" in lines[0] and "lexical" in lines[0] and "does not beat the words alone" in lines[0]
+    assert lines[1].startswith("steering: mean success 0.50 [") and "over 8 held-out prompts" in lines[1]
+    assert sum("vs random" in x and "beats it" in x for x in lines) == 1
+
+
+def test_one_in_eight_is_printed_as_no_beat(tiny_model, tmp_path, monkeypatch):
+    model = tiny_model("llama")
+    run = create_run(tmp_path / "run", command="test", model=model.describe())
+    monkeypatch.setattr(sweep_mod, "_generate", _planted({"anger": 1}))
+    cfg = SweepConfig(emotions=("anger",), layers=(1,), scales=(0.5,), n_dev=1, n_test=8, max_new_tokens=2)
+    run_sweep(model, run, directions=Dirs(), prompts=[f"Prompt {i}." for i in range(9)], config=cfg,
+              judge=MarkerJudge(), progress=False)
+    h = headlines(run)
+    assert h["probes"] is None
+    b = h["steering"]["baselines"]["random"]
+    assert b["diff"] == 0.125 and b["beats"] is False
+    lines = headline_lines(h)
+    assert any("vs random" in x and "does not beat it" in x for x in lines)
+    assert not any("beats it" in x and "does not" not in x for x in lines)
