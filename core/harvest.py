@@ -428,6 +428,8 @@ def harvest(
     meta = {**config, "n_layers_model": model.n_layers, "d_model": model.d_model, "backend": backend}
 
     encs = [encode(model, s.text, format=fmt, system_prompt=system_prompt) for s in stim]
+    if system_prompt is not None and getattr(model, "folds_system_prompt", False):
+        meta["system_prompt_folded"] = True  # the template has no system turn: it went into the user turn
     # execution order (layer, then position inside the block): nnsight requires it
     keys = sorted(((s, layer) for s in site_list for layer in layer_list), key=lambda k: (k[1], _SITE_ORDER.index(k[0])))
     run_batch = {"hooks": _run_hooks, "bridge": _run_bridge, "nnsight": _run_nnsight}[backend]

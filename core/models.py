@@ -400,7 +400,7 @@ class Model:
         spec: str = "custom",
         location: str | None = None,
         adapter: str | None = None,
-        boot_bridge: bool = True,
+        boot_bridge: bool = False,
     ) -> None:
         self.hf_model = hf_model.eval()
         self.tokenizer = tokenizer
@@ -417,6 +417,8 @@ class Model:
         self.d_head: int = int(getattr(text_cfg, "head_dim", None) or self.d_model // self.n_heads)
         self.d_mlp: int = int(getattr(text_cfg, "intermediate_size", 4 * self.d_model))
         self._bridge: Any = None
+        # set once format_prompt had to fold a system prompt into the user turn (Gemma's template)
+        self.folds_system_prompt = False
         if boot_bridge:
             _ = self.bridge
 
@@ -453,6 +455,7 @@ class Model:
             # copy), so ``hf_model`` stays a plain transformers model at full speed.
             shared = {id(t): t for t in (*self.hf_model.parameters(), *self.hf_model.buffers())}
             twin = copy.deepcopy(self.hf_model, shared)
+            _drop_copied_hooks(twin)
             kwargs: dict[str, Any] = {"hf_model": twin, "tokenizer": self.tokenizer, "dtype": self.dtype}
             if not getattr(self.hf_model, "hf_device_map", None):
                 kwargs["device"] = str(self.device)
@@ -520,7 +523,12 @@ class Model:
         except Exception as e:  # some templates (Gemma) reject a system role
             if system_prompt is None:
                 raise
-            log.debug("chat template rejected a system turn (%s); folding it into the user turn", e)
+            if not self.folds_system_prompt:
+                log.warning(
+                    "%s: the chat template rejects a system turn (%s); the system prompt is folded into the "
+                    "user turn instead (recorded as system_prompt_folded in harvest metadata)", self.spec, e,
+                )
+            self.folds_system_prompt = True
             messages = [{"role": "user", "content": f"{system_prompt}\n\n{text}"}]
             return self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=add_generation_prompt
@@ -543,15 +551,24 @@ class Model:
     ) -> list[str]:
         """Generate a continuation for each prompt (chat-formatted by default); returns only the new text.
 
-        Prompts are left-padded in batches; ``seed`` fixes sampling.
+        Prompts are left-padded in batches; ``seed`` fixes sampling (the global RNG is left as it was).
         """
         single = isinstance(prompts, str)
         items = [prompts] if isinstance(prompts, str) else list(prompts)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         texts = [self.format_prompt(p, format=format, system_prompt=system_prompt) for p in items]
-        if seed is not None:
-            torch.manual_seed(seed)
+        # a seed fixes sampling without reseeding the caller's global RNG: fork it for the call
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return self._generate(texts, single, max_new_tokens, do_sample, temperature, top_p, batch_size)
+
+    def _generate(
+        self, texts: list[str], single: bool, max_new_tokens: int, do_sample: bool, temperature: float,
+        top_p: float, batch_size: int,
+    ) -> list[str]:
         tok = self.tokenizer
         old_side = tok.padding_side
         tok.padding_side = "left"
@@ -591,6 +608,35 @@ class Model:
         return harvest(self, stimuli, sites=sites, layers=layers, positions=positions, **kwargs)
 
 
+_HOOK_DICTS = (
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
+    "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+)
+
+
+def _drop_copied_hooks(twin: torch.nn.Module) -> None:
+    """Remove the hooks a deep copy took over from the original modules.
+
+    Their handles point at the original's hook dicts, so a copied steering or harvest hook could never be
+    removed from the twin. transformers' own output-capturing hooks are stateless and kept (the model is
+    flagged as having them installed).
+    """
+    for mod in twin.modules():
+        for name in _HOOK_DICTS:
+            hooks = getattr(mod, name, None)
+            if not hooks:
+                continue
+            for key in list(hooks):
+                fn = hooks[key]
+                if name == "_forward_hooks" and "output_capturing" in getattr(fn, "__qualname__", ""):
+                    continue
+                del hooks[key]
+                for flags in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
+                    if flags != name and isinstance(getattr(mod, flags, None), dict):
+                        getattr(mod, flags).pop(key, None)
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     *,
@@ -599,7 +645,7 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
-    boot_bridge: bool = True,
+    boot_bridge: bool = False,
 ) -> Model:
     """Load a model by registry alias, Hugging Face id, local directory or ``.gguf`` file.
 
@@ -610,7 +656,9 @@ def load_model(
         dtype: default bf16 on GPU (fp16 where bf16 is unsupported), fp32 on CPU.
         device_map: e.g. ``"auto"`` to spread a large model over several GPUs (accelerate).
         trust_remote_code: off unless you ask; only for HF ids / directories that need it.
-        boot_bridge: wrap the model in a ``TransformerBridge`` now (needed for most sites).
+        boot_bridge: wrap the model in a ``TransformerBridge`` now. Off by default: every site is read and
+            changed through :mod:`psylens.interventions` on the plain HF model, and ``model.bridge`` boots
+            on first use (importing transformer-lens costs ~5 s).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

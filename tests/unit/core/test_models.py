@@ -223,3 +223,59 @@ def test_generate(tiny_model) -> None:
     assert m.tokenizer.padding_side == side  # restored
     with pytest.raises(ValueError, match="max_new_tokens"):
         m.generate("Hi", max_new_tokens=0)
+
+
+def test_generate_leaves_the_global_rng_alone(tiny_model):
+    m = tiny_model("llama")
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    a = m.generate("Hello there", max_new_tokens=3, do_sample=True, seed=5)
+    got = torch.rand(3)
+    assert torch.equal(got, want)  # generate did not reseed the caller's RNG
+    assert m.generate("Hello there", max_new_tokens=3, do_sample=True, seed=5) == a  # but its seed still fixes it
+
+
+def test_folded_system_prompt_is_logged_and_recorded(tiny_model, caplog):
+    import logging
+
+    m = tiny_model("llama")
+    real = m.tokenizer.apply_chat_template
+
+    def no_system(messages, **kw):
+        if any(msg["role"] == "system" for msg in messages):
+            raise ValueError("System role not supported")
+        return real(messages, **kw)
+
+    m.tokenizer.apply_chat_template = no_system
+    try:
+        with caplog.at_level(logging.WARNING, logger="psylens.models"):
+            acts = m.harvest(["A calm day."], system_prompt="Be brief.", progress=False)
+        assert "folded into the user turn" in caplog.text
+        assert acts.meta["system_prompt_folded"] is True
+    finally:
+        m.tokenizer.apply_chat_template = real
+        m.folds_system_prompt = False
+    plain = m.harvest(["A calm day."], system_prompt="Be brief.", progress=False)  # control: a template with a system turn
+    assert "system_prompt_folded" not in plain.meta
+
+
+def test_bridge_booted_later_does_not_copy_hooks(tiny_dir):
+    """Issue 15: booting the bridge after a steering block must not carry hooks into the twin."""
+    from psylens.steering import SteeringVector
+
+    m = load_model(str(tiny_dir), device="cpu")
+    assert not m.bridge_booted  # lazy by default: load_model does not import transformer-lens
+    sv = SteeringVector.from_tensor(torch.ones(m.d_model) * 5, layers=[0], alpha=1.0)
+    fresh = m.harvest(["A calm day."], sites=["mlp_out"], progress=False, backend="bridge")["mlp_out"]
+    m2 = load_model(str(tiny_dir), device="cpu")
+    with sv.apply(m2):  # hooks on the plain model while the bridge is not booted ...
+        steered = m2.harvest(["A calm day."], sites=["mlp_out"], progress=False)["mlp_out"]
+        m2.bridge  # ... and the bridge booted inside the block: a deep copy of hooked modules
+    assert not torch.allclose(steered, fresh)  # control: steering was on inside the block
+    after = m2.harvest(["A calm day."], sites=["mlp_out"], progress=False, backend="bridge")["mlp_out"]
+    torch.testing.assert_close(after, fresh, atol=0, rtol=0)
+    counts = sum(len(getattr(mod, d)) for mod in m2.bridge.original_model.modules()
+                 for d in ("_forward_hooks", "_forward_pre_hooks"))
+    assert counts == sum(len(getattr(mod, d)) for mod in m.bridge.original_model.modules()
+                         for d in ("_forward_hooks", "_forward_pre_hooks"))
