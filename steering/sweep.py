@@ -28,6 +28,11 @@ Protocol (one call of :func:`run_sweep`):
    each emotion, the ceiling of any success) and ``fluency_reference`` (the perplexity ratio of the
    model's own unsteered text sampled at temperature 1, and of prompting: what the cap means here).
 
+7. Intervals (:mod:`psylens.stats`): every success rate has ``ci95``, a 95% bootstrap interval over the
+   test prompts (Wilson when all prompts agree), and every ``beats_X`` is the paired verdict: the
+   difference success − X over the same prompts (``vs.X``) has an interval above zero. 1 of 8 prompts
+   against 0 of 8 is not a beat.
+
 Every generation is batched with a different vector per row (:func:`psylens.steering.apply.attach_rows`),
 so the whole grid costs a few ``generate`` calls. Writes ``RUN/steering/summary.json``, ``grid.json``,
 ``generations.jsonl`` and ``vectors/<emotion>.safetensors``.
