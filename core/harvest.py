@@ -77,15 +77,11 @@ def encode(model: Model, text: str, *, format: str = "auto", system_prompt: str 
     prompt = model.format_prompt(text, format=fmt, system_prompt=system_prompt)
     tok = model.tokenizer
     if fmt == "chat":
-        if text != text.strip() and prompt.rfind(text) < 0:  # some templates trim the message
-            text = text.strip()
-        start_char = prompt.rfind(text)
+        start_char, text = _locate_in_template(model, prompt, text, system_prompt)
         add_special = False  # the template carries its own special tokens
     else:
         start_char = len(prompt) - len(text)
         add_special = True
-    if start_char < 0:
-        raise ValueError(f"could not find the text inside its formatted prompt: {text[:60]!r}")
     end_char = start_char + len(text)
     if getattr(tok, "is_fast", False):
         enc = tok(prompt, add_special_tokens=add_special, return_offsets_mapping=True)
@@ -100,7 +96,46 @@ def encode(model: Model, text: str, *, format: str = "auto", system_prompt: str 
         inside = list(range(min(first, last), last + 1))
     if not inside:
         raise ValueError(f"text produced no tokens: {text!r}")
-    return Encoded(ids=ids[: inside[-1] + 1], text_start=inside[0])
+    ids = ids[: inside[-1] + 1]
+    limit = _context_length(model)
+    if limit is not None and len(ids) > limit:
+        raise ValueError(
+            f"text of {len(ids)} tokens (with its prompt) is longer than the model's {limit}-token context: "
+            f"{text[:60]!r}…; psylens does not truncate silently, so split or shorten it"
+        )
+    return Encoded(ids=ids, text_start=inside[0])
+
+
+_SENTINEL = "\u2063PSYLENS\u2063TEXT\u2063"
+
+
+def _locate_in_template(model: Model, prompt: str, text: str, system_prompt: str | None) -> tuple[int, str]:
+    """Where the user's ``text`` starts in its chat-formatted ``prompt``, found from the template's structure.
+
+    The template is rendered around a sentinel, which splits it into the part before the user turn's
+    content and the part after; searching the prompt for the text instead would land in the template
+    when the text also occurs there ("assistant", "start", "is").
+    """
+    frame = model.format_prompt(_SENTINEL, format="chat", system_prompt=system_prompt)
+    at = frame.find(_SENTINEL)
+    if at < 0 or frame.count(_SENTINEL) != 1:
+        raise ValueError(f"the chat template of {model.spec!r} does not keep the user's text verbatim; use format='raw'")
+    before, after = frame[:at], frame[at + len(_SENTINEL):]
+    for candidate in (text, text.strip()):  # some templates trim the message
+        if prompt == before + candidate + after:
+            return len(before), candidate
+    raise ValueError(
+        f"could not locate the text inside its formatted prompt (the template changes it): {text[:60]!r}; "
+        "use format='raw'"
+    )
+
+
+def _context_length(model: Model) -> int | None:
+    cfg = getattr(getattr(model, "hf_model", None), "config", None)
+    if cfg is not None and hasattr(cfg, "get_text_config"):
+        cfg = cfg.get_text_config()
+    limit = getattr(cfg, "max_position_embeddings", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
 
 
 # --------------------------------------------------------------------------------------------

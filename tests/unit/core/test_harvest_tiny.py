@@ -422,3 +422,34 @@ def test_meta_records_the_config(tiny_model) -> None:
     assert acts.meta["model"] == m.spec and acts.meta["layers"] == [1] and acts.meta["positions"] == "mean"
     assert acts.meta["format"] == "chat" and acts.meta["backend"] == "hooks"
     json.dumps(acts.meta)  # JSON-serialisable
+
+
+@pytest.mark.parametrize("word", ["assistant", "user", "is", "a", "start", "end", "im"])
+def test_text_found_in_the_template_is_read_at_the_users_tokens(tiny_model, word) -> None:
+    """Issue 15: a stimulus that also occurs in the chat template's tail must read the user's tokens."""
+    from psylens.harvest import encode
+
+    m = tiny_model("llama")
+    enc = encode(m, word)
+    tok = m.tokenizer
+    assert tok.decode(enc.ids[enc.text_start:]).strip() == word
+    frame = m.format_prompt("\u2063X\u2063")
+    user_prefix = frame[: frame.index("\u2063X\u2063")]
+    n_prefix = len(tok(user_prefix, add_special_tokens=False)["input_ids"])
+    assert enc.text_start == n_prefix  # right after "<|im_start|>user\n", not in the template's tail
+    acts = m.harvest([word], layers=[0, 2], positions="last", progress=False)
+    full = tok(m.format_prompt(word), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        hs = m.hf_model(**full, output_hidden_states=True).hidden_states
+    last = len(enc.ids) - 1
+    close(acts["resid_post"][0, 0], hs[1][0, last])
+    # control: the template's own "assistant" token (in the tail) holds another value
+    assert not torch.allclose(hs[1][0, -2], hs[1][0, last], atol=1e-4)
+
+
+def test_a_text_longer_than_the_context_is_refused(tiny_model) -> None:
+    from psylens.harvest import encode
+
+    m = tiny_model("llama")
+    with pytest.raises(ValueError, match=r"longer than the model's 512-token context.*does not truncate"):
+        encode(m, "word " * 600)
