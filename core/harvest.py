@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,8 @@ def encode(model: Model, text: str, *, format: str = "auto", system_prompt: str 
 
 
 _SENTINEL = "\u2063PSYLENS\u2063TEXT\u2063"
+# the template rendered around the sentinel, per model and system prompt (weak: never keeps a model alive)
+_FRAMES: weakref.WeakKeyDictionary[Any, dict[str | None, str]] = weakref.WeakKeyDictionary()
 
 
 def _locate_in_template(model: Model, prompt: str, text: str, system_prompt: str | None) -> tuple[int, str]:
@@ -116,14 +119,20 @@ def _locate_in_template(model: Model, prompt: str, text: str, system_prompt: str
     content and the part after; searching the prompt for the text instead would land in the template
     when the text also occurs there ("assistant", "start", "is").
     """
-    frame = model.format_prompt(_SENTINEL, format="chat", system_prompt=system_prompt)
-    at = frame.find(_SENTINEL)
-    if at < 0 or frame.count(_SENTINEL) != 1:
-        raise ValueError(f"the chat template of {model.spec!r} does not keep the user's text verbatim; use format='raw'")
-    before, after = frame[:at], frame[at + len(_SENTINEL):]
-    for candidate in (text, text.strip()):  # some templates trim the message
-        if prompt == before + candidate + after:
-            return len(before), candidate
+    frames = _FRAMES.setdefault(model, {})
+    for fresh in (False, True):  # a cached frame first; render again if the template changed since
+        if fresh or system_prompt not in frames:
+            frames[system_prompt] = model.format_prompt(_SENTINEL, format="chat", system_prompt=system_prompt)
+        frame = frames[system_prompt]
+        at = frame.find(_SENTINEL)
+        if at < 0 or frame.count(_SENTINEL) != 1:
+            raise ValueError(
+                f"the chat template of {model.spec!r} does not keep the user's text verbatim; use format='raw'"
+            )
+        before, after = frame[:at], frame[at + len(_SENTINEL):]
+        for candidate in (text, text.strip()):  # some templates trim the message
+            if prompt == before + candidate + after:
+                return len(before), candidate
     raise ValueError(
         f"could not locate the text inside its formatted prompt (the template changes it): {text[:60]!r}; "
         "use format='raw'"
