@@ -277,3 +277,54 @@ def test_cached_reads_follow_the_files(tmp_path: Path) -> None:
     run.write_json("summary/layers.json", {"n": 5, "sites": {}})
     assert cache.json_file(run, "summary/layers.json")["n"] == 5  # new mtime, new read
     assert cache.run_meta(run)["model"]["spec"] == "tiny-random-llama"
+
+
+def test_paths_outside_the_root_say_nothing_about_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    make_run(root / "mine", summary=False, activations=False)
+    outside_run = make_run(tmp_path / "elsewhere" / "theirs", summary=False, activations=False)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    monkeypatch.setenv("PSYLENS_ROOT", str(root))
+    said = set()
+    for given in (tmp_path / "a-file", tmp_path / "a-dir", tmp_path / "nowhere", outside_run.path,
+                  tmp_path / "elsewhere", Path("/etc/passwd"), root / ".." / "a-file"):
+        at = run_app(monkeypatch, given)
+        assert not at.exception, at.exception
+        message = at.error[0].value.replace(str(given), "GIVEN")  # echoing what was typed is fine
+        for leak in ("is a file", "not a psylens run", "does not exist", "Runs inside", "theirs", "cannot be read"):
+            assert leak not in message, (given, message)
+        assert "not inside the explorer's root" in message
+        said.add(message)
+        assert not at.title  # nothing rendered
+    assert len(said) == 1  # the same words whatever is (or is not) there
+    # control: inside the root the details are given, and a run opens
+    (root / "a-file").write_text("x")
+    at = run_app(monkeypatch, root / "a-file")
+    assert "is a file" in at.error[0].value
+    at = run_app(monkeypatch, root / "mine")
+    assert not at.exception and "Overview" in texts(at.title)
+    # a symlink inside the root that points out of it is outside
+    (root / "link").symlink_to(outside_run.path)
+    at = run_app(monkeypatch, root / "link")
+    assert "not inside the explorer's root" in at.error[0].value
+
+
+def test_the_root_defaults_to_the_directory_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PSYLENS_ROOT", raising=False)
+    run = make_run(tmp_path / "runs" / "a", summary=False, activations=False)
+    make_run(tmp_path / "runs" / "b", summary=False, activations=False)
+    at = run_app(monkeypatch, run.path)
+    assert not at.exception and "Overview" in texts(at.title)
+    at.sidebar.text_input[0].input(str(tmp_path / "runs" / "b")).run()  # a sibling: outside the run given
+    assert "not inside the explorer's root" in at.error[0].value
+    at = run_app(monkeypatch, tmp_path / "runs")  # a folder of runs: its runs are listed and can be opened
+    assert "runs/a" in at.error[0].value.replace("\\", "/") and "runs/b" in at.error[0].value.replace("\\", "/")
+    at.sidebar.text_input[0].input(str(tmp_path / "runs" / "b")).run()
+    assert not at.exception and "Overview" in texts(at.title)
+
+
+def test_launch_binds_localhost_and_checks_the_root(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs" / "a", summary=False, activations=False)
+    with pytest.raises(ValueError, match="not inside --root"):
+        launch(run.path, root=tmp_path / "other", block=False)
