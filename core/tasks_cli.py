@@ -1,7 +1,7 @@
 """``psylens tasks eval``: evaluate a model on a psychological-reasoning task set.
 
     psylens tasks eval --model M [--tasks psych|FILE.jsonl] [--method loglik|generate] [--cot]
-                       [--split train|test] [--batch-size N] --out result.json
+                       [--split train|test] [--batch-size N] [--max-new-tokens N] [--items] --out result.json
 
 Writes the :func:`psylens.tasks.evaluate` dict as JSON (atomically). ``tasks_app`` is a
 ``typer.Typer``; the main CLI registers it as ``tasks``. Bad arguments raise ``ValueError``
@@ -48,6 +48,7 @@ def eval_cmd(
     split: Optional[str] = typer.Option(None, "--split", help="train | test (default: every item)."),
     format: str = typer.Option("auto", "--format", help="chat | raw | auto"),
     batch_size: int = typer.Option(4, "--batch-size", help="Tasks per forward pass."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="generate: default 8, 256 with --cot."),
     items: bool = typer.Option(False, "--items", help="Also write each item's prediction (per_item)."),
     device: str = typer.Option("auto", "--device"),
     out: Path = typer.Option(..., "--out", "-o", help="JSON file to write."),
@@ -70,12 +71,14 @@ def eval_cmd(
         raise ValueError(f"--format {format!r}: use one of auto, chat, raw")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     items_list = T.load(tasks, split=split)
     _check_out_file(out)
     m = load_model(model, device=device, boot_bridge=False)
     m.resolve_format(format)
     result = T.evaluate(m, items_list, method=method, chain_of_thought=cot, batch_size=batch_size,
-                        progress=True, return_items=items, format=format)
+                        progress=True, return_items=items, format=format, max_new_tokens=max_new_tokens)
     write_json(out, result)
     console = Console()
     lo, hi = result["ci95"]
