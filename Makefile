@@ -59,7 +59,8 @@ NOTEBOOK := notebooks/01_emotion_directions_and_steering.ipynb
 notebook: setup-full
 	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK)
 
-bench: setup
+bench: setup-full
+	$(PY) -m benchmarks.load
 	$(PY) -m benchmarks.harvest
 	$(PY) -m benchmarks.steering
 	$(PY) -m benchmarks.steering_ceiling
