@@ -20,6 +20,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 METHODS = ("loglik", "generate", "generate-cot")
@@ -29,16 +30,17 @@ def _fmt(acc: float, ci: list[float]) -> str:
     return f"{acc:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def run_model(spec: str, methods: list[str], tasks_src: str, limit: int | None, batch_size: int, seed: int) -> dict:
+def run_model(spec: str, methods: list[str], tasks_src: str, limit: int | None, batch_size: int, seed: int,
+              split: str | None = None, on_method: Any = None) -> dict:
     from psylens import tasks as T
     from psylens.models import load_model
 
-    items = T.load(tasks_src)
+    items = T.load(tasks_src, split=split)
     if limit:
         items = items[:limit]
     t0 = time.perf_counter()
     model = load_model(spec, device="cpu", boot_bridge=False)
-    out: dict = {"model": spec, "format": model.resolve_format("auto"), "n": len(items), "tasks": tasks_src,
+    out: dict = {"model": spec, "format": model.resolve_format("auto"), "n": len(items), "tasks": tasks_src, "split": split,
                  "load_seconds": round(time.perf_counter() - t0, 1), "methods": {}}
     test_idx = [i for i, t in enumerate(items) if t.split == "test"]
     for method in methods:
@@ -62,6 +64,8 @@ def run_model(spec: str, methods: list[str], tasks_src: str, limit: int | None, 
             {"id": p.id, "output": p.output} for p in preds[:5] if p.output is not None
         ]
         out["methods"][method] = row
+        if on_method is not None:  # write what is done so far
+            on_method(out)
     return out
 
 
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--methods", nargs="+", default=["loglik", "generate"], choices=METHODS)
     parser.add_argument("--tasks", default="psych", help="'psych' or a JSONL file of tasks")
+    parser.add_argument("--split", default=None, choices=["train", "test"], help="only this split (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,13 +114,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     results = []
     for spec in args.models:
-        r = run_model(spec, args.methods, args.tasks, args.limit, args.batch_size, args.seed)
-        r["date"] = time.strftime("%Y-%m-%d")
-        write_json(args.out_dir / f"{Path(spec).name}.json", r)
+        name = f"{Path(spec).name}{'-' + args.split if args.split else ''}.json"
+
+        def save(r: dict, name: str = name) -> None:
+            r["date"] = time.strftime("%Y-%m-%d")
+            write_json(args.out_dir / name, r)
+
+        r = run_model(spec, args.methods, args.tasks, args.limit, args.batch_size, args.seed, args.split, save)
         results.append(r)
         print(f"{spec}: " + ", ".join(f"{m} {row['seconds']}s" for m, row in r["methods"].items()), flush=True)
     print(table(results))
-    write_json(args.out_dir / "summary.json", {"table": table(results), "models": [r["model"] for r in results]})
+    write_json(args.out_dir / f"summary{'-' + args.split if args.split else ''}.json",
+               {"table": table(results), "models": [r["model"] for r in results]})
 
 
 if __name__ == "__main__":
