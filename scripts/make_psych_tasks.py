@@ -175,7 +175,7 @@ T.append(Template(
     "emo-kindness", "emotion_inference",
     "{A} had {hard}. When {A_he} got home, {A_he} found that {B}, {who}, had {help}.",
     [("How does {A} most likely feel toward {B}?", "thankful", ["resentful", "jealous", "bored"])],
-    V(("been in bed with the flu all week", "a neighbour {A_he} barely knew", "left a pot of soup and some groceries at the door"),
+    V(("spent the week in hospital with pneumonia", "a neighbour {A_he} barely knew", "left a pot of soup and some groceries at the door"),
       ("worked two double shifts in a row", "{A_his} flatmate", "cleaned the whole flat and cooked dinner"),
       ("just come back from hospital with a broken leg", "a colleague", "arranged for people to walk {A_his} dog every day"),
       ("lost {A_his} job that morning", "an old school friend", "sent a kind card and offered to help with {A_his} CV"),
@@ -246,21 +246,21 @@ T.append(Template(
 # =============================================================================================
 T.append(Template(
     "fb-moved", "false_belief",
-    "{A} put {obj} {L1} and then {away}. While {A_he} was gone, {B} found {obj}, thought about putting it {L3}, and in the end moved it {L2}. {seen}",
+    "{A} put {obj} {L1} and then {away}. While {A_he} was gone, {B} found {obj}, thought about putting {it} {L3}, and in the end put {it} {L2}. {seen}",
     [("When {A} comes back, where will {A_he} look for {obj} first?", "{L1}", ["{L2}", "{L3}", "{L4}"])],
     V(("{A_his} chocolate bar", "in the blue cupboard", "in the green drawer", "in the fridge", "in the bread bin",
-       "went out to play", "{A} did not see this.", None),
+       "went out to play", "{A} did not see this.", None, "it"),
       ("the car keys", "in the bowl by the door", "in {B_his} coat pocket", "in the kitchen drawer", "on the hall shelf",
-       "went upstairs to shower", "", None),
+       "went upstairs to shower", "", None, "them"),
       ("{A_his} library book", "in {A_his} school bag", "on the top bookshelf", "under the bed", "in the toy box",
-       "went to football practice", "", None),
+       "went to football practice", "", None, "it"),
       ("the scissors", "in the sewing basket", "in the desk drawer", "in the toolbox", "in the cupboard under the sink",
-       "went to answer the phone", "{A} watched the whole thing from the doorway.", "{L2}"),
+       "went to answer the phone", "{A} watched the whole thing from the doorway.", "{L2}", "them"),
       ("{A_his} phone charger", "on the bedside table", "on the kitchen counter", "in the backpack", "behind the sofa",
-       "went out for a run", "", None),
+       "went out for a run", "", None, "it"),
       ("the birthday card", "under the sofa cushion", "inside the piano bench", "in the post box", "behind the clock",
-       "went to buy flowers", "", None),
-      keys="obj L1 L2 L3 L4 away seen _answer")))
+       "went to buy flowers", "", None, "it"),
+      keys="obj L1 L2 L3 L4 away seen _answer it")))
 
 T.append(Template(
     "fb-contents", "false_belief",
@@ -388,7 +388,7 @@ T.append(Template(
     "{B} told {A}, \"I'll be studying at {P1} all afternoon, not at {P3}, so come and find me there.\" Later {B} changed {B_his} mind "
     "and went to {P2} instead. {B_His} phone had run out of battery, so {B_he} could not tell {A}.",
     [("Where will {A} go to find {B}?", "to {P1}", ["to {P2}", "to {P3}", "to {P4}"])],
-    V(("the library", "the café on the corner", "{B}'s house", "the gym"),
+    V(("the library", "the café on the corner", "the sports hall", "the gym"),
       ("the reading room", "the park bench by the pond", "the computer lab", "the bus stop"),
       ("the coffee shop", "the student union", "the train station", "the bookshop"),
       ("the town library", "{B_his} aunt's house", "the bakery", "the swimming pool"),
@@ -428,22 +428,22 @@ T.append(Template(
 # =============================================================================================
 T.append(Template(
     "sob-window", "second_order_belief",
-    "{A} put {obj} {L1} instead of {L3}, and went outside. While {A} was out, {B} moved {obj} {L2}. Through the window, {A} secretly "
+    "{A} put {obj} {L1} instead of {L3}, and went outside. While {A} was out, {B} took {obj} and put {it} {L2}. Through the window, {A} secretly "
     "watched {B} do it. {noticed}",
     [("Where does {B} think {A} will look for {obj}?", "{L1}", ["{L2}", "{L3}", "{L4}"])],
     V(("{A_his} sweets", "in the red tin", "in the cupboard above the sink", "in the freezer", "under the stairs",
-       "{B} did not notice {A} at the window.", None),
+       "{B} did not notice {A} at the window.", None, "them"),
       ("the TV remote", "on the armchair", "in the magazine rack", "under the rug", "on top of the fridge",
-       "{B} had no idea {A} was watching.", None),
+       "{B} had no idea {A} was watching.", None, "it"),
       ("{A_his} diary", "under {A_his} pillow", "in the wardrobe", "in the laundry basket", "in the bathroom cabinet",
-       "{B} never saw {A} at the window.", None),
+       "{B} never saw {A} at the window.", None, "it"),
       ("the spare key", "under the doormat", "inside the flowerpot", "in the letterbox", "on the window ledge",
-       "{B} looked up, saw {A} at the window, and waved.", "{L2}"),
+       "{B} looked up, saw {A} at the window, and waved.", "{L2}", "it"),
       ("the football", "in the shed", "behind the compost bin", "in the car boot", "in the garage",
-       "{B} did not realise {A} could see {B_him}.", None),
+       "{B} did not realise {A} could see {B_him}.", None, "it"),
       ("{A_his} wallet", "on the desk", "in the top drawer", "in the bread bin", "in the coat rack",
-       "{B} did not notice {A} at the window.", None),
-      keys="obj L1 L2 L3 L4 noticed _answer")))
+       "{B} did not notice {A} at the window.", None, "it"),
+      keys="obj L1 L2 L3 L4 noticed _answer it")))
 
 T.append(Template(
     "sob-van", "second_order_belief",
@@ -716,15 +716,15 @@ T.append(Template(
 T.append(Template(
     "int-seat", "intention",
     "On the crowded {vehicle}, {A} noticed {person} standing near {A_him} {burden}. {A} still had {n} stops to go, "
-    "but {A_he} stood up and caught {pron} eye.",
+    "but {A_he} stood up and caught {pron}'s eye.",
     [("Why did {A} stand up?", "to offer {pron} {A_his} seat",
       ["because {A_he} had reached {A_his} stop", "to get a better view out of the window", "because {A_his} seat was wet"])],
-    V(("bus", "an old man", "leaning on a walking stick", "six", "the man's"),
-      ("train", "a pregnant woman", "holding on to the rail", "five", "the woman's"),
-      ("tram", "a father", "with a sleeping toddler in his arms", "four", "the father's"),
-      ("underground train", "a woman", "on crutches", "seven", "the woman's"),
-      ("bus", "an elderly lady", "carrying two heavy shopping bags", "eight", "the lady's"),
-      ("ferry", "a man", "with his arm in a sling", "three", "the man's"),
+    V(("bus", "an old man", "leaning on a walking stick", "six", "the man"),
+      ("train", "a pregnant woman", "holding on to the rail", "five", "the woman"),
+      ("tram", "a father", "with a sleeping toddler in his arms", "four", "the father"),
+      ("underground train", "a woman", "on crutches", "seven", "the woman"),
+      ("bus", "an elderly lady", "carrying two heavy shopping bags", "eight", "the lady"),
+      ("ferry", "a man", "with his arm in a sling", "three", "the man"),
       keys="vehicle person burden n pron")))
 
 T.append(Template(
@@ -915,7 +915,7 @@ T.append(fp(
 T.append(fp(
     "fp-control-ask",
     "{A}, {B} and {C} were having lunch at {B}'s house. {A} noticed the {item} on the wall and asked about it. {B} explained "
-    "that {origin}. \"{remark}\" said {A}.",
+    "that {origin}. {A} said, \"{remark}\"",
     "", "pleased", ["insulted", "ashamed", "hurt"],
     [("clock", "it had belonged to {B_his} grandfather", "It suits this room perfectly."),
      ("map", "{B_he} had found it in a market in Lisbon", "What a great find."),
@@ -981,8 +981,8 @@ T.append(mx(
     "mix-sibling",
     "{A} and {A_his} {rel} {B} both applied for the same {job}. {B} got it, and {A} did not. {A} and {B} are very close.",
     "happy for {B}", "envious", "terrified", "disgusted", "ashamed",
-    [("sister", "job at the newspaper"), ("brother", "place on the expedition"), ("cousin", "role in the film"),
-     ("sister", "position at the hospital"), ("brother", "scholarship"), ("cousin", "apprenticeship")],
+    [("cousin", "job at the newspaper"), ("best friend", "place on the expedition"), ("twin", "role in the film"),
+     ("flatmate", "position at the hospital"), ("oldest friend", "scholarship"), ("neighbour", "apprenticeship")],
     "rel job"))
 
 T.append(mx(
@@ -1018,15 +1018,15 @@ T.append(mx(
 
 T.append(mx(
     "mix-firsttrip",
-    "{A}'s {child}, who is {age}, is {trip} alone for the first time. {A} watched {them} {go} until the {child} disappeared from view.",
+    "{A}'s {child}, who is {age}, is {trip} alone for the first time. {A} watched {them} {go} until {sub} disappeared from view.",
     "proud", "worried", "disgusted", "guilty", "amused",
-    [("son", "twelve", "taking the train to his grandmother's", "him", "wave from the carriage"),
-     ("daughter", "sixteen", "flying to a language camp abroad", "her", "walk through security"),
-     ("son", "ten", "cycling to school", "him", "pedal down the hill"),
-     ("daughter", "eighteen", "driving across the country", "her", "drive off"),
-     ("son", "fourteen", "sailing a dinghy across the bay", "him", "steer past the harbour wall"),
-     ("daughter", "eleven", "walking to the shop", "her", "turn the corner")],
-    "child age trip them go"))
+    [("son", "twelve", "taking the train to his grandmother's", "him", "wave from the carriage", "he"),
+     ("daughter", "sixteen", "flying to a language camp abroad", "her", "walk through security", "she"),
+     ("son", "ten", "cycling to school", "him", "pedal down the hill", "he"),
+     ("daughter", "eighteen", "driving across the country", "her", "drive off", "she"),
+     ("son", "fourteen", "sailing a dinghy across the bay", "him", "steer past the harbour wall", "he"),
+     ("daughter", "eleven", "walking to the shop", "her", "turn the corner", "she")],
+    "child age trip them go sub"))
 
 T.append(mx(
     "mix-funeral",
