@@ -4,7 +4,8 @@
   from a config (``"llama"``, ``"qwen2"``, ``"gemma3"``), with a real tokenizer
   (the embedded SmolLM2 tokenizer, vocab 49152). Fast.
 - ``smollm``: the embedded SmolLM2-135M-Instruct, loaded once per session. Read-only:
-  tests must not change its weights or leave hooks on it.
+  tests must not change its weights or leave hooks on it. Integration tests only.
+- ``smollm_tokenizer``: its tokenizer alone (unit tests never load the embedded model).
 """
 
 from __future__ import annotations
@@ -42,8 +43,21 @@ def smollm() -> Model:
 
 
 @pytest.fixture(scope="session")
-def smollm_tokenizer(smollm: Model):
-    return smollm.tokenizer
+def smollm_tokenizer():
+    """The embedded model's tokenizer alone: unit tests never load the embedded model's weights."""
+    from transformers import AutoTokenizer
+
+    from psylens.models import REGISTRY, _gguf_cache_path
+
+    gguf = REGISTRY[DEFAULT_MODEL].locate()
+    cached = _gguf_cache_path(gguf)
+    if (cached / "tokenizer_config.json").exists():
+        tok = AutoTokenizer.from_pretrained(str(cached))
+    else:  # read it from the GGUF itself (no dequantization)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def build_tiny_hf(arch: str, vocab_size: int = TINY_VOCAB):
@@ -87,3 +101,13 @@ def tiny_model(smollm_tokenizer):
         return cache[arch]
 
     return make
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Unit tests use tiny random models only: one that asks for the embedded model fails at once."""
+    for item in items:
+        if "/tests/unit/" in str(item.fspath).replace("\\", "/") and "smollm" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(
+                f"{item.nodeid} is a unit test but asks for the embedded model (fixture 'smollm'); "
+                "use tiny_model(arch), or move it to tests/integration"
+            )
