@@ -77,6 +77,8 @@ __all__ = [
     "shared_model",
     "field_problems",
     "warn_fields",
+    "metric",
+    "layer_ticks",
 ]
 
 KINDS = ("json", "table", "tensors", "directions", "jsonl", "activations", "probes")
@@ -520,3 +522,21 @@ def warn_fields(art: Artifact, obj: Any, spec: dict[str, type | tuple[type, ...]
         shown = "; ".join(problems[:4]) + ("; …" if len(problems) > 4 else "")
         st.warning(f"`{art.rel}` has fields of the wrong type ({shown}); they are not shown — {_fix(art)}.")
     return not problems
+
+
+def metric(where: Any, label: str, value: Any, ci: tuple[float, float] | None = None, *, pct: bool = False,
+           digits: int = 2, help: str | None = None) -> None:
+    """``st.metric`` with the point estimate, and its 95% interval in a caption beneath it (a metric's
+    big font cuts "0.19 [0.11, 0.28]" in a narrow column). ``where``: ``st`` or a column."""
+    where.metric(label, fmt_interval(value, None, pct=pct, digits=digits), help=help)
+    if ci is not None:
+        where.caption(f"95% interval {fmt_interval(value, ci, pct=pct, digits=digits)}")
+
+
+def layer_ticks(fig: go.Figure, layers: Sequence[Any], axis: str = "x") -> go.Figure:
+    """Whole-number ticks on a layer axis (plotly would label 3 layers 0, 0.5, 1, 1.5, 2)."""
+    values = layer_options(list(layers))
+    if values:
+        step = max(1, len(values) // 15)
+        (fig.update_xaxes if axis == "x" else fig.update_yaxes)(tickmode="array", tickvals=values[::step])
+    return fig

@@ -214,28 +214,32 @@ def render_headline(run: Run) -> None:
     st.subheader("Headline results")
     shown = 0
     probes = kit.load(run, PROBE_SUMMARY_ART, quiet=not run.has(PA.SUMMARY))
+    rows: list[dict[str, str]] = []
     if isinstance(probes, dict) and probes.get("best_accuracy") is not None:
-        shown += 1
-        cols = st.columns(4)
-        cols[0].metric(f"Probe accuracy (layer {probes.get('best_layer', '?')})",
-                       kit.fmt_interval(probes.get("best_accuracy"), kit.interval(probes, "best_accuracy")),
-                       help="Held-out-scenario accuracy of a linear probe at its best layer (95% interval).")
-        cols[1].metric("Shuffled labels (control)", kit.fmt_interval(
-            probes.get("shuffled_accuracy_at_best_layer"), kit.interval(probes, "shuffled_accuracy_at_best_layer")))
-        cols[2].metric("Chance", kit.fmt_interval(probes.get("chance"), None))
-        lex = probes.get("lexical_accuracy_at_best_layer", kit.as_dict(probes.get("lexical")).get("accuracy"))
-        cols[3].metric("Bag-of-words baseline", kit.fmt_interval(lex, kit.interval(probes, "lexical_accuracy")),
-                       help="A lexical (bag-of-words) probe on the same texts and folds: what word content alone gives.")
+        lex = probes.get("lexical_accuracy", kit.as_dict(probes.get("lexical")).get("accuracy"))
+        controls = [f"shuffled labels {kit.fmt_interval(probes.get('shuffled_accuracy_at_best_layer'), None, pct=True, digits=3)}",
+                    f"chance {kit.fmt_interval(probes.get('chance'), None, pct=True, digits=3)}"]
+        if lex is not None:
+            controls.append(f"bag-of-words probe {kit.fmt_interval(lex, None, pct=True, digits=3)}")
+        rows.append({"result": f"Probe accuracy, best layer ({probes.get('best_layer', '?')})",
+                     "value [95% interval]": kit.fmt_interval(probes.get("best_accuracy"),
+                                                              kit.interval(probes, "best_accuracy"), pct=True, digits=3),
+                     "beside its controls": " · ".join(controls)})
     steering = kit.load(run, STEER_SUMMARY_ART, quiet=not run.has(SA.SUMMARY))
     if isinstance(steering, dict) and steering.get("mean_success") is not None:
-        shown += 1
         base = kit.as_dict(steering.get("mean_baselines"))
-        cols = st.columns(4)
-        cols[0].metric("Steering success (mean)", kit.fmt_interval(steering.get("mean_success"),
-                                                                   kit.interval(steering, "mean_success")))
-        for col, key, name in ((cols[1], "prompting", "Prompting"), (cols[2], "random", "Random direction"),
-                               (cols[3], "none", "No steering")):
-            col.metric(name, kit.fmt_interval(base.get(key), kit.interval(steering.get("mean_baselines_ci95"), key)))
+        base_ci = steering.get("mean_baselines_ci95")
+        controls = [f"{name} {kit.fmt_interval(base.get(key), kit.interval(base_ci, key))}"
+                    for key, name in (("prompting", "prompting"), ("random", "random direction"), ("none", "no steering"))
+                    if base.get(key) is not None]
+        target = kit.as_dict(steering.get("targets")).get("success")
+        rows.append({"result": "Steering success (mean over emotions)",
+                     "value [95% interval]": kit.fmt_interval(steering.get("mean_success"),
+                                                              kit.interval(steering, "mean_success")),
+                     "beside its controls": " · ".join(controls + ([f"target {target}"] if target is not None else []))})
+    shown = len(rows)
+    if rows:
+        st.table(pd.DataFrame(rows).set_index("result"))
     summary = kit.load(run, SUMMARY_ART, quiet=True)
     curves, _ = parse_layer_summary(summary)
     for c in curves[:1]:
@@ -431,14 +435,14 @@ def fisher_figure(c: SiteCurves) -> go.Figure:
         fig.add_trace(_line(c.layers, c.fisher_ratio, "real labels", REAL_COLOR))
     if c.shuffled_fisher_ratio is not None:
         fig.add_trace(_line(c.layers, c.shuffled_fisher_ratio, "shuffled labels (control)", CONTROL_COLOR, "dash"))
-    return _layer_layout(fig, f"Label separability · {c.site}", "Fisher ratio (between / within)")
+    return kit.layer_ticks(_layer_layout(fig, f"Label separability · {c.site}", "Fisher ratio (between / within)"), c.layers)
 
 
 def norm_figure(c: SiteCurves) -> go.Figure:
     fig = go.Figure()
     if c.mean_norm is not None:
         fig.add_trace(_line(c.layers, c.mean_norm, "mean ‖activation‖", REAL_COLOR))
-    return _layer_layout(fig, f"Activation norm · {c.site}", "mean L2 norm")
+    return kit.layer_ticks(_layer_layout(fig, f"Activation norm · {c.site}", "mean L2 norm"), c.layers)
 
 
 def peak(c: SiteCurves) -> tuple[int, float, float | None] | None:

@@ -150,6 +150,7 @@ def layer_curve_figure(curve: pd.DataFrame, *, eval_curve: pd.DataFrame | None =
     if selectivity and "selectivity" in c:
         low = min(0.0, float(np.nanmin(pd.to_numeric(c["selectivity"], errors="coerce").fillna(0))))
     fig.update_yaxes(range=[low - 0.02, 1.02])
+    kit.layer_ticks(fig, list(c["layer"]))
     return _layout(fig, title, "layer", "accuracy")
 
 
@@ -230,6 +231,7 @@ def persistence_figure(per: pd.DataFrame, layer: int) -> go.Figure:
     if len(t):
         fig.add_hline(y=float(t["chance"].iloc[0]), line_dash="dot", line_color=CONTROL, annotation_text="chance")
     fig.update_yaxes(range=[0, 1.02])
+    kit.layer_ticks(fig, list(t["offset"]))
     return _layout(fig, f"Persistence: decoding the event's emotion k tokens into a neutral continuation · layer {layer}",
                    "tokens after the event (offset)", "accuracy")
 
@@ -344,11 +346,11 @@ def lexical_baseline(summary: dict[str, Any]) -> float | None:
 def render_headline(summary: dict[str, Any]) -> None:
     cols = st.columns(5)
     cols[0].metric("Best layer", str(summary.get("best_layer", "—")))
-    cols[1].metric("Accuracy there", kit.fmt_interval(summary.get("best_accuracy"), kit.interval(summary, "best_accuracy"), pct=True, digits=3),
+    kit.metric(cols[1], "Accuracy there", summary.get("best_accuracy"), kit.interval(summary, "best_accuracy"), pct=True, digits=3,
                    help="Held-out-scenario accuracy: every text is scored by a probe that never saw its scenario "
                         "(95% interval over scenarios where recorded).")
-    cols[2].metric("Shuffled control there", kit.fmt_interval(summary.get("shuffled_accuracy_at_best_layer"),
-                                                              kit.interval(summary, "shuffled_accuracy_at_best_layer"), pct=True, digits=3),
+    kit.metric(cols[2], "Shuffled control there", summary.get("shuffled_accuracy_at_best_layer"),
+               kit.interval(summary, "shuffled_accuracy_at_best_layer"), pct=True, digits=3,
                    help="The same probe trained on shuffled labels. It should sit at chance.")
     lex = lexical_baseline(summary)
     cols[3].metric("Bag-of-words baseline", _pct(lex) if lex is not None else "—",

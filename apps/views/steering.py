@@ -263,13 +263,13 @@ def render_headline(summary: dict[str, Any]) -> None:
     targets = kit.as_dict(summary.get("targets"))
     base = kit.as_dict(summary.get("mean_baselines"))
     cols = st.columns(4)
-    cols[0].metric("Mean success (steering)", kit.fmt_interval(summary.get("mean_success"), kit.interval(summary, "mean_success")),
+    kit.metric(cols[0], "Mean success (steering)", summary.get("mean_success"), kit.interval(summary, "mean_success"),
                    help=f"target ≥ {targets.get('success', 0.8)} at perplexity ratio ≤ {targets.get('max_perplexity_ratio', 1.5)}"
                         " (95% interval over test prompts where recorded)")
     base_ci = summary.get("mean_baselines_ci95")
-    cols[1].metric("Prompting", kit.fmt_interval(base.get("prompting"), kit.interval(base_ci, "prompting")))
-    cols[2].metric("Random direction", kit.fmt_interval(base.get("random"), kit.interval(base_ci, "random")))
-    cols[3].metric("No steering", kit.fmt_interval(base.get("none"), kit.interval(base_ci, "none")))
+    kit.metric(cols[1], "Prompting", base.get("prompting"), kit.interval(base_ci, "prompting"))
+    kit.metric(cols[2], "Random direction", base.get("random"), kit.interval(base_ci, "random"))
+    kit.metric(cols[3], "No steering", base.get("none"), kit.interval(base_ci, "none"))
     verdicts = [f"beats {n}: {kit.beats_text({'vs': summary.get('mean_vs')}, n)}" for n in ("random", "prompting")
                 if kit.paired({"vs": summary.get("mean_vs")}, n) is not None]
     if verdicts:
