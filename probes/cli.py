@@ -108,4 +108,6 @@ def probe(
                       f"(n={s['eval']['n']})")
     for note in s.get("notes", []):
         console.print(f"[yellow]note[/yellow] {note}")
-    console.print(f"run: {out}\nexplore: psylens explore {out}")
+    from psylens.cli import psylens_command
+
+    console.print(f"run: {out}\nexplore: {psylens_command()} explore {out}", highlight=False)

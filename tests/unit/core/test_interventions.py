@@ -255,3 +255,15 @@ def test_bad_inputs_say_what_and_how(tiny_model):
     # the names used by checks outside this file
     iv = Intervention(site="head_out", layer=10, units=[3], op="zero")
     assert iv.units == (3,) and "head_out" in repr(iv)
+
+
+def test_values_on_another_dtype_are_moved_and_meta_values_refused(tiny_model, ids):
+    m = tiny_model("llama")
+    v = torch.randn(m.d_model)
+    with intervene(m, [Intervention(site="resid_post", layer=LAYER, op="add", value=v)]):
+        want = _logits(m.hf_model, ids)
+    with intervene(m, [Intervention(site="resid_post", layer=LAYER, op="add", value=v.double())]):
+        got = _logits(m.hf_model, ids)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="meta device"):
+        Intervention(site="resid_post", layer=LAYER, op="add", value=torch.empty(m.d_model, device="meta"))
