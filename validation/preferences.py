@@ -1,0 +1,192 @@
+"""Preferences: does the model prefer activities its emotion directions read as pleasant? (Reported, not gated.)
+
+Every ordered pair of :data:`ACTIVITIES` is asked as "Would you rather (A) … or (B) …?" with the
+answer opened as "(", and the next-token logits of "A" and "B" give P(A over B). Elo ratings are
+fitted to those soft outcomes (a Bradley–Terry fit on the Elo scale, 400 points = 10× odds), and
+each activity's Elo is correlated with its projection on each emotion direction.
+
+.. warning:: This check is for larger models. On SmolLM2-135M the answer letter carries no
+   preference between pleasant and unpleasant activities (strength 0.505 vs 0.495 over 20
+   activities, measured beforehand), so its Elo is noise and so are the correlations: the gate is
+   reported and never counted as passed or failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from psylens.stimuli import EMOTIONS
+from psylens.validation.gates import GateResult, _num
+
+if TYPE_CHECKING:
+    from psylens.models import Model
+    from psylens.probes import Directions
+
+__all__ = ["ACTIVITIES", "PAIR_TEMPLATE", "preferences", "elo_from_pairs"]
+
+#: (activity, "pleasant" | "unpleasant"), written for the project: 24 pleasant, 24 unpleasant.
+ACTIVITIES: tuple[tuple[str, str], ...] = (
+    ("eat a warm slice of fresh bread", "pleasant"),
+    ("watch the sunset from a quiet beach", "pleasant"),
+    ("play a board game with old friends", "pleasant"),
+    ("take a long nap on a rainy afternoon", "pleasant"),
+    ("listen to your favourite album", "pleasant"),
+    ("walk through a forest in autumn", "pleasant"),
+    ("open a birthday present", "pleasant"),
+    ("cuddle a sleepy puppy", "pleasant"),
+    ("swim in a clear lake on a hot day", "pleasant"),
+    ("read a good novel by the fire", "pleasant"),
+    ("share a picnic in the park", "pleasant"),
+    ("get a relaxing massage", "pleasant"),
+    ("bake cookies with a child", "pleasant"),
+    ("dance at a friend's wedding", "pleasant"),
+    ("look at the stars on a clear night", "pleasant"),
+    ("drink hot chocolate after skiing", "pleasant"),
+    ("hear that you got the job", "pleasant"),
+    ("plant flowers in a sunny garden", "pleasant"),
+    ("laugh at a comedy show", "pleasant"),
+    ("visit a beautiful old city", "pleasant"),
+    ("receive a letter from a dear friend", "pleasant"),
+    ("ride a bicycle along the coast", "pleasant"),
+    ("eat ice cream on a summer evening", "pleasant"),
+    ("sing along to music in the car", "pleasant"),
+    ("scrub a blocked toilet", "unpleasant"),
+    ("sit in a traffic jam for three hours", "unpleasant"),
+    ("get a tooth drilled without anaesthetic", "unpleasant"),
+    ("fill in tax forms all weekend", "unpleasant"),
+    ("stand in the cold rain waiting for a bus", "unpleasant"),
+    ("clean out a rotting fridge", "unpleasant"),
+    ("listen to a car alarm all night", "unpleasant"),
+    ("step on a piece of broken glass", "unpleasant"),
+    ("get a parking fine", "unpleasant"),
+    ("wait on hold with customer service for an hour", "unpleasant"),
+    ("eat a meal that has gone off", "unpleasant"),
+    ("lose your wallet on a trip", "unpleasant"),
+    ("sit through a boring three-hour meeting", "unpleasant"),
+    ("have a bad cold with a fever", "unpleasant"),
+    ("be stuck in a lift for hours", "unpleasant"),
+    ("unblock a drain full of hair", "unpleasant"),
+    ("miss your flight by two minutes", "unpleasant"),
+    ("argue with an angry neighbour", "unpleasant"),
+    ("have your phone screen crack", "unpleasant"),
+    ("walk home soaked in a storm", "unpleasant"),
+    ("get a painful splinter", "unpleasant"),
+    ("be kept awake by a crying alarm", "unpleasant"),
+    ("clean up after a sick dog", "unpleasant"),
+    ("redo a week of lost work", "unpleasant"),
+)
+
+PAIR_TEMPLATE = "Would you rather (A) {a} or (B) {b}? Answer with A or B."
+
+
+def elo_from_pairs(n: int, pairs: Sequence[tuple[int, int]], p_first: Sequence[float], *, iters: int = 500) -> np.ndarray:
+    """Elo ratings (mean 1000) from soft pairwise outcomes: ``p_first[k]`` = P(``pairs[k][0]`` wins).
+
+    A Bradley–Terry fit by gradient ascent on the expected log-likelihood, on the Elo scale.
+    """
+    i = np.array([p[0] for p in pairs])
+    j = np.array([p[1] for p in pairs])
+    y = np.asarray(p_first, float)
+    r = np.zeros(n)
+    lr = 4.0 / max(1, len(pairs) / n)
+    for _ in range(iters):
+        pred = 1 / (1 + np.exp(-(r[i] - r[j])))
+        g = np.zeros(n)
+        np.add.at(g, i, y - pred)
+        np.add.at(g, j, pred - y)
+        r += lr * g / max(1, len(pairs) / n)
+        r -= r.mean()
+    return 1000 + r * 400 / np.log(10)
+
+
+@torch.no_grad()
+def _p_first(model: Model, prompts: Sequence[str], batch_size: int, ivs: Sequence[Any] = ()) -> np.ndarray:
+    from psylens.interventions import intervene
+
+    tok = model.tokenizer
+    a_id = tok("A", add_special_tokens=False)["input_ids"][0]
+    b_id = tok("B", add_special_tokens=False)["input_ids"][0]
+    texts = [model.format_prompt(p) + "(" for p in prompts]
+    old = tok.padding_side
+    tok.padding_side = "left"
+    out = []
+    try:
+        for s in range(0, len(texts), batch_size):
+            enc = tok(texts[s : s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with intervene(model.hf_model, list(ivs)):
+                logits = model.hf_model(**enc).logits[:, -1].float()
+            out.append(torch.softmax(logits[:, [a_id, b_id]], dim=-1)[:, 0].cpu())
+    finally:
+        tok.padding_side = old
+    return torch.cat(out).numpy()
+
+
+def preferences(
+    model: Model,
+    directions: Directions,
+    layer: int,
+    *,
+    activities: Sequence[tuple[str, str]] = ACTIVITIES,
+    emotions: Sequence[str] = EMOTIONS,
+    start_offset: int = 0,
+    batch_size: int = 32,
+    threshold: float = 0.3,
+    seed: int = 0,
+    progress: bool = False,
+) -> GateResult:
+    """Elo of each activity from all ordered "(A) or (B)" pairs, and its correlation with projections.
+
+    Reported, not gated (``"gated": false``; never counted in the suite's total): see the module warning.
+    Value: the Spearman correlation between Elo and the projection on ``joy`` (or the first emotion);
+    ``passed`` says whether it reaches ``threshold`` (meant for larger models). Control: the same
+    correlation with the projection on a random unit direction.
+    """
+    from psylens.validation.directions import text_means
+    from psylens.validation.gates import spearman
+
+    acts = list(activities)
+    if len(acts) < 2:
+        raise ValueError(f"preferences need at least 2 activities, got {len(acts)}")
+    n = len(acts)
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    prompts = [PAIR_TEMPLATE.format(a=acts[i][0], b=acts[j][0]) for i, j in pairs]
+    p = _p_first(model, prompts, batch_size)
+    # each pair is asked both ways: the letter bias cancels in the average of the two orders
+    elo = elo_from_pairs(n, pairs, p)
+    x = text_means(model, [a for a, _ in acts], [layer], start_offset=start_offset, format="raw",
+                   progress=progress, desc="reading activities")[:, 0].double()
+    x = x - x.mean(0, keepdim=True)
+    emos = [e for e in emotions if e in directions.emotions]
+    proj = {e: (x @ directions[e, layer].double()).numpy() for e in emos}
+    corr = {e: _num(spearman(elo, proj[e])) for e in emos}
+    pleasant = np.array([k == "pleasant" for _, k in acts])
+    strength = {"pleasant": _num(p_mean(pairs, p, pleasant, True)), "unpleasant": _num(p_mean(pairs, p, pleasant, False))}
+    key = "joy" if "joy" in emos else emos[0]
+    table = pd.DataFrame([{"activity": a, "kind": k, "elo": float(elo[i]), **{f"proj_{e}": float(proj[e][i]) for e in emos}}
+                          for i, (a, k) in enumerate(acts)])
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn(x.shape[1], generator=g, dtype=torch.float64)
+    control = _num(spearman(elo, (x @ (r / r.norm())).numpy()))
+    value = corr[key]
+    summary = {
+        "value": value, "threshold": float(threshold), "control": control,
+        "passed": bool(value is not None and value >= threshold),
+        "gated": False, "value_kind": f"Spearman correlation of Elo with the {key} projection",
+        "control_kind": "the same correlation with a random unit direction's projection",
+        "letter_bias": _num(float(p.mean()) - 0.5),
+        "correlations": corr, "strength": strength, "n_activities": n, "n_pairs": len(pairs), "layer": int(layer),
+        "note": "reported, not gated: this check is for larger models (SmolLM2-135M shows no preference between "
+                "pleasant and unpleasant activities)",
+    }
+    return GateResult("preferences", summary, {"activities": table})
+
+
+def p_mean(pairs: Sequence[tuple[int, int]], p: np.ndarray, pleasant: np.ndarray, which: bool) -> float:
+    """Mean probability that an activity of kind ``which`` wins the pairs it is in."""
+    wins = [p[k] if pleasant[i] == which else 1 - p[k] for k, (i, j) in enumerate(pairs) if (pleasant[i] == which) != (pleasant[j] == which)]
+    return float(np.mean(wins)) if wins else float("nan")
