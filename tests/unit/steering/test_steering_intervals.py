@@ -117,3 +117,14 @@ def test_meets_target_needs_the_paired_interval(planted_sweep):
     # control: 8 of 8 meets it
     s = planted_sweep({"joy": 8}, n_test=8, **loose)
     assert s["meets_target"] is True
+
+
+def test_the_quick_sweep_has_enough_test_prompts_for_an_interval():
+    from psylens import stimuli
+    from psylens.steering.expression import EXTRACTION_PROMPTS
+
+    cfg = SweepConfig.quick()
+    prompts = stimuli.load("steering_prompts").texts
+    assert cfg.n_test >= 20 and cfg.n_dev + cfg.n_test <= len(prompts)  # every test prompt is a distinct prompt
+    assert not set(prompts) & set(EXTRACTION_PROMPTS)
+    assert SweepConfig.quick(n_test=8).n_test == 8  # still overridable
