@@ -21,8 +21,9 @@ def emotions() -> Stimuli:
 
 
 def _emotion_words() -> list[str]:
+    # the six basic emotions' families: the file also holds the other 18 concepts' (tests/unit/core/test_stories.py)
     words = json.loads(stimuli.data_path("emotion_words.json").read_text(encoding="utf-8"))
-    out = sorted({w.lower() for ws in words.values() for w in ws})
+    out = sorted({w.lower() for e in stimuli.EMOTIONS for w in words[e]})
     assert len(out) > 100  # inflections included
     return out
 
