@@ -344,7 +344,8 @@ def _register_optional(
     target = app if target is None else target
     import_module = importlib.import_module if import_module is None else import_module
     for module, attr, name in (("psylens.probes.cli", "probe", "probe"), ("psylens.steering.cli", "steer_app", "steer"),
-                               ("psylens.tasks_cli", "tasks_app", "tasks")):
+                               ("psylens.tasks_cli", "tasks_app", "tasks"),
+                               ("psylens.validation.cli", "validate_app", "validate")):
         try:
             obj = getattr(import_module(module), attr)
         except ModuleNotFoundError as e:

@@ -99,7 +99,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROMPTING_TEMPLATE = "Respond in a way that shows {emotion}."
-DIRECTION_SOURCES = ("probes", "expression")
+DIRECTION_SOURCES = ("probes", "expression", "stories")
 CONDITIONS = ("steer", "random", "prompting", "none")
 
 
@@ -164,7 +164,8 @@ class SweepConfig:
             raise ValueError(
                 f"directions {self.directions!r} is not one of {DIRECTION_SOURCES}: 'probes' reads "
                 f"RUN/{DIRECTIONS} (psylens probe), 'expression' extracts them from the model prompted to express "
-                "each emotion (psylens.steering.expression)"
+                "each emotion (psylens.steering.expression), 'stories' reads the story directions of psylens validate "
+                "(RUN/validation/directions.safetensors) or fits them (psylens.validation.directions)"
             )
         if isinstance(self.layer_band, bool) or not isinstance(self.layer_band, int) or self.layer_band < 1:
             raise ValueError(
@@ -514,6 +515,11 @@ def run_sweep(
         # always contrast all six emotions, whichever subset is swept
         dirs = _expression_directions(model, run, JUDGE_EMOTIONS, [texts[i] for i in test_idx])
         step.output(EXPRESSION_DIRECTIONS)
+    elif directions is None and cfg.directions == "stories":
+        source = "stories"
+        from psylens.validation.directions import load_or_fit_story_directions
+
+        dirs = load_or_fit_story_directions(model, run)
     else:
         source = cfg.directions if directions is None else "given"
         dirs = _resolve_directions(directions, run)

@@ -42,7 +42,15 @@ if TYPE_CHECKING:
     from psylens.probes import Directions
     from psylens.stimuli import Stimuli
 
-__all__ = ["StoryConfig", "text_means", "directions_from_means", "story_directions", "neutral_components", "DEFAULT_START_OFFSET"]
+__all__ = [
+    "StoryConfig",
+    "text_means",
+    "directions_from_means",
+    "story_directions",
+    "load_or_fit_story_directions",
+    "neutral_components",
+    "DEFAULT_START_OFFSET",
+]
 
 log = logging.getLogger(__name__)
 
@@ -309,3 +317,22 @@ def story_directions(
         meta={"start_offset": cfg.start_offset, "format": cfg.format, "split": cfg.split,
               "position": f"mean over the story's tokens from token {cfg.start_offset}"},
     )
+
+
+def load_or_fit_story_directions(model: Model, run: Any, *, progress: bool = False) -> Directions:
+    """The run's story directions (``RUN/validation/directions.safetensors`` when ``psylens validate
+    --source stories`` wrote them for this model), else story directions fitted now (not saved).
+
+    What ``SweepConfig(directions="stories")`` steers with.
+    """
+    from psylens.probes import Directions
+    from psylens.validation.artifacts import DIRECTIONS
+
+    path = run.file(DIRECTIONS) if hasattr(run, "file") else None
+    if path is not None and path.is_file():
+        dirs = Directions.load(path)
+        if dict(dirs.meta).get("kind") == "stories" and dirs.d_model == int(model.d_model):
+            return dirs
+        log.info("%s holds %s directions, not story directions of this model: fitting story directions",
+                 path, dict(dirs.meta).get("kind"))
+    return story_directions(model, progress=progress)

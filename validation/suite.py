@@ -1,0 +1,312 @@
+"""``psylens validate``: every gate on one model, one direction source and one layer, written to ``RUN/validation/``.
+
+:func:`run_validation` reads the texts once (stories, neutral texts, the ``emotions`` scenarios,
+the dose templates), builds the directions of ``config.source`` (``stories``: :mod:`story directions
+<psylens.validation.directions>`; ``expression``: :func:`psylens.steering.expression.expression_directions`
+over all 24 concepts; ``probes``: ``RUN/probes/directions.safetensors``), fits the shuffled-label
+control (story directions on permuted concept labels), runs the gates of :mod:`psylens.validation.gates`
+and writes, through ``run.step("validation", config)``:
+
+- ``validation/summary.json`` — ``{"source", "layer", "gates": {name: {"value", "threshold", "control",
+  "passed", ...}}, "passed", "total", ...}``; ``total`` counts the gated gates that could run
+  (``preferences`` is reported, never gated; ``geometry`` needs the 24 concepts, which probe
+  directions lack);
+- ``validation/directions.safetensors`` — the directions validated, every concept and layer, readable
+  by ``SteeringVector.from_directions(path, concept, layers=[L])``;
+- the tables behind each gate (:data:`psylens.validation.artifacts.TABLES`).
+
+``ValidationConfig.quick()`` uses fewer contexts, prompts, extraction prompts and activities (the
+demo's budget); the summary says so (``"quick": true`` and ``"reduced"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from psylens.stimuli import EMOTIONS
+from psylens.validation import artifacts as art
+from psylens.validation.directions import DEFAULT_START_OFFSET, StoryConfig, directions_from_means, text_means
+
+if TYPE_CHECKING:
+    from psylens.models import Model
+    from psylens.probes import Directions
+    from psylens.runs import Run
+
+__all__ = ["ValidationConfig", "run_validation", "SOURCES", "default_layer", "GATES"]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("stories", "expression", "probes")
+GATES = ("feels_matrix", "implicit_scenarios", "dose_response", "geometry", "logit_lens", "read_back", "preferences")
+LAYER_FRACTION = 0.45  # 13 of SmolLM2-135M's 30 layers, where "… I feel" moved most with expression directions
+
+
+def default_layer(n_layers: int) -> int:
+    """The layer at ``LAYER_FRACTION`` of the depth (13 on a 30-layer model)."""
+    return int(round(LAYER_FRACTION * (n_layers - 1)))
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """What ``psylens validate`` runs. ``quick()`` fits the demo's budget; the default is the full suite.
+
+    ``source``: ``stories`` | ``expression`` | ``probes``. ``layer``: where every gate reads and steers
+    (``None``: :func:`default_layer`). ``scale``: steering strength for ``feels_matrix`` and
+    ``read_back``, a multiple of the layer's mean residual norm (0.5: the setting where "… I feel"
+    moved with steering on SmolLM2-135M). ``n_contexts`` / ``n_prompts`` / ``n_activities`` /
+    ``n_extraction_prompts``: how many of the built-in contexts, steering prompts, activities and
+    expression-extraction prompts to use (``None``: all).
+    """
+
+    source: str = "stories"
+    layer: int | None = None
+    scale: float = 0.5
+    n_contexts: int | None = None
+    n_prompts: int = 20
+    n_random: int = 5
+    max_new_tokens: int = 24
+    n_activities: int | None = None
+    n_extraction_prompts: int | None = None
+    start_offset: int = DEFAULT_START_OFFSET
+    denoise: bool = True
+    batch_size: int = 16
+    seed: int = 0
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source {self.source!r} is not one of {SOURCES}: stories (story directions), "
+                             "expression (the model prompted to express each concept), probes (RUN/probes/directions.safetensors)")
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0):
+            raise ValueError(f"layer must be a non-negative integer or None (the default layer), got {self.layer!r}")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive (a multiple of the residual norm, e.g. 0.5), got {self.scale!r}")
+        for name in ("n_contexts", "n_activities", "n_extraction_prompts"):
+            v = getattr(self, name)
+            if v is not None and v < 2:
+                raise ValueError(f"{name} must be at least 2 or None (all), got {v}")
+        if self.n_prompts < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("n_prompts, max_new_tokens and batch_size must be at least 1")
+        if self.n_random < 5:
+            raise ValueError(f"n_random must be at least 5 (random draws for feels_matrix's control), got {self.n_random}")
+
+    @classmethod
+    def quick_config(cls, **changes: Any) -> ValidationConfig:
+        """Fewer contexts (8), prompts (8), tokens (16), activities (16) and extraction prompts (12)."""
+        base: dict[str, Any] = dict(n_contexts=8, n_prompts=8, max_new_tokens=16, n_activities=16,
+                                    n_extraction_prompts=12, quick=True)
+        base.update(changes)
+        return cls(**base)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ValidationConfig:
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown validation settings {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**dict(d))
+
+
+def _progress(items: list[Any], enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc)
+
+
+def _even(items: list[Any], n: int | None, key: Any = None) -> list[Any]:
+    """At most ``n`` items, alternating the kinds given by ``key`` (all when ``n`` is None)."""
+    if n is None or n >= len(items):
+        return items
+    if key is None:
+        return items[:n]
+    kinds: dict[Any, list[Any]] = {}
+    for it in items:
+        kinds.setdefault(key(it), []).append(it)
+    out: list[Any] = []
+    while len(out) < n:
+        for k in list(kinds):
+            if kinds[k] and len(out) < n:
+                out.append(kinds[k].pop(0))
+    return out
+
+
+def _source_directions(model: Model, run: Run, cfg: ValidationConfig, story_means: torch.Tensor, labels: list[str],
+                       layers: list[int], neutral_means: torch.Tensor | None, concepts: list[str]) -> Directions:
+    if cfg.source == "stories":
+        return directions_from_means(
+            story_means, labels, layers, concepts=concepts, neutral=neutral_means, model=model.spec,
+            meta={"start_offset": cfg.start_offset, "format": "raw", "split": "train",
+                  "position": f"mean over the story's tokens from token {cfg.start_offset}"},
+        )
+    if cfg.source == "expression":
+        from psylens.steering.expression import EXTRACTION_PROMPTS, expression_directions
+
+        prompts = list(EXTRACTION_PROMPTS)[: cfg.n_extraction_prompts or None]
+        return expression_directions(model, prompts, emotions=tuple(concepts), batch_size=cfg.batch_size)
+    from psylens.steering.artifacts import PROBE_DIRECTIONS
+    from psylens.steering.vector import load_directions
+
+    path = run.file(PROBE_DIRECTIONS)
+    if not path.is_file():
+        raise ValueError(f"--source probes reads {str(path)!r}, which does not exist: fit probes first "
+                         f"(psylens probe --out {run.path}) or use --source stories|expression")
+    return load_directions(path)
+
+
+def run_validation(
+    model: Model,
+    run: Run | str | os.PathLike[str],
+    config: ValidationConfig | None = None,
+    *,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run every gate and write ``RUN/validation/`` (see the module doc); returns the summary.
+
+    Footgun: the steering gates hook the model inside their calls only; nothing stays attached.
+    """
+    from psylens import stimuli
+    from psylens.concepts import CONCEPTS, concept_info, concept_words, dose_templates, feel_contexts, feel_words
+    from psylens.runs import Run, open_run
+    from psylens.validation import gates as G
+    from psylens.validation.preferences import ACTIVITIES, preferences
+
+    t0 = time.time()
+    run = run if isinstance(run, Run) else open_run(run)
+    cfg = config or ValidationConfig()
+    n_layers = int(model.n_layers)
+    layer = cfg.layer if cfg.layer is not None else default_layer(n_layers)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} out of range: the model has {n_layers} layers (0–{n_layers - 1})")
+    concepts = list(CONCEPTS)
+    all_layers = list(range(n_layers))
+    read = dict(start_offset=cfg.start_offset, format="raw", batch_size=cfg.batch_size, progress=progress)
+
+    with run.step("validation", {**cfg.to_dict(), "layer": layer}) as step:
+        stories = stimuli.load("stories")
+        train = [s for s in stories if s.label in concepts and (s.meta or {}).get("split") == "train"]
+        test = [s for s in stories if s.label in EMOTIONS and (s.meta or {}).get("split") == "test"]
+        if not train or not test:
+            raise ValueError("the 'stories' set needs stories with meta.split 'train' and 'test' labelled by concept")
+        labels = [str(s.label) for s in train]
+        # the story means at every layer only where story directions are built from them
+        read_layers = all_layers if cfg.source == "stories" else [layer]
+        train_means = text_means(model, [s.text for s in train], read_layers, desc="reading stories", **read)
+        neutral_means = None
+        if cfg.denoise:
+            neutral = stimuli.load("neutral_texts").texts
+            neutral_means = text_means(model, neutral, read_layers, desc="reading neutral texts", **read)
+        dirs = _source_directions(model, run, cfg, train_means, labels, read_layers, neutral_means, concepts)
+        li = read_layers.index(layer)
+        control = directions_from_means(
+            train_means[:, li : li + 1], labels, [layer], concepts=concepts,
+            neutral=None if neutral_means is None else neutral_means[:, li : li + 1],
+            shuffle_seed=cfg.seed, model=model.spec, meta={"control": "shuffled concept labels"},
+        )
+        dirs.save(step.output(art.DIRECTIONS))
+        control.save(step.output(art.CONTROL_DIRECTIONS))
+        step.output(art.CONTROL_DIRECTIONS.replace(".safetensors", ".json"))
+        step.output(art.DIRECTIONS.replace(".safetensors", ".json"))
+        emos = [e for e in EMOTIONS if e in dirs.emotions]
+        if len(emos) < 2:
+            raise ValueError(f"the {cfg.source} directions have fewer than two of the six emotions {list(EMOTIONS)}: {list(dirs.emotions)}")
+
+        results: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        fw = feel_words()
+        lens_words = {e: sorted(set(fw.get(e, [])) | set(concept_words().get(e, []))) for e in emos}
+        todo = list(GATES)
+        for name in _progress(todo, progress, "validation gates"):
+            log.info("gate %s", name)
+            if name == "feels_matrix":
+                ctx = feel_contexts()[: cfg.n_contexts or None]
+                results[name] = G.feels_matrix(model, dirs, layer, words=fw, contexts=ctx, emotions=emos, scale=cfg.scale,
+                                               n_random=cfg.n_random, seed=cfg.seed, batch_size=cfg.batch_size)
+            elif name == "implicit_scenarios":
+                scen = [s for s in stimuli.load("emotions") if s.label in emos]
+                x = torch.cat([
+                    text_means(model, [s.text for s in test], [layer], desc="reading held-out stories", **read)[:, 0],
+                    text_means(model, [s.text for s in scen], [layer], desc="reading scenarios", **read)[:, 0],
+                ])
+                results[name] = G.implicit_scenarios(
+                    dirs, layer, x, [s.label for s in test] + [s.label for s in scen],
+                    sets=["stories"] * len(test) + ["emotions"] * len(scen),
+                    groups=[f"story:{s.group}:{s.label}" for s in test] + [f"scenario:{s.group}" for s in scen],
+                    texts=[s.text for s in test] + [s.text for s in scen], control=control, emotions=emos, seed=cfg.seed,
+                )
+            elif name == "dose_response":
+                tps = [t for t in dose_templates() if t["emotion"] in dirs.emotions]
+                if not tps:
+                    skipped[name] = "the directions have none of the dose templates' emotions"
+                    continue
+                texts = [t["template"].replace("{n}", str(v)) for t in tps for v in t["levels"]]
+                x = text_means(model, texts, [layer], desc="reading dose templates", **read)[:, 0].double()
+                proj, k = {}, 0
+                for t in tps:
+                    n = len(t["levels"])
+                    proj[t["id"]] = (x[k : k + n] @ dirs[t["emotion"], layer].double()).tolist()
+                    k += n
+                results[name] = G.dose_response(tps, proj, seed=cfg.seed)
+            elif name == "geometry":
+                if not set(concepts) <= set(dirs.emotions):
+                    skipped[name] = (f"needs directions for all {len(concepts)} concepts; the {cfg.source} directions have "
+                                     f"{len(dirs.emotions)}")
+                    continue
+                results[name] = G.geometry(dirs, layer, concept_info(), control=control, seed=cfg.seed)
+            elif name == "logit_lens":
+                results[name] = G.logit_lens(model, dirs, layer, words=lens_words, emotions=emos, seed=cfg.seed)
+            elif name == "read_back":
+                prompts = stimuli.load("steering_prompts").texts[: cfg.n_prompts]
+                results[name] = G.read_back(model, dirs, layer, prompts, emotions=emos, scale=cfg.scale,
+                                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=max(cfg.batch_size, 32))
+            elif name == "preferences":
+                acts = _even(list(ACTIVITIES), cfg.n_activities, key=lambda a: a[1])
+                results[name] = preferences(model, dirs, layer, activities=acts, emotions=emos,
+                                            batch_size=max(cfg.batch_size, 32), seed=cfg.seed)
+            for table, df in results[name].tables.items():
+                run.write_table(art.table_file(name, table), df)
+                step.output(art.table_file(name, table))
+
+        gates_out: dict[str, Any] = {}
+        for name, res in results.items():
+            gates_out[name] = {**res.to_dict(), "gated": bool(res.get("gated", True)),
+                               "tables": {t: art.table_file(name, t) for t in res.tables}}
+        for name, why in skipped.items():
+            gates_out[name] = {"value": None, "threshold": None, "control": None, "passed": False, "gated": False,
+                               "skipped": why}
+        gated = [g for g in gates_out.values() if g["gated"]]
+        summary = {
+            "schema_version": art.SCHEMA_VERSION,
+            "source": cfg.source,
+            "layer": int(layer),
+            "gates": gates_out,
+            "passed": int(sum(g["passed"] for g in gated)),
+            "total": len(gated),
+            "quick": cfg.quick,
+            "reduced": ({"n_contexts": cfg.n_contexts, "n_prompts": cfg.n_prompts, "n_activities": cfg.n_activities,
+                         "n_extraction_prompts": cfg.n_extraction_prompts, "max_new_tokens": cfg.max_new_tokens,
+                         "note": "--quick: fewer contexts, prompts, activities and extraction prompts than the full suite"}
+                        if cfg.quick else None),
+            "model": getattr(model, "spec", None),
+            "directions": {"file": art.DIRECTIONS, "kind": dict(dirs.meta).get("kind", cfg.source),
+                           "concepts": list(dirs.emotions), "layers": [int(v) for v in dirs.layers],
+                           "control_file": art.CONTROL_DIRECTIONS},
+            "config": {**cfg.to_dict(), "layer": layer},
+            "seconds": round(time.time() - t0, 1),
+        }
+        run.write_json(art.SUMMARY, summary, nan="null")
+        step.output(art.SUMMARY)
+        step.note(passed=summary["passed"], total=summary["total"], source=cfg.source, layer=int(layer))
+    return summary
