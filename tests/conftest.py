@@ -31,6 +31,18 @@ TINY_VOCAB = 49152
 
 
 @pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs page scripts as ``__main__`` and leaves them there; multiprocessing's
+    spawn would then re-run that script in every child. Put the real ``__main__`` back after each test."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if sys.modules.get("__main__") is not main and main is not None:
+        sys.modules["__main__"] = main
+
+
+@pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(SEED)
     np.random.seed(SEED)
