@@ -194,6 +194,7 @@ def valence_figure(val: pd.DataFrame) -> go.Figure:
                                line={"color": REAL}, customdata=v["valence_p"],
                                hovertemplate="layer %{x}: ρ=%{y:.2f}, p=%{customdata:.3f}<extra></extra>"))
     fig.update_yaxes(range=[-0.05, 1.05])
+    kit.layer_ticks(fig, list(v["layer"]))
     return _layout(fig, "Does PC1 order the emotions by valence?", "layer", "|ρ| (PC1 vs valence)", height=300)
 
 
@@ -212,6 +213,7 @@ def cross_format_figure(cross: pd.DataFrame) -> go.Figure:
                                  name="shuffled labels (best of all four)", mode="lines",
                                  line={"color": CONTROL, "dash": "dash"}))
     fig.update_yaxes(range=[0, 1.02])
+    kit.layer_ticks(fig, list(cross["layer"]) if "layer" in cross else [])
     _layout(fig, "Cross-format: learn on one format, classify the other", "layer", "accuracy", height=440)
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
                       margin={"l": 10, "r": 10, "t": 40, "b": 10})
@@ -473,10 +475,14 @@ def render_misclassified(run: Run, matrix: Any, labels: list[str], layer: int) -
     m = np.asarray(matrix, dtype=float)
     cells = [(labels[i], labels[j], int(m[i, j])) for i in range(len(labels)) for j in range(len(labels))
              if i != j and m[i, j] > 0]
-    st.markdown(f"**Misclassified texts at layer {layer}**")
     if not cells:
-        st.caption("None: every text is classified correctly at this layer.")
+        st.caption(f"Misclassified texts at layer {layer}: none, every text is classified correctly.")
         return
+    with st.expander(f"Misclassified texts at layer {layer} ({int(sum(c[2] for c in cells))}): pick a cell of the matrix"):
+        _misclassified_table(run, cells, layer)
+
+
+def _misclassified_table(run: Run, cells: list[tuple[str, str, int]], layer: int) -> None:
     cells.sort(key=lambda c: -c[2])
     options = ["every confusion"] + [f"{t} → {p} ({n})" for t, p, n in cells]
     choice = st.selectbox("Cell of the matrix", options, key="probes_conf_cell")
