@@ -64,7 +64,9 @@ class ValidationConfig:
     ``read_back``, a multiple of the layer's mean residual norm (0.5: the setting where "… I feel"
     moved with steering on SmolLM2-135M). ``n_contexts`` / ``n_prompts`` / ``n_activities`` /
     ``n_extraction_prompts``: how many of the built-in contexts, steering prompts, activities and
-    expression-extraction prompts to use (``None``: all).
+    expression-extraction prompts to use (``None``: all); ``n_stories_per_concept`` / ``n_neutral`` /
+    ``n_scenarios``: training stories per concept, neutral texts and ``emotions`` scenarios read
+    (``None``: all).
     """
 
     source: str = "stories"
@@ -76,6 +78,9 @@ class ValidationConfig:
     max_new_tokens: int = 24
     n_activities: int | None = None
     n_extraction_prompts: int | None = None
+    n_stories_per_concept: int | None = None
+    n_neutral: int | None = None
+    n_scenarios: int | None = None
     start_offset: int = DEFAULT_START_OFFSET
     denoise: bool = True
     batch_size: int = 16
@@ -90,7 +95,7 @@ class ValidationConfig:
             raise ValueError(f"layer must be a non-negative integer or None (the default layer), got {self.layer!r}")
         if not self.scale > 0:
             raise ValueError(f"scale must be positive (a multiple of the residual norm, e.g. 0.5), got {self.scale!r}")
-        for name in ("n_contexts", "n_activities", "n_extraction_prompts"):
+        for name in ("n_contexts", "n_activities", "n_extraction_prompts", "n_stories_per_concept", "n_neutral", "n_scenarios"):
             v = getattr(self, name)
             if v is not None and v < 2:
                 raise ValueError(f"{name} must be at least 2 or None (all), got {v}")
@@ -101,9 +106,11 @@ class ValidationConfig:
 
     @classmethod
     def quick_config(cls, **changes: Any) -> ValidationConfig:
-        """Fewer contexts (8), prompts (8), tokens (16), activities (16) and extraction prompts (12)."""
+        """Fewer contexts (8), prompts (8), tokens (16), activities (16), extraction prompts (12), training
+        stories (12 per concept), neutral texts (40) and scenarios (30)."""
         base: dict[str, Any] = dict(n_contexts=8, n_prompts=8, max_new_tokens=16, n_activities=16,
-                                    n_extraction_prompts=12, quick=True)
+                                    n_extraction_prompts=12, n_stories_per_concept=12, n_neutral=40,
+                                    n_scenarios=30, quick=True)
         base.update(changes)
         return cls(**base)
 
@@ -200,13 +207,17 @@ def run_validation(
         test = [s for s in stories if s.label in EMOTIONS and (s.meta or {}).get("split") == "test"]
         if not train or not test:
             raise ValueError("the 'stories' set needs stories with meta.split 'train' and 'test' labelled by concept")
+        if cfg.n_stories_per_concept is not None:
+            seen: dict[str, int] = {}
+            train = [s for s in train if seen.setdefault(str(s.label), 0) < cfg.n_stories_per_concept
+                     and not seen.__setitem__(str(s.label), seen[str(s.label)] + 1)]
         labels = [str(s.label) for s in train]
         # the story means at every layer only where story directions are built from them
         read_layers = all_layers if cfg.source == "stories" else [layer]
         train_means = text_means(model, [s.text for s in train], read_layers, desc="reading stories", **read)
         neutral_means = None
         if cfg.denoise:
-            neutral = stimuli.load("neutral_texts").texts
+            neutral = stimuli.load("neutral_texts").texts[: cfg.n_neutral or None]
             neutral_means = text_means(model, neutral, read_layers, desc="reading neutral texts", **read)
         dirs = _source_directions(model, run, cfg, train_means, labels, read_layers, neutral_means, concepts)
         li = read_layers.index(layer)
@@ -235,7 +246,8 @@ def run_validation(
                 results[name] = G.feels_matrix(model, dirs, layer, words=fw, contexts=ctx, emotions=emos, scale=cfg.scale,
                                                n_random=cfg.n_random, seed=cfg.seed, batch_size=cfg.batch_size)
             elif name == "implicit_scenarios":
-                scen = [s for s in stimuli.load("emotions") if s.label in emos]
+                groups = list(dict.fromkeys(s.group for s in stimuli.load("emotions")))[: cfg.n_scenarios or None]
+                scen = [s for s in stimuli.load("emotions") if s.label in emos and s.group in set(groups)]
                 x = torch.cat([
                     text_means(model, [s.text for s in test], [layer], desc="reading held-out stories", **read)[:, 0],
                     text_means(model, [s.text for s in scen], [layer], desc="reading scenarios", **read)[:, 0],
@@ -297,6 +309,8 @@ def run_validation(
             "quick": cfg.quick,
             "reduced": ({"n_contexts": cfg.n_contexts, "n_prompts": cfg.n_prompts, "n_activities": cfg.n_activities,
                          "n_extraction_prompts": cfg.n_extraction_prompts, "max_new_tokens": cfg.max_new_tokens,
+                         "n_stories_per_concept": cfg.n_stories_per_concept, "n_neutral": cfg.n_neutral,
+                         "n_scenarios": cfg.n_scenarios,
                          "note": "--quick: fewer contexts, prompts, activities and extraction prompts than the full suite"}
                         if cfg.quick else None),
             "model": getattr(model, "spec", None),
