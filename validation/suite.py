@@ -208,9 +208,10 @@ def run_validation(
         if not train or not test:
             raise ValueError("the 'stories' set needs stories with meta.split 'train' and 'test' labelled by concept")
         if cfg.n_stories_per_concept is not None:
-            seen: dict[str, int] = {}
-            train = [s for s in train if seen.setdefault(str(s.label), 0) < cfg.n_stories_per_concept
-                     and not seen.__setitem__(str(s.label), seen[str(s.label)] + 1)]
+            per: dict[str, list[Any]] = {}
+            for s in train:
+                per.setdefault(str(s.label), []).append(s)
+            train = [s for group in per.values() for s in group[: cfg.n_stories_per_concept]]
         labels = [str(s.label) for s in train]
         # the story means at every layer only where story directions are built from them
         read_layers = all_layers if cfg.source == "stories" else [layer]
