@@ -10,7 +10,10 @@ so analyses can separate emotion from situation (and cross-validation holds out 
 
 Built-in sets (``psylens.stimuli.builtin_sets()``): ``emotions`` (160 scenarios × 7 labels = 1,120 texts,
 events that never name the emotion), ``explicit`` (statements that do name it),
-``steering_prompts`` (neutral open prompts).
+``steering_prompts`` (neutral open prompts), ``stories`` (short stories for the 24 concepts of
+``psylens.concepts.CONCEPTS``, ≥ 40 each, that never name their concept; label = concept, group = topic,
+``meta["split"]`` = ``"train"``/``"test"`` held out by topic) and ``neutral_texts`` (plain descriptions
+and dialogues, label ``"neutral"``, for denoising story directions). ``docs/data.md`` describes every file.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ _BUILTIN = {
     "emotions": "emotions.jsonl",
     "explicit": "explicit.jsonl",
     "steering_prompts": "steering_prompts.jsonl",
+    "stories": "stories.jsonl",
+    "neutral_texts": "neutral_texts.jsonl",
 }
 _KEYS = {"text", "label", "group", "id", "meta"}
 
