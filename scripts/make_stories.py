@@ -17,6 +17,7 @@ present-tense ones in the first or second person (no verb agreement needed). The
 the name are drawn from a generator seeded by the story id, so the output is deterministic.
 
 Topics in TEST_TOPICS are held out: every story on them is ``split: "test"``, for every concept.
+A story's ``group`` is its topic as ``tNNN`` (``t003`` for ``t03`` in the sources).
 
     .venv/bin/python scripts/make_stories.py          # rewrites both files
 """
@@ -125,7 +126,7 @@ def build_stories() -> list[dict]:
                     "id": sid,
                     "text": text,
                     "label": concept,
-                    "group": tid,
+                    "group": f"t{int(tid[1:]):03d}",
                     "meta": {
                         "split": "test" if tid in TEST_TOPICS else "train",
                         "topic": topic_name,
