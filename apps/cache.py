@@ -1,4 +1,7 @@
-"""Cached reads of run files for the explorer's pages.
+"""Cached reads of run files, underneath the explorer kit.
+
+Pages do not call this module: they read through ``psylens.apps.views.kit.load`` (load-or-explain,
+paths kept inside the run), which uses these caches.
 
 Every cache is keyed by the file's absolute path *and* its mtime, so a file that an
 analysis rewrites (atomically, hence with a new mtime) is read again on the next rerun,
