@@ -805,8 +805,12 @@ def _validate_judge(judge: Judge) -> dict[str, Any]:
     from psylens import stimuli
     from psylens.steering.judges import judge_accuracy
 
+    from psylens.stats import wilson_ci
+
     explicit = stimuli.load("explicit")
-    return {"set": "explicit", **judge_accuracy(judge, explicit.texts, [s.label or "" for s in explicit])}
+    acc = judge_accuracy(judge, explicit.texts, [s.label or "" for s in explicit])
+    lo, hi = wilson_ci(round(acc["accuracy"] * acc["n"]), acc["n"])  # a plain rate: Wilson
+    return {"set": "explicit", **acc, "ci95": [round(lo, 4), round(hi, 4)]}
 
 
 def _fluency_reference(

@@ -104,6 +104,9 @@ def test_one_in_eight_against_zero_is_not_a_beat_but_a_planted_effect_is(planted
     assert s["mean_vs"]["random"]["beats"] is True
     assert set(s["mean_baselines_ci95"]) == {"prompting", "random", "none"}
     assert s["intervals"]["over"] == "test prompts" and s["intervals"]["n_boot"] == 2000
+    # the judge's ceiling is a plain rate: Wilson interval
+    jv = s["judge_validation"]
+    assert jv["ci95"][0] <= jv["accuracy"] <= jv["ci95"][1]
     # dev cells carry intervals too
     assert "dev_success_ci95" in joy
 
