@@ -29,6 +29,7 @@ against the answers; :func:`shuffle_answers` gives the chance-level control.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -361,31 +362,16 @@ def _loglik(model: Model, tasks: Sequence[Task], fmt: str, batch_size: int, prog
     order = sorted(range(len(tasks)), key=lambda i: -(len(encoded[i][0]) + max(map(len, encoded[i][1]))))
     scores: dict[int, list[float]] = {}
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    hf = model.hf_model
+    shared = True  # the prompt once (cached), then its continuations; else every row in full
     for batch in _progress(batches, len(batches), "tasks (loglik)", progress):
-        rows = [(encoded[i][0] + c, len(c)) for i in batch for c in encoded[i][1]]
-        owner = [i for i in batch for _ in encoded[i][1]]  # the task of each row
-        width = max(len(s) for s, _ in rows)
-        keep = max(k for _, k in rows) + 1
-        ids_BT = torch.full((len(rows), width), pad, dtype=torch.long)
-        attn_BT = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (s, _) in enumerate(rows):  # left padding: every continuation ends at the last position
-            ids_BT[r, width - len(s):] = torch.tensor(s)
-            attn_BT[r, width - len(s):] = 1
-        pos_BT = (attn_BT.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
-        kwargs = {"input_ids": ids_BT.to(model.device), "attention_mask": attn_BT.to(model.device),
-                  "position_ids": pos_BT.to(model.device)}
-        with torch.no_grad():
+        if shared:
             try:
-                logits_BKV = hf(**kwargs, logits_to_keep=keep).logits[:, -keep:]
-            except TypeError:  # a model without logits_to_keep
-                logits_BKV = hf(**kwargs).logits[:, -keep:]
-            logp_BKV = torch.log_softmax(logits_BKV.float(), dim=-1)
-        for r, (s, k) in enumerate(rows):
-            target = torch.tensor(s[-k:], device=logp_BKV.device)
-            # the token at position width-k+j is predicted at width-k+j-1, i.e. kept index keep-1-k+j
-            lp = logp_BKV[r, keep - 1 - k : keep - 1].gather(-1, target[:, None]).squeeze(-1)
-            scores.setdefault(owner[r], []).append(float(lp.mean()))
+                scores.update(_loglik_shared(model, [encoded[i] for i in batch], batch, pad))
+                continue
+            except (AttributeError, TypeError, NotImplementedError) as e:  # a model or cache without the API
+                log.debug("shared-prompt scoring unavailable (%s); scoring full rows", e)
+                shared = False
+        scores.update(_loglik_rows(model, [encoded[i] for i in batch], batch, pad))
     out = []
     for i, t in enumerate(tasks):
         sc = scores[i]
@@ -393,6 +379,93 @@ def _loglik(model: Model, tasks: Sequence[Task], fmt: str, batch_size: int, prog
         out.append(Prediction(id=t.id, choice=best, scores=tuple(sc)))
     return out
 
+
+def _loglik_rows(
+    model: Model, encoded: list[tuple[list[int], list[list[int]]]], owners: list[int], pad: int
+) -> dict[int, list[float]]:
+    """Mean log-probabilities: every prompt+choice as a row of its own, left-padded, one forward."""
+    import torch
+
+    rows = [(p + c, len(c)) for p, conts in encoded for c in conts]
+    owner = [o for o, (_, conts) in zip(owners, encoded) for _ in conts]  # the task of each row
+    width = max(len(s) for s, _ in rows)
+    keep = max(k for _, k in rows) + 1
+    ids_BT = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn_BT = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (s, _) in enumerate(rows):  # left padding: every continuation ends at the last position
+        ids_BT[r, width - len(s):] = torch.tensor(s)
+        attn_BT[r, width - len(s):] = 1
+    pos_BT = (attn_BT.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
+    kwargs = {"input_ids": ids_BT.to(model.device), "attention_mask": attn_BT.to(model.device),
+              "position_ids": pos_BT.to(model.device)}
+    with torch.no_grad():
+        try:
+            logits_BKV = model.hf_model(**kwargs, logits_to_keep=keep).logits[:, -keep:]
+        except TypeError:  # a model without logits_to_keep
+            logits_BKV = model.hf_model(**kwargs).logits[:, -keep:]
+        logp_BKV = torch.log_softmax(logits_BKV.float(), dim=-1)
+    out: dict[int, list[float]] = {}
+    for r, (s, k) in enumerate(rows):
+        target = torch.tensor(s[-k:], device=logp_BKV.device)
+        # the token at position width-k+j is predicted at width-k+j-1, i.e. kept index keep-1-k+j
+        lp = logp_BKV[r, keep - 1 - k : keep - 1].gather(-1, target[:, None]).squeeze(-1)
+        out.setdefault(owner[r], []).append(float(lp.mean()))
+    return out
+
+
+def _loglik_shared(
+    model: Model, encoded: list[tuple[list[int], list[list[int]]]], owners: list[int], pad: int
+) -> dict[int, list[float]]:
+    """The same numbers as :func:`_loglik_rows` for ~1/4 of the work: each prompt goes through the
+    model once (left-padded, cached); the cache is repeated for its choices, which follow right-padded."""
+    import torch
+
+    n_choices = len(encoded[0][1])
+    if any(len(conts) != n_choices for _, conts in encoded):
+        raise NotImplementedError("tasks with different numbers of choices in one batch")
+    dev = model.device
+    hf = model.hf_model
+    b, width = len(encoded), max(len(p) for p, _ in encoded)
+    ids_BT = torch.full((b, width), pad, dtype=torch.long)
+    attn_BT = torch.zeros((b, width), dtype=torch.long)
+    for r, (p, _) in enumerate(encoded):
+        ids_BT[r, width - len(p):] = torch.tensor(p)
+        attn_BT[r, width - len(p):] = 1
+    pos_BT = (attn_BT.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        first = hf(input_ids=ids_BT.to(dev), attention_mask=attn_BT.to(dev), position_ids=pos_BT.to(dev),
+                   use_cache=True, logits_to_keep=1)
+        cache = getattr(first, "past_key_values", None) or getattr(first, "cache", None)
+        if cache is None:
+            raise NotImplementedError("the model returned no cache")
+        cache.batch_repeat_interleave(n_choices)  # row r of the batch becomes rows r*n .. r*n+n-1
+        logp0_RV = torch.log_softmax(first.logits[:, -1].float(), dim=-1).repeat_interleave(n_choices, dim=0)
+        conts = [c for _, cs in encoded for c in cs]
+        kmax = max(len(c) for c in conts)
+        cont_RK = torch.full((len(conts), kmax), pad, dtype=torch.long)
+        cmask_RK = torch.zeros((len(conts), kmax), dtype=torch.long)
+        for r, c in enumerate(conts):  # right padding after the prompt
+            cont_RK[r, : len(c)] = torch.tensor(c)
+            cmask_RK[r, : len(c)] = 1
+        attn_RT = torch.cat([attn_BT.repeat_interleave(n_choices, dim=0), cmask_RK], dim=1)
+        start_R = attn_BT.sum(-1).repeat_interleave(n_choices)  # real prompt lengths
+        pos_RK = start_R[:, None] + torch.arange(kmax)[None, :]
+        logp_RKV = None
+        if kmax > 1:  # the first choice token is predicted by the prompt's last position
+            # transformers 5.x renames ``past_key_values`` to ``cache`` (the old name warns until 5.40)
+            cache_kw = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+            second = hf(input_ids=cont_RK[:, :-1].to(dev), attention_mask=attn_RT[:, :-1].to(dev),
+                        position_ids=pos_RK[:, :-1].to(dev), use_cache=True, **{cache_kw: cache})
+            logp_RKV = torch.log_softmax(second.logits.float(), dim=-1)
+    out: dict[int, list[float]] = {}
+    for r, c in enumerate(conts):
+        lps = [logp0_RV[r, c[0]]]
+        if len(c) > 1:
+            assert logp_RKV is not None
+            target = torch.tensor(c[1:], device=logp_RKV.device)
+            lps.extend(logp_RKV[r, : len(c) - 1].gather(-1, target[:, None]).squeeze(-1))
+        out.setdefault(owners[r // n_choices], []).append(float(torch.stack(lps).mean()))
+    return out
 
 
 def _generate(

@@ -247,8 +247,15 @@ def _reference_scores(model: Model, task: Task, fmt: str) -> list[float]:
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
-def test_loglik_batched_with_padding_matches_unpadded(tokenizer, psych: list[Task], arch: str) -> None:
+@pytest.mark.parametrize("path", ["shared-prompt", "full-rows"])
+def test_loglik_batched_with_padding_matches_unpadded(tokenizer, psych: list[Task], arch: str, path: str,
+                                                      monkeypatch) -> None:
     model = _tiny(tokenizer, arch)
+    if path == "full-rows":  # a model without a usable cache falls back to scoring every row in full
+        def refuse(*a, **k):
+            raise NotImplementedError("no cache")
+
+        monkeypatch.setattr(tasks, "_loglik_shared", refuse)
     # prompts of different lengths and choices of different lengths in one batch
     items = sorted(psych, key=lambda t: len(t.story))[::97][:5]
     for fmt in ("chat", "raw"):
