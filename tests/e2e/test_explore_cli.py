@@ -31,7 +31,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Can a new server bind the port? (SO_REUSEADDR, as servers set it: closed connections left in
+    TIME_WAIT by the health checks do not count, a listener does.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -116,6 +119,8 @@ def test_a_signal_ends_the_streamlit_child_and_frees_the_port(tmp_path: Path, si
         while not port_is_free(port) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert port_is_free(port)
+        assert not [c for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port
+                    and c.status == psutil.CONN_LISTEN]
         out = proc.stdout.read() if proc.stdout else ""
         assert f"http://127.0.0.1:{port}" in out and "No browser tab opens" in out
     finally:
