@@ -267,7 +267,7 @@ def demo(
     run = run_demo(out, model=model, device=device, seed=seed, steps=steps, on_step=on_step)
     out_console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f}s. Run: {out.resolve()}")
     for line in headline_lines(headlines(run)):  # each headline beside its controls, 95% intervals in brackets
-        out_console.print(line, markup=False, highlight=False)
+        out_console.print(line, markup=False, highlight=False, soft_wrap=True)
     out_console.print(f"Open it in the explorer:  [cyan]{psylens_command()} explore {out}[/cyan]", highlight=False)
 
 

@@ -93,3 +93,35 @@ def test_one_in_eight_is_printed_as_no_beat(tiny_model, tmp_path, monkeypatch):
     lines = headline_lines(h)
     assert any("vs random" in x and "does not beat it" in x for x in lines)
     assert not any("beats it" in x and "does not" not in x for x in lines)
+
+
+def test_the_demo_command_prints_the_headlines(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import psylens.demo as demo_mod
+    from psylens.cli import app
+
+    run = create_run(tmp_path / "run", command="psylens demo")
+    run.write_json("probes/summary.json", {
+        "best_layer": 16, "best_accuracy": 0.904, "best_accuracy_ci95": [0.88, 0.925], "chance": 0.1667,
+        "shuffled_accuracy_at_best_layer": 0.158, "shuffled_accuracy_ci95_at_best_layer": [0.136, 0.183],
+        "lexical_baseline": {"accuracy": 0.816, "ci95": [0.792, 0.841]}, "beats_lexical_at_best_layer": True,
+    })
+    run.write_json("steering/summary.json", {
+        "mean_success": 0.2, "mean_success_ci95": [0.15, 0.25], "n_prompts": {"dev": 5, "test": 20},
+        "mean_baselines": {"prompting": 0.1, "random": 0.19, "none": 0.1},
+        "mean_baselines_ci95": {"prompting": [0.06, 0.14], "random": [0.14, 0.24], "none": [0.06, 0.14]},
+        "mean_vs": {"prompting": {"diff": 0.1, "ci95": [0.04, 0.16], "beats": True},
+                    "random": {"diff": 0.01, "ci95": [-0.05, 0.07], "beats": False},
+                    "none": {"diff": 0.1, "ci95": [0.04, 0.16], "beats": True}},
+        "targets": {"success": 0.8}, "judge_validation": {"accuracy": 0.433},
+    })
+    monkeypatch.setattr(demo_mod, "run_demo", lambda *a, **k: run)
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "probes: best layer 16 accuracy 0.90 [0.88, 0.93] vs shuffled labels 0.16 [0.14, 0.18]" in out
+    assert "words alone (lexical) 0.82 [0.79, 0.84]: beats the words alone" in out
+    assert "steering: mean success 0.20 [0.15, 0.25] over 20 held-out prompts" in out
+    assert "vs random    0.19 [0.14, 0.24]: difference 0.01 [-0.05, 0.07] → does not beat it" in out
+    assert "vs prompting 0.10 [0.06, 0.14]: difference 0.10 [0.04, 0.16] → beats it" in out
