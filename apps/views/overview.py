@@ -216,7 +216,7 @@ def render_headline(run: Run) -> None:
     probes = kit.load(run, PROBE_SUMMARY_ART, quiet=not run.has(PA.SUMMARY))
     rows: list[dict[str, str]] = []
     if isinstance(probes, dict) and probes.get("best_accuracy") is not None:
-        lex = probes.get("lexical_accuracy", kit.as_dict(probes.get("lexical")).get("accuracy"))
+        lex = kit.as_dict(probes.get("lexical_baseline")).get("accuracy", probes.get("lexical_accuracy"))
         controls = [f"shuffled labels {kit.fmt_interval(probes.get('shuffled_accuracy_at_best_layer'), None, pct=True, digits=3)}",
                     f"chance {kit.fmt_interval(probes.get('chance'), None, pct=True, digits=3)}"]
         if lex is not None:

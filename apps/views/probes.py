@@ -99,9 +99,11 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go
 
 
 def _band(c: pd.DataFrame, col: str) -> tuple[list[float], list[float]] | None:
-    """(lo, hi) of the 95% interval of ``col`` per row: columns ``<col>_lo``/``<col>_hi`` or ``<col>_ci95``."""
-    if f"{col}_lo" in c and f"{col}_hi" in c and c[f"{col}_lo"].notna().any():
-        return [kit.num(v) for v in c[f"{col}_lo"]], [kit.num(v) for v in c[f"{col}_hi"]]
+    """(lo, hi) of the 95% interval of ``col`` per row: columns ``<col>_ci95_lo``/``<col>_ci95_hi``
+    (what ``ProbeResults.table`` writes), ``<col>_lo``/``<col>_hi`` or ``<col>_ci95`` pairs."""
+    for lo, hi in ((f"{col}_ci95_lo", f"{col}_ci95_hi"), (f"{col}_lo", f"{col}_hi")):
+        if lo in c and hi in c and c[lo].notna().any():
+            return [kit.num(v) for v in c[lo]], [kit.num(v) for v in c[hi]]
     if f"{col}_ci95" in c:
         pairs = [v if isinstance(v, (list, tuple, np.ndarray)) and len(v) == 2 else (math.nan, math.nan)
                  for v in c[f"{col}_ci95"]]
@@ -352,12 +354,14 @@ def render_headline(summary: dict[str, Any]) -> None:
                    help="Held-out-scenario accuracy: every text is scored by a probe that never saw its scenario "
                         "(95% interval over scenarios where recorded).")
     kit.metric(cols[2], "Shuffled control there", summary.get("shuffled_accuracy_at_best_layer"),
-               kit.interval(summary, "shuffled_accuracy_at_best_layer"), pct=True, digits=3,
+               kit.interval(summary, "shuffled_accuracy_at_best_layer")
+               or kit.interval({"x": summary.get("shuffled_accuracy_ci95_at_best_layer")}, "x"), pct=True, digits=3,
                    help="The same probe trained on shuffled labels. It should sit at chance.")
     lex = lexical_baseline(summary)
-    cols[3].metric("Bag-of-words baseline", _pct(lex) if lex is not None else "—",
-                   help="A lexical probe on word counts, same texts and folds: what word content alone gives."
-                   if lex is not None else "Not recorded in this run.")
+    kit.metric(cols[3], "Bag-of-words baseline", lex, kit.interval(summary.get("lexical_baseline"), "accuracy"),
+               pct=True, digits=3,
+               help="A lexical probe on word counts, same texts and folds: what word content alone gives."
+               if lex is not None else "Not recorded in this run.")
     cols[4].metric("Chance", _pct(summary.get("chance")))
     ev = summary.get("eval")
     if isinstance(ev, dict):
@@ -372,6 +376,19 @@ def render_headline(summary: dict[str, Any]) -> None:
         if lex is not None:
             rise += f" and {best_acc - lex:+.1%} over the bag-of-words baseline"
         st.caption(rise + ": what the network adds is the rise above those.")
+    layers = kit.as_list(summary.get("layers"))
+    rises, rise_cis = kit.as_list(summary.get("rise_above_lexical_by_layer")), kit.as_list(summary.get("rise_above_lexical_ci95_by_layer"))
+    best = summary.get("best_layer")
+    if best in layers and len(rises) == len(layers) and len(rise_cis) == len(layers):
+        i = layers.index(best)
+        ci = kit.interval({"x": rise_cis[i]}, "x")
+        verdict = "beats" if ci is not None and ci[0] > 0 else "does not beat"
+        st.caption(f"At layer {best} the probe {verdict} the bag-of-words baseline: "
+                   f"{kit.fmt_interval(rises[i], ci, pct=True, digits=3)} (paired over the same held-out texts).")
+    tied = [v for v in kit.as_list(summary.get("layers_tied_with_best")) if v != best]
+    if tied:
+        st.caption(f"Layers {', '.join(map(str, tied))} are within the best layer's interval: the best layer is one of "
+                   "several equally good ones, which is why other summaries (the per-layer Fisher ratio) may name another.")
 
 
 def render_layer_curves(run: Run, summary: dict[str, Any], curve: Any, layer: int) -> None:

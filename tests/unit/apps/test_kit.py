@@ -392,3 +392,13 @@ def test_two_sessions_steering_at_once_leave_the_unsteered_text_unchanged(tiny_m
     assert results["a"] and results["b"]
     assert set(results["a"]) == {reference} and set(results["b"]) == {reference}
     assert model.generate(prompt, max_new_tokens=n_tokens)[0] == reference  # and no hook is left behind
+
+
+def test_accuracy_band_drawn_only_with_recorded_intervals() -> None:
+    from psylens.apps.views import probes as page
+
+    curve = pd.DataFrame({"site": "r", "layer": [0, 1], "accuracy": [0.5, 0.8], "chance": 1 / 6})
+    assert not [t for t in page.layer_curve_figure(curve).data if t.name == "95% interval"]  # old runs: no band
+    banded = curve.assign(accuracy_ci95_lo=[0.4, 0.7], accuracy_ci95_hi=[0.6, 0.9])  # what ProbeResults.table writes
+    band = [t for t in page.layer_curve_figure(banded).data if t.name == "95% interval"]
+    assert len(band) == 1 and list(band[0].y) == [0.6, 0.9, 0.7, 0.4]
