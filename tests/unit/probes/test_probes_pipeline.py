@@ -138,7 +138,7 @@ def test_parse_valence():
 
 
 def test_explorer_page_renders(probe_run, monkeypatch):
-    pytest.importorskip("streamlit")
+
     from streamlit.testing.v1 import AppTest
 
     import psylens.apps.views as views
@@ -148,7 +148,7 @@ def test_explorer_page_renders(probe_run, monkeypatch):
     run, _ = probe_run
     assert probes.available(run) and probes in views.PAGES
     monkeypatch.setenv("PSYLENS_RUN", str(run.path))
-    monkeypatch.setattr("psylens.apps.views.PAGES", [probes, overview])  # the default page is the first
+    monkeypatch.setattr("psylens.apps.views.kit.PAGE_MODULES", [probes, overview])  # the default page is the first
     at = AppTest.from_file(str(EXPLORER), default_timeout=120).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -157,14 +157,14 @@ def test_explorer_page_renders(probe_run, monkeypatch):
     for word in ("accuracy by layer", "confused", "Geometry", "Cross-format", "Persistence", "System-prompt"):
         assert word in heads
     assert len(at.get("plotly_chart")) >= 9
-    at.select_slider(key="probes_conf_layer").set_value(0).run()
+    at.select_slider(key="probes_layer").set_value(0).run()
     assert not at.exception
     at.radio(key="probes_conf_which").set_value("shuffled").run()
     assert not at.exception
 
 
 def test_page_without_optional_tables(tmp_path, monkeypatch):
-    pytest.importorskip("streamlit")
+
     from streamlit.testing.v1 import AppTest
 
     from psylens.apps import EXPLORER
@@ -172,10 +172,10 @@ def test_page_without_optional_tables(tmp_path, monkeypatch):
 
     run = create_run(tmp_path / "run", command="test")
     run.write_json("probes/summary.json", {"labels": ["joy", "fear"], "best_layer": 1, "best_accuracy": 0.9,
-                                          "chance": 0.5, "site": "resid_post"})
+                                          "chance": 0.5, "site": "resid_post", "layers": [0, 1]})
     monkeypatch.setenv("PSYLENS_RUN", str(run.path))
-    monkeypatch.setattr("psylens.apps.views.PAGES", [probes, overview])
+    monkeypatch.setattr("psylens.apps.views.kit.PAGE_MODULES", [probes, overview])
     at = AppTest.from_file(str(EXPLORER), default_timeout=120).run()
     assert not at.exception, at.exception
-    infos = " ".join(i.value for i in at.info)
+    infos = " ".join(i.value for i in [*at.info, *at.warning])
     assert "layer_curve.parquet" in infos and "psylens probe" in infos
