@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["TokenLens", "token_lens", "token_projections"]
+__all__ = ["TokenLens", "mean_residual_norm", "token_lens", "token_projections"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,3 +143,20 @@ def token_projections(
     """
     lens = token_lens(model, text, directions, layer, steer=steer, emotions=emotions)
     return list(lens.tokens), lens.matrix
+
+
+def mean_residual_norm(model: Any, text: str, layer: int, *, add_special_tokens: bool = False) -> float:
+    """Mean L2 norm of ``text``'s token residuals (``resid_post``) at ``layer`` — the unit of a steering
+    ``scale`` (``alpha = scale * norm``). ``ValueError`` for an empty text or a layer out of range."""
+    n_layers = int(getattr(model, "n_layers", 0) or 0)
+    if isinstance(layer, bool) or not isinstance(layer, int) or (n_layers and not 0 <= layer < n_layers):
+        raise ValueError(f"layer {layer!r} out of range: the model has {n_layers} layers (0–{n_layers - 1})")
+    ids = _ids(model.tokenizer, text, add_special_tokens) if isinstance(text, str) else []
+    if not ids:
+        raise ValueError("the text has no tokens; give some text")
+    from psylens.interventions import record
+
+    input_ids = torch.tensor([ids], device=model.device)
+    with torch.no_grad(), record(model, "resid_post", [layer]) as rec:
+        model.hf_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+    return float(rec["resid_post", layer][0].float().norm(dim=-1).mean())

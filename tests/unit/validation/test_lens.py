@@ -115,3 +115,15 @@ def test_errors_say_what_was_given_and_what_is_valid(tiny_model) -> None:
         token_lens(m, TEXT, wide, LAYER)
     with pytest.raises(ValueError, match="tokens"):
         TokenLens(("a",), (1,), ("x", "y"), torch.zeros(2, 2), LAYER)
+
+
+def test_mean_residual_norm_is_the_mean_token_norm(tiny_model) -> None:
+    from psylens.validation.lens import mean_residual_norm
+
+    m = tiny_model("llama")
+    ids = list(m.tokenizer(TEXT, add_special_tokens=False)["input_ids"])
+    expected = float(_hidden(m, ids, LAYER).norm(dim=-1).mean())
+    assert mean_residual_norm(m, TEXT, LAYER) == pytest.approx(expected, rel=1e-4)
+    assert mean_residual_norm(m, TEXT, 2) != pytest.approx(expected, rel=1e-3)
+    with pytest.raises(ValueError, match="out of range"):
+        mean_residual_norm(m, TEXT, 7)
