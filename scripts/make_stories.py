@@ -13,8 +13,9 @@ protagonist is written with placeholders and rendered in one of five narrations:
     [past|present]      the alternative for the story's tense (contexts only)
 
 Past-tense events are narrated in the first, second or third person (a named character);
-present-tense ones in the first or second person (no verb agreement needed). The narration and
-the name are drawn from a generator seeded by the story id, so the output is deterministic.
+present-tense ones in the first or second person (no verb agreement needed). Narrations are dealt
+in the same proportions to every concept (``_narrations``); names are drawn from a generator seeded
+by the story id. The output is deterministic.
 
 Topics in TEST_TOPICS are held out: every story on them is ``split: "test"``, for every concept.
 A story's ``group`` is its topic as ``tNNN`` (``t003`` for ``t03`` in the sources).
@@ -99,11 +100,31 @@ def render(template: str, tense: str, narration: str, name: str, gender: str) ->
     return _capitalise(text)
 
 
+PAST_CYCLE = ("first_past", "third_past", "first_past", "third_past", "second_past", "third_past")
+PRESENT_CYCLE = ("first_present", "second_present", "first_present")
+
+
+def _narrations(concept: str, present: list[bool]) -> list[str]:
+    """One narration per story, the same mix for every concept (a direction must not learn "first
+    person" because one concept happened to draw more of it): the concept's past-tense stories, in an
+    order shuffled by a generator seeded with the concept, take PAST_CYCLE in turn; present-tense ones
+    PRESENT_CYCLE."""
+    out = [""] * len(present)
+    rng = random.Random(f"narration-{concept}")
+    for tense_is_present, cycle in ((False, PAST_CYCLE), (True, PRESENT_CYCLE)):
+        idx = [i for i, p in enumerate(present) if p == tense_is_present]
+        rng.shuffle(idx)
+        for j, i in enumerate(idx):
+            out[i] = cycle[j % len(cycle)]
+    return out
+
+
 def build_stories() -> list[dict]:
     topics = read_topics()
     rows = []
     for concept in CONCEPTS:
         pieces = read_pieces(SRC / f"{concept}.txt")
+        narrations = _narrations(concept, [event.startswith("~") for _, event in pieces])
         seen: dict[str, int] = {}
         for i, (tid, event) in enumerate(pieces, start=1):
             if tid not in topics:
@@ -113,12 +134,8 @@ def build_stories() -> list[dict]:
             event = event.lstrip("~ ").strip()
             tense = "present" if present else "past"
             sid = f"st-{concept}-{i:03d}"
-            rng = random.Random(sid)
-            if present:
-                narration = rng.choice(["first_present", "first_present", "second_present"])
-            else:
-                narration = rng.choice(["first_past", "first_past", "third_past", "third_past", "third_past", "second_past"])
-            name, gender = rng.choice(NAMES)
+            narration = narrations[i - 1]
+            name, gender = random.Random(sid).choice(NAMES)
             topic_name, context = topics[tid]
             text = render(f"{context} {event}", tense, narration, name, gender)
             rows.append(
