@@ -28,6 +28,8 @@ from psylens.probes.directions import Directions
 from psylens.probes.fit import fit_probes
 from psylens.runs import Run, create_run
 from psylens.steering import artifacts as SA
+from psylens.validation import artifacts as VA
+from tests.unit.apps.test_validation_page import write_validation_outputs
 
 EMOS = ["anger", "joy", "sadness"]
 LAYERS = [0, 1, 2]
@@ -36,7 +38,7 @@ TIMEOUT = 60
 
 # -- fixture runs ------------------------------------------------------------------------------------
 def make_full_run(root: Path) -> Run:
-    """A run holding every artifact the three pages read (synthetic, small)."""
+    """A run holding every artifact the pages read (synthetic, small)."""
     run = create_run(root, command="psylens demo", model={"spec": "tiny-random-llama", "n_layers": 3}, seed=0)
     n, d = 36, 8
     g = torch.Generator().manual_seed(0)
@@ -93,6 +95,7 @@ def make_full_run(root: Path) -> Run:
              "prompt_index": 0, "prompt": "p", "text": f"{c} text", "judged": "joy"}
             for e in EMOS for c in ("none", "steer", "prompting", "random")]
     run.file(SA.GENERATIONS).write_text("\n".join(json.dumps(x) for x in gens) + "\n")
+    write_validation_outputs(run, d=d, layers=tuple(LAYERS))
     return run
 
 
@@ -125,7 +128,7 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-PAGES = ("overview", "probes", "steering")
+PAGES = ("overview", "probes", "steering", "lens", "validation")
 
 # (name, file it breaks, how) — each applied alone to a fresh full run
 CORRUPTIONS: list[tuple[str, str, Callable[[Path], None]]] = [
@@ -155,6 +158,9 @@ CORRUPTIONS: list[tuple[str, str, Callable[[Path], None]]] = [
      lambda p: write(p, json.dumps({**json.loads(p.read_text()), "schema_version": 7}))),
     ("bad grid", SA.GRID, lambda p: write(p, '{"cells": [{"emotion": "joy", "layer": "x", "scale": null}]}')),
     ("garbage generations", SA.GENERATIONS, lambda p: p.write_bytes(b"\xff\xfe\x00garbage")),
+    ("truncated validation summary", VA.SUMMARY, truncate),
+    ("truncated feels matrix", VA.FEELS_MATRIX, truncate),
+    ("truncated validation directions", VA.DIRECTIONS, truncate),
 ]
 
 
