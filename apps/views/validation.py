@@ -119,14 +119,14 @@ def gates_table(summary: Any) -> pd.DataFrame:
             continue
         rows.append({
             "gate": name,
-            "checks": GATE_TEXT.get(name, ""),
             "value": kit.num(g.get("value")),
             "threshold": kit.num(g.get("threshold")),
             "control": kit.num(g.get("control")),
             "passed": verdict(g),
             "95% interval": _interval_text(g),
+            "checks": GATE_TEXT.get(name, ""),
         })
-    return pd.DataFrame(rows, columns=["gate", "checks", "value", "threshold", "control", "passed", "95% interval"])
+    return pd.DataFrame(rows, columns=["gate", "value", "threshold", "control", "passed", "95% interval", "checks"])
 
 
 def _order(values: list[Any], preferred: list[str]) -> list[str]:
@@ -162,7 +162,8 @@ def feels_figure(matrix: pd.DataFrame) -> go.Figure:
 
 def dose_figure(levels: pd.DataFrame, templates: pd.DataFrame | None = None, *, columns: int = 3) -> go.Figure:
     """Dose-response curves, one panel a template: the expected emotion's projection over the numeric level,
-    the panel titled with ρ (and the shuffled-level control's ρ) when ``templates`` has them."""
+    the panel titled with ρ (and the shuffled-level control's ρ) when ``templates`` has them. Levels spanning
+    two orders of magnitude or more get a log axis."""
     from plotly.subplots import make_subplots
 
     need = {"template", "level", "projection"}
@@ -193,6 +194,9 @@ def dose_figure(levels: pd.DataFrame, templates: pd.DataFrame | None = None, *, 
             line={"color": kit.emotion_color(emo) if emo else kit.REAL},
             hovertemplate=f"{n} ({emo})<br>level %{{x:g}}<br>projection %{{y:.4f}}<extra></extra>",
         ), row=i // cols + 1, col=i % cols + 1)
+        x = sub["level"]
+        if len(x) and float(x.min()) > 0 and float(x.max()) / float(x.min()) >= 100:  # $1 … $20M: a log axis
+            fig.update_xaxes(type="log", row=i // cols + 1, col=i % cols + 1)
     kit.style(fig, "Dose-response: the expected emotion's projection over the level", height=240 * nrows + 60)
     fig.update_annotations(font_size=11)
     return fig

@@ -148,6 +148,9 @@ def test_dose_curves_one_panel_per_template_titled_with_rho(tmp_path: Path) -> N
     assert any(t.startswith("party_friends ρ 0.1") and "✗" in t for t in titles)
     assert list(fig.data[0].x) == [float(k) for k in range(8)]
     assert list(fig.data[1].y) == pytest.approx([0.8 * k for k in range(8)])
+    assert fig.layout.xaxis.type != "log"  # 0..7: linear
+    wide = pd.DataFrame([{"template": "lottery", "emotion": "joy", "level": 10.0 ** k, "projection": k} for k in range(6)])
+    assert page.dose_figure(wide).layout.xaxis.type == "log"
 
 
 def test_pca_coloured_by_valence_and_arousal(tmp_path: Path) -> None:
