@@ -80,11 +80,12 @@ def table(results: list[dict]) -> str:
     for r in results:
         for method, row in r["methods"].items():
             for part in ("all", "test"):
-                if part not in row:
+                if part not in row or (part == "test" and r.get("split")):  # a one-split run: "all" is it
                     continue
                 s, c = row[part], row[f"control_{part}"]
+                label = r.get("split") or part
                 kinds = " | ".join(f"{s['by_kind'][k]:.2f}" if k in s["by_kind"] else "—" for k in KINDS)
-                lines.append(f"| {r['model']} | {method} | {part} | {s['n']} | {_fmt(s['accuracy'], s['ci95'])} | "
+                lines.append(f"| {r['model']} | {method} | {label} | {s['n']} | {_fmt(s['accuracy'], s['ci95'])} | "
                              f"{kinds} | {s['parsed']:.2f} | {_fmt(c['accuracy'], c['ci95'])} |")
     return "\n".join(lines)
 
