@@ -103,6 +103,10 @@ def _interval_text(g: dict[str, Any]) -> str:
             if key in ("gap", "valence_auroc") and math.isnan(kit.num(point)):
                 point = g.get("value")
             return label + kit.fmt_interval(point, ci)
+    for set_name, block in kit.as_dict(g.get("sets")).items():  # implicit_scenarios: the value is the lowest set's
+        ci = kit.interval(block, "accuracy")
+        if ci is not None and kit.num(block.get("accuracy")) == kit.num(g.get("value")):
+            return f"{set_name} " + kit.fmt_interval(block.get("accuracy"), ci)
     return ""
 
 
@@ -279,7 +283,8 @@ def render_gates(summary: dict[str, Any]) -> None:
             "sits beside a control that should fail.")
     table = gates_table(summary)
     st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(c, format="%.3g") for c in ("value", "threshold", "control")})
+                 column_config={**{c: st.column_config.NumberColumn(c, format="%.3g") for c in ("value", "threshold", "control")},
+                                "passed": st.column_config.TextColumn("passed", width="medium")})
     st.caption("Control: random directions of the same norm (feels, logit lens, read-back), shuffled labels "
                "(scenarios, geometry) or shuffled levels (dose-response). `preferences` is "
                f"{NOT_GATED}: SmolLM2-135M shows no preference between pleasant and unpleasant activities.")

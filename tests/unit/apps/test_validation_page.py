@@ -58,7 +58,8 @@ def write_validation_outputs(run: Run, *, d: int = 8, layers: tuple[int, ...] = 
                          "own_shift": {e: 2.5 for e in BASIC}, "random_mean_shift": {e: 0.1 for e in BASIC},
                          "tables": {"matrix": VA.FEELS_MATRIX, "random": VA.FEELS_RANDOM}},
         "implicit_scenarios": {"value": 0.62, "threshold": 0.8, "control": 0.18, "passed": False, "gated": True,
-                               "ci95": [0.55, 0.69]},
+                               "sets": {"emotions": {"accuracy": 0.62, "ci95": [0.55, 0.69], "control": 0.18},
+                                        "stories": {"accuracy": 0.7, "ci95": [0.6, 0.8], "control": 0.2}}},
         "dose_response": {"value": 2.0, "threshold": 5.0, "control": 0.0, "passed": False, "gated": True, "n_templates": 3,
                           "rate": 0.667, "rate_ci95": [0.2, 0.94], "rho_threshold": 0.7,
                           "tables": {"levels": VA.DOSE_RESPONSE, "templates": VA.DOSE_TEMPLATES}},
@@ -121,6 +122,7 @@ def test_gates_table_values_verdicts_and_intervals(tmp_path: Path) -> None:
     assert t.loc["preferences", "passed"] == "reported, not gated — for larger models"
     assert t.loc["feels_matrix", "95% interval"] == "gap 2.80 [2.50, 3.10]"
     assert t.loc["read_back", "95% interval"] == "0.70 [0.60, 0.80]"
+    assert t.loc["implicit_scenarios", "95% interval"] == "emotions 0.62 [0.55, 0.69]"  # the lowest set's, as gated
     assert t.loc["dose_response", "95% interval"].startswith("rate 0.67 [0.20, 0.94]")
     assert t.loc["geometry", "95% interval"] == "AUROC 1.00 [1.00, 1.00]"
     assert page.verdict({"skipped": "no steering vectors"}) == "skipped (no steering vectors)"
