@@ -64,6 +64,7 @@ bench: setup-full
 	$(PY) -m benchmarks.harvest
 	$(PY) -m benchmarks.steering
 	$(PY) -m benchmarks.steering_ceiling
+	$(PY) -m benchmarks.tasks
 
 clean:
 	rm -rf $(VENV) build *.egg-info
