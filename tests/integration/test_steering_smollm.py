@@ -186,7 +186,7 @@ def test_notebook_runs(tmp_path):
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "mean joy intensity" in outputs and "joy.gguf" in outputs
+    assert "joy intensity" in outputs and "joy share" in outputs and "joy.gguf" in outputs
 
 
 def test_expression_directions_steer_the_embedded_model(smollm):
