@@ -3,7 +3,7 @@
     psylens steer --model M --vectors RUN/probes/directions.safetensors --emotion joy --layer 12 --alpha 40 \\
                   --prompts "Describe your morning." --out gens.jsonl
     psylens steer --model M --vectors RUN/steering/vectors/joy.safetensors --prompts prompts.jsonl --out gens.jsonl
-    psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full] [--source expression|probes]
+    psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full] [--source expression|stories|probes]
                         [--layer-band K] [--positions all|prompt|generated] [--max-new-tokens N]
 
 ``steer_app`` is a ``typer.Typer``; the main CLI registers it as ``steer``. Bad arguments raise
@@ -237,7 +237,8 @@ def sweep(
     source: Optional[str] = typer.Option(
         None, "--source",
         help="Where directions come from when --directions is not given: expression (extracted from the model "
-             "prompted to express each emotion) | probes (RUN/probes/directions.safetensors). Default: the config's.",
+             "prompted to express each emotion) | stories (RUN/validation/directions.safetensors, else fitted on the "
+             "built-in stories) | probes (RUN/probes/directions.safetensors). Default: the config's.",
     ),
     layer_band: Optional[int] = typer.Option(None, "--layer-band", help="Steer this many consecutive layers per cell (default: the config's)."),
     positions: Optional[str] = typer.Option(None, "--positions", help="all | prompt | generated (default: the config's)."),
@@ -253,8 +254,9 @@ def sweep(
     from psylens.runs import RUN_FILE, create_run, open_run
     from psylens.steering.sweep import SweepConfig, run_sweep
 
-    # expression directions need nothing from an earlier step: a new directory becomes a new run
-    fresh = not (run / RUN_FILE).is_file() and directions is None and (source or SweepConfig().directions) == "expression"
+    # expression and story directions need nothing from an earlier step: a new directory becomes a new run
+    fresh = (not (run / RUN_FILE).is_file() and directions is None
+             and (source or SweepConfig().directions) in ("expression", "stories"))
     r = None if fresh else open_run(run)
     spec = model
     if spec is None and r is not None:
