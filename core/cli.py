@@ -331,6 +331,15 @@ def explore(
     raise typer.Exit(code if isinstance(code, int) else 0)
 
 
+# (module, attribute, command name): one line a subcommand, added by the package that owns it.
+_SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("psylens.probes.cli", "probe", "probe"),
+    ("psylens.steering.cli", "steer_app", "steer"),
+    ("psylens.tasks_cli", "tasks_app", "tasks"),
+    ("psylens.validation.cli", "validate_app", "validate"),
+)
+
+
 def _register_optional(
     target: typer.Typer | None = None, import_module: Callable[[str], Any] | None = None
 ) -> None:
@@ -343,9 +352,7 @@ def _register_optional(
 
     target = app if target is None else target
     import_module = importlib.import_module if import_module is None else import_module
-    for module, attr, name in (("psylens.probes.cli", "probe", "probe"), ("psylens.steering.cli", "steer_app", "steer"),
-                               ("psylens.tasks_cli", "tasks_app", "tasks"),
-                               ("psylens.validation.cli", "validate_app", "validate")):
+    for module, attr, name in _SUBCOMMANDS:
         try:
             obj = getattr(import_module(module), attr)
         except ModuleNotFoundError as e:
