@@ -1,0 +1,362 @@
+"""The emotion signal a circuit is a circuit *for*, and the edits (ablation, enhancement) that move it.
+
+For emotion ``e`` with unit direction ``v`` at read-out layer ``L``, each stimulus ``i`` has a
+projection ``p_i`` = mean over the stimulus' own text tokens of ``resid_post[L] · v``. The signal is
+group-centred like the directions are: per scenario ``g``, ``p(e, g)`` minus the mean of ``p`` over the
+other emotions' stimuli of ``g``, averaged over scenarios. It is linear in the projections,
+``S = Σ_i w_i p_i`` with the weights of :func:`contrast_weights`, so it can be accumulated batch by
+batch and differentiated in one backward pass. An edit's **drop** is ``1 − S_after / S_before``.
+
+Every read and edit goes through :mod:`psylens.interventions`: :func:`projections` taps
+``resid_post`` at ``L`` and stops the forward there (layers above ``L`` cannot change the signal),
+and edits are :class:`~psylens.interventions.Intervention` s on ``head_out`` / ``mlp_post`` units at
+the stimuli's text positions only (the chat-template tokens around a text are the same for every
+stimulus, carry no contrast, and hold attention-sink activations that a mean would wreck).
+
+Footgun: the tokens edited are the text's own tokens (``positions`` per row); a baseline mean is
+taken over the neutral stimuli's text tokens, so a "mean ablation" writes a text-token mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from psylens.interventions import Intervention, StopForward, intervene, tap
+
+__all__ = [
+    "Batch",
+    "Prepared",
+    "prepare",
+    "contrast_weights",
+    "Units",
+    "Baseline",
+    "Edit",
+    "projections",
+    "signal",
+    "drop",
+    "edit_interventions",
+    "unit_baseline",
+]
+
+Unit = tuple[str, int, int]  # (site "head_out" | "mlp_post", layer, index)
+EDIT_OPS = ("zero", "mean", "scale")
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """Right-padded token ids of some stimuli; ``text_mask`` marks each row's own text tokens."""
+
+    rows: tuple[int, ...]  # indices into the Prepared set
+    input_ids: Tensor  # [b, t] long
+    attention_mask: Tensor  # [b, t] long
+    text_mask: Tensor  # [b, t] bool
+
+    @property
+    def positions(self) -> tuple[tuple[int, ...], ...]:
+        """Per row, the absolute positions of the text's tokens (what edits touch)."""
+        return tuple(tuple(int(p) for p in torch.nonzero(r).flatten().tolist()) for r in self.text_mask)
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Stimuli tokenized once: texts, labels, groups, ids and their batches."""
+
+    texts: tuple[str, ...]
+    labels: tuple[str | None, ...]
+    groups: tuple[str | None, ...]
+    ids: tuple[str, ...]
+    batches: tuple[Batch, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, keep: Sequence[int], model: Any, batch_size: int = 16) -> Prepared:
+        """The stimuli at ``keep`` (re-batched)."""
+        return prepare(model, [self.texts[i] for i in keep], labels=[self.labels[i] for i in keep],
+                       groups=[self.groups[i] for i in keep], ids=[self.ids[i] for i in keep], batch_size=batch_size,
+                       format=getattr(self, "_format", "auto"))
+
+
+def prepare(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    labels: Sequence[str | None] | None = None,
+    groups: Sequence[str | None] | None = None,
+    ids: Sequence[str] | None = None,
+    batch_size: int = 16,
+    format: str = "auto",
+) -> Prepared:
+    """Tokenize ``texts`` as the model sees them (:func:`psylens.harvest.encode`: the chat template for
+    an instruct model, cut after the text) into right-padded batches sorted by length."""
+    from psylens.harvest import encode
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no stimuli given; pass one or more texts")
+    n = len(texts)
+    labels = list(labels) if labels is not None else [None] * n
+    groups = list(groups) if groups is not None else [None] * n
+    ids = list(ids) if ids is not None else [f"s{i}" for i in range(n)]
+    if not len(labels) == len(groups) == len(ids) == n:
+        raise ValueError(f"labels ({len(labels)}), groups ({len(groups)}) and ids ({len(ids)}) must match the {n} texts")
+    encs = [encode(model, t, format=format) for t in texts]
+    pad = model.tokenizer.pad_token_id
+    pad = 0 if pad is None else int(pad)
+    order = sorted(range(n), key=lambda i: len(encs[i].ids))
+    batches = []
+    for s in range(0, n, batch_size):
+        idx = order[s : s + batch_size]
+        t = max(len(encs[i].ids) for i in idx)
+        ids_t = torch.full((len(idx), t), pad, dtype=torch.long)
+        att = torch.zeros((len(idx), t), dtype=torch.long)
+        txt = torch.zeros((len(idx), t), dtype=torch.bool)
+        for r, i in enumerate(idx):
+            e = encs[i]
+            ids_t[r, : len(e.ids)] = torch.tensor(e.ids)
+            att[r, : len(e.ids)] = 1
+            txt[r, e.text_start : len(e.ids)] = True
+        batches.append(Batch(tuple(idx), ids_t, att, txt))
+    out = Prepared(tuple(texts), tuple(labels), tuple(groups), tuple(ids), tuple(batches))
+    object.__setattr__(out, "_format", format)
+    return out
+
+
+def contrast_weights(
+    labels: Sequence[str | None],
+    groups: Sequence[str | None],
+    emotion: str,
+    emotions: Sequence[str],
+) -> np.ndarray:
+    """Weights ``w`` with ``S = Σ_i w_i p_i`` = mean over scenarios of ``p(emotion)`` minus the mean ``p`` of
+    the other ``emotions`` in that scenario. Stimuli of other labels (e.g. ``neutral``) and scenarios
+    lacking the emotion or every other emotion get weight 0. ``ValueError`` when no scenario qualifies."""
+    if emotion not in emotions:
+        raise ValueError(f"emotion {emotion!r} is not among the contrasted emotions {list(emotions)}")
+    labels, groups = list(labels), list(groups)
+    by_group: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g if g is not None else f"__row{i}", []).append(i)
+    w = np.zeros(len(labels))
+    usable = []
+    for rows in by_group.values():
+        own = [i for i in rows if labels[i] == emotion]
+        other = [i for i in rows if labels[i] in emotions and labels[i] != emotion]
+        if own and other:
+            usable.append((own, other))
+    if not usable:
+        raise ValueError(
+            f"no scenario (group) holds both {emotion!r} and another of {list(emotions)}; the signal needs "
+            "stimuli of several emotions per scenario (the built-in 'emotions' set has all six)"
+        )
+    g_n = len(usable)
+    for own, other in usable:
+        w[own] += 1.0 / (g_n * len(own))
+        w[other] -= 1.0 / (g_n * len(other))
+    return w
+
+
+@dataclass(frozen=True)
+class Units:
+    """A set of units: heads ``(layer, head)`` and neurons ``(layer, neuron)``."""
+
+    heads: tuple[tuple[int, int], ...] = ()
+    neurons: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", tuple((int(a), int(b)) for a, b in self.heads))
+        object.__setattr__(self, "neurons", tuple((int(a), int(b)) for a, b in self.neurons))
+        for name in ("heads", "neurons"):
+            v = getattr(self, name)
+            if len(set(v)) != len(v):
+                raise ValueError(f"{name} has duplicates")
+
+    def __len__(self) -> int:
+        return len(self.heads) + len(self.neurons)
+
+    def units(self) -> list[Unit]:
+        return [("head_out", layer, h) for layer, h in self.heads] + [("mlp_post", layer, n) for layer, n in self.neurons]
+
+    def by_site(self) -> dict[tuple[str, int], list[int]]:
+        out: dict[tuple[str, int], list[int]] = {}
+        for site, layer, i in self.units():
+            out.setdefault((site, layer), []).append(i)
+        return out
+
+    @classmethod
+    def from_units(cls, units: Sequence[Unit]) -> Units:
+        return cls(heads=tuple((layer, i) for s, layer, i in units if s == "head_out"),
+                   neurons=tuple((layer, i) for s, layer, i in units if s == "mlp_post"))
+
+
+@dataclass(frozen=True, eq=False)
+class Baseline:
+    """Per-unit baseline activations: ``heads [n_layers, n_heads, d_head]``, ``neurons [n_layers, d_mlp]``."""
+
+    heads: Float[Tensor, "layer head d_head"]
+    neurons: Float[Tensor, "layer d_mlp"]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Change ``units``: ``zero``, ``mean`` (write the baseline) or ``scale`` (multiply by ``factor``)."""
+
+    units: Units
+    op: str = "mean"
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.op not in EDIT_OPS:
+            raise ValueError(f"edit op {self.op!r} is not one of {EDIT_OPS}")
+        if not np.isfinite(self.factor):
+            raise ValueError(f"factor must be finite, got {self.factor}")
+
+
+def edit_interventions(edit: Edit | None, baseline: Baseline | None, positions: Any) -> list[Intervention]:
+    """The :class:`Intervention` s of ``edit`` at ``positions`` (``"all"`` or per-row index lists)."""
+    if edit is None or len(edit.units) == 0:
+        return []
+    out = []
+    for (site, layer), idx in sorted(edit.units.by_site().items()):
+        if edit.op == "zero":
+            out.append(Intervention(site, layer, "zero", units=tuple(idx), positions=positions))
+        elif edit.op == "scale":
+            out.append(Intervention(site, layer, "scale", units=tuple(idx), value=float(edit.factor), positions=positions))
+        else:
+            if baseline is None:
+                raise ValueError("a mean ablation needs a Baseline (unit_baseline on neutral stimuli)")
+            table = baseline.heads if site == "head_out" else baseline.neurons
+            out.append(Intervention(site, layer, "mean", units=tuple(idx), value=table[layer][list(idx)], positions=positions))
+    return out
+
+
+def _forward(model: Any, batch: Batch) -> None:
+    hf = model.hf_model if hasattr(model, "hf_model") else model
+    dev = hf.get_input_embeddings().weight.device
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    hf(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev), position_ids=pos.to(dev), use_cache=False)
+
+
+def _batches(data: Prepared, progress: bool, desc: str) -> Iterator[Batch]:
+    if not progress:
+        yield from data.batches
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(data.batches, desc=desc, leave=False)
+
+
+@torch.no_grad()
+def projections(
+    model: Any,
+    data: Prepared,
+    direction: Float[Tensor, " d_model"],
+    layer: int,
+    edit: Edit | None = None,
+    baseline: Baseline | None = None,
+    *,
+    extra: Callable[[Batch], list[Intervention]] | None = None,
+    progress: bool = False,
+) -> Float[Tensor, " n"]:
+    """``p_i``: mean over each stimulus' text tokens of ``resid_post[layer] · direction`` (float32, CPU),
+    with ``edit`` (and ``extra(batch)`` interventions) applied at the text positions."""
+    out = torch.zeros(len(data))
+    v = direction.detach().float()
+    for b in _batches(data, progress, "projections"):
+        got: dict[str, Tensor] = {}
+
+        def keep(site: str, lay: int, x: Tensor) -> None:
+            got["x"] = x
+            raise StopForward
+
+        ivs = edit_interventions(edit, baseline, b.positions) + (extra(b) if extra is not None else [])
+        with intervene(model, ivs), tap(model, [("resid_post", layer)], keep):
+            try:
+                _forward(model, b)
+            except StopForward:
+                pass
+        x = got["x"].float()
+        m = b.text_mask.to(x.device).float()
+        p = ((x @ v.to(x.device)) * m).sum(1) / m.sum(1)
+        out[list(b.rows)] = p.cpu()
+    return out
+
+
+def signal(
+    model: Any,
+    data: Prepared,
+    weights: np.ndarray,
+    direction: Tensor,
+    layer: int,
+    edit: Edit | None = None,
+    baseline: Baseline | None = None,
+    **kw: Any,
+) -> float:
+    """``S = Σ_i w_i p_i`` (see the module doc) with ``edit`` applied."""
+    p = projections(model, data, direction, layer, edit, baseline, **kw)
+    return float(torch.from_numpy(np.asarray(weights, dtype=np.float64)) @ p.double())
+
+
+def drop(before: float, after: float) -> float:
+    """``1 − after / before``; NaN when ``before`` is 0."""
+    return float("nan") if before == 0 else 1.0 - after / before
+
+
+@torch.no_grad()
+def unit_baseline(model: Any, data: Prepared, layers: Sequence[int], *, progress: bool = False) -> Baseline:
+    """Mean ``head_out`` and ``mlp_post`` over ``data``'s text tokens at ``layers`` (zeros elsewhere).
+
+    The baseline of ``atp``, ``patching`` and mean ablation: the issue's "mean over neutral stimuli".
+    """
+    hf = model.hf_model if hasattr(model, "hf_model") else model
+    cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+    n_layers = int(cfg.num_hidden_layers)
+    n_heads = int(cfg.num_attention_heads)
+    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
+    d_mlp = int(cfg.intermediate_size)
+    heads = torch.zeros(n_layers, n_heads, d_head, dtype=torch.float64)
+    neurons = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
+    count = 0.0
+    layers = sorted(set(int(x) for x in layers))
+    top = max(layers)
+    for b in _batches(data, progress, "baseline"):
+        m = b.text_mask
+        acc: dict[tuple[str, int], Tensor] = {}
+
+        def keep(site: str, lay: int, x: Tensor, m: Tensor = m) -> None:
+            mm = m.to(x.device)
+            acc[(site, lay)] = x[mm].double().sum(0).cpu()
+            if site == "mlp_post" and lay == top:
+                raise StopForward
+
+        keys = [(s, lay) for lay in layers for s in ("head_out", "mlp_post")]
+        with tap(model, keys, keep):
+            try:
+                _forward(model, b)
+            except StopForward:
+                pass
+        for lay in layers:
+            heads[lay] += acc[("head_out", lay)]
+            neurons[lay] += acc[("mlp_post", lay)]
+        count += float(m.sum())
+    return Baseline(heads=(heads / count).float(), neurons=(neurons / count).float())
+
+
+def group_labels(data: Prepared) -> Mapping[str, list[int]]:
+    """Row indices per label."""
+    out: dict[str, list[int]] = {}
+    for i, lab in enumerate(data.labels):
+        out.setdefault(str(lab), []).append(i)
+    return out
+
+
+
