@@ -1,0 +1,374 @@
+"""Activation differences between the base and the tuned model on the same tokens.
+
+Both models read the *same* token sequences (the tuned model's tokenizer is the base's, see
+:func:`~psylens.compare.pair.check_compatible`), one text at a time, through
+:func:`psylens.interventions.record` (``resid_pre`` of layer 0 = the embeddings, ``resid_post`` of every
+layer). Two input sets:
+
+- ``emotions``: emotion stimuli (``psylens.stimuli.load("emotions")``, an even draw over labels) as user turns;
+- ``tasks``: ``psych`` test prompts (:func:`psylens.tasks.choice_prompt`, chain of thought) as user turns
+  plus a *trace* the tuned model generates greedily (``trace_tokens``; 0 = prompts only).
+
+Per set and layer ``l`` (``d_t = tuned − base`` at token ``t``):
+
+- ``mean_diff_norm``: ‖mean_t d_t‖ with a bootstrap interval over texts, and ``relative`` to the
+  base's mean residual norm; ``token_diff_norm``: mean_t ‖d_t‖ (zero before the first changed layer);
+- ``token_cosine``: mean cosine of base and tuned activations per token;
+- ``contribution``: ‖m_l − m_{l−1}‖, the part of the mean difference that layer ``l`` itself adds
+  (``m_{−1}`` is the embeddings' difference). Layers are **ranked by contribution**: a change planted in
+  one layer propagates down the residual stream, so the raw norm would also rank the layers after it high;
+- ``cosine_between_sets``: the cosine of the two sets' mean differences (does tuning move the residual
+  the same way on emotion texts and on reasoning tasks?).
+
+Per-token KL: ``KL(p_tuned ‖ p_base)`` of the next-token distributions at every position of each task
+trace; its mean over texts with an interval, and the positions where it is largest with their tokens.
+
+The activation-difference lens (diffing-toolkit): the mean difference over the first ``lens_tokens``
+generated tokens of each trace (the prompt's last token when there is no trace), at every layer, passed
+through each model's final norm and unembedding; the top tokens it promotes.
+
+.. warning:: The last layer's ``resid_post`` is the decoder layer's output *before* the final norm
+   (unlike HF's last hidden state). The lens applies the final norm itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from psylens.compare import artifacts as art
+
+__all__ = ["ActivationsConfig", "PairedPass", "paired_pass", "task_inputs", "emotion_inputs", "lens_tokens",
+           "activation_diffs", "run_activations"]
+
+N_BOOT = 200
+
+
+@dataclass(frozen=True)
+class ActivationsConfig:
+    """How many texts and tokens the activation section reads (defaults sized for SmolLM2 on a CPU)."""
+
+    n_emotion: int = 42
+    n_tasks: int = 24
+    trace_tokens: int = 24
+    lens_tokens: int = 5
+    top_tokens: int = 10
+    top_positions: int = 20
+    format: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for k in ("n_emotion", "n_tasks", "trace_tokens", "lens_tokens", "top_tokens", "top_positions"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{k} must be a non-negative integer, got {v!r}")
+        if self.n_emotion + self.n_tasks == 0:
+            raise ValueError("n_emotion and n_tasks are both 0: nothing to compare; give at least one text")
+        if self.lens_tokens < 1:
+            raise ValueError(f"lens_tokens must be at least 1, got {self.lens_tokens}")
+        if self.format not in ("auto", "chat", "raw"):
+            raise ValueError(f"format {self.format!r} is not one of 'auto', 'chat', 'raw'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+def emotion_inputs(n: int, seed: int = 0) -> list[str]:
+    """``n`` emotion stimuli, the same number of each label (round-robin over labels, seeded)."""
+    from psylens import stimuli
+
+    if n == 0:
+        return []
+    st = stimuli.load("emotions")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[str]] = {}
+    for s in st:
+        by_label.setdefault(str(s.label), []).append(s.text)
+    for v in by_label.values():
+        rng.shuffle(v)
+    labels = sorted(by_label)
+    return [by_label[labels[i % len(labels)]][i // len(labels)] for i in range(n)]
+
+
+def task_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` ``psych`` test prompts (chain of thought), the same number of each kind; and their kinds."""
+    from psylens import tasks
+
+    if n == 0:
+        return [], []
+    items = tasks.load("psych", split="test")
+    rng = np.random.default_rng(seed)
+    by_kind: dict[str, list[Any]] = {}
+    for t in items:
+        by_kind.setdefault(t.kind, []).append(t)
+    for v in by_kind.values():
+        rng.shuffle(v)
+    kinds = [k for k in tasks.KINDS if k in by_kind]
+    picked = [by_kind[kinds[i % len(kinds)]][i // len(kinds)] for i in range(min(n, len(items)))]
+    return [tasks.choice_prompt(t, chain_of_thought=True) for t in picked], [t.kind for t in picked]
+
+
+def _encode(model: Any, text: str, fmt: str) -> Int[Tensor, " t"]:
+    prompt = model.format_prompt(text, format=fmt)
+    ids = model.tokenizer(prompt, add_special_tokens=model.resolve_format(fmt) == "raw", return_tensors="pt").input_ids[0]
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# one paired pass
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairedPass:
+    """Both models on one token sequence: residuals ``[L+1, T, d]`` (row 0 = embeddings) and log-probs ``[T, V]``."""
+
+    ids: Int[Tensor, " t"]
+    n_prompt: int
+    base: Float[Tensor, "l1 t d"]
+    tuned: Float[Tensor, "l1 t d"]
+    base_logp: Float[Tensor, "t v"]
+    tuned_logp: Float[Tensor, "t v"]
+
+
+@torch.no_grad()
+def _read(model: Any, ids: Tensor) -> tuple[Tensor, Tensor]:
+    from psylens.interventions import record
+
+    n = model.n_layers
+    with record(model, ["resid_pre", "resid_post"], list(range(n))) as rec:
+        logits = model.hf_model(input_ids=ids[None].to(model.device)).logits[0]
+    res = torch.stack([rec["resid_pre", 0][0]] + [rec["resid_post", layer][0] for layer in range(n)])
+    return res.float().cpu(), torch.log_softmax(logits.float(), -1).cpu()
+
+
+@torch.no_grad()
+def paired_pass(pair: Any, ids: Int[Tensor, " t"], n_prompt: int | None = None) -> PairedPass:
+    """Run both models on ``ids`` and keep every layer's residual and the next-token log-probabilities."""
+    b, bl = _read(pair.base, ids)
+    t, tl = _read(pair.tuned, ids)
+    return PairedPass(ids.cpu(), int(n_prompt if n_prompt is not None else len(ids)), b, t, bl, tl)
+
+
+@torch.no_grad()
+def _trace(model: Any, ids: Tensor, n_new: int) -> Tensor:
+    if n_new == 0:
+        return ids
+    tok = model.tokenizer
+    out = model.hf_model.generate(
+        input_ids=ids[None].to(model.device), attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
+        max_new_tokens=n_new, do_sample=False, pad_token_id=tok.pad_token_id,
+    )
+    return out[0].cpu()
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+def _norm_ci(per_text: Float[Tensor, "n l d"], seed: int) -> tuple[list[float], list[float]]:
+    n = per_text.shape[0]
+    if n < 2:
+        v = per_text.mean(0).norm(dim=-1).tolist()
+        return v, v
+    rng = np.random.default_rng(seed)
+    boots = torch.stack([per_text[torch.from_numpy(rng.integers(0, n, n))].mean(0).norm(dim=-1) for _ in range(N_BOOT)])
+    return boots.quantile(0.025, dim=0).tolist(), boots.quantile(0.975, dim=0).tolist()
+
+
+def _set_stats(passes: list[PairedPass], seed: int) -> tuple[dict[str, Any], Tensor]:
+    """Per-layer statistics of one input set; and the mean difference per layer ``[L+1, d]``."""
+    per_text_mean = torch.stack([(p.tuned - p.base).mean(1) for p in passes])  # [n, L+1, d]
+    tok_norm = torch.stack([(p.tuned - p.base).norm(dim=-1).mean(1) for p in passes]).mean(0)  # [L+1]
+    base_norm = torch.stack([p.base.norm(dim=-1).mean(1) for p in passes]).mean(0)
+    cos = torch.stack([torch.nn.functional.cosine_similarity(p.tuned, p.base, dim=-1).mean(1) for p in passes]).mean(0)
+    m = per_text_mean.mean(0)  # [L+1, d]
+    norm = m.norm(dim=-1)
+    lo, hi = _norm_ci(per_text_mean, seed)
+    contrib = (m[1:] - m[:-1]).norm(dim=-1)  # layer l adds m_l - m_{l-1}
+    n_layers = m.shape[0] - 1
+    layers = []
+    for layer in range(n_layers):
+        i = layer + 1
+        layers.append({
+            "layer": layer,
+            "mean_diff_norm": float(norm[i]),
+            "mean_diff_norm_ci95": [float(lo[i]), float(hi[i])],
+            "relative": float(norm[i] / base_norm[i]) if float(base_norm[i]) > 0 else 0.0,
+            "token_diff_norm": float(tok_norm[i]),
+            "token_cosine": float(cos[i]),
+            "contribution": float(contrib[layer]),
+        })
+    noise = 1e-5 * float(base_norm[1:].mean())
+    changed = [row["layer"] for row in layers if row["token_diff_norm"] > noise]
+    ranked = sorted(range(n_layers), key=lambda i: -layers[i]["contribution"])
+    out = {
+        "n_texts": len(passes),
+        "n_tokens": int(sum(p.base.shape[1] for p in passes)),
+        "embedding_diff_norm": float(tok_norm[0]),
+        "float_noise_level": noise,
+        "first_changed_layer": changed[0] if changed else None,
+        "layers_ranked": ranked if changed else [],
+        "layers": layers,
+    }
+    return out, m
+
+
+def _final_norm(hf: Any) -> Any:
+    for path in ("model.norm", "model.final_layernorm", "transformer.ln_f", "gpt_neox.final_layer_norm"):
+        obj = hf
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.Module):
+            return obj
+    return None
+
+
+@torch.no_grad()
+def lens_tokens(model: Any, vec: Float[Tensor, " d"], k: int = 10) -> list[dict[str, Any]]:
+    """The ``k`` tokens ``vec`` promotes most through ``model``'s final norm and unembedding."""
+    hf = model.hf_model
+    head = hf.get_output_embeddings()
+    norm = _final_norm(hf)
+    x = vec.to(head.weight.device, head.weight.dtype)[None, None]
+    if norm is not None:
+        x = norm(x)
+    logits = head(x)[0, 0].float()
+    top = logits.topk(k)
+    return [{"token": model.tokenizer.decode([int(i)]), "id": int(i), "logit": float(v)}
+            for v, i in zip(top.values, top.indices)]
+
+
+def _kl(passes: list[PairedPass], tokenizer: Any, top: int, seed: int) -> dict[str, Any]:
+    from psylens.stats import bootstrap_ci
+
+    rows: list[tuple[float, int, int]] = []
+    per_text, per_text_gen = [], []
+    for ti, p in enumerate(passes):
+        kl = (p.tuned_logp.exp() * (p.tuned_logp - p.base_logp)).sum(-1).clamp_min(0)  # [T]
+        per_text.append(float(kl.mean()))
+        if len(p.ids) > p.n_prompt:
+            per_text_gen.append(float(kl[p.n_prompt - 1: -1].mean()))
+        rows.extend((float(v), ti, pos) for pos, v in enumerate(kl.tolist()))
+    rows.sort(key=lambda r: -r[0])
+    tops = []
+    for v, ti, pos in rows[:top]:
+        p = passes[ti]
+        ids = p.ids.tolist()
+        tops.append({
+            "text": ti, "position": pos, "kl": v,
+            "context": tokenizer.decode(ids[max(0, pos - 8): pos + 1]),
+            "token": tokenizer.decode([ids[pos]]),
+            "base_next": tokenizer.decode([int(p.base_logp[pos].argmax())]),
+            "tuned_next": tokenizer.decode([int(p.tuned_logp[pos].argmax())]),
+            "in_trace": pos >= p.n_prompt - 1,
+        })
+    ci = list(bootstrap_ci(per_text, seed=seed)) if len(per_text) > 1 else [per_text[0]] * 2 if per_text else None
+    out: dict[str, Any] = {"mean_kl": float(np.mean(per_text)) if per_text else None, "mean_kl_ci95": ci,
+                           "per_text": per_text, "top_positions": tops}
+    if per_text_gen:
+        out["mean_kl_trace"] = float(np.mean(per_text_gen))
+        out["mean_kl_trace_ci95"] = list(bootstrap_ci(per_text_gen, seed=seed)) if len(per_text_gen) > 1 else [per_text_gen[0]] * 2
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the section
+# --------------------------------------------------------------------------------------------
+def activation_diffs(
+    pair: Any,
+    config: ActivationsConfig | None = None,
+    *,
+    emotion_texts: list[str] | None = None,
+    task_texts: list[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The activation section as a dict (what ``activations.json`` holds); texts default to the built-in sets."""
+    cfg = config or ActivationsConfig()
+    if emotion_texts is None:
+        emotion_texts = emotion_inputs(cfg.n_emotion, cfg.seed)
+    kinds: list[str] = []
+    if task_texts is None:
+        task_texts, kinds = task_inputs(cfg.n_tasks, cfg.seed)
+    out: dict[str, Any] = {"schema_version": art.SCHEMA_VERSION, "config": cfg.to_dict(), "sets": {}}
+    means: dict[str, Tensor] = {}
+    lens_vecs: list[Tensor] = []
+    task_passes: list[PairedPass] = []
+    sets = [("emotions", emotion_texts, 0), ("tasks", task_texts, cfg.trace_tokens)]
+    for name, texts, n_new in sets:
+        if not texts:
+            continue
+        passes = []
+        for text in tqdm(texts, desc=f"compare {name}", disable=not progress):
+            ids = _encode(pair.base, text, cfg.format)
+            full = _trace(pair.tuned, ids, n_new)
+            p = paired_pass(pair, full, n_prompt=len(ids))
+            passes.append(p)
+            if name == "tasks":
+                start = p.n_prompt if len(full) > p.n_prompt else p.n_prompt - 1
+                lens_vecs.append((p.tuned - p.base)[:, start: start + cfg.lens_tokens].mean(1))  # [L+1, d]
+        stats, means[name] = _set_stats(passes, cfg.seed)
+        out["sets"][name] = stats
+        if name == "tasks":
+            task_passes = passes
+            if kinds:
+                out["sets"][name]["kinds"] = kinds
+    if len(means) == 2:
+        cos = torch.nn.functional.cosine_similarity(means["emotions"][1:], means["tasks"][1:], dim=-1)
+        out["cosine_between_sets"] = [float(c) if math.isfinite(float(c)) else 0.0 for c in cos]
+    if task_passes:
+        out["kl"] = _kl(task_passes, pair.base.tokenizer, cfg.top_positions, cfg.seed)
+        lens = torch.stack(lens_vecs).mean(0)  # [L+1, d]
+        out["lens"] = {
+            "positions": f"first {cfg.lens_tokens} generated tokens" if cfg.trace_tokens else "last prompt token",
+            "layers": [
+                {"layer": layer, "norm": float(lens[layer + 1].norm()),
+                 "base": lens_tokens(pair.base, lens[layer + 1], cfg.top_tokens) if float(lens[layer + 1].norm()) > 0 else [],
+                 "tuned": lens_tokens(pair.tuned, lens[layer + 1], cfg.top_tokens) if float(lens[layer + 1].norm()) > 0 else []}
+                for layer in range(pair.n_layers)
+            ],
+        }
+    return out
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers ``summary.json`` shows for this section."""
+    h: dict[str, Any] = {}
+    for name, s in result.get("sets", {}).items():
+        ranked = s["layers_ranked"]
+        h[name] = {
+            "first_changed_layer": s["first_changed_layer"],
+            "top_layer": ranked[0] if ranked else None,
+            "max_relative_mean_diff": max((row["relative"] for row in s["layers"]), default=0.0),
+            "min_token_cosine": min((row["token_cosine"] for row in s["layers"]), default=1.0),
+        }
+    if "kl" in result:
+        h["mean_kl"] = result["kl"]["mean_kl"]
+        h["mean_kl_ci95"] = result["kl"]["mean_kl_ci95"]
+    if "lens" in result and result.get("sets", {}).get("tasks", {}).get("layers_ranked"):
+        top = result["sets"]["tasks"]["layers_ranked"][0]
+        h["lens_top_layer"] = top
+        h["lens_top_tokens"] = [t["token"] for t in result["lens"]["layers"][top]["tuned"][:5]]
+    return h
+
+
+def run_activations(run: Any, pair: Any, config: ActivationsConfig | None = None, *, progress: bool = False,
+                    **texts: Any) -> dict[str, Any]:
+    """Write ``RUN/compare/activations.json``; return the section's headline numbers."""
+    cfg = config or ActivationsConfig()
+    with run.step("compare_activations", cfg.to_dict()) as step:
+        result = activation_diffs(pair, cfg, progress=progress, **texts)
+        run.write_json(art.ACTIVATIONS, result)
+        step.output(art.ACTIVATIONS)
+        h = headline(result)
+        step.note(first_changed_layer=h.get("tasks", h.get("emotions", {})).get("first_changed_layer"))
+    return h
