@@ -337,6 +337,9 @@ _SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("psylens.steering.cli", "steer_app", "steer"),
     ("psylens.tasks_cli", "tasks_app", "tasks"),
     ("psylens.validation.cli", "validate_app", "validate"),
+    ("psylens.saes.traces_cli", "traces_cmd", "traces"),
+    ("psylens.circuits.cli", "circuits_app", "circuits"),
+    ("psylens.compare.organism_cli", "organism_app", "organism"),
 )
 
 
