@@ -1,0 +1,79 @@
+"""``psylens circuits``: each emotion's heads and neurons, proven by ablation and enhancement.
+
+    psylens circuits --model M --run RUN [--emotions joy,anger] [--source probes|expression|stories]
+                     [--layer L] [--eval FILE.jsonl]
+
+Writes ``RUN/circuits/summary.json``, ``RUN/circuits/<emotion>.json``, ``directions.safetensors``,
+``scores.safetensors`` and the tables of :mod:`psylens.circuits.artifacts` (see
+:mod:`psylens.circuits.pipeline`). A new directory becomes a new run; an existing run must be of the
+same model. ``circuits_app`` is a ``typer.Typer``; the main CLI registers it as ``circuits``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["circuits_app"]
+
+circuits_app = typer.Typer(
+    name="circuits",
+    help="Emotion circuits: heads and neurons scored by direct write, attribution patching and patching; "
+         "ablation and enhancement against size-matched random sets.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+
+@circuits_app.callback(invoke_without_command=True)
+def circuits(
+    run: Path = typer.Option(..., "--run", help="Run directory (created if absent; RUN/circuits/ is written)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model, else the embedded one)."),
+    emotions: Optional[str] = typer.Option(None, "--emotions", help="Comma-separated emotions (default: all six)."),
+    source: Optional[str] = typer.Option(None, "--source", help="probes | expression | stories (default: probes when the run has them, else expression)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Read-out layer (default: the probes' best layer, else 0.45 of the depth)."),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="Held-out stimuli JSONL (default: the built-in stories' test split)."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer scenarios, patched units and sublayer strengths (a smoke run)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+) -> None:
+    """Find each emotion's circuit and test it; write RUN/circuits/summary.json and the tables behind it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from psylens.circuits.pipeline import CircuitsConfig, run_circuits
+    from psylens.models import DEFAULT_MODEL, load_model
+    from psylens.runs import RUN_FILE, now, open_or_create_run, open_run
+    from psylens.stimuli import EMOTIONS
+
+    started = now()
+    emos = tuple(e.strip() for e in emotions.split(",") if e.strip()) if emotions else EMOTIONS
+    if eval_file is not None and not eval_file.is_file():
+        raise ValueError(f"--eval {str(eval_file)!r} does not exist; give a stimuli JSONL file (text, label, group per line)")
+    extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
+    cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
+                         seed=seed, **extra)  # bad settings fail before a model loads
+    spec = model
+    if spec is None and (run / RUN_FILE).is_file():
+        meta_model = open_run(run).meta.get("model")
+        spec = meta_model.get("spec") if isinstance(meta_model, dict) else meta_model
+    m = load_model(spec or DEFAULT_MODEL, device=device)
+    r = open_or_create_run(run, command="psylens circuits", model=m, seed=seed, started=started)
+    summary = run_circuits(m, r, cfg, progress=True)
+    table = Table(title=f"circuits: {summary['source']} directions, read-out layer {summary['readout_layer']}")
+    for col in ("emotion", "heads", "neurons", "drop", "random drop", "gain", "random gain", "ρ atp~patch", "eval drop"):
+        table.add_column(col)
+
+    def f(x: object) -> str:
+        return "—" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
+
+    for e, s in summary["emotions"].items():
+        a, g = s["ablation"], s["enhancement"]
+        table.add_row(e, str(s["n_heads"]), str(s["n_neurons"]), f(a["drop"]),
+                      f"{f(a['random_drop'])} ± {f(a.get('random_drop_std'))}", f(g["gain"]), f(g["random_gain"]),
+                      f(s["atp_vs_patching_spearman"]), f(s["eval"]["drop"]))
+    Console().print(table)
+    typer.echo(f"cost ratio (atp / forward): {f(summary['cost_ratio'])}; wrote {r.path / 'circuits' / 'summary.json'}")
