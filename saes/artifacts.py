@@ -1,0 +1,68 @@
+"""The files ``psylens sae train`` (``psylens.saes.train``) writes, relative to the run.
+
+Writers (``saes/train.py``, ``saes/features.py``) and readers (``SteeringVector.from_sae``, the
+explorer's feature browser) import these names. Bump ``SCHEMA_VERSION`` when the meaning or layout
+of ``step_sae.json``, ``metrics.json`` or ``features.json`` changes; it is written into each of them
+as ``schema_version``.
+
+Layout of one SAE (``RUN/saes/<name>/``)::
+
+    cfg.json, sae_weights.safetensors      SAELens' own files: ``SAE.load_from_disk(dir)`` opens them
+    step_sae.json                          model, site, layer, pooling, segmentation, n_train_steps, arch, ...
+    metrics.json                           held-out explained_variance, l0, dead_fraction, mse (+ intervals)
+    features.json                          per-label best feature (auroc, control_auroc) and per-feature data
+    held_out.json                          the held-out trace ids (kept out of training)
+
+Step activations are cached per (site, layer, pooling) under ``RUN/saes/steps/`` so a sweep over
+SAE sizes reads the model once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DIR",
+    "TRACES",
+    "STEPS_DIR",
+    "STEP_SAE",
+    "METRICS",
+    "FEATURES",
+    "HELD_OUT",
+    "SAE_CFG",
+    "SAE_WEIGHTS",
+    "sae_dir",
+    "sae_file",
+    "steps_file",
+]
+
+SCHEMA_VERSION = 1
+DIR = "saes"
+TRACES = "traces/traces.jsonl"  # written by `psylens traces`
+STEPS_DIR = f"{DIR}/steps"
+STEP_SAE = "step_sae.json"
+METRICS = "metrics.json"
+FEATURES = "features.json"
+HELD_OUT = "held_out.json"
+SAE_CFG = "cfg.json"  # SAELens' config file name
+SAE_WEIGHTS = "sae_weights.safetensors"  # SAELens' weights file name
+
+
+def _plain(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise ValueError(f"{what} {name!r} cannot name a folder; give a plain name such as 'L12-batchtopk-512'")
+    return name
+
+
+def sae_dir(name: str) -> str:
+    """``saes/<name>`` — one trained SAE's folder. Footgun: ``name`` must be a plain folder name."""
+    return f"{DIR}/{_plain(name, 'SAE name')}"
+
+
+def sae_file(name: str, file: str) -> str:
+    """``saes/<name>/<file>`` (``file`` one of ``STEP_SAE``, ``METRICS``, ``FEATURES``, ...)."""
+    return f"{sae_dir(name)}/{file}"
+
+
+def steps_file(site: str, layer: int, pooling: str) -> str:
+    """``saes/steps/<site>-L<layer>-<pooling>.safetensors`` — cached step activations with their index."""
+    return f"{STEPS_DIR}/{_plain(site, 'site')}-L{int(layer)}-{_plain(pooling, 'pooling')}.safetensors"
