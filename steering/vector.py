@@ -246,6 +246,62 @@ class SteeringVector:
         kwargs.setdefault("site", str(getattr(dirs, "site", "resid_post")))
         return cls(layers=tuple(layers), vectors=vecs, alpha=alpha, meta=meta, **kwargs)
 
+    @classmethod
+    def from_sae(
+        cls,
+        sae_dir: str | os.PathLike[str],
+        feature: int,
+        layers: int | Sequence[int] | None = None,
+        alpha: float = 1.0,
+        **kwargs: Any,
+    ) -> SteeringVector:
+        """Steer along an SAE latent's decoder column: ``h + alpha * W_dec[feature]``.
+
+        Args:
+            sae_dir: an SAE folder written by ``psylens sae train`` (``RUN/saes/<name>/``: SAELens'
+                ``sae_weights.safetensors`` and ``step_sae.json``).
+            feature: the latent's index (``0 ≤ feature < d_sae``).
+            layers: ``None`` (default): the layer the SAE was trained on (``step_sae.json``); other
+                layers reuse the same column (it was fitted to that layer's stream only).
+            alpha: the scale in units of the decoder column (its norm is not 1 for every
+                architecture; ``alpha < 0`` suppresses the feature's direction).
+            kwargs: ``mode``, ``positions``, ``label`` (default ``"sae:<folder>/<feature>"``), ``meta``.
+
+        The site is the SAE's site (only ``resid_post``/``resid_pre`` SAEs can steer). Reads the
+        files directly: no SAELens import.
+        """
+        from safetensors import safe_open
+
+        d = Path(sae_dir)
+        info_path, weights = d / "step_sae.json", d / "sae_weights.safetensors"
+        for f in (info_path, weights):
+            if not f.is_file():
+                raise ValueError(f"{str(d)!r} is not an SAE folder written by `psylens sae train`: {f.name} is missing")
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{str(info_path)!r} is not valid JSON ({e}); re-run `psylens sae train`") from None
+        if not isinstance(info, dict) or not _is_index(info.get("layer")):
+            raise ValueError(f"{str(info_path)!r} has no integer 'layer'; it is corrupt or not from `psylens sae train`")
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            if "W_dec" not in f.keys():
+                raise ValueError(f"{str(weights)!r} has no 'W_dec' tensor; it is not a SAELens SAE")
+            w_dec = f.get_tensor("W_dec")  # [d_sae, d_in]
+        if not _is_index(feature) or not 0 <= int(feature) < w_dec.shape[0]:
+            raise ValueError(f"feature {feature!r} is out of range: the SAE has {w_dec.shape[0]} latents (0–{w_dec.shape[0] - 1})")
+        layers = [int(info["layer"])] if layers is None else _layer_list(layers)
+        vec = w_dec[int(feature)].detach().float()
+        meta = dict(kwargs.pop("meta", {}) or {})
+        meta.setdefault("source", "sae")
+        meta.setdefault("sae", str(d))
+        meta.setdefault("feature", int(feature))
+        meta.setdefault("sae_layer", int(info["layer"]))
+        if isinstance(info.get("model"), str):
+            meta.setdefault("model", info["model"])
+        kwargs.setdefault("label", f"sae:{d.name}/{int(feature)}")
+        kwargs.setdefault("site", str(info.get("site", "resid_post")))
+        return cls(layers=tuple(layers), vectors=vec.unsqueeze(0).expand(len(layers), -1), alpha=alpha, meta=meta, **kwargs)
+
     # -- access -----------------------------------------------------------------------------
     @property
     def d_model(self) -> int:
