@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compare_planted import PLANT_LAYER, tiny_dirs  # noqa: F401  (fixture)
+from psylens.compare import artifacts as art
+from psylens.compare.activations import ActivationsConfig, activation_diffs, run_activations
+from psylens.compare.pair import load_pair, pair_run
+
+CFG = ActivationsConfig(n_emotion=3, n_tasks=3, trace_tokens=3, lens_tokens=2, top_tokens=5, top_positions=5)
+
+
+def test_rank1_change_starts_at_its_layer(tiny_dirs, tmp_path):
+    pair = load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu")
+    run = pair_run(tmp_path / "run", pair)
+    head = run_activations(run, pair, CFG)
+    res = json.loads((tmp_path / "run" / art.ACTIVATIONS).read_text())
+    for name in ("emotions", "tasks"):
+        s = res["sets"][name]
+        assert s["first_changed_layer"] == PLANT_LAYER
+        assert s["embedding_diff_norm"] == 0.0
+        for row in s["layers"][:PLANT_LAYER]:
+            assert row["token_diff_norm"] == 0.0 and row["mean_diff_norm"] == 0.0
+        assert s["layers"][PLANT_LAYER]["token_diff_norm"] > 0
+        lo, hi = s["layers"][PLANT_LAYER]["mean_diff_norm_ci95"]
+        assert lo <= s["layers"][PLANT_LAYER]["mean_diff_norm"] <= hi
+    assert head["tasks"]["first_changed_layer"] == PLANT_LAYER
+    assert res["kl"]["mean_kl"] > 0
+    assert len(res["kl"]["top_positions"]) == 5
+    assert len(res["cosine_between_sets"]) == 3
+
+
+def test_model_against_itself_is_within_float_noise(tiny_dirs):
+    pair = load_pair(tiny_dirs["base"], tiny_dirs["base"], device="cpu")
+    res = activation_diffs(pair, CFG)
+    for s in res["sets"].values():
+        assert s["first_changed_layer"] is None and s["layers_ranked"] == []
+        assert all(row["token_diff_norm"] <= s["float_noise_level"] for row in s["layers"])
+        assert all(row["token_cosine"] == pytest.approx(1.0, abs=1e-5) for row in s["layers"])
+    assert res["kl"]["mean_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_planted_bias_ranked_first_and_lens_finds_its_tokens(tiny_dirs):
+    pair = load_pair(tiny_dirs["bias_base"], tiny_dirs["bias"], device="cpu")
+    res = activation_diffs(pair, CFG)
+    for name in ("emotions", "tasks"):
+        assert res["sets"][name]["layers_ranked"][0] == PLANT_LAYER
+    lens = res["lens"]["layers"][PLANT_LAYER]
+    promoted = tiny_dirs["bias_tokens"][0]
+    assert promoted in [t["id"] for t in lens["tuned"]]
+    assert promoted in [t["id"] for t in lens["base"]]
+    # control: the layer before the plant has no difference, so its lens is empty
+    assert res["lens"]["layers"][PLANT_LAYER - 1]["base"] == []
+    # control: the rank-1 change (not along that token) does not surface it
+    other = activation_diffs(load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu"), CFG)
+    assert promoted not in [t["id"] for t in other["lens"]["layers"][PLANT_LAYER]["tuned"]]
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="lens_tokens"):
+        ActivationsConfig(lens_tokens=0)
+    with pytest.raises(ValueError, match="nothing to compare"):
+        ActivationsConfig(n_emotion=0, n_tasks=0)
