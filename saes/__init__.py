@@ -1,1 +1,47 @@
-"""psylens."""
+"""psylens.saes: reasoning traces → steps → step activations → SAEs → behaviour features.
+
+Names are imported lazily (``import psylens.saes`` loads neither torch-heavy modules nor SAELens).
+
+Traces and steps: :func:`generate_traces`, :func:`read_traces` (``psylens traces``);
+:func:`segment` (sentences or paragraphs with spans); :func:`step_activations` (one vector a step,
+read in context); :func:`label_step` / :func:`label_steps` and :data:`LABELS` (behaviour labels).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# ``segment`` is both a submodule and the function: import the function now (the module is light,
+# only ``re``), so that loading the submodule later can never rebind ``psylens.saes.segment`` to it.
+from psylens.saes.segment import Segment, segment  # noqa: E402
+
+# name -> module (relative to psylens.saes)
+_LAZY: dict[str, str] = {
+    # traces, steps, labels
+    "generate_traces": "traces",
+    "read_traces": "traces",
+    "format_trace_prompt": "traces",
+    "TraceConfig": "traces",
+    "step_activations": "steps",
+    "trace_steps": "steps",
+    "LABELS": "labels",
+    "label_step": "labels",
+    "label_steps": "labels",
+    "labeller_accuracy": "labels",
+}
+
+__all__ = sorted([*_LAZY, "segment", "Segment"])
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'psylens.saes' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"psylens.saes.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
