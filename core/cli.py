@@ -340,6 +340,7 @@ _SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("psylens.saes.traces_cli", "traces_cmd", "traces"),
     ("psylens.circuits.cli", "circuits_app", "circuits"),
     ("psylens.compare.organism_cli", "organism_app", "organism"),
+    ("psylens.saes.cli", "sae_app", "sae"),
 )
 
 

@@ -29,6 +29,21 @@ _LAZY: dict[str, str] = {
     "label_step": "labels",
     "label_steps": "labels",
     "labeller_accuracy": "labels",
+    # SAEs: training through SAELens, features (second half of issue #12)
+    "StepSet": "data",
+    "StepDataProvider": "data",
+    "split_by_trace": "data",
+    "SAETrainConfig": "train",
+    "train_sae": "train",
+    "evaluate_sae": "train",
+    "save_sae": "train",
+    "load_sae": "train",
+    "train_step_sae": "pipeline",
+    "label_aurocs": "features",
+    "features_report": "features",
+    "planted_steps": "synthetic",
+    "token_activations": "tokens",
+    "ce_loss_recovered": "tokens",
 }
 
 __all__ = sorted([*_LAZY, "segment", "Segment"])

@@ -1,0 +1,81 @@
+"""``psylens sae``: SAEs on reasoning steps.
+
+    psylens sae train --run RUN --layer L [--site resid_post] [--pooling delimiter|mean]
+                      [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME]
+                      [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
+
+Writes ``RUN/saes/<name>/`` (see :mod:`psylens.saes.artifacts`): SAELens' own files
+(``SAE.load_from_disk`` opens the folder), ``step_sae.json``, ``metrics.json`` (held-out steps)
+and ``features.json``. ``sae_app`` is a ``typer.Typer``; the main CLI registers it as ``sae``.
+Importing this module is cheap: SAELens is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["sae_app"]
+
+sae_app = typer.Typer(
+    name="sae",
+    help="Sparse autoencoders on reasoning steps (trained through SAELens): `sae train`.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@sae_app.command("train")
+def train_cmd(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory holding traces/traces.jsonl (psylens traces --out)."),
+    layer: int = typer.Option(..., "--layer", "-l", help="Decoder layer to read."),
+    site: str = typer.Option("resid_post", "--site", help="Site to read (psylens.SITES)."),
+    pooling: str = typer.Option("delimiter", "--pooling", help="delimiter (the step's last token) | mean"),
+    arch: str = typer.Option("batchtopk", "--arch", help="batchtopk | jumprelu | topk | standard"),
+    d_sae: int = typer.Option(1024, "--d-sae", help="Number of SAE latents."),
+    k: int = typer.Option(16, "--k", help="Active latents (topk: per step; batchtopk: on average)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Folder name under RUN/saes (default from the settings)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
+    segmentation: str = typer.Option("sentence", "--segmentation", help="sentence | paragraph"),
+    tokens: bool = typer.Option(False, "--tokens", help="Train on every reasoning token; adds CE loss recovered."),
+    held_out: float = typer.Option(0.2, "--held-out", help="Fraction of traces kept out of training."),
+    epochs: float = typer.Option(30.0, "--epochs", help="Passes over the training steps."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Steps per training batch."),
+    sparsity: float = typer.Option(1.0, "--sparsity", help="L1 (standard) / L0 (jumprelu) coefficient."),
+    seed: int = typer.Option(0, "--seed"),
+    features: bool = typer.Option(True, "--features/--no-features", help="Also write features.json."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train an SAE on a run's step activations and write RUN/saes/<name>/."""
+    from rich.console import Console
+
+    from psylens.saes.pipeline import train_step_sae
+    from psylens.saes.train import SAETrainConfig
+
+    if pooling not in ("delimiter", "mean"):
+        raise ValueError(f"--pooling {pooling!r} is not one of delimiter, mean")
+    overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "sparsity_coefficient": sparsity}
+    SAETrainConfig(arch=arch, d_sae=d_sae, k=k, seed=seed, **overrides)  # validates before any model loads
+    folder = train_step_sae(run, layer=layer, site=site, pooling=pooling, arch=arch, d_sae=d_sae, k=k, name=name,
+                            model=model, segmentation=segmentation, held_out=held_out, seed=seed, tokens=tokens,
+                            features=features, train_overrides=overrides, progress=progress)
+    import json
+
+    m = json.loads((folder / "metrics.json").read_text())
+    console = Console()
+    console.print(
+        f"held-out: explained variance {m['explained_variance']:.3f} "
+        f"[{m['explained_variance_ci'][0]:.3f}, {m['explained_variance_ci'][1]:.3f}], L0 {m['l0']:.1f}, "
+        f"dead {m['dead_fraction']:.3f}, mse {m['mse']:.4g}"
+        + (f", CE loss recovered {m['ce_loss_recovered']:.3f}" if m.get("ce_loss_recovered") is not None else "")
+    )
+    fpath = folder / "features.json"
+    if fpath.is_file():
+        labels = json.loads(fpath.read_text()).get("labels", {})
+        for lab, rec in labels.items():
+            if rec.get("auroc") is not None:
+                console.print(f"  {lab}: feature {rec['feature']} AUROC {rec['auroc']:.3f} (control {rec['control_auroc']:.3f})")
+    console.print(f"wrote {folder}")
