@@ -341,6 +341,7 @@ _SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("psylens.circuits.cli", "circuits_app", "circuits"),
     ("psylens.compare.organism_cli", "organism_app", "organism"),
     ("psylens.saes.cli", "sae_app", "sae"),
+    ("psylens.compare.cli", "compare_cmd", "compare"),
 )
 
 
