@@ -198,15 +198,51 @@ def test_every_page_on_an_empty_run(page: str, tmp_path: Path, monkeypatch: pyte
     assert all("\n" not in m for m in msgs), msgs
 
 
+@pytest.fixture(scope="module")
+def pages_reading(full_run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """Which files each page reads through the kit on the full run: page → artifact paths.
+
+    Pages read run files only through ``kit.read`` (directly or by ``kit.load``), so a corrupted
+    file needs checking only on the pages that read it; ``run.json`` is read by every page.
+    """
+    out: dict[str, set[str]] = {}
+    real_read = kit.read
+    with pytest.MonkeyPatch.context() as mp:
+        for page in PAGES:
+            seen: set[str] = set()
+
+            def recording(run: Run, art: kit.Artifact, _seen: set[str] = seen) -> Any:
+                _seen.add(art.rel)
+                return real_read(run, art)
+
+            mp.setattr(kit, "read", recording)
+            run = fresh_run(full_run_template, tmp_path_factory.mktemp("reads") / "run")
+            at = render_page(mp, page, run)
+            assert not at.exception, at.exception
+            out[page] = seen
+    return out
+
+
+def _reads(rel: str, read: set[str]) -> bool:
+    return rel == "run.json" or any(rel == r or rel.startswith((r + "/", r + ".")) for r in read)
+
+
+def test_the_read_recorder_sees_each_pages_files(pages_reading: dict[str, set[str]]) -> None:
+    """Control for the filter below: every page reads something, and only the validation page the feels matrix."""
+    assert all(pages_reading[p] for p in PAGES), pages_reading
+    assert [p for p in PAGES if _reads(VA.FEELS_MATRIX, pages_reading[p])] == ["validation"], pages_reading
+
+
 @pytest.mark.parametrize("name,rel,corrupt", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
 def test_each_corrupted_artifact_is_one_line_never_a_traceback(
     name: str, rel: str, corrupt: Callable[[Path], None], full_run_template: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, pages_reading: dict[str, set[str]],
 ) -> None:
     run = fresh_run(full_run_template, tmp_path / "run")
     corrupt(run.file(rel))
     named = False
-    for page in PAGES:
+    readers = [p for p in PAGES if _reads(rel, pages_reading[p])] or list(PAGES)  # none recorded: check them all
+    for page in readers:
         at = render_page(monkeypatch, page, run)
         assert not at.exception, f"{page} page on a run with a {name}: {at.exception}"
         msgs = messages(at)
