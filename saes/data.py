@@ -182,9 +182,10 @@ def relative_positions(trace_ids: Sequence[str], steps: Sequence[int]) -> Float[
 def split_by_trace(trace_ids: Iterable[Any], held_out: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
     """``(train, held_out)`` trace ids: each trace goes wholly to one side.
 
-    The side is decided by a hash of ``(seed, id)``, not by position, so appending traces (a
+    A trace is held out when a hash of ``(seed, id)``, read as a number in [0, 1), is below
+    ``held_out``: the share is ``held_out`` on average (not exactly), and appending traces (a
     resumed ``psylens traces``) never moves an old trace across the split. At least one trace is
-    held out and one kept for training when there are two or more.
+    held out and one kept for training (the only exception to stability, on tiny runs).
     """
     if not 0.0 < float(held_out) < 1.0:
         raise ValueError(f"held_out must be a fraction in (0, 1), got {held_out!r}; e.g. 0.2 keeps a fifth of traces out")
@@ -196,11 +197,16 @@ def split_by_trace(trace_ids: Iterable[Any], held_out: float = 0.2, seed: int = 
         h = hashlib.sha256(f"{seed}:{t}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64
 
-    scored = sorted(ids, key=u)
-    n_held = min(len(ids) - 1, max(1, round(held_out * len(ids))))
-    held = sorted(scored[:n_held])
-    train = sorted(scored[n_held:])
-    return train, held
+    scores = {t: u(t) for t in ids}
+    held = [t for t in ids if scores[t] < held_out]
+    train = [t for t in ids if scores[t] >= held_out]
+    if not held:  # tiny runs: keep one trace out anyway
+        held = [min(ids, key=scores.__getitem__)]
+        train = [t for t in ids if t != held[0]]
+    elif not train:
+        train = [max(ids, key=scores.__getitem__)]
+        held = [t for t in ids if t != train[0]]
+    return sorted(train), sorted(held)
 
 
 class StepDataProvider(Iterator[Tensor]):
