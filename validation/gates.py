@@ -48,6 +48,7 @@ from psylens.stimuli import EMOTIONS
 if TYPE_CHECKING:
     from psylens.models import Model
     from psylens.probes import Directions
+    from psylens.steering import SteeringVector
 
 __all__ = [
     "GateResult",
@@ -118,6 +119,47 @@ def _check_emotions(dirs: Directions, emotions: Sequence[str]) -> list[str]:
 
 def _unit_rows(dirs: Directions, emotions: Sequence[str], layer: int) -> Float[Tensor, "emotion d"]:
     return torch.stack([dirs[e, layer].float() for e in emotions])
+
+
+def _check_vectors(model: Model, vectors: Mapping[str, SteeringVector], emotions: Sequence[str]) -> dict[str, SteeringVector]:
+    """The steering vectors of ``emotions`` (add mode, this model's width), or a ``ValueError`` naming the problem."""
+    missing = [e for e in emotions if e not in vectors]
+    if missing:
+        raise ValueError(f"vectors has no {missing}; it has {sorted(vectors)} — give one steering vector per emotion, "
+                         "or vectors=None to steer with the directions at one layer")
+    out = {}
+    for e in emotions:
+        sv = vectors[e]
+        if getattr(sv, "mode", None) != "add":
+            raise ValueError(f"the {e!r} steering vector has mode {getattr(sv, 'mode', None)!r}; the gates steer with add-mode vectors")
+        if int(sv.d_model) != int(model.d_model):
+            raise ValueError(f"the {e!r} steering vector has d_model {sv.d_model}, the model {model.d_model}: "
+                             "it was made for another model")
+        bad = [v for v in sv.layers if not 0 <= int(v) < int(model.n_layers)]
+        if bad:
+            raise ValueError(f"the {e!r} steering vector steers layers {bad}, outside the model's 0–{int(model.n_layers) - 1}")
+        out[e] = sv
+    return out
+
+
+def _center_layer(sv: SteeringVector) -> int:
+    """The layer a vector was picked at: ``meta["layer"]`` when recorded, else the middle of its layers."""
+    v = dict(sv.meta).get("layer")
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and int(v) in sv.layers:
+        return int(v)
+    return int(sv.layers[len(sv.layers) // 2])
+
+
+def _vector_info(picked: Mapping[str, SteeringVector], emotions: Sequence[str], *_: Any) -> dict[str, Any]:
+    out = {}
+    for e in emotions:
+        sv = picked[e]
+        meta = dict(sv.meta)
+        scale = meta.get("scale")
+        out[e] = {"layer": _center_layer(sv), "layers": [int(v) for v in sv.layers], "alpha": _num(sv.alpha),
+                  "scale": _num(scale) if isinstance(scale, (int, float)) else None,
+                  "norm": _num(float(sv.alpha) * float(sv.norms().max())), "source": meta.get("source")}
+    return out
 
 
 def _random_units(n: int, d: int, seed: int) -> Float[Tensor, "n d"]:
@@ -206,6 +248,7 @@ def feels_matrix(
     margin_threshold: float = 1.5,
     seed: int = 0,
     batch_size: int = 16,
+    vectors: Mapping[str, SteeringVector] | None = None,
 ) -> GateResult:
     """Shift of each emotion's words' next-token log-probability after "…I feel", steered minus unsteered.
 
@@ -219,6 +262,13 @@ def feels_matrix(
 
     Passes when every row and column is won, the gap is ≥ ``gap_threshold`` nats and each emotion's
     own shift exceeds the random draws' mean shift of its words by ≥ ``margin_threshold`` nats.
+
+    ``vectors`` (emotion → :class:`~psylens.steering.SteeringVector`, e.g. the steering sweep's picked
+    ``RUN/steering/vectors/<emotion>.safetensors``): each row steers with its emotion's vector as it is
+    (its own layers and alpha) instead of ``directions`` × ``alpha`` at ``layer``; the control is then
+    ``n_random`` draws of :meth:`~psylens.steering.SteeringVector.random_like` *per vector* (same
+    layers, per-layer norms and alpha), and each emotion's own shift is compared with the draws made
+    at its own vector's settings. ``directions`` then only names the emotions.
     """
     emos = _check_emotions(directions, emotions)
     if n_random < 5:
@@ -232,19 +282,33 @@ def feels_matrix(
     ids = word_token_ids(model.tokenizer, {e: words[e] for e in emos})
     token_ids = [ids[e] for e in emos]
     base, mean_norm = _word_logprobs(model, prompts, token_ids, [], batch_size, norm_layer=layer)  # [P, E]
-    a = float(alpha) if alpha is not None else float(scale) * float(mean_norm)  # type: ignore[arg-type]
-    units = _unit_rows(directions, emos, layer)
+    picked = _check_vectors(model, vectors, emos) if vectors is not None else None
 
-    def shifts(u: Tensor) -> Tensor:
-        iv = Intervention("resid_post", layer, "add", value=(a * u).to(model.dtype))
-        steered, _ = _word_logprobs(model, prompts, token_ids, [iv], batch_size)
+    def shifts_ivs(ivs: list[Intervention]) -> Tensor:
+        steered, _ = _word_logprobs(model, prompts, token_ids, ivs, batch_size)
         return steered - base  # [P, E]
 
-    s_rpc = torch.stack([shifts(units[r]) for r in range(len(emos))])  # [R, P, C]
-    rand = _random_units(n_random, units.shape[1], seed)
-    r_kpc = torch.stack([shifts(rand[k]) for k in range(n_random)])  # [K, P, C]
+    if picked is None:
+        a = float(alpha) if alpha is not None else float(scale) * float(mean_norm)  # type: ignore[arg-type]
+        units = _unit_rows(directions, emos, layer)
+
+        def shifts(u: Tensor) -> Tensor:
+            return shifts_ivs([Intervention("resid_post", layer, "add", value=(a * u).to(model.dtype))])
+
+        s_rpc = torch.stack([shifts(units[r]) for r in range(len(emos))])  # [R, P, C]
+        rand = _random_units(n_random, units.shape[1], seed)
+        r_kvpc = torch.stack([shifts(rand[k]) for k in range(n_random)]).unsqueeze(1)  # [K, 1, P, C]: shared draws
+    else:
+        from psylens.steering.apply import interventions_for
+
+        s_rpc = torch.stack([shifts_ivs(interventions_for(picked[e])) for e in emos])  # [R, P, C]
+        r_kvpc = torch.stack([
+            torch.stack([shifts_ivs(interventions_for(picked[e].random_like(seed + 1000 * k + r)))
+                         for r, e in enumerate(emos)])
+            for k in range(n_random)
+        ])  # [K, R, P, C]: draws at each vector's own layers, norms and alpha
     m = s_rpc.mean(1).double().numpy()  # [R, C]
-    rm = r_kpc.mean(1).double().numpy()  # [K, C]
+    rm_kvc = r_kvpc.mean(2).double().numpy()  # [K, V, C] (V = 1: draws shared by every row)
     n = len(emos)
     eye = np.eye(n, dtype=bool)
     rows_won = int(sum(int(np.argmax(m[r]) == r) for r in range(n)))
@@ -253,10 +317,12 @@ def feels_matrix(
     per_ctx = s_rpc.double().numpy()  # [R, P, C]
     ctx_gap = np.array([per_ctx[:, p][eye].mean() - per_ctx[:, p][~eye].mean() for p in range(per_ctx.shape[1])])
     gap_ci = bootstrap_ci(ctx_gap, seed=seed) if len(ctx_gap) > 1 else None
-    rand_mean = rm.mean(0)  # [C] random draws' mean shift of each emotion's words
+    v_of = (lambda c: 0) if rm_kvc.shape[1] == 1 else (lambda c: c)
+    # [C] random draws' mean shift of each emotion's words (at that emotion's own vector settings when picked)
+    rand_mean = np.array([rm_kvc[:, v_of(c), c].mean() for c in range(n)])
     margin = np.diag(m) - rand_mean
-    best = rm.argmax(1)
-    control = float(np.mean([rm[k, best[k]] - np.delete(rm[k], best[k]).mean() for k in range(n_random)]))
+    control = float(np.mean([row[row.argmax()] - np.delete(row, row.argmax()).mean()
+                             for row in rm_kvc.reshape(-1, n)]))
     passed = rows_won == n and cols_won == n and gap >= gap_threshold and bool((margin >= margin_threshold).all())
     matrix = pd.DataFrame(
         [{"vector": emos[r], "words": emos[c], "shift": float(m[r, c]),
@@ -264,7 +330,14 @@ def feels_matrix(
           "ci_hi": float(bootstrap_ci(per_ctx[r, :, c], seed=seed)[1]) if per_ctx.shape[1] > 1 else None}
          for r in range(n) for c in range(n)]
     )
-    random_tab = pd.DataFrame([{"draw": k, "words": emos[c], "shift": float(rm[k, c])} for k in range(n_random) for c in range(n)])
+    if picked is None:
+        random_tab = pd.DataFrame([{"draw": k, "words": emos[c], "shift": float(rm_kvc[k, 0, c])}
+                                   for k in range(n_random) for c in range(n)])
+    else:
+        random_tab = pd.DataFrame([{"draw": k, "vector": emos[v], "words": emos[c], "shift": float(rm_kvc[k, v, c])}
+                                   for k in range(n_random) for v in range(n) for c in range(n)])
+    steering = ({"from": "layer", "layer": int(layer), "alpha": _num(a), "scale": None if alpha is not None else float(scale)}
+                if picked is None else {"from": "vectors", "vectors": _vector_info(picked, emos, mean_norm)})
     return _gate(
         "feels_matrix", gap, gap_threshold, control, passed, {"matrix": matrix, "random": random_tab},
         unit="nats",
@@ -276,12 +349,17 @@ def feels_matrix(
         random_mean_shift={e: _num(rand_mean[i]) for i, e in enumerate(emos)},
         own_minus_random={e: _num(margin[i]) for i, e in enumerate(emos)},
         margin_threshold=margin_threshold,
-        control_mean_shift=_num(rm.mean()),
-        layer=int(layer), alpha=_num(a), scale=None if alpha is not None else float(scale),
+        control_mean_shift=_num(rm_kvc.mean()),
+        layer=int(layer),
+        alpha=_num(a) if picked is None else None, scale=(None if alpha is not None else float(scale)) if picked is None else None,
+        steering=steering,
         residual_norm=_num(mean_norm), n_contexts=len(prompts), n_random=n_random,
         words={e: len(ids[e]) for e in emos},
         emotions=emos,
-        control_kind=f"{n_random} random unit directions × alpha at layer {layer}: the gap each gives the emotion it moves most",
+        control_kind=(f"{n_random} random unit directions × alpha at layer {layer}: the gap each gives the emotion it moves most"
+                      if picked is None else
+                      f"{n_random} random draws per vector (random_like: same layers, norms and alpha): the gap each "
+                      "gives the emotion it moves most"),
     )
 
 
@@ -637,10 +715,11 @@ def logit_lens(
 # read_back
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _generate_ids(model: Model, formatted: Sequence[str], values: Sequence[Tensor | None], layer: int,
-                  max_new_tokens: int, batch_size: int) -> list[list[int]]:
+def _generate_ids(model: Model, formatted: Sequence[str], values: Sequence[Tensor | Mapping[int, Tensor] | None],
+                  layer: int, max_new_tokens: int, batch_size: int, positions: str = "all") -> list[list[int]]:
     """Greedy continuations (token ids, up to the first EOS) of each formatted prompt, each steered
-    by its own vector ``values[i]`` (``None``: unsteered) added at ``layer``."""
+    by its own vector ``values[i]`` added at ``layer`` — or, given as ``{layer: vector}``, at each of
+    those layers (``None``: unsteered). Rows of one batch may steer different layers."""
     tok = model.tokenizer
     old = tok.padding_side
     tok.padding_side = "left"
@@ -651,10 +730,13 @@ def _generate_ids(model: Model, formatted: Sequence[str], values: Sequence[Tenso
             chunk = list(formatted[s : s + batch_size])
             vals = list(values[s : s + batch_size])
             enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            per = [({layer: v} if isinstance(v, Tensor) else dict(v)) if v is not None else {} for v in vals]
             ivs = []
-            if any(v is not None for v in vals):
-                rows = torch.stack([v if v is not None else torch.zeros(model.d_model) for v in vals]).float()
-                ivs = [Intervention("resid_post", layer, "add", value=rows.unsqueeze(1).to(model.device, model.dtype))]
+            for lay in sorted({k for d in per for k in d}):
+                zero = torch.zeros(int(model.d_model))
+                rows = torch.stack([d[lay].float().cpu() if lay in d else zero for d in per])  # [B, d]
+                ivs.append(Intervention("resid_post", int(lay), "add", value=rows.unsqueeze(1).to(model.device, model.dtype),
+                                        positions=positions))
             with intervene(model.hf_model, ivs):
                 out = model.hf_model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                               pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
@@ -668,9 +750,15 @@ def _generate_ids(model: Model, formatted: Sequence[str], values: Sequence[Tenso
 
 
 @torch.no_grad()
-def _reread(model: Model, formatted: Sequence[str], gens: Sequence[Sequence[int]], layer: int, batch_size: int) -> Tensor:
+def _reread(model: Model, formatted: Sequence[str], gens: Sequence[Sequence[int]], layer: int | Sequence[int],
+            batch_size: int) -> Any:
     """Unsteered mean ``resid_post`` at ``layer`` over each generation's tokens, read after its prompt; NaN rows
-    for empty generations."""
+    for empty generations. Given several layers, ``{layer: [n, d]}``."""
+    if not isinstance(layer, (int, np.integer)):
+        lays = sorted({int(v) for v in layer})
+        outs = {v: torch.full((len(gens), int(model.d_model)), float("nan")) for v in lays}
+    else:
+        lays, outs = [int(layer)], None
     tok = model.tokenizer
     prompts = [tok(f, add_special_tokens=False)["input_ids"] for f in formatted]
     out = torch.full((len(gens), int(model.d_model)), float("nan"))
@@ -688,11 +776,16 @@ def _reread(model: Model, formatted: Sequence[str], gens: Sequence[Sequence[int]
             ids[r, : len(sq)] = torch.tensor(sq)
             att[r, : len(sq)] = 1
             w[r, len(prompts[i]) : len(sq)] = 1
-        with record(model.hf_model, ["resid_post"], [layer]) as rec:
+        with record(model.hf_model, ["resid_post"], lays) as rec:
             model.hf_model(input_ids=ids.to(model.device), attention_mask=att.to(model.device), use_cache=False)
-        x = rec["resid_post", layer].float().cpu()
-        out[idx] = (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
-    return out
+        for lay in lays:
+            x = rec["resid_post", lay].float().cpu()
+            mean = (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+            if outs is None:
+                out[idx] = mean
+            else:
+                outs[lay][idx] = mean
+    return out if outs is None else outs
 
 
 def read_back(
@@ -708,6 +801,7 @@ def read_back(
     threshold: float = 0.8,
     seed: int = 0,
     batch_size: int = 32,
+    vectors: Mapping[str, SteeringVector] | None = None,
 ) -> GateResult:
     """Do steered generations, re-read by the unsteered model, carry the target emotion?
 
@@ -720,6 +814,13 @@ def read_back(
     ``threshold`` and the win rate against the random-direction text is too. Control: the random
     text's win rate against the unsteered one (chance is about 0.5). Empty generations count as losses.
 
+    ``vectors`` (emotion → :class:`~psylens.steering.SteeringVector`, e.g. the steering sweep's picked
+    vectors): each emotion's text is steered by its vector as it is (its layers and alpha), its random
+    control by :meth:`~psylens.steering.SteeringVector.random_like` of that vector (a fresh draw per
+    prompt), and the three texts are re-read at the vector's own layer (``meta["layer"]``, else the
+    middle of its layers) and projected on ``directions`` there (on the vector's own direction when
+    ``directions`` lack that layer; the summary says which).
+
     Fluency is not judged here (the sweep's fluency criterion applies to the vectors it picks).
     """
     from psylens.steering.sweep import residual_norms
@@ -729,29 +830,62 @@ def read_back(
     if not items or not all(isinstance(p, str) and p.strip() for p in items):
         raise ValueError("prompts must be one or more non-empty strings (≥ 20 neutral prompts for the gate)")
     formatted = [model.format_prompt(p) for p in items]
-    a = float(alpha) if alpha is not None else float(scale) * residual_norms(model, formatted, [layer])[layer]
-    units = _unit_rows(directions, emos, layer)
-    rand = _random_units(len(items), units.shape[1], seed + 1)
-    n_p = len(items)
-    all_fmt = formatted * (len(emos) + 2)
-    values: list[Tensor | None] = [a * units[e] for e in range(len(emos)) for _ in range(n_p)]
-    values += [None] * n_p + [a * rand[p] for p in range(n_p)]
-    gens = _generate_ids(model, all_fmt, values, layer, max_new_tokens, batch_size)
-    acts = _reread(model, all_fmt, gens, layer, batch_size).double()  # [(E+2)P, d]
-    none_x, rand_x = acts[len(emos) * n_p : (len(emos) + 1) * n_p], acts[(len(emos) + 1) * n_p :]
+    n_p, n_e = len(items), len(emos)
+    picked = _check_vectors(model, vectors, emos) if vectors is not None else None
+    target: dict[str, str] = {}
+    if picked is None:
+        a = float(alpha) if alpha is not None else float(scale) * residual_norms(model, formatted, [layer])[layer]
+        units = _unit_rows(directions, emos, layer)
+        rand = _random_units(n_p, units.shape[1], seed + 1)
+        all_fmt = formatted * (n_e + 2)
+        values: list[Any] = [a * units[e] for e in range(n_e) for _ in range(n_p)]
+        values += [None] * n_p + [a * rand[p] for p in range(n_p)]
+        gens = _generate_ids(model, all_fmt, values, layer, max_new_tokens, batch_size)
+        acts = _reread(model, all_fmt, gens, layer, batch_size).double()  # [(E+2)P, d]
+        # (steered, unsteered, random) rows of emotion e, prompt p; the target direction and its layer
+        at = {e: (e * n_p, n_e * n_p, (n_e + 1) * n_p) for e in range(n_e)}
+        acts_at = {e: acts for e in range(n_e)}
+        u_of = {e: units[e].double() for e in range(n_e)}
+    else:
+        pos = {sv.positions for sv in picked.values()}
+        if len(pos) != 1:
+            raise ValueError(f"the steering vectors steer different positions {sorted(pos)}; give vectors with one positions setting")
+        a = None
+        lay_of = {e: _center_layer(picked[e]) for e in emos}
+        all_fmt = formatted * (2 * n_e + 1)
+        steer_vals = {e: {int(v): picked[e].alpha * picked[e].vectors[i].float() for i, v in enumerate(picked[e].layers)}
+                      for e in emos}
+        values = [steer_vals[e] for e in emos for _ in range(n_p)] + [None] * n_p
+        for e_i, e in enumerate(emos):
+            for p in range(n_p):
+                rv = picked[e].random_like(seed + 1 + 1000 * e_i + p)
+                values.append({int(v): rv.alpha * rv.vectors[i].float() for i, v in enumerate(rv.layers)})
+        gens = _generate_ids(model, all_fmt, values, layer, max_new_tokens, batch_size, positions=pos.pop())
+        by_layer = _reread(model, all_fmt, gens, sorted(set(lay_of.values())), batch_size)  # {layer: [(2E+1)P, d]}
+        at = {e: (e * n_p, n_e * n_p, (n_e + 1) * n_p + e * n_p) for e in range(n_e)}
+        acts_at = {e: by_layer[lay_of[emo]].double() for e, emo in enumerate(emos)}
+        u_of = {}
+        for e, emo in enumerate(emos):
+            lay = lay_of[emo]
+            if lay in list(directions.layers):
+                u_of[e], target[emo] = directions[emo, lay].double(), f"directions at layer {lay}"
+            else:
+                row = picked[emo].vectors[list(picked[emo].layers).index(lay)].double()
+                u_of[e], target[emo] = row / row.norm().clamp_min(1e-30), f"the vector's own direction at layer {lay}"
     tok = model.tokenizer
     rows = []
     for e, emo in enumerate(emos):
-        u = units[e].double()
-        st = acts[e * n_p : (e + 1) * n_p] @ u
-        no, ra = none_x @ u, rand_x @ u
+        u = u_of[e]
+        i_s, i_n, i_r = at[e]
+        x = acts_at[e]
+        st, no, ra = x[i_s : i_s + n_p] @ u, x[i_n : i_n + n_p] @ u, x[i_r : i_r + n_p] @ u
         for p in range(n_p):
             s_, n_, r_ = float(st[p]), float(no[p]), float(ra[p])
             rows.append({
                 "emotion": emo, "prompt": items[p],
-                "steered_text": tok.decode(gens[e * n_p + p], skip_special_tokens=True),
-                "none_text": tok.decode(gens[len(emos) * n_p + p], skip_special_tokens=True),
-                "random_text": tok.decode(gens[(len(emos) + 1) * n_p + p], skip_special_tokens=True),
+                "steered_text": tok.decode(gens[i_s + p], skip_special_tokens=True),
+                "none_text": tok.decode(gens[i_n + p], skip_special_tokens=True),
+                "random_text": tok.decode(gens[i_r + p], skip_special_tokens=True),
                 "proj_steered": s_, "proj_none": n_, "proj_random": r_,
                 "win_none": bool(s_ > n_), "win_random": bool(s_ > r_), "random_win_none": bool(r_ > n_),
             })
@@ -770,8 +904,16 @@ def read_back(
         per_emotion={emo: {"vs_none": _num(df[df.emotion == emo]["win_none"].mean()),
                            "vs_random": _num(df[df.emotion == emo]["win_random"].mean())} for emo in emos},
         empty_generations=int(sum(len(g) == 0 for g in gens)),
-        layer=int(layer), alpha=_num(a), scale=None if alpha is not None else float(scale),
+        layer=int(layer),
+        alpha=_num(a) if picked is None else None,
+        scale=(None if alpha is not None else float(scale)) if picked is None else None,
+        steering=({"from": "layer", "layer": int(layer), "alpha": _num(a), "scale": None if alpha is not None else float(scale)}
+                  if picked is None else
+                  {"from": "vectors", "vectors": _vector_info(picked, emos), "projected_on": target}),
         n_prompts=n_p, max_new_tokens=max_new_tokens, emotions=emos,
-        control_kind="a random unit direction × alpha per prompt; its text's win rate against the unsteered text",
+        control_kind=("a random unit direction × alpha per prompt; its text's win rate against the unsteered text"
+                      if picked is None else
+                      "a random_like draw of the emotion's vector per prompt (same layers, norms, alpha); its text's "
+                      "win rate against the unsteered text"),
         fluency="not judged here",
     )

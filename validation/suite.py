@@ -41,11 +41,12 @@ if TYPE_CHECKING:
     from psylens.probes import Directions
     from psylens.runs import Run
 
-__all__ = ["ValidationConfig", "run_validation", "SOURCES", "default_layer", "GATES"]
+__all__ = ["ValidationConfig", "run_validation", "SOURCES", "STEER_WITH", "default_layer", "GATES", "sweep_vectors"]
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("stories", "expression", "probes")
+STEER_WITH = ("auto", "sweep", "layer")
 GATES = ("feels_matrix", "implicit_scenarios", "dose_response", "geometry", "logit_lens", "read_back", "preferences")
 LAYER_FRACTION = 0.45  # 13 of SmolLM2-135M's 30 layers, where "… I feel" moved most with expression directions
 
@@ -66,7 +67,11 @@ class ValidationConfig:
     ``n_extraction_prompts``: how many of the built-in contexts, steering prompts, activities and
     expression-extraction prompts to use (``None``: all); ``n_stories_per_concept`` / ``n_neutral`` /
     ``n_scenarios``: training stories per concept, neutral texts and ``emotions`` scenarios read
-    (``None``: all).
+    (``None``: all). ``steer_with``: what ``feels_matrix`` and ``read_back`` steer with — ``"auto"``
+    (default): the steering sweep's picked vectors when the run has them for every emotion
+    (``RUN/steering/vectors/<emotion>.safetensors``: each emotion at its own layer and scale), else
+    the directions at ``layer`` × ``scale``; ``"sweep"``: the picked vectors or a ``ValueError``;
+    ``"layer"``: always the directions at ``layer`` × ``scale``.
     """
 
     source: str = "stories"
@@ -86,6 +91,7 @@ class ValidationConfig:
     batch_size: int = 16
     seed: int = 0
     quick: bool = False
+    steer_with: str = "auto"
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -101,6 +107,9 @@ class ValidationConfig:
                 raise ValueError(f"{name} must be at least 2 or None (all), got {v}")
         if self.n_prompts < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("n_prompts, max_new_tokens and batch_size must be at least 1")
+        if self.steer_with not in STEER_WITH:
+            raise ValueError(f"steer_with {self.steer_with!r} is not one of {STEER_WITH}: auto (the sweep's picked vectors "
+                             "when the run has them), sweep (require them), layer (the directions at layer × scale)")
         if self.n_random < 5:
             raise ValueError(f"n_random must be at least 5 (random draws for feels_matrix's control), got {self.n_random}")
 
@@ -173,6 +182,42 @@ def _source_directions(model: Model, run: Run, cfg: ValidationConfig, story_mean
     return load_directions(path)
 
 
+def sweep_vectors(run: Run, model: Model, emotions: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """The steering sweep's picked vectors of ``emotions`` (``RUN/steering/vectors/<emotion>.safetensors``),
+    each with its ``layer`` and ``scale`` from ``RUN/steering/summary.json`` written into its meta, or
+    ``None`` and why not (a vector missing, or made for another model)."""
+    from psylens.steering.artifacts import SUMMARY as STEER_SUMMARY
+    from psylens.steering.artifacts import vector_file
+    from psylens.steering.vector import SteeringVector
+
+    missing = [e for e in emotions if not run.file(vector_file(e)).is_file()]
+    if missing:
+        return None, f"no steering sweep vectors for {missing} in {run.path / 'steering' / 'vectors'}"
+    per: dict[str, Any] = {}
+    if run.file(STEER_SUMMARY).is_file():
+        try:
+            per = dict(run.read_json(STEER_SUMMARY).get("emotions") or {})
+        except (ValueError, OSError):
+            per = {}
+    out: dict[str, Any] = {}
+    for e in emotions:
+        sv = SteeringVector.load(run.file(vector_file(e)))
+        if int(sv.d_model) != int(model.d_model) or sv.mode != "add":
+            return None, (f"{vector_file(e)} is a {sv.mode} vector of width {sv.d_model}, not an add vector of this "
+                          f"model's width {model.d_model}")
+        info = dict(per.get(e) or {})
+        meta = dict(sv.meta)
+        layer = info.get("best_layer", info.get("layer", meta.get("layer")))
+        scale = info.get("best_scale", info.get("scale", meta.get("scale")))
+        if isinstance(layer, int) and layer in sv.layers:
+            meta["layer"] = layer
+        if isinstance(scale, (int, float)):
+            meta["scale"] = float(scale)
+        meta["file"] = vector_file(e)
+        out[e] = sv.replace(meta=meta)
+    return out, "the steering sweep's picked vectors (RUN/steering/vectors), each at its own layer and scale"
+
+
 def run_validation(
     model: Model,
     run: Run | str | os.PathLike[str],
@@ -235,6 +280,17 @@ def run_validation(
         if len(emos) < 2:
             raise ValueError(f"the {cfg.source} directions have fewer than two of the six emotions {list(EMOTIONS)}: {list(dirs.emotions)}")
 
+        vectors, why = (None, "steer_with='layer'") if cfg.steer_with == "layer" else sweep_vectors(run, model, emos)
+        if vectors is None and cfg.steer_with == "sweep":
+            raise ValueError(f"steer_with='sweep' needs the steering sweep's vectors: {why}; run `psylens steer sweep "
+                             f"--run {run.path}` first, or use steer_with='auto'/'layer'")
+        steering = ({"from": "sweep", "note": why,
+                     "vectors": {e: {"file": v.meta.get("file"), "layer": v.meta.get("layer"), "layers": list(v.layers),
+                                     "scale": v.meta.get("scale"), "alpha": v.alpha} for e, v in vectors.items()}}
+                    if vectors is not None else
+                    {"from": "config", "layer": int(layer), "scale": cfg.scale,
+                     "note": f"the directions at layer {layer} × {cfg.scale} the residual norm ({why})"})
+        log.info("feels_matrix and read_back steer with %s", steering["note"])
         results: dict[str, Any] = {}
         skipped: dict[str, str] = {}
         fw = feel_words()
@@ -245,7 +301,8 @@ def run_validation(
             if name == "feels_matrix":
                 ctx = feel_contexts()[: cfg.n_contexts or None]
                 results[name] = G.feels_matrix(model, dirs, layer, words=fw, contexts=ctx, emotions=emos, scale=cfg.scale,
-                                               n_random=cfg.n_random, seed=cfg.seed, batch_size=cfg.batch_size)
+                                               n_random=cfg.n_random, seed=cfg.seed, batch_size=cfg.batch_size,
+                                               vectors=vectors)
             elif name == "implicit_scenarios":
                 groups = list(dict.fromkeys(s.group for s in stimuli.load("emotions")))[: cfg.n_scenarios or None]
                 scen = [s for s in stimuli.load("emotions") if s.label in emos and s.group in set(groups)]
@@ -283,7 +340,8 @@ def run_validation(
             elif name == "read_back":
                 prompts = stimuli.load("steering_prompts").texts[: cfg.n_prompts]
                 results[name] = G.read_back(model, dirs, layer, prompts, emotions=emos, scale=cfg.scale,
-                                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=max(cfg.batch_size, 32))
+                                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=max(cfg.batch_size, 32),
+                                            vectors=vectors)
             elif name == "preferences":
                 acts = _even(list(ACTIVITIES), cfg.n_activities, key=lambda a: a[1])
                 results[name] = preferences(model, dirs, layer, activities=acts, emotions=emos,
@@ -307,6 +365,7 @@ def run_validation(
             "gates": gates_out,
             "passed": int(sum(g["passed"] for g in gated)),
             "total": len(gated),
+            "steering": steering,
             "quick": cfg.quick,
             "reduced": ({"n_contexts": cfg.n_contexts, "n_prompts": cfg.n_prompts, "n_activities": cfg.n_activities,
                          "n_extraction_prompts": cfg.n_extraction_prompts, "max_new_tokens": cfg.max_new_tokens,

@@ -232,3 +232,56 @@ def test_geometry_control_shuffled_directions_fail() -> None:
                           emotions=dirs.emotions, layers=dirs.layers)
     g = geometry(shuffled, 4, info, control=dirs)
     assert g["passed"] is False and g["value"] < 0.9 and g["control"] >= 0.95
+
+
+# -- feels_matrix / read_back with the steering sweep's picked vectors (issue 10, gates 1 and 6) ----
+def _vectors(dirs: Directions, layers: dict[str, int], alpha: float, emotions=EMOTIONS):
+    from psylens.steering.vector import SteeringVector
+
+    return {e: SteeringVector.from_directions(dirs, src, layers=[layers[e]], alpha=alpha, meta={"layer": layers[e]})
+            for e, src in zip(EMOTIONS, emotions)}
+
+
+@pytest.mark.slow
+def test_feels_matrix_steers_with_each_emotions_picked_vector(smollm_tokenizer) -> None:
+    model, dirs, words = _planted(smollm_tokenizer, n_words=1)
+    # each emotion at its own layer: the picked vectors, not `layer`, decide where the rows steer
+    layers = {e: i % model.n_layers for i, e in enumerate(EMOTIONS)}
+    g = feels_matrix(model, dirs, 0, words=words, contexts=CONTEXTS, n_random=5, vectors=_vectors(dirs, layers, 50.0))
+    _check_gate(g)
+    assert g["rows_won"] == 6 and g["cols_won"] == 6 and g["value"] > g["control"] + 1.0
+    assert g["steering"]["from"] == "vectors"
+    assert {e: v["layer"] for e, v in g["steering"]["vectors"].items()} == layers
+    assert all(v["alpha"] == 50.0 for v in g["steering"]["vectors"].values())
+    # draws per vector, at each vector's own settings
+    assert len(g.tables["random"]) == 5 * 6 * 6 and "vector" in g.tables["random"].columns
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf_model.modules())
+
+
+def test_feels_matrix_picked_vectors_controls_fail(smollm_tokenizer) -> None:
+    model, dirs, words = _planted(smollm_tokenizer, n_words=1)
+    last = {e: model.n_layers - 1 for e in EMOTIONS}
+    # the vectors under the wrong emotions lose every row; vectors too weak to move anything fail
+    wrong = _vectors(dirs, last, 50.0, emotions=list(EMOTIONS[1:]) + [EMOTIONS[0]])
+    bad = feels_matrix(model, dirs, 0, words=words, contexts=CONTEXTS, vectors=wrong)
+    assert bad["rows_won"] == 0 and bad["passed"] is False and bad["value"] < 0
+    weak = feels_matrix(model, dirs, 0, words=words, contexts=CONTEXTS, vectors=_vectors(dirs, last, 1e-6))
+    assert weak["passed"] is False and abs(weak["value"]) < 0.01
+    with pytest.raises(ValueError, match="vectors has no"):
+        feels_matrix(model, dirs, 0, words=words, contexts=CONTEXTS, vectors={"joy": wrong["joy"]})
+
+
+@pytest.mark.slow
+def test_read_back_steers_and_rereads_at_each_picked_layer(smollm_tokenizer) -> None:
+    model, dirs, words = _planted(smollm_tokenizer, n_words=1, tie=True, boost=1.0)
+    prompts = ["Describe your morning.", "Tell me about a chair.", "What is a calendar?", "Explain a kettle.", "Name a street."]
+    layers = {e: (model.n_layers - 1) - (i % 2) for i, e in enumerate(EMOTIONS)}
+    g = read_back(model, dirs, 0, prompts, max_new_tokens=6, vectors=_vectors(dirs, layers, 50.0))
+    _check_gate(g)
+    assert g["value"] >= 0.9 and g["win_rate_vs_random"] >= 0.9 and g["passed"] is True
+    assert g["control"] < 0.8
+    assert g["steering"]["from"] == "vectors"
+    assert g["steering"]["projected_on"] == {e: f"directions at layer {v}" for e, v in layers.items()}
+    # the control that must fail: the picked vectors too weak to change the text
+    bad = read_back(model, dirs, 0, prompts, max_new_tokens=6, vectors=_vectors(dirs, layers, 1e-6))
+    assert bad["passed"] is False and bad["value"] < 0.2
