@@ -2,7 +2,11 @@
 
 Steps, each recorded in ``RUN/steps/<name>.json``: load the model → harvest the built-in ``emotions``
 set (``resid_post``, every layer, mean over the text's tokens) → per-layer summary → emotion
-directions and probes (``psylens.probes``) → a small steering sweep (``psylens.steering``).
+directions and probes (``psylens.probes``) → a small steering sweep (``psylens.steering``) → the
+emotion-concepts validation (``psylens.validation``, :meth:`ValidationConfig.quick_config
+<psylens.validation.suite.ValidationConfig.quick_config>` with story directions: fewer stories,
+contexts, prompts and activities than ``psylens validate``; its summary says so, and its feels-matrix
+and read-back gates steer with the sweep's picked vectors).
 Re-running with the same ``out`` resumes the harvest from its shards.
 """
 
@@ -23,11 +27,11 @@ from psylens.runs import Run, create_run, now
 from psylens.stimuli import load as load_stimuli
 from psylens.summary import layer_summary
 
-__all__ = ["run_demo", "DEMO_STEPS", "headlines", "headline_lines"]
+__all__ = ["run_demo", "DEMO_STEPS", "headlines", "headline_lines", "demo_validation_config"]
 
 log = logging.getLogger(__name__)
 
-DEMO_STEPS = ("load", "harvest", "summary", "probes", "steering")
+DEMO_STEPS = ("load", "harvest", "summary", "probes", "steering", "validation")
 
 
 def run_demo(
@@ -103,7 +107,24 @@ def run_demo(
         t0 = time.perf_counter()
         res = run_sweep(m, run, quick=True, seed=seed, progress=progress)
         done("steering", t0, mean_success=res.get("mean_success"), ci95=res.get("mean_success_ci95"))
+
+    if "validation" in steps:
+        from psylens.validation.suite import ValidationConfig, run_validation
+
+        t0 = time.perf_counter()
+        res = run_validation(m, run, demo_validation_config(seed), progress=progress)
+        done("validation", t0, passed=f"{res['passed']}/{res['total']}", source=res["source"],
+             steering=(res.get("steering") or {}).get("from"))
     return run
+
+
+def demo_validation_config(seed: int = 0) -> Any:
+    """The demo's validation: ``ValidationConfig.quick_config`` (story directions, 8 contexts, 8 prompts of
+    16 tokens, 12 stories a concept, 40 neutral texts, 30 scenario groups, 16 activities), the budget
+    of ≤ 2.5 min on SmolLM2-135M on a 2-core CPU (BENCHMARKS.md)."""
+    from psylens.validation.suite import ValidationConfig
+
+    return ValidationConfig.quick_config(source="stories", seed=seed)
 
 
 def _pair(v: Any) -> list[float] | None:
@@ -113,16 +134,18 @@ def _pair(v: Any) -> list[float] | None:
 def headlines(run: Run | str | os.PathLike[str]) -> dict[str, Any]:
     """The run's headline results beside their controls, with 95% intervals (read from its summaries).
 
-    ``{"probes": {...} | None, "steering": {...} | None}``. Probes: the best layer's held-out-scenario
+    ``{"probes": {...} | None, "steering": {...} | None, "validation": {...} | None}``. Probes: the best layer's held-out-scenario
     accuracy and interval, the shuffled-label control, chance, and the lexical (bag-of-words) baseline with
     the paired verdict ``beats_lexical``. Steering: mean success over emotions and its interval, and per
     baseline (prompting, random, none) its success, interval, the paired difference's interval and
-    ``beats`` — true only when that interval excludes zero. Missing steps give ``None``.
+    ``beats`` — true only when that interval excludes zero. Validation: gates passed of gated, the
+    source, whether the quick suite ran and what the steering gates steered with, and per gate its
+    value, threshold, control and verdict. Missing steps give ``None``.
     """
     from psylens.runs import open_run
 
     r = run if isinstance(run, Run) else open_run(run)
-    out: dict[str, Any] = {"probes": None, "steering": None}
+    out: dict[str, Any] = {"probes": None, "steering": None, "validation": None}
     if r.file("probes/summary.json").is_file():
         p = r.read_json("probes/summary.json")
         lex = p.get("lexical_baseline") or None
@@ -159,6 +182,22 @@ def headlines(run: Run | str | os.PathLike[str]) -> dict[str, Any]:
             },
             "judge_ceiling": (s.get("judge_validation") or {}).get("accuracy"),
         }
+    if r.file("validation/summary.json").is_file():
+        v = r.read_json("validation/summary.json")
+        out["validation"] = {
+            "passed": v.get("passed"),
+            "total": v.get("total"),
+            "source": v.get("source"),
+            "layer": v.get("layer"),
+            "quick": bool(v.get("quick")),
+            "steering": (v.get("steering") or {}).get("from"),
+            "gates": {
+                name: {"value": g.get("value"), "threshold": g.get("threshold"), "control": g.get("control"),
+                       "passed": bool(g.get("passed")), "gated": bool(g.get("gated", True)),
+                       "skipped": g.get("skipped"), "unit": g.get("unit")}
+                for name, g in (v.get("gates") or {}).items()
+            },
+        }
     return out
 
 
@@ -193,5 +232,23 @@ def headline_lines(h: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  vs {c:<9} {_num(b.get('success'))}{_ci(b.get('ci95'))}: difference {_num(b.get('diff'))}"
                 f"{_ci(b.get('diff_ci95'))} → {verdict}"
+            )
+    va = h.get("validation")
+    if va is not None:
+        how = "quick: fewer stories, contexts and prompts" if va.get("quick") else "full"
+        steer = {"sweep": "the sweep's picked vectors", "config": f"layer {va.get('layer')}"}.get(va.get("steering") or "", "")
+        lines.append(
+            f"validation ({va.get('source')} directions, {how}; steering gates with {steer}): "
+            f"{va.get('passed')}/{va.get('total')} gates passed"
+        )
+        for name, g in va["gates"].items():
+            if g.get("skipped"):
+                lines.append(f"  {name:<18} skipped: {g['skipped']}")
+                continue
+            verdict = "reported, not gated" if not g["gated"] else ("passed" if g["passed"] else "not passed")
+            unit = f" {g['unit']}" if g.get("unit") else ""
+            lines.append(
+                f"  {name:<18} {_num(g.get('value'))}{unit} vs control {_num(g.get('control'))}"
+                f" (threshold {_num(g.get('threshold'))}) → {verdict}"
             )
     return lines

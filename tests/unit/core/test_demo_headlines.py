@@ -125,3 +125,33 @@ def test_the_demo_command_prints_the_headlines(tmp_path, monkeypatch):
     assert "steering: mean success 0.20 [0.15, 0.25] over 20 held-out prompts" in out
     assert "vs random    0.19 [0.14, 0.24]: difference 0.01 [-0.05, 0.07] → does not beat it" in out
     assert "vs prompting 0.10 [0.06, 0.14]: difference 0.10 [0.04, 0.16] → beats it" in out
+
+
+def test_validation_headline_shows_gates_passed_with_their_controls(tmp_path):
+    from psylens.demo import DEMO_STEPS, demo_validation_config
+
+    run = create_run(tmp_path / "run", command="psylens demo")
+    assert headlines(run)["validation"] is None  # no validation step: no line
+    assert not any(x.startswith("validation") for x in headline_lines(headlines(run)))
+    gates = {
+        "feels_matrix": {"value": 2.31, "threshold": 2.0, "control": 0.4, "passed": True, "gated": True, "unit": "nats"},
+        "implicit_scenarios": {"value": 0.61, "threshold": 0.8, "control": 0.19, "passed": False, "gated": True},
+        "geometry": {"value": None, "threshold": None, "control": None, "passed": False, "gated": False,
+                     "skipped": "needs directions for all 24 concepts"},
+        "preferences": {"value": 0.1, "threshold": 0.0, "control": 0.02, "passed": False, "gated": False},
+    }
+    run.write_json("validation/summary.json", {"source": "stories", "layer": 13, "gates": gates, "passed": 1, "total": 2,
+                                               "quick": True, "steering": {"from": "sweep"}})
+    v = headlines(run)["validation"]
+    assert v["passed"] == 1 and v["total"] == 2 and v["quick"] is True and v["steering"] == "sweep"
+    lines = [x for x in headline_lines(headlines(run)) if "validation" in x or x.startswith("  ")]
+    assert lines[0] == ("validation (stories directions, quick: fewer stories, contexts and prompts; steering gates with "
+                        "the sweep's picked vectors): 1/2 gates passed")
+    assert "feels_matrix       2.31 nats vs control 0.40 (threshold 2.00) → passed" in lines[1]
+    assert "implicit_scenarios 0.61 vs control 0.19 (threshold 0.80) → not passed" in lines[2]
+    assert "geometry           skipped: needs directions" in lines[3]
+    assert "→ reported, not gated" in lines[4]
+    # the demo runs it last, with the quick suite on story directions
+    assert DEMO_STEPS[-1] == "validation"
+    cfg = demo_validation_config()
+    assert cfg.quick is True and cfg.source == "stories" and cfg.every_layer is False and cfg.n_contexts == 8
