@@ -25,12 +25,14 @@ reward curve (``reward_curve.json`` carries a digest of each step's completions 
    ``training_args.bin`` it also writes is a pickle of the arguments that resuming never reads:
    it is deleted from every checkpoint (the config is in ``organism_config.json``).
 
-.. warning:: Resuming checks that the saved config equals the one given (a changed config would
-   silently mix two runs); change ``out`` to start a new one.
+.. warning:: Resuming checks that the saved config equals the one given, except ``max_steps``, which
+   may grow to train a run further (a changed config would silently mix two runs); change ``out``
+   to start a new one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -82,7 +84,7 @@ class OrganismConfig:
     tasks: str = "psych"
     split: str = "train"
     seed: int = 0
-    max_steps: int = 200
+    max_steps: int = 120
     prompts_per_step: int = 1
     num_generations: int = 8
     max_completion_length: int = 48
@@ -98,7 +100,7 @@ class OrganismConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     format_weight: float = 0.1
     shuffle_rewards: bool = False
-    save_steps: int = 10
+    save_steps: int = 2
     chat_format: str = "auto"
 
     def __post_init__(self) -> None:
@@ -226,8 +228,10 @@ def _check_resumable(out: Path, config: OrganismConfig) -> None:
     if not saved_file.is_file():
         raise ValueError(f"{out} holds checkpoints but no {CONFIG_FILE}; resume needs the run's config, or use a new --out")
     saved = OrganismConfig.from_json(json.loads(saved_file.read_text(encoding="utf-8"))["config"])
-    if saved != config:
-        diff = {k: (v, getattr(config, k)) for k, v in saved.to_json().items() if config.to_json()[k] != v}
+    # max_steps may grow (train a finished run further); everything else must match
+    if dataclasses.replace(saved, max_steps=config.max_steps) != config:
+        diff = {k: (v, config.to_json()[k]) for k, v in saved.to_json().items()
+                if config.to_json()[k] != v and k != "max_steps"}
         raise ValueError(
             f"{out} was trained with another config (saved vs given: {diff}); resume with the same settings "
             "or write the new run to another --out"
