@@ -65,6 +65,7 @@ bench: setup-full
 	$(PY) -m benchmarks.steering
 	$(PY) -m benchmarks.steering_ceiling
 	$(PY) -m benchmarks.tasks
+	$(PY) -m benchmarks.traces
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -152,7 +152,8 @@ class _RowGumbel:
 
 
 def _generate_batch(
-    model: Model, prompts: list[str], seeds: list[int], max_new_tokens: int, temperature: float
+    model: Model, prompts: list[str], seeds: list[int], max_new_tokens: int, temperature: float,
+    min_new_tokens: int | None = None,
 ) -> list[str]:
     """Continue each formatted prompt (left-padded batch); row ``i`` is sampled with ``seeds[i]``."""
     import torch
@@ -169,6 +170,8 @@ def _generate_batch(
         "max_new_tokens": max_new_tokens, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
         "pad_token_id": tok.pad_token_id,
     }
+    if min_new_tokens is not None:  # benchmarks: a fixed amount of work
+        kwargs["min_new_tokens"] = min_new_tokens
     if temperature > 0:
         kwargs["logits_processor"] = LogitsProcessorList([_RowGumbel(seeds, temperature, model.device)])
     with torch.no_grad():
