@@ -6,8 +6,9 @@
 
 Each step is ``Σ_i a_i f_i + noise`` with ``f_i`` random unit directions, each feature on with
 probability ``active / n_features`` and magnitude uniform in ``[1, 3]``. A feature planted for a
-label (``label_feature``) fires on (most of) that label's steps and never on the others, so an SAE
-latent that recovers it separates the label; every other feature is independent of the labels.
+label (``label_feature``) fires on a share ``label_recall`` of that label's steps (all by default)
+and never on the others, so an SAE latent that recovers it separates the label — its AUROC can reach
+at most ``label_recall + (1 - label_recall) / 2``; every other feature is independent of the labels.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def planted_steps(
     noise: float = 0.01,
     label_feature: Mapping[str, int] | None = None,
     label_rate: float = 0.15,
+    label_recall: float = 1.0,
     steps_per_trace: int = 8,
     seed: int = 0,
 ) -> PlantedSteps:
@@ -62,8 +64,8 @@ def planted_steps(
             raise ValueError(f"label {name!r}: feature {f} is outside 0..{n_features - 1}")
         lab = torch.rand(n_steps, generator=g) < label_rate
         labels[name] = lab
-        # the planted feature fires on 90% of the label's steps and never elsewhere
-        on[:, f] = lab & (torch.rand(n_steps, generator=g) < 0.9)
+        # the planted feature fires on a share `label_recall` of the label's steps and never elsewhere
+        on[:, f] = lab & (torch.rand(n_steps, generator=g) < label_recall)
     codes = on.float() * mags
     acts = codes @ dirs + noise * torch.randn(n_steps, d, generator=g)
     trace = [f"t{i // steps_per_trace:05d}" for i in range(n_steps)]
