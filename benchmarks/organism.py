@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,22 @@ def train(out: str, shuffle: bool, max_steps: int | None, threads: int | None) -
                                                    r.final_correct)
 
 
+def _round_robin(items: list[Any]) -> list[Any]:
+    """Items interleaved by kind, so that any prefix covers every kind about equally (partial runs stay usable)."""
+    by: dict[str, list[Any]] = {}
+    for t in items:
+        by.setdefault(t.kind, []).append(t)
+    out = []
+    while any(by.values()):
+        for k in list(by):
+            if by[k]:
+                out.append(by[k].pop(0))
+    return out
+
+
 def evaluate(models: dict[str, str], out_dir: str, max_new_tokens: int, batch_size: int, limit: int | None,
              threads: int | None) -> dict[str, Any]:
+    """Each model on the test split, chunk by chunk (one JSONL line an item, resumable), then summarised."""
     import numpy as np
     import torch
 
@@ -51,46 +66,60 @@ def evaluate(models: dict[str, str], out_dir: str, max_new_tokens: int, batch_si
 
     if threads:
         torch.set_num_threads(threads)
-    items = T.load("psych", split="test")
+    items = _round_robin(T.load("psych", split="test"))
     if limit:
         items = items[:limit]
     outd = Path(out_dir)
     outd.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for name, adapter in models.items():
-        path = outd / f"{name}.json"
-        if path.is_file():  # resumable: one finished model a file
-            results[name] = json.loads(path.read_text())
-            continue
-        t0 = time.perf_counter()
-        if adapter in ("-", ""):
-            model = load_model(DEFAULT_MODEL, device="cpu")
-        elif adapter.startswith("alias:"):
-            model = load_model(adapter[6:], device="cpu")
-        else:
-            model = load_model(DEFAULT_MODEL, adapter=adapter, device="cpu")
-        res = T.evaluate(model, items, method="generate", chain_of_thought=True, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, return_items=True)
-        res["seconds"] = time.perf_counter() - t0
-        res["adapter"] = adapter
-        res["max_new_tokens"] = max_new_tokens
-        res["date"] = time.strftime("%Y-%m-%d")
-        path.write_text(json.dumps(res, indent=1))
+        path = outd / f"{name}.jsonl"
+        done: dict[str, dict] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    done[r["id"]] = r
+        todo = [t for t in items if t.id not in done]
+        if todo:
+            t0 = time.perf_counter()
+            if adapter in ("-", ""):
+                model = load_model(DEFAULT_MODEL, device="cpu")
+            elif adapter.startswith("alias:"):
+                model = load_model(adapter[6:], device="cpu")
+            else:
+                model = load_model(DEFAULT_MODEL, adapter=adapter, device="cpu")
+            for i in range(0, len(todo), batch_size):
+                chunk = todo[i : i + batch_size]
+                preds = T.predict(model, chunk, "generate", chain_of_thought=True, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens, progress=False)
+                with open(path, "a") as f:
+                    for p in preds:
+                        f.write(json.dumps({"id": p.id, "choice": p.choice, "output": p.output,
+                                            "seconds": time.perf_counter() - t0}) + "\n")
+                        done[p.id] = {"id": p.id, "choice": p.choice, "output": p.output}
+                logging.getLogger("benchmarks.organism").info("%s: %d/%d items", name, len(done), len(items))
+        scored = [t for t in items if t.id in done]
+        preds = [T.Prediction(id=t.id, choice=done[t.id]["choice"], output=done[t.id]["output"]) for t in scored]
+        res = T.summarize(scored, preds, return_items=True)
+        res.update(adapter=adapter, max_new_tokens=max_new_tokens, date=time.strftime("%Y-%m-%d"))
         results[name] = res
     if "base" in results:
-        base = np.array([it["correct"] for it in results["base"]["per_item"]], float)
-        kinds = [it["kind"] for it in results["base"]["per_item"]]
+        base_items = {it["id"]: it for it in results["base"]["per_item"]}
         for name, res in results.items():
             if name == "base":
                 continue
-            other = np.array([it["correct"] for it in res["per_item"]], float)
-            d = paired_diff_ci(other, base, seed=0)
-            res["vs_base"] = d if isinstance(d, dict) else {"value": d}
-            by_kind = {}
-            for k in dict.fromkeys(kinds):
-                m = np.array([x == k for x in kinds])
-                by_kind[k] = paired_diff_ci(other[m], base[m], seed=0)
-            res["vs_base_by_kind"] = by_kind
+            common = [it for it in res["per_item"] if it["id"] in base_items]
+            other = np.array([it["correct"] for it in common], float)
+            base = np.array([base_items[it["id"]]["correct"] for it in common], float)
+            res["vs_base"] = asdict(paired_diff_ci(other, base, seed=0))
+            res["vs_base_n"] = len(common)
+            kinds = [it["kind"] for it in common]
+            res["vs_base_by_kind"] = {
+                k: asdict(paired_diff_ci(other[np.array([x == k for x in kinds])],
+                                         base[np.array([x == k for x in kinds])], seed=0))
+                for k in dict.fromkeys(kinds)
+            }
     (outd / "summary.json").write_text(json.dumps(
         {n: {k: v for k, v in r.items() if k != "per_item"} for n, r in results.items()}, indent=1, default=str))
     return results
@@ -108,7 +137,7 @@ def main() -> None:
     e = sub.add_parser("eval")
     e.add_argument("--models", nargs="+", required=True, help="name=ADAPTER_DIR, name=- (the base), name=alias:SPEC")
     e.add_argument("--out-dir", default="/tmp/organism/eval")
-    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--max-new-tokens", type=int, default=256)  # tasks.evaluate's chain-of-thought default
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--threads", type=int, default=None)
