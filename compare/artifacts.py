@@ -8,6 +8,8 @@ Layout::
       weight_directions.safetensors   per module name (the "module" of weights.json): top left singular
                                       vector of ΔW, [d_out]
       activations.json                per layer and input set: mean-difference norms and cosines, KL, lens
+      base_directions.safetensors     the base model's 24 story directions (emotion and steering sections)
+      steering.json                   the base's vectors on both models, judged by the feels-matrix gate
       emotions.json                   probe curves of both models, transfer, direction cosines, concept shifts
       summary.json                    every section: status ("done" / "skipped" + reason) and headline numbers
       report.md                       the readable report; PNG plots beside it (``*.png``)
@@ -23,6 +25,7 @@ __all__ = [
     "ACTIVATIONS",
     "EMOTIONS",
     "STEERING",
+    "BASE_DIRECTIONS",
     "FEATURES",
     "SUMMARY",
     "REPORT",
@@ -39,6 +42,7 @@ WEIGHT_DIRECTIONS = f"{COMPARE_DIR}/weight_directions.safetensors"
 ACTIVATIONS = f"{COMPARE_DIR}/activations.json"
 EMOTIONS = f"{COMPARE_DIR}/emotions.json"
 STEERING = f"{COMPARE_DIR}/steering.json"
+BASE_DIRECTIONS = f"{COMPARE_DIR}/base_directions.safetensors"
 FEATURES = f"{COMPARE_DIR}/features.json"
 SUMMARY = f"{COMPARE_DIR}/summary.json"
 REPORT = f"{COMPARE_DIR}/report.md"

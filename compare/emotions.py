@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from psylens.compare import artifacts as art
 
-__all__ = ["EmotionsConfig", "probe_comparison", "direction_cosines", "concept_shifts", "emotion_shifts",
+__all__ = ["EmotionsConfig", "base_directions", "probe_comparison", "direction_cosines", "concept_shifts", "emotion_shifts",
            "run_emotions", "assistant_turn_residuals"]
 
 
@@ -249,6 +249,24 @@ def _ci(values: list[float], seed: int) -> tuple[float, float]:
     return bootstrap_ci(values, seed=seed)
 
 
+def base_directions(pair: Any, run: Any = None, *, progress: bool = False) -> Any:
+    """The base model's 24 story directions: ``RUN/compare/base_directions.safetensors`` when an earlier
+    section saved them, else the run's ``validation/directions.safetensors`` (``psylens validate``), else
+    fitted now — and saved to ``RUN/compare/`` so the steering section reuses them."""
+    from psylens.probes import Directions
+    from psylens.validation.directions import load_or_fit_story_directions, story_directions
+
+    if run is None:
+        return story_directions(pair.base, progress=progress)
+    if run.has(art.BASE_DIRECTIONS):
+        d = Directions.load(run.file(art.BASE_DIRECTIONS))
+        if d.model == getattr(pair.base, "spec", None):
+            return d
+    d = load_or_fit_story_directions(pair.base, run, progress=progress)
+    d.save(run.file(art.BASE_DIRECTIONS))
+    return d
+
+
 def emotion_shifts(
     pair: Any, cfg: EmotionsConfig | None = None, *, directions: Any = None, run: Any = None, progress: bool = False
 ) -> dict[str, Any]:
@@ -265,9 +283,7 @@ def emotion_shifts(
 
     cos = direction_cosines(acts["base"]["fit"], acts["tuned"]["fit"])
     if directions is None:
-        from psylens.validation.directions import load_or_fit_story_directions, story_directions
-
-        directions = load_or_fit_story_directions(pair.base, run) if run is not None else story_directions(pair.base)
+        directions = base_directions(pair, run, progress=progress)
     texts, kinds = task_inputs(cfg.n_tasks, cfg.seed)
     concepts = concept_shifts(pair, directions, texts, kinds, cfg, progress=progress)
     return {"schema_version": art.SCHEMA_VERSION, "config": cfg.to_dict(), "probes": probes,

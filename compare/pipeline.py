@@ -19,6 +19,7 @@ from typing import Any
 from psylens.compare import artifacts as art
 from psylens.compare.activations import ActivationsConfig
 from psylens.compare.emotions import EmotionsConfig
+from psylens.compare.steering_transfer import SteeringTransferConfig
 from psylens.compare.weights import WeightsConfig
 
 __all__ = ["CompareConfig", "parse_sections", "run_compare"]
@@ -45,12 +46,14 @@ class CompareConfig:
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     emotions: EmotionsConfig = field(default_factory=EmotionsConfig)
+    steering: SteeringTransferConfig = field(default_factory=SteeringTransferConfig)
     plots: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sections", parse_sections(self.sections))
-        for name, cls in (("weights", WeightsConfig), ("activations", ActivationsConfig), ("emotions", EmotionsConfig)):
+        for name, cls in (("weights", WeightsConfig), ("activations", ActivationsConfig), ("emotions", EmotionsConfig),
+                          ("steering", SteeringTransferConfig)):
             v = getattr(self, name)
             if isinstance(v, dict):
                 object.__setattr__(self, name, cls(**v))
@@ -61,12 +64,14 @@ class CompareConfig:
     def quick(cls, **changes: Any) -> CompareConfig:
         """Fewer texts and tokens: a SmolLM2 pair in a few minutes on a CPU."""
         base = cls(activations=ActivationsConfig(n_emotion=12, n_tasks=12, trace_tokens=16),
-                   emotions=EmotionsConfig(n_scenarios=12, n_tasks=18))
+                   emotions=EmotionsConfig(n_scenarios=12, n_tasks=18),
+                   steering=SteeringTransferConfig(n_contexts=8))
         return replace(base, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sections": list(self.sections), "weights": self.weights.to_dict(),
                 "activations": self.activations.to_dict(), "emotions": self.emotions.to_dict(),
+                "steering": self.steering.to_dict(),
                 "plots": self.plots, "seed": self.seed}
 
 
@@ -122,9 +127,7 @@ def run_compare(
 
 
 def _steering(run: Any, pair: Any, cfg: CompareConfig, progress: bool) -> dict[str, Any]:
-    try:
-        from psylens.compare.steering_transfer import run_steering_transfer
-    except ImportError:
-        return _skip("steering transfer (the base model's steering vectors judged by the validation gates on both "
-                     "models) is not implemented in this version of psylens.compare")
-    return {"status": "done", "reason": None, "headline": run_steering_transfer(run, pair, seed=cfg.seed, progress=progress)}
+    from psylens.compare.steering_transfer import run_steering_transfer
+
+    return {"status": "done", "reason": None,
+            "headline": run_steering_transfer(run, pair, cfg.steering, progress=progress)}

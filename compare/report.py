@@ -224,7 +224,26 @@ def _emotions_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str
     return out
 
 
-_SECTION_TEXT = {"weights": _weights_md, "activations": _activations_md, "emotions": _emotions_md}
+def _steering_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    res = run.read_json(art.STEERING)
+    out = [f"The base model's story directions steer both models at layer {res['layer']} with the base's alpha "
+           f"{_f(res['alpha'])} (gate: {res['gate']}, {res['n_contexts']} contexts).", "",
+           "| model | gap (nats) | 95% CI | random-direction control | passed | rows won | columns won |",
+           "|---|---|---|---|---|---|---|"]
+    for name in art.MODEL_NAMES:
+        g = res[name]
+        out.append(f"| {name} | {_f(g['value'])} | {_ci(g.get('gap_ci95'))} | {_f(g['control'])} | {g['passed']} | "
+                   f"{g.get('rows_won')} | {g.get('cols_won')} |")
+    out += ["", "| emotion | own shift, base | own shift, tuned |", "|---|---|---|"]
+    for e in res["emotions"]:
+        out.append(f"| {e} | {_f(res['base']['own_shift'].get(e))} | {_f(res['tuned']['own_shift'].get(e))} |")
+    out += ["", f"Own shift, tuned − base (paired over emotions): {_f(res['own_shift_difference'])} "
+            f"{_ci(res['own_shift_difference_ci95'])} nats."]
+    return out
+
+
+_SECTION_TEXT = {"weights": _weights_md, "activations": _activations_md, "emotions": _emotions_md,
+                 "steering": _steering_md}
 
 
 def write_report(run: Any, sections: dict[str, dict[str, Any]], *, plots: bool = True) -> dict[str, Any]:
