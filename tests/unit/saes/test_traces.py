@@ -102,3 +102,28 @@ def test_bad_settings_raise_before_work(tiny_model, tmp_path):
         generate_traces(model, ITEMS, tmp_path / "x", **{**KW, "temperature": -1.0})
     with pytest.raises(ValueError, match="no traces"):
         read_traces(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+def test_cli_writes_and_resumes(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from psylens.cli import app
+
+    model = tiny_model("llama")
+    mdir = tmp_path / "tiny"
+    model.hf_model.save_pretrained(mdir)
+    model.tokenizer.save_pretrained(mdir)
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text("".join(json.dumps(t.to_json()) + "\n" for t in ITEMS[:2]))
+    args = ["traces", "--model", str(mdir), "--tasks", str(tasks_file), "--split", "train", "--samples", "2",
+            "--max-new-tokens", "4", "--temperature", "0.8", "--seed", "1", "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    recs = read_traces(tmp_path / "run")
+    assert len(recs) == 4 and all(tuple(r) == TRACE_KEYS for r in recs)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "0 new" in res.output
+    assert len(read_traces(tmp_path / "run")) == 4
+    bad = CliRunner().invoke(app, [*args[:-2], "--samples", "0", "--out", str(tmp_path / "r2")])
+    assert bad.exit_code != 0
