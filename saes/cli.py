@@ -27,6 +27,12 @@ sae_app = typer.Typer(
 )
 
 
+@sae_app.callback()
+def _group() -> None:
+    """Sparse autoencoders on reasoning steps (trained through SAELens)."""
+    # a callback keeps `sae` a command group (`psylens sae train ...`) even with one command
+
+
 @sae_app.command("train")
 def train_cmd(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory holding traces/traces.jsonl (psylens traces --out)."),

@@ -157,3 +157,25 @@ def test_ce_loss_recovered_known_answers(tiny_model):
     assert zeros["ce_loss_recovered"] == pytest.approx(0.0, abs=1e-5) and zeros["ce_zero"] != zeros["ce_clean"]
     tok = token_activations(m, traces, layer=1, progress=False)
     assert tok.d == m.d_model and len(tok.unique_traces()) == 2 and len(tok) > 20
+
+
+@pytest.mark.slow
+def test_cli_sae_train_on_a_saved_tiny_model(tmp_path, tiny_model, smollm_tokenizer):
+    from typer.testing import CliRunner
+
+    from psylens.saes.cli import sae_app
+
+    model_dir = tmp_path / "tiny-llama"
+    tiny_model("llama").hf_model.save_pretrained(model_dir)
+    smollm_tokenizer.save_pretrained(model_dir)
+    run = _tiny_run(tmp_path)
+    bad = CliRunner().invoke(sae_app, ["train", "--run", str(run.path), "--layer", "1", "--arch", "relu"])
+    assert bad.exit_code != 0 and "arch 'relu' is not one of" in str(bad.exception)
+    res = CliRunner().invoke(sae_app, ["train", "--run", str(run.path), "--layer", "1", "--arch", "standard",
+                                       "--d-sae", "8", "--model", str(model_dir), "--epochs", "1",
+                                       "--batch-size", "8", "--name", "cli", "--no-features", "--no-progress"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "explained variance" in res.output
+    folder = run.path / "saes" / "cli"
+    assert json.loads((folder / "step_sae.json").read_text())["arch"] == "standard"
+    assert not (folder / "features.json").exists()

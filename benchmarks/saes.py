@@ -1,0 +1,180 @@
+"""Reasoning-step SAEs: training throughput (psylens vs SAELens alone) and a layer × size sweep on a run.
+
+    python -m benchmarks.saes throughput [--steps RUN/saes/steps/FILE.safetensors] [--repeats 3]
+    python -m benchmarks.saes sweep --run RUN --layers 6 12 18 24 --sizes 512 2048 [--k 16] [--json OUT]
+
+throughput: the same activations (cached SmolLM2 step vectors if given, else 10,000 synthetic
+576-dim planted steps) and the same SAE settings, trained by
+  psylens   psylens.saes.train_sae (StepDataProvider, SAETrainConfig → SAELens' SAETrainer)
+  saelens   SAELens alone: its BatchTopK training SAE and SAETrainer fed by a plain random-batch
+            generator over the same tensor
+Repeats are interleaved so machine noise hits both alike; the median samples/s and the ratio
+psylens / saelens are reported (target ≥ 0.9).
+
+sweep: ``psylens.saes.pipeline.train_step_sae`` for every layer × size on the run's traces (step
+activations are cached per layer), then one table row per SAE: held-out explained variance, L0,
+dead fraction (each with the training-time dead fraction beside it) and each label's best-feature
+AUROC against its shuffled-label control. Results are appended to the JSON after every SAE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _saelens_alone(acts, cfg) -> float:
+    """Train with SAELens only (no psylens code in the loop); returns seconds."""
+    import torch
+    from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    n, d = acts.shape
+    total = (int(cfg.epochs * n) // cfg.batch_size) * cfg.batch_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def batches():
+        while True:
+            yield acts[torch.randint(0, n, (cfg.batch_size,), generator=gen)]
+
+    t = time.perf_counter()  # everything from here: building the SAE and training it
+    torch.manual_seed(cfg.seed)
+    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=d, d_sae=cfg.d_sae, k=float(cfg.k),
+                                                          normalize_activations=cfg.normalize))
+    tcfg = SAETrainerConfig(total_training_samples=total, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
+                            lr_end=cfg.lr, lr_decay_steps=int(cfg.lr_decay * total // cfg.batch_size),
+                            dead_feature_window=cfg.dead_window, feature_sampling_window=max(1, total // cfg.batch_size),
+                            n_batches_for_norm_estimate=max(1, min(100, -(-n // cfg.batch_size))),
+                            logger=LoggingConfig(log_to_wandb=False))
+    SAETrainer(cfg=tcfg, sae=sae, data_provider=batches()).fit()
+    return time.perf_counter() - t
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    import torch
+
+    from psylens.saes.data import StepSet
+    from psylens.saes.synthetic import planted_steps
+    from psylens.saes.train import SAETrainConfig, train_sae
+
+    if args.steps:
+        steps, meta = StepSet.load(args.steps)
+        source = f"{args.steps} ({meta.get('model')}, layer {meta.get('layer')})"
+    else:
+        steps = planted_steps(n_steps=10_000, d=576, n_features=2048, active=16).steps
+        source = "synthetic planted steps (10,000 × 576)"
+    cfg = SAETrainConfig(arch="batchtopk", d_sae=args.d_sae, k=16, epochs=args.epochs, batch_size=256)
+    times: dict[str, list[float]] = {"psylens": [], "saelens": []}
+    for _ in range(args.repeats):
+        t = time.perf_counter()  # the whole call: provider, SAE, trainer
+        train_sae(steps, cfg, progress=False)
+        times["psylens"].append(time.perf_counter() - t)
+        times["saelens"].append(_saelens_alone(steps.acts, cfg))
+    samples = cfg.total_samples(len(steps))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {
+        "date": time.strftime("%Y-%m-%d"), "source": source, "n_steps": len(steps), "d_in": steps.d,
+        "d_sae": cfg.d_sae, "epochs": cfg.epochs, "samples": samples, "repeats": args.repeats,
+        "seconds": times, "samples_per_s": {k: samples / v for k, v in med.items()},
+        "ratio_psylens_over_saelens": med["saelens"] / med["psylens"],
+    }
+    print(f"{source}: {samples} samples, d_sae {cfg.d_sae}, median of {args.repeats} (interleaved)")
+    for k in ("psylens", "saelens"):
+        print(f"  {k:8s} {med[k]:.2f} s  {samples / med[k]:,.0f} samples/s  runs {[round(x, 2) for x in times[k]]}")
+    print(f"  ratio psylens / saelens (throughput): {out['ratio_psylens_over_saelens']:.3f} (target >= 0.9)")
+    return out
+
+
+def sweep(args: argparse.Namespace) -> list[dict]:
+    from psylens.saes.pipeline import train_step_sae
+
+    rows: list[dict] = []
+    if args.json and args.json.exists():
+        rows = json.loads(args.json.read_text())
+    done = {r["name"] for r in rows}
+    for layer in args.layers:
+        for size in args.sizes:
+            name = f"sweep-L{layer}-{args.arch}-{size}-k{args.k}"
+            if name in done:
+                continue
+            t = time.perf_counter()
+            folder = train_step_sae(args.run, layer=layer, arch=args.arch, d_sae=size, k=args.k, name=name,
+                                    pooling=args.pooling, segmentation=args.segmentation,
+                                    train_overrides={"epochs": args.epochs}, progress=False)
+            m = json.loads((folder / "metrics.json").read_text())
+            info = json.loads((folder / "step_sae.json").read_text())
+            feats = json.loads((folder / "features.json").read_text())
+            row = {"name": name, "layer": layer, "d_sae": size, "k": args.k, "seconds": round(time.perf_counter() - t, 1),
+                   "n_train_steps": info["n_train_steps"], "n_held_out_steps": info["n_held_out_steps"],
+                   **{key: m[key] for key in ("explained_variance", "explained_variance_ci", "l0", "l0_ci",
+                                              "dead_fraction", "train_dead_fraction", "mse")},
+                   "labels": feats["labels"]}
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "labels"}), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    labels = sorted({k for r in rows for k in r["labels"]})
+    head = "| layer | d_sae | k | EV [95% CI] | L0 | dead (held-out / training) | " + " | ".join(labels) + " |"
+    lines = [head, "|" + "---|" * (6 + len(labels))]
+    for r in rows:
+        ev = f"{r['explained_variance']:.3f} [{r['explained_variance_ci'][0]:.3f}, {r['explained_variance_ci'][1]:.3f}]"
+        cells = []
+        for lab in labels:
+            rec = r["labels"].get(lab) or {}
+            if rec.get("auroc") is None:
+                cells.append("—")
+            else:
+                ci = rec.get("auroc_ci") or [float("nan")] * 2
+                cells.append(f"{rec['auroc']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] (ctl {rec['control_auroc']:.2f}; n+ {rec['n_positive']})")
+        lines.append(f"| {r['layer']} | {r['d_sae']} | {r['k']} | {ev} | {r['l0']:.1f} | "
+                     f"{r['dead_fraction']:.3f} / {r['train_dead_fraction']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd")
+    tp = sub.add_parser("throughput")
+    tp.add_argument("--steps", type=Path, default=None, help="a cached step-activation file (RUN/saes/steps/...)")
+    tp.add_argument("--repeats", type=int, default=3)
+    tp.add_argument("--d-sae", type=int, default=2048)
+    tp.add_argument("--epochs", type=float, default=3.0)
+    tp.add_argument("--json", type=Path, default=None)
+    sw = sub.add_parser("sweep")
+    sw.add_argument("--run", type=Path, required=True)
+    sw.add_argument("--layers", type=int, nargs="+", default=[6, 12, 18, 24])
+    sw.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
+    sw.add_argument("--k", type=int, default=16)
+    sw.add_argument("--arch", default="batchtopk")
+    sw.add_argument("--pooling", default="delimiter")
+    sw.add_argument("--segmentation", default="sentence")
+    sw.add_argument("--epochs", type=float, default=30.0)
+    sw.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.manual_seed(0)
+    if args.cmd == "sweep":
+        sweep(args)
+        return
+    if args.cmd is None:
+        args = ap.parse_args(["throughput", *(argv or [])])
+    out = throughput(args)
+    if getattr(args, "json", None):
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
