@@ -148,16 +148,20 @@ def _weights_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str]
         f"{h.get('modules_changed')} of {h.get('modules')} linear modules changed; "
         f"{_f(h.get('changed_parameter_fraction'))} of their parameters changed beyond the dtype tolerance; "
         f"median effective rank of ΔW {_f(h.get('median_effective_rank'))}; mean overlap with W's principal directions "
-        f"{_f(h.get('mean_principal_overlap'))} (random directions: ≈{_f(h.get('principal_overlap_chance_first_module'))}). "
+        f"{_f(h.get('mean_principal_overlap'))} (random directions: ≈{_f(h.get('principal_overlap_chance'))}). "
         f"ΔW {'read exactly from the LoRA adapter (B·A·scale)' if h.get('exact_lora') else 'from the weights (tuned − base)'}.",
         "",
     ]
     if plots.get("weights"):
         out += [f"![weight change map]({plots['weights']})", ""]
     out += ["| module | layer | ‖ΔW‖/‖W‖ | changed | eff. rank | principal overlap |", "|---|---|---|---|---|---|"]
-    for r in rows[:15]:
+    shown = [r for r in rows if r["relative_norm"] > 0][:15] or rows[:5]
+    for r in shown:
         out.append(f"| `{r['module']}` | {r['layer']} | {_f(r['relative_norm'])} | {_f(r['changed_fraction'])} | "
                    f"{_f(r['effective_rank'])} | {_f(r['principal_overlap'])} |")
+    if len(shown) < len(rows):
+        out.append(f"\n({len(rows) - len(shown)} more modules in weights.json"
+                   f"{'; every other module is unchanged' if len(shown) == h.get('modules_changed') else ''}.)")
     other = h.get("other_parameters_changed") or {}
     if other:
         out += ["", "Other parameters changed (relative norm): " + ", ".join(f"`{k}` {_f(v)}" for k, v in list(other.items())[:10])]

@@ -16,7 +16,8 @@ For every linear module of every decoder layer (``q_proj``, ``k_proj``, ``v_proj
 - ``principal_overlap``: how much ΔW's top-``k`` singular directions lie in W's top-``k`` principal
   directions: ``(‖U_Wᵀ U_Δ‖²_F + ‖V_Wᵀ V_Δ‖²_F) / 2k`` over the left (``U``) and right (``V``) singular
   vectors, with ``k = min(8, rank ΔW)``. 1: the change rotates/rescales W's own principal directions;
-  the chance level for random directions is ``k/2 · (1/d_out + 1/d_in)`` (in the section summary).
+  the chance level for random directions is ``k/2 · (1/d_out + 1/d_in)`` with ``k`` = W's directions compared
+  (``min(8, d)``; the section summary averages it over the changed modules).
   RLVR updates avoid the principal directions, SFT updates do not (Zhu et al., 2025).
 
 ``weight_directions.safetensors`` holds, under each module's name, the top left singular vector of ΔW
@@ -248,6 +249,7 @@ def weight_diffs(
     if unknown:
         raise ValueError(f"the adapter changes modules the base model does not have: {sorted(unknown)[:5]}")
     n_params = n_changed = 0.0
+    chance: list[float] = []  # random-direction level of principal_overlap, per changed module
     for name, layer, mod in tqdm(base_mods, desc="weights", disable=not progress):
         if name not in tuned_mods:
             raise ValueError(f"the tuned model has no module {name!r}: base and tuned differ in architecture")
@@ -261,10 +263,12 @@ def weight_diffs(
         rows.append(row)
         dirs[name] = vec.contiguous()
         n_params += w.numel()
+        if row.relative_norm > 0:
+            k = min(cfg.top_k, min(w.shape))
+            chance.append(k / 2 * (1 / w.shape[0] + 1 / w.shape[1]))
         n_changed += row.changed_fraction * w.numel()
     rows.sort(key=lambda r: (-r.relative_norm, r.layer, r.module))
     changed = [r for r in rows if r.relative_norm > 0]
-    d_out, d_in = _weight(base_mods[0][2]).shape if base_mods else (1, 1)
     summary = {
         "modules": len(rows),
         "modules_changed": len(changed),
@@ -273,7 +277,7 @@ def weight_diffs(
         "top_relative_norm": rows[0].relative_norm if rows else 0.0,
         "median_effective_rank": _median([r.effective_rank for r in changed]),
         "mean_principal_overlap": sum(r.principal_overlap for r in changed) / len(changed) if changed else None,
-        "principal_overlap_chance_first_module": cfg.top_k / 2 * (1 / d_out + 1 / d_in),
+        "principal_overlap_chance": sum(chance) / len(chance) if chance else None,
         "exact_lora": lora is not None,
         "other_parameters_changed": _other_changes(pair),
     }
