@@ -66,8 +66,8 @@ class ValidationConfig:
     moved with steering on SmolLM2-135M). ``n_contexts`` / ``n_prompts`` / ``n_activities`` /
     ``n_extraction_prompts``: how many of the built-in contexts, steering prompts, activities and
     expression-extraction prompts to use (``None``: all); ``n_stories_per_concept`` / ``n_neutral`` /
-    ``n_scenarios``: training stories per concept, neutral texts and ``emotions`` scenarios read
-    (``None``: all). ``steer_with``: what ``feels_matrix`` and ``read_back`` steer with — ``"auto"``
+    ``n_scenarios`` / ``n_test_stories``: training stories per concept, neutral texts, ``emotions``
+    scenario groups and held-out stories per emotion read (``None``: all). ``steer_with``: what ``feels_matrix`` and ``read_back`` steer with — ``"auto"``
     (default): the steering sweep's picked vectors when the run has them for every emotion
     (``RUN/steering/vectors/<emotion>.safetensors``: each emotion at its own layer and scale), else
     the directions at ``layer`` × ``scale``; ``"sweep"``: the picked vectors or a ``ValueError``;
@@ -89,6 +89,7 @@ class ValidationConfig:
     n_stories_per_concept: int | None = None
     n_neutral: int | None = None
     n_scenarios: int | None = None
+    n_test_stories: int | None = None
     start_offset: int = DEFAULT_START_OFFSET
     denoise: bool = True
     batch_size: int = 16
@@ -105,7 +106,8 @@ class ValidationConfig:
             raise ValueError(f"layer must be a non-negative integer or None (the default layer), got {self.layer!r}")
         if not self.scale > 0:
             raise ValueError(f"scale must be positive (a multiple of the residual norm, e.g. 0.5), got {self.scale!r}")
-        for name in ("n_contexts", "n_activities", "n_extraction_prompts", "n_stories_per_concept", "n_neutral", "n_scenarios"):
+        for name in ("n_contexts", "n_activities", "n_extraction_prompts", "n_stories_per_concept", "n_neutral", "n_scenarios",
+                     "n_test_stories"):
             v = getattr(self, name)
             if v is not None and v < 2:
                 raise ValueError(f"{name} must be at least 2 or None (all), got {v}")
@@ -262,6 +264,11 @@ def run_validation(
             for s in train:
                 per.setdefault(str(s.label), []).append(s)
             train = [s for group in per.values() for s in group[: cfg.n_stories_per_concept]]
+        if cfg.n_test_stories is not None:
+            per_test: dict[str, list[Any]] = {}
+            for s in test:
+                per_test.setdefault(str(s.label), []).append(s)
+            test = [s for group in per_test.values() for s in group[: cfg.n_test_stories]]
         labels = [str(s.label) for s in train]
         # the steering sweep's picked vectors (gates 1 and 6), looked up before reading: their layers are read too
         vectors, why = (None, "steer_with='layer'") if cfg.steer_with == "layer" else sweep_vectors(run, model, list(EMOTIONS))
@@ -382,7 +389,7 @@ def run_validation(
             "reduced": ({"n_contexts": cfg.n_contexts, "n_prompts": cfg.n_prompts, "n_activities": cfg.n_activities,
                          "n_extraction_prompts": cfg.n_extraction_prompts, "max_new_tokens": cfg.max_new_tokens,
                          "n_stories_per_concept": cfg.n_stories_per_concept, "n_neutral": cfg.n_neutral,
-                         "n_scenarios": cfg.n_scenarios, "every_layer": cfg.every_layer,
+                         "n_scenarios": cfg.n_scenarios, "n_test_stories": cfg.n_test_stories, "every_layer": cfg.every_layer,
                          "note": "--quick: fewer contexts, prompts, tokens, activities, extraction prompts, training "
                                  "stories, neutral texts and scenarios than the full suite"
                                  + ("" if cfg.every_layer else "; story directions only at the layers the gates use")}
