@@ -1,9 +1,12 @@
 """``psylens validate``: the emotion-validation suite on one model, direction source and layer.
 
     psylens validate --model M --run RUN [--source stories|expression|probes] [--layer L] [--quick]
+                     [--steer-with auto|sweep|layer]
 
 Writes ``RUN/validation/summary.json``, the tables behind each gate and
-``RUN/validation/directions.safetensors`` (:mod:`psylens.validation.suite`). A new directory becomes a
+``RUN/validation/directions.safetensors`` (:mod:`psylens.validation.suite`). When the run holds a
+steering sweep (``RUN/steering/vectors/<emotion>.safetensors``), ``feels_matrix`` and ``read_back``
+steer with its picked vectors, each emotion at its own layer and scale (``--steer-with auto``). A new directory becomes a
 new run; an existing run must be of the same model. ``validate_app`` is a ``typer.Typer``; the main
 CLI registers it as ``validate``. Bad arguments raise ``ValueError`` (printed as one line).
 """
@@ -38,6 +41,9 @@ def validate(
     layer: Optional[int] = typer.Option(None, "--layer", help="Layer every gate reads and steers (default: 0.45 of the depth)."),
     scale: float = typer.Option(0.5, "--scale", help="Steering strength, a multiple of the layer's mean residual norm."),
     quick: bool = typer.Option(False, "--quick", help="Fewer contexts, prompts and activities (the demo's budget; said in the summary)."),
+    steer_with: str = typer.Option("auto", "--steer-with",
+                                   help="What feels_matrix and read_back steer with: auto (the steering sweep's picked vectors, "
+                                        "RUN/steering/vectors, when present; else --layer × --scale), sweep (require them), layer."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
 ) -> None:
@@ -51,7 +57,7 @@ def validate(
 
     started = now()
     make = ValidationConfig.quick_config if quick else ValidationConfig
-    cfg = make(source=source, layer=layer, scale=scale, seed=seed)  # bad settings fail before a model loads
+    cfg = make(source=source, layer=layer, scale=scale, seed=seed, steer_with=steer_with)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():
         meta_model = open_run(run).meta.get("model")
@@ -60,7 +66,8 @@ def validate(
     r = open_or_create_run(run, command="psylens validate", model=m, seed=seed, started=started)
     summary = run_validation(m, r, cfg, progress=True)
     table = Table(title=f"validation: {summary['source']} directions, layer {summary['layer']}"
-                  + (" (quick)" if summary.get("quick") else ""))
+                  + (" (quick)" if summary.get("quick") else "")
+                  + f"; steering gates: {(summary.get('steering') or {}).get('note', '')}")
     for col in ("gate", "value", "threshold", "control", "passed"):
         table.add_column(col)
 

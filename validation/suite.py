@@ -15,8 +15,16 @@ and writes, through ``run.step("validation", config)``:
   by ``SteeringVector.from_directions(path, concept, layers=[L])``;
 - the tables behind each gate (:data:`psylens.validation.artifacts.TABLES`).
 
-``ValidationConfig.quick()`` uses fewer contexts, prompts, extraction prompts and activities (the
-demo's budget); the summary says so (``"quick": true`` and ``"reduced"``).
+``feels_matrix`` and ``read_back`` steer "at the layer and scale the steering sweep picks": when the
+run holds the sweep's vectors (``RUN/steering/vectors/<emotion>.safetensors``, with each emotion's
+``best_layer`` / ``best_scale`` in ``RUN/steering/summary.json``) each emotion's vector is used as it
+is; otherwise the directions at ``layer`` × ``scale`` × the residual norm. ``summary["steering"]``
+says which (``"from": "sweep" | "config"``) and each of the two gates carries its own ``steering``
+record. ``summary["layer"]`` stays the layer the reading gates use.
+
+``ValidationConfig.quick_config()`` uses fewer contexts, prompts, extraction prompts, activities and
+stories, and reads the stories only up to the layers the gates use (the demo's budget); the summary
+says so (``"quick": true`` and ``"reduced"``).
 """
 
 from __future__ import annotations

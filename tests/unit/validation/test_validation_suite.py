@@ -71,7 +71,7 @@ def test_validate_is_a_registered_command() -> None:
     from psylens.cli import app
 
     res = CliRunner().invoke(app, ["validate", "--help"])
-    assert res.exit_code == 0 and "--source" in res.output and "--quick" in res.output
+    assert res.exit_code == 0 and "--source" in res.output and "--quick" in res.output and "--steer-with" in res.output
 
 
 def _save_sweep(run, m, layers: dict[str, int], scale: float = 0.5) -> None:
