@@ -29,6 +29,11 @@ organism_app = typer.Typer(
 )
 
 
+@organism_app.callback()
+def _group() -> None:
+    """The RL-tuned model organism (a group, so ``train`` keeps its name on its own as under ``psylens``)."""
+
+
 @organism_app.command("train")
 def train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (adapter, config, reward curve, checkpoints)."),

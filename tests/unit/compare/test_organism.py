@@ -137,3 +137,30 @@ def test_steps_write_adapter_same_seed_same_curve_and_resume(tiny_dir: Path, tmp
         train_organism(dataclasses.replace(cfg, learning_rate=1e-3), out, progress=False)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train_organism(cfg, out, resume=False, progress=False)
+
+
+def test_cli_checks_arguments_before_loading_a_model(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import psylens.compare.organism as O
+    from psylens.compare.organism_cli import organism_app
+
+    calls = []
+    def fake(cfg, out, **k):
+        calls.append((cfg, out))
+        return O.OrganismResult(out=Path(out), config=cfg, steps=0, seconds=0.0, resumed_from=None, final_correct=0.0)
+
+    monkeypatch.setattr(O, "train_organism", fake)
+    runner = CliRunner()
+    r = runner.invoke(organism_app, ["train", "--out", str(tmp_path / "o"), "--num-generations", "1"])
+    assert isinstance(r.exception, ValueError) and "num_generations" in str(r.exception)
+    r = runner.invoke(organism_app, ["train", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "nope.json")])
+    assert isinstance(r.exception, ValueError) and "does not exist" in str(r.exception)
+    assert not calls
+    # a saved config is the starting point; options override it; --shuffle-rewards makes the control
+    (tmp_path / "c.json").write_text(json.dumps({"config": OrganismConfig(seed=5, max_steps=7).to_json()}))
+    r = runner.invoke(organism_app, ["train", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "c.json"),
+                                     "--max-steps", "9", "--shuffle-rewards", "--target-modules", "q_proj,o_proj"])
+    assert r.exit_code == 0, r.output
+    cfg, _ = calls[0]
+    assert (cfg.seed, cfg.max_steps, cfg.shuffle_rewards, cfg.target_modules) == (5, 9, True, ("q_proj", "o_proj"))
