@@ -30,52 +30,29 @@ from psylens.saes import artifacts as art
 from psylens.saes.data import StepSet, split_by_trace
 from psylens.saes.train import SAETrainConfig, encode, evaluate_sae, load_sae, save_sae, train_sae
 
-__all__ = ["train_step_sae", "default_name", "step_labels", "LABELS"]
+__all__ = ["train_step_sae", "default_name", "step_labels"]
 
 log = logging.getLogger(__name__)
-
-LABELS = ("emotion_attribution", "perspective_taking", "reflection", "backtracking", "conclusion", "restatement")
-
 
 def default_name(layer: int, site: str, pooling: str, arch: str, d_sae: int, tokens: bool = False) -> str:
     return f"L{layer}-{site}-{'tokens' if tokens else pooling}-{arch}-{d_sae}"
 
 
-def step_labels(texts: Sequence[str]) -> dict[str, Tensor] | None:
-    """Behaviour labels of each step text from ``psylens.saes.labels`` (``None`` if it is not installed).
+def step_labels(texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> dict[str, Tensor]:
+    """Behaviour labels of each step by ``psylens.saes.labels.label_step`` (the rules): ``{label: bool [n_steps]}``.
 
-    Returns ``{label: bool [n_steps]}`` for the labels in :data:`LABELS` that the labeller gives.
+    ``contexts``: each step's task prompt (the labeller's restatement rule compares against it).
     """
-    try:
-        from psylens.saes import labels as labeller
-    except ImportError:
-        log.warning("psylens.saes.labels is not available: features.json gets no label AUROCs")
-        return None
-    fn = None
-    for name in ("label_steps", "label_texts", "labels_of", "label_all"):
-        fn = getattr(labeller, name, None)
-        if callable(fn):
-            break
-    if fn is None:
-        single = getattr(labeller, "label_step", None) or getattr(labeller, "label", None)
-        if not callable(single):
-            log.warning("psylens.saes.labels has no label_steps/label_step function: no label AUROCs")
-            return None
-        rows = [single(t) for t in texts]
-    else:
-        rows = fn(list(texts))
-    out = {k: torch.zeros(len(texts), dtype=torch.bool) for k in LABELS}
-    for i, r in enumerate(rows):
-        names: Any = r
-        if isinstance(r, Mapping):
-            names = [k for k, v in r.items() if v]
-        elif isinstance(r, str):
-            names = [r]
-        elif hasattr(r, "labels"):
-            names = r.labels
-        for k in names or ():
-            if k in out:
-                out[k][i] = True
+    from psylens.saes.labels import LABELS as names
+    from psylens.saes.labels import label_step
+
+    ctx = list(contexts) if contexts is not None else [None] * len(texts)
+    if len(ctx) != len(texts):
+        raise ValueError(f"{len(texts)} step texts but {len(ctx)} contexts; give one context per step")
+    out = {k: torch.zeros(len(texts), dtype=torch.bool) for k in names}
+    for i, (t, c) in enumerate(zip(texts, ctx)):
+        for k in label_step(t, c):
+            out[k][i] = True
     return out
 
 
@@ -267,7 +244,9 @@ def _features(lazy: _LazyModel, sae: Any, data: StepSet, held_ids: list[str], tr
 
     z, _ = encode(sae, data.acts)
     texts = _step_texts(traces, segmentation)
-    labels = step_labels([texts.get((t, s), "") for t, s in zip(data.trace_ids, data.steps)])
+    prompts = {str(t.get("id", i)): t.get("prompt") for i, t in enumerate(traces)}
+    labels = step_labels([texts.get((t, s), "") for t, s in zip(data.trace_ids, data.steps)],
+                         [prompts.get(t) for t in data.trace_ids])
     m = lazy.get()
     unembed = m.hf_model.get_output_embeddings().weight
     norm = getattr(getattr(m.hf_model, "model", None), "norm", None)

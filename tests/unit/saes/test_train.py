@@ -125,7 +125,11 @@ def test_train_step_sae_writes_a_folder_saelens_opens(tiny_model, tmp_path):
         assert isinstance(metrics[key], float)
     assert metrics["l0"] <= 2.0 + 1e-6  # topk, k=2
     feats = json.loads((folder / "features.json").read_text())
-    assert "labels" in feats and len(feats["features"]) == 16 and "logit_lens" in feats["features"][0]
+    assert set(feats["labels"]) == {"emotion_attribution", "perspective_taking", "reflection", "backtracking",
+                                    "conclusion", "restatement"}
+    assert feats["labels"]["emotion_attribution"]["n_positive"] > 0  # "feels hurt", "feel sad" in held-out steps
+    assert len(feats["features"]) == 16 and "logit_lens" in feats["features"][0]
+    assert any(f["top_steps"] and f["top_steps"][0]["text"] for f in feats["features"])
     assert json.loads((run.path / "steps" / "sae-tiny.json").read_text())["outputs"]
     cache = list((run.path / "saes" / "steps").glob("*.safetensors"))
     assert len(cache) == 1  # step activations are cached for the next SAE of this layer
