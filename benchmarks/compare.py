@@ -9,7 +9,8 @@ Three pairs, each written to its own run under ``$BENCH_OUT`` (default ``/tmp/ps
    concept changes within float noise.
 3. ``organism`` (when ``$ORGANISM_ADAPTER`` names a trained GRPO adapter): the real base-vs-RL pair.
 
-Prints one JSON line per pair with timings and headline numbers (``RESULTS.json`` in ``$BENCH_OUT``).
+Uses ``CompareConfig.quick()`` (fewer texts; 8 stories a concept for the base directions) unless
+``BENCH_FULL=1``. Prints one JSON line per pair with timings and headline numbers (``RESULTS.json`` in ``$BENCH_OUT``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+QUICK = os.environ.get("BENCH_FULL", "0") in ("", "0")  # the quick config unless BENCH_FULL=1
 
 
 def random_adapter(base_spec: str, out: Path, seed: int = 0, rel: float = 0.02) -> Path:
@@ -72,7 +74,7 @@ def main() -> None:
         out = root / name
         times = {}
         summary = None
-        for sections in (("weights",), ("activations",), ("emotions",), ("weights", "activations", "emotions", "steering", "features")):
+        for sections in (("weights",), ("activations",), ("emotions",), ("steering",), ("weights", "activations", "emotions", "steering", "features")):
             t = time.perf_counter()
             if len(sections) > 1:  # the report alone, from the section files already written
                 from psylens.compare.pipeline import _features_reason, _skip
@@ -81,13 +83,13 @@ def main() -> None:
 
                 run = open_run(out)
                 status = {s: {"status": "done", "reason": None, "headline": results.get(name, {}).get("headlines", {}).get(s)}
-                          for s in ("weights", "activations", "emotions")}
-                status["steering"] = _skip("not run in this benchmark")
+                          for s in ("weights", "activations", "emotions", "steering")}
                 status["features"] = _skip(_features_reason(run))
                 summary = write_report(run, status, plots=True)
                 times["report"] = time.perf_counter() - t
                 continue
-            s = run_compare(pair, out, CompareConfig(sections=sections, plots=False), progress=False)
+            cfg = CompareConfig.quick(sections=sections, plots=False) if QUICK else CompareConfig(sections=sections, plots=False)
+            s = run_compare(pair, out, cfg, progress=False)
             times[sections[0]] = time.perf_counter() - t
             results.setdefault(name, {}).setdefault("headlines", {})[sections[0]] = s["sections"][sections[0]]["headline"]
         results[name]["seconds"] = {"load": t_load, **times}

@@ -47,10 +47,12 @@ __all__ = ["EmotionsConfig", "base_directions", "probe_comparison", "direction_c
 @dataclass(frozen=True)
 class EmotionsConfig:
     """``n_scenarios``: emotion scenarios read (×6 texts); ``n_tasks``: task prompts for the concept table;
-    ``band``: the fraction of depth ``(lo, hi)`` the concept changes are averaged over."""
+    ``band``: the fraction of depth ``(lo, hi)`` the concept changes are averaged over; ``n_stories``: training
+    stories per concept when the base's story directions are fitted here (``None``: all ~38 a concept)."""
 
     n_scenarios: int = 40
     n_tasks: int = 48
+    n_stories: int | None = None
     band: tuple[float, float] = (0.5, 0.75)
     format: str = "auto"
     batch_size: int = 16
@@ -60,6 +62,8 @@ class EmotionsConfig:
         object.__setattr__(self, "band", tuple(float(b) for b in self.band))
         if self.n_scenarios < 4:
             raise ValueError(f"n_scenarios must be at least 4 (two halves with two scenarios each for grouped folds), got {self.n_scenarios}")
+        if self.n_stories is not None and self.n_stories < 2:
+            raise ValueError(f"n_stories must be at least 2 stories a concept (or None for all), got {self.n_stories}")
         if self.n_tasks < 2:
             raise ValueError(f"n_tasks must be at least 2 (an interval needs two tasks), got {self.n_tasks}")
         lo, hi = self.band
@@ -249,7 +253,22 @@ def _ci(values: list[float], seed: int) -> tuple[float, float]:
     return bootstrap_ci(values, seed=seed)
 
 
-def base_directions(pair: Any, run: Any = None, *, progress: bool = False) -> Any:
+def _stories(n_per_concept: int | None) -> Any:
+    from psylens import stimuli
+
+    st = stimuli.load("stories")
+    if n_per_concept is None:
+        return st
+    seen: dict[str, int] = {}
+    keep = []
+    for s in st:
+        if (s.meta or {}).get("split") == "train" and seen.get(str(s.label), 0) < n_per_concept:
+            seen[str(s.label)] = seen.get(str(s.label), 0) + 1
+            keep.append(s)
+    return stimuli.Stimuli(keep, name=f"stories[{n_per_concept}/concept]")
+
+
+def base_directions(pair: Any, run: Any = None, *, n_stories: int | None = None, progress: bool = False) -> Any:
     """The base model's 24 story directions: ``RUN/compare/base_directions.safetensors`` when an earlier
     section saved them, else the run's ``validation/directions.safetensors`` (``psylens validate``), else
     fitted now — and saved to ``RUN/compare/`` so the steering section reuses them."""
@@ -257,12 +276,15 @@ def base_directions(pair: Any, run: Any = None, *, progress: bool = False) -> An
     from psylens.validation.directions import load_or_fit_story_directions, story_directions
 
     if run is None:
-        return story_directions(pair.base, progress=progress)
+        return story_directions(pair.base, _stories(n_stories), progress=progress)
     if run.has(art.BASE_DIRECTIONS):
         d = Directions.load(run.file(art.BASE_DIRECTIONS))
         if d.model == getattr(pair.base, "spec", None):
             return d
-    d = load_or_fit_story_directions(pair.base, run, progress=progress)
+    if n_stories is None:
+        d = load_or_fit_story_directions(pair.base, run, progress=progress)
+    else:
+        d = story_directions(pair.base, _stories(n_stories), progress=progress)
     d.save(run.file(art.BASE_DIRECTIONS))
     return d
 
@@ -283,7 +305,7 @@ def emotion_shifts(
 
     cos = direction_cosines(acts["base"]["fit"], acts["tuned"]["fit"])
     if directions is None:
-        directions = base_directions(pair, run, progress=progress)
+        directions = base_directions(pair, run, n_stories=cfg.n_stories, progress=progress)
     texts, kinds = task_inputs(cfg.n_tasks, cfg.seed)
     concepts = concept_shifts(pair, directions, texts, kinds, cfg, progress=progress)
     return {"schema_version": art.SCHEMA_VERSION, "config": cfg.to_dict(), "probes": probes,

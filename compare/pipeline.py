@@ -64,7 +64,7 @@ class CompareConfig:
     def quick(cls, **changes: Any) -> CompareConfig:
         """Fewer texts and tokens: a SmolLM2 pair in a few minutes on a CPU."""
         base = cls(activations=ActivationsConfig(n_emotion=12, n_tasks=12, trace_tokens=16),
-                   emotions=EmotionsConfig(n_scenarios=12, n_tasks=18),
+                   emotions=EmotionsConfig(n_scenarios=12, n_tasks=18, n_stories=8),
                    steering=SteeringTransferConfig(n_contexts=8))
         return replace(base, **changes)
 
@@ -130,4 +130,4 @@ def _steering(run: Any, pair: Any, cfg: CompareConfig, progress: bool) -> dict[s
     from psylens.compare.steering_transfer import run_steering_transfer
 
     return {"status": "done", "reason": None,
-            "headline": run_steering_transfer(run, pair, cfg.steering, progress=progress)}
+            "headline": run_steering_transfer(run, pair, cfg.steering, n_stories=cfg.emotions.n_stories, progress=progress)}

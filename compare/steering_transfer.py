@@ -109,7 +109,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_steering_transfer(run: Any, pair: Any, config: SteeringTransferConfig | None = None, *, directions: Any = None,
-                          seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                          seed: int = 0, n_stories: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Write ``RUN/compare/steering.json``; return the headline numbers."""
     from dataclasses import replace
 
@@ -119,7 +119,7 @@ def run_steering_transfer(run: Any, pair: Any, config: SteeringTransferConfig | 
     if directions is None:
         from psylens.compare.emotions import base_directions
 
-        directions = base_directions(pair, run, progress=progress)
+        directions = base_directions(pair, run, n_stories=n_stories, progress=progress)
     with run.step("compare_steering", cfg.to_dict()) as step:
         result = steering_transfer(pair, directions, cfg)
         run.write_json(art.STEERING, result, nan="null")
