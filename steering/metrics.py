@@ -4,6 +4,10 @@
   (conditioned on the same chat-formatted prompts), divided by that of the unsteered continuations.
   Pooled over tokens: ``exp(mean NLL steered) / exp(mean NLL baseline)``.
 - :func:`repetition_rate`: per text, ``1 - distinct n-grams / n-grams`` of its words (``n=3``), averaged.
+- :func:`distinct_n`: distinct word ``n``-grams over all n-grams of the texts (pooled: "distinct-2" of
+  Li et al. 2016); low when texts repeat themselves or each other.
+- :func:`zlib_ratio`: compressed / raw bytes of the texts joined by newlines (zlib, level 9); low when
+  the texts are repetitive (repeated phrases compress well).
 - :func:`nonword_fraction`: the fraction of word tokens that are not English words, by a word list
   built from the lexicons TextBlob ships (a dependency of ``nrclex``) plus the NRC lexicon.
   Tokens with digits and pure punctuation are not counted; proper names missing from the list are
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     from psylens.models import Model
 
 __all__ = [
+    "distinct_n",
+    "zlib_ratio",
     "token_nll",
     "perplexity",
     "perplexity_ratio",
@@ -172,6 +178,43 @@ def repetition_rate(texts: Sequence[str] | str, n: int = 3) -> float:
         grams = [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
         rates.append(1.0 - len(set(grams)) / len(grams) if grams else 0.0)
     return sum(rates) / len(rates)
+
+
+def distinct_n(texts: Sequence[str] | str, n: int = 2) -> float:
+    """Distinct word ``n``-grams / all word ``n``-grams, pooled over ``texts`` (``nan`` when there are none).
+
+    Words as :func:`repetition_rate` reads them (whitespace tokens, lower-cased, edge punctuation
+    stripped); n-grams never cross from one text into the next. ``distinct_n(["a b a b"])`` is 2/3.
+
+    Footgun: pooled over texts, the value falls as the number of texts grows (common bigrams recur),
+    so compare sets of the same size on the same prompts — the sweep does.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer (2 for distinct-2), got {n!r}")
+    items = [texts] if isinstance(texts, str) else list(texts)
+    total = 0
+    seen: set[tuple[str, ...]] = set()
+    for text in items:
+        ws = _words(text)
+        grams = [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
+        total += len(grams)
+        seen.update(grams)
+    return float("nan") if total == 0 else len(seen) / total
+
+
+def zlib_ratio(texts: Sequence[str] | str) -> float:
+    """``len(zlib.compress(raw, 9)) / len(raw)`` of the texts' UTF-8 bytes joined by ``"\\n"`` (``nan`` if empty).
+
+    Lower is more repetitive. Footgun: zlib adds a fixed ~8 bytes, so very short inputs score above 1;
+    compare sets of similar size and length (the sweep compares sets of the same prompts and length cap).
+    """
+    import zlib
+
+    items = [texts] if isinstance(texts, str) else list(texts)
+    raw = "\n".join(items).encode("utf-8")
+    if not raw.strip():
+        return float("nan")
+    return len(zlib.compress(raw, 9)) / len(raw)
 
 
 def _package_file(package: str, *parts: str) -> Path | None:

@@ -15,20 +15,38 @@ Protocol (one call of :func:`run_sweep`):
    so one grid suits every layer; ``alpha = scale × norm`` is what the saved vector adds. With
    ``layer_band = k > 1`` a cell steers ``k`` consecutive layers centred on its layer, each by
    ``scale ×`` its own mean residual norm along its own direction.
-3. Dev: every emotion × layer × scale steers every dev prompt (greedy). Each cell gets its success
-   (fraction of generations whose dominant judged emotion is the target) and the perplexity ratio of
-   its texts to the unsteered texts, both under the unsteered model.
-4. Per emotion the best cell is the highest success with perplexity ratio ≤ ``max_perplexity_ratio``
-   (ties: lower ratio, then smaller scale). When no cell is fluent enough the least-perplexing cell is
-   kept and marked ``meets_fluency: false`` — it is reported, never hidden.
-5. Test, same batch: the chosen vector; a random direction of the same norm at the same layer(s) and
+3. Dev: every emotion × layer × scale steers every dev prompt (greedy). Each cell gets its text judge's
+   success (fraction of generations whose dominant judged emotion is the target), and its fluency: the
+   perplexity ratio of its texts to the unsteered texts under the unsteered model, distinct-2 and zlib
+   ratio (:mod:`psylens.steering.metrics`).
+4. Fluency (``SweepConfig.fluency``, issue #10 §3). ``"relative"`` (default): a cell is fluent when its
+   perplexity ratio ≤ that of the model's own unsteered text sampled at T=1 on the same prompts, and its
+   distinct-2 and zlib ratio are ≥ that text's ("no worse than the model itself"; ``n_reference`` draws,
+   averaged, each the size of a cell). ``"absolute"``: perplexity ratio ≤ ``max_perplexity_ratio``.
+5. Picking (``SweepConfig.pick_by``). ``"model"`` (default): the model judges its own steering — per
+   fluent (layer, scale) the :func:`~psylens.validation.gates.feels_matrix` gate on the dev half of the
+   built-in "… I feel" contexts gives each emotion's row value (own words' log-prob shift minus the mean
+   of the other emotions' shifts, nats), and the dev generations re-read by the unsteered model give the
+   :func:`~psylens.validation.gates.read_back` win rate; the cell with the best mean rank of the two wins
+   (ties: larger row value, then smaller scale). ``"judge"``: the highest text-judge success (ties: lower
+   ratio, then smaller scale). When no cell is fluent, the cell failing the fewest checks (then the least
+   perplexing) is kept and marked ``meets_fluency: false`` — reported, never hidden.
+6. Test, same batch: the chosen vector; a random direction of the same norm at the same layer(s) and
    scale (a fresh one per prompt and layer); prompting (system prompt "Respond in a way that shows {emotion}.");
    no steering. With ``sampled=True`` the test is repeated with sampling.
-6. Two references beside the numbers: ``judge_validation`` (the judge's accuracy on plain statements of
-   each emotion, the ceiling of any success) and ``fluency_reference`` (the perplexity ratio of the
-   model's own unsteered text sampled at temperature 1, and of prompting: what the cap means here).
+7. References beside the numbers: ``judge_validation`` (the judge's accuracy on plain statements of
+   each emotion, the ceiling of any success) and ``fluency_reference`` (the model's own unsteered text
+   sampled at temperature 1 on the test prompts: perplexity ratio, distinct-2, zlib ratio; and prompting's
+   ratio). The model's verdict on the picked vectors on material the picking never saw: ``feels_row.test``
+   (the held-out half of the contexts) and ``read_back.test`` (the test generations re-read, against the
+   unsteered and random-direction texts). Text judges stay as corroboration: ``judges[name]`` holds, per
+   emotion and on the mean, success and success ÷ the judge's ceiling beside prompting, random and none,
+   with intervals and paired verdicts (NRC always; the configured judge too).
+8. The target (issue #10 §3): under NRC, mean success ÷ ceiling ≥ ``target_over_ceiling`` (0.6) and
+   ≥ ``target_margin`` (0.1, same units) above both prompting and random, every picked vector fluent by
+   the sweep's criterion: ``target_met``. (``meets_target`` keeps the retired target of issue #4.)
 
-7. Intervals (:mod:`psylens.stats`): every success rate has ``ci95``, a 95% bootstrap interval over the
+9. Intervals (:mod:`psylens.stats`): every success rate has ``ci95``, a 95% bootstrap interval over the
    test prompts (Wilson when all prompts agree), and every ``beats_X`` is the paired verdict: the
    difference success − X over the same prompts (``vs.X``) has an interval above zero. 1 of 8 prompts
    against 0 of 8 is not a beat.
@@ -73,7 +91,7 @@ from psylens.steering.artifacts import (
 )
 from psylens.steering.judges import EMOTIONS as JUDGE_EMOTIONS
 from psylens.steering.judges import Judge, dominant, make_judge
-from psylens.steering.metrics import nonword_fraction, repetition_rate, token_nll
+from psylens.steering.metrics import distinct_n, nonword_fraction, repetition_rate, token_nll, zlib_ratio
 from psylens.steering.vector import STEERING_SITES, SteeringVector, load_directions
 
 if TYPE_CHECKING:
@@ -88,6 +106,8 @@ __all__ = [
     "default_layers",
     "band_layers",
     "DIRECTION_SOURCES",
+    "FLUENCY_CRITERIA",
+    "PICK_BY",
     "EXPRESSION_DIRECTIONS",
     "PROMPTING_TEMPLATE",
     "SUMMARY",
@@ -100,6 +120,8 @@ log = logging.getLogger(__name__)
 
 PROMPTING_TEMPLATE = "Respond in a way that shows {emotion}."
 DIRECTION_SOURCES = ("probes", "expression", "stories")
+FLUENCY_CRITERIA = ("relative", "absolute")
+PICK_BY = ("model", "judge")
 CONDITIONS = ("steer", "random", "prompting", "none")
 
 
@@ -113,6 +135,17 @@ class SweepConfig:
     from the model expressing each emotion; see :mod:`psylens.steering.expression`); ignored when
     ``run_sweep`` is given ``directions=``. ``layer_band``: consecutive layers steered per cell, centred
     on the cell's layer (1: that layer only). ``positions``: ``"all"``, ``"prompt"`` or ``"generated"``.
+
+    ``fluency``: ``"relative"`` (no worse than the model's own T=1 text on perplexity ratio, distinct-2 and
+    zlib ratio) or ``"absolute"`` (perplexity ratio ≤ ``max_perplexity_ratio``). ``pick_by``: ``"model"``
+    (feels_matrix row + read_back win rate) or ``"judge"`` (text-judge success, the old rule).
+    ``n_contexts``: "… I feel" contexts used (``None``: all 24), split alternately into a picking half and a
+    reporting half; each feels_matrix call costs ``1 + emotions + n_random`` forward passes over its half.
+    ``n_reference``: T=1 draws of the prompts behind the relative reference. ``target_over_ceiling`` /
+    ``target_margin``: the NRC target.
+
+    Footgun: ``feels_matrix`` and the read-back steer / read one layer at ``resid_post``; with
+    ``layer_band > 1`` they score the band's centre layer only.
     """
 
     emotions: tuple[str, ...] = EMOTIONS
@@ -133,6 +166,13 @@ class SweepConfig:
     target_success: float = 0.8
     directions: str = "expression"
     layer_band: int = 1
+    fluency: str = "relative"
+    pick_by: str = "model"
+    n_contexts: int | None = 8
+    n_random: int = 5
+    n_reference: int = 3
+    target_over_ceiling: float = 0.6
+    target_margin: float = 0.1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -167,6 +207,27 @@ class SweepConfig:
                 "each emotion (psylens.steering.expression), 'stories' reads the story directions of psylens validate "
                 "(RUN/validation/directions.safetensors) or fits them (psylens.validation.directions)"
             )
+        if self.fluency not in FLUENCY_CRITERIA:
+            raise ValueError(
+                f"fluency {self.fluency!r} is not one of {FLUENCY_CRITERIA}: 'relative' (perplexity ratio, distinct-2 and "
+                "zlib ratio no worse than the model's own T=1 samples) or 'absolute' (perplexity ratio ≤ max_perplexity_ratio)"
+            )
+        if self.pick_by not in PICK_BY:
+            raise ValueError(
+                f"pick_by {self.pick_by!r} is not one of {PICK_BY}: 'model' (feels_matrix row and read_back win rate on "
+                "dev prompts) or 'judge' (the text judge's success on dev prompts, the old rule)"
+            )
+        if self.n_contexts is not None and (isinstance(self.n_contexts, bool) or self.n_contexts < 2):
+            raise ValueError(f"n_contexts must be at least 2 (half pick, half report) or None (all), got {self.n_contexts!r}")
+        if self.n_random < 5:
+            raise ValueError(f"n_random must be at least 5 (feels_matrix's random control), got {self.n_random}")
+        if self.n_reference < 1:
+            raise ValueError(f"n_reference must be at least 1 (T=1 draws of the dev prompts), got {self.n_reference}")
+        if not 0 < self.target_over_ceiling <= 1 or not 0 <= self.target_margin < 1:
+            raise ValueError(
+                f"target_over_ceiling must lie in (0, 1] and target_margin in [0, 1), got {self.target_over_ceiling}, "
+                f"{self.target_margin}"
+            )
         if isinstance(self.layer_band, bool) or not isinstance(self.layer_band, int) or self.layer_band < 1:
             raise ValueError(
                 f"layer_band must be a positive integer (how many consecutive layers each cell steers, centred on "
@@ -175,7 +236,8 @@ class SweepConfig:
 
     @classmethod
     def quick(cls, **changes: Any) -> SweepConfig:
-        """3 layers × 3 scales, 5 dev + 20 test prompts, greedy, 32 new tokens (the demo: ~675 generations).
+        """3 layers × 3 scales, 5 dev + 20 test prompts, greedy, 32 new tokens (the demo: ~675 generations);
+        8 feel contexts (4 pick, 4 report) for the feels rows, which cost forward passes, not generations.
 
         Expression directions, one layer per cell, every position: on SmolLM2-135M-Instruct neither a
         5-layer band nor ``positions="generated"`` nor 64 new tokens did better on the dev prompts.
@@ -196,6 +258,7 @@ class SweepConfig:
             n_test=20,
             max_new_tokens=48,
             sampled=True,
+            n_contexts=None,
         )
         base.update(changes)
         return cls(**base)
@@ -589,20 +652,59 @@ def run_sweep(
     best: dict[str, dict[str, Any]] = {}
     dev_none = [r for r, row in enumerate(rows) if row.condition == "none"]
     ppl_none_dev = _ppl(dev_scores["nll"], dev_scores["count"], dev_none)
+    # the fluency reference on the dev prompts: the model's own T=1 text, same prompts and count as every cell
+    t = time.time()
+    dev_prompts = [texts[i] for i in dev_idx]
+    dev_reference = _fluency_reference(model, [plain[i] for i in dev_idx], dev_prompts, cfg, seed + 500, ppl_none_dev,
+                                       draws=cfg.n_reference)
+    dev_greedy = [rows[r].text for r in dev_none]
+    dev_reference["unsteered_greedy"] = {"distinct_2": _finite(distinct_n(dev_greedy, 2)), "zlib_ratio": _finite(zlib_ratio(dev_greedy))}
+    timings["dev_fluency_reference"] = time.time() - t
+    cells_of: dict[str, list[dict[str, Any]]] = {}
     for e in emotions:
-        cells = []
+        cells = cells_of.setdefault(e, [])
         for layer in layers:
             for s in cfg.scales:
                 sel = [r for r, row in enumerate(rows) if row.emotion == e and row.layer == layer and row.scale == s]
                 cell = _cell_stats(rows, sel, dev_scores, e, ppl_none_dev)
                 cell.update(emotion=e, layer=layer, scale=s, alpha=s * norms[layer])
+                checks = _fluency_checks(cell, dev_reference, cfg)
+                cell.update(fluency_checks=checks, fluent=all(checks.values()))
                 cells.append(cell)
-                grid.append(cell)
-        fluent = [c for c in cells if math.isfinite(c["perplexity_ratio"]) and c["perplexity_ratio"] <= cfg.max_perplexity_ratio]
+    # the model's own verdict on each (layer, scale): feels_matrix rows (on the dev half of the feel contexts) and
+    # read_back win rates (the dev generations re-read); feels only where some emotion's cell is fluent (only
+    # fluent cells can be picked; one feels_matrix call scores every emotion's row at once)
+    contexts = _feel_contexts(cfg)
+    fluent_cells = sorted({(c["layer"], c["scale"]) for cs in cells_of.values() for c in cs if c["fluent"]})
+    t = time.time()
+    model_scores = (
+        _model_scores(model, dirs, fluent_cells, norms, contexts["dev"], cfg, seed, progress)
+        if cfg.pick_by == "model" else {}
+    )
+    timings["dev_feels"] = time.time() - t
+    t = time.time()
+    dev_read_back = _read_back(
+        model,
+        {(e, layer, s): (layer, e, [row for row in rows if row.emotion == e and row.layer == layer and row.scale == s], None)
+         for e in emotions for layer in layers for s in cfg.scales},
+        [rows[r] for r in dev_none], unit, cfg, "dev",
+    ) if cfg.pick_by == "model" else {}
+    timings["dev_read_back"] = time.time() - t
+    for e in emotions:
+        cells = cells_of[e]
+        for cell in cells:
+            if cfg.pick_by == "model":
+                key = (cell["layer"], cell["scale"])
+                cell.update(_model_cell(model_scores.get(key), dev_read_back.get((e, *key)), e))
+            grid.append(cell)
+        fluent = [c for c in cells if c["fluent"]]
         if fluent:
-            pick = max(fluent, key=lambda c: (c["success"], -c["perplexity_ratio"], -c["scale"]))
-        else:
-            pick = min(cells, key=lambda c: (c["perplexity_ratio"] if math.isfinite(c["perplexity_ratio"]) else math.inf, c["scale"]))
+            pick = _pick_model(fluent) if cfg.pick_by == "model" else max(
+                fluent, key=lambda c: (c["success"], -c["perplexity_ratio"], -c["scale"]))
+        else:  # none fluent: the cell failing fewest checks, then the least perplexing; reported, never hidden
+            pick = min(cells, key=lambda c: (
+                sum(not v for v in c["fluency_checks"].values()),
+                c["perplexity_ratio"] if math.isfinite(c["perplexity_ratio"]) else math.inf, c["scale"]))
         best[e] = {**pick, "meets_fluency": bool(fluent)}
 
     # -- test: chosen vectors and baselines, one batch -----------------------------------------
@@ -624,8 +726,35 @@ def run_sweep(
     timings["test_score"] = time.time() - t
     t = time.time()
     ppl_none_test = _ppl(test_scores["nll"], test_scores["count"], [r for r, row in enumerate(all_test) if row.condition == "none" and not row.sampled])
-    fluency_reference = _fluency_reference(model, [plain[i] for i in test_idx], [texts[i] for i in test_idx], cfg, seed, ppl_none_test)
+    fluency_reference = _fluency_reference(model, [plain[i] for i in test_idx], [texts[i] for i in test_idx], cfg, seed,
+                                           ppl_none_test, draws=cfg.n_reference)
+    test_greedy = [row.text for row in all_test if row.condition == "none" and not row.sampled]
+    fluency_reference["unsteered_greedy"] = {"distinct_2": _finite(distinct_n(test_greedy, 2)),
+                                             "zlib_ratio": _finite(zlib_ratio(test_greedy))}
     timings["fluency_reference"] = time.time() - t
+    # the model's verdict on the picked vectors, on material the picking never saw: feels rows on the held-out
+    # contexts, and the test generations (steered, unsteered, random) re-read by the unsteered model
+    t = time.time()
+    picked_cells = sorted({(int(best[e]["layer"]), float(best[e]["scale"])) for e in emotions})
+    test_feels: dict[tuple[int, float], Any] = {}
+    if cfg.pick_by == "model":
+        from psylens.concepts import feel_words
+        from psylens.validation.gates import feels_matrix
+
+        fe = _feels_emotions(dirs)
+        if len(fe) >= 2 and contexts["test"]:
+            for layer, s in picked_cells:
+                test_feels[(layer, s)] = feels_matrix(
+                    model, dirs, layer, words=feel_words(), contexts=contexts["test"], emotions=fe, alpha=s * norms[layer],
+                    n_random=cfg.n_random, seed=seed + 1, batch_size=cfg.batch_size)
+    greedy_test = [row for row in all_test if not row.sampled]
+    test_read_back = _read_back(
+        model,
+        {e: (int(best[e]["layer"]), e, [row for row in greedy_test if row.condition == "steer" and row.emotion == e],
+             [row for row in greedy_test if row.condition == "random" and row.emotion == e]) for e in emotions},
+        [row for row in greedy_test if row.condition == "none"], unit, cfg, "test",
+    )
+    timings["test_model_scores"] = time.time() - t
 
     # -- summary ------------------------------------------------------------------------------
     def select(condition: str, emotion: str | None, sampled: bool) -> list[int]:
@@ -656,6 +785,7 @@ def run_sweep(
             per_prompt.setdefault((c, False), {})[e] = outcomes(c, e, False)
         vs = versus(e, False)
         b = best[e]
+        test_checks = _fluency_checks(steer, fluency_reference, cfg)
         entry: dict[str, Any] = {
             "best_layer": int(b["layer"]),
             "best_alpha": float(b["alpha"]),
@@ -664,9 +794,7 @@ def run_sweep(
             "baselines": {"prompting": prompting["success"], "random": rand["success"], "none": none["success"]},
             "best_scale": float(b["scale"]),
             "best_layers": list(bands[int(b["layer"])]),
-            "meets_fluency": b["meets_fluency"] and bool(
-                steer["perplexity_ratio"] <= cfg.max_perplexity_ratio if math.isfinite(steer["perplexity_ratio"]) else False
-            ),
+            "meets_fluency": bool(b["meets_fluency"] and all(test_checks.values())),
             "beats_random": vs["random"]["beats"],
             "beats_prompting": vs["prompting"]["beats"],
             "beats_none": vs["none"]["beats"],
@@ -686,6 +814,25 @@ def run_sweep(
                 "prompting": prompting["mean_target_score"], "random": rand["mean_target_score"], "none": none["mean_target_score"],
             },
             "n_test": steer["n"],
+            # issue #10 §3: picked by the model's own verdict, fluency judged against the model's own text
+            "picked_by": cfg.pick_by,
+            "fluency": {
+                "criterion": cfg.fluency,
+                "perplexity_ratio": _finite(steer["perplexity_ratio"]),
+                "distinct_2": _finite(steer["distinct_2"]),
+                "zlib_ratio": _finite(steer["zlib_ratio"]),
+                "checks": test_checks,
+                "passed": all(test_checks.values()),
+                "dev": {"perplexity_ratio": _finite(b["perplexity_ratio"]), "distinct_2": _finite(b["distinct_2"]),
+                        "zlib_ratio": _finite(b["zlib_ratio"]), "checks": b["fluency_checks"], "passed": b["fluent"]},
+            },
+            "distinct_2": _finite(steer["distinct_2"]),
+            "zlib_ratio": _finite(steer["zlib_ratio"]),
+            "feels_row": {
+                "dev": b.get("feels"),
+                "test": _feels_row(test_feels.get((int(b["layer"]), float(b["scale"]))), e),
+            },
+            "read_back": {"dev": b.get("read_back_detail"), "test": test_read_back.get(e)},
         }
         if cfg.sampled:
             s_none = select("none", None, True)
@@ -790,6 +937,69 @@ def run_sweep(
     }
     if cfg.sampled:
         summary["mean_sampled"] = _mean_intervals(per_prompt, sampled=True)
+    # text judges as corroboration: success and success ÷ the judge's ceiling, beside prompting and random
+    judges_out: dict[str, Any] = {
+        the_judge.name: _corroboration(all_test, test_scores["dominant"], emotions, summary["judge_validation"]),
+    }
+    if the_judge.name != "nrc":
+        nrc = make_judge("nrc")
+        judges_out["nrc"] = _corroboration(all_test, dominant(nrc.score([r.text for r in all_test])), emotions,
+                                           _validate_judge(nrc))
+    summary["judges"] = judges_out
+    nrc_mean = judges_out["nrc"]["mean"]
+    target = {
+        "judge": "nrc",
+        "fluency": cfg.fluency,
+        "success_over_ceiling": nrc_mean["success_over_ceiling"],
+        "min_success_over_ceiling": cfg.target_over_ceiling,
+        "margin": cfg.target_margin,
+        "over_prompting": nrc_mean["over_ceiling_minus"]["prompting"],
+        "over_random": nrc_mean["over_ceiling_minus"]["random"],
+        "all_fluent": all(v["meets_fluency"] for v in out_emotions.values()),
+    }
+    target["met"] = bool(
+        target["success_over_ceiling"] is not None
+        and target["success_over_ceiling"] >= cfg.target_over_ceiling
+        and (target["over_prompting"] or -math.inf) >= cfg.target_margin - 1e-12
+        and (target["over_random"] or -math.inf) >= cfg.target_margin - 1e-12
+        and target["all_fluent"]
+    )
+    target["note"] = (
+        "mean over emotions of NRC success on held-out prompts ÷ the NRC judge's accuracy on the explicit statements; "
+        "over_prompting / over_random are in the same units (success ÷ ceiling); every picked vector must meet the "
+        f"{cfg.fluency} fluency criterion"
+    )
+    summary["target"] = target
+    summary["target_met"] = target["met"]
+    summary["targets"]["success_over_ceiling"] = cfg.target_over_ceiling
+    summary["targets"]["margin_over_baselines"] = cfg.target_margin
+    summary["fluency"] = {
+        "criterion": cfg.fluency,
+        "max_perplexity_ratio": cfg.max_perplexity_ratio if cfg.fluency == "absolute" else None,
+        "reference": {"dev": dev_reference, "test": fluency_reference},
+        "unsteered_greedy_passes": {
+            split: _fluency_checks({"perplexity_ratio": 1.0, **ref["unsteered_greedy"]}, ref, cfg)
+            for split, ref in (("dev", dev_reference), ("test", fluency_reference))
+        },
+        "note": (
+            "relative: a set of texts is fluent when its perplexity ratio (to greedy unsteered text) ≤ the model's own "
+            "T=1 samples' and its distinct-2 and zlib ratio ≥ theirs, compared on the same prompts and number of texts "
+            "(dev cells against T=1 samples of the dev prompts, test against the test prompts); absolute: perplexity "
+            "ratio ≤ max_perplexity_ratio"
+        ),
+    }
+    summary["picking"] = {
+        "by": cfg.pick_by,
+        "rule": (
+            "among fluent dev cells, the best mean rank of the feels_matrix row value (own-emotion shift minus the mean "
+            "of the other emotions' shifts, nats, on the dev half of the feel contexts) and the read_back win rate on the "
+            "dev prompts; ties: larger row value, then smaller scale" if cfg.pick_by == "model" else
+            "among fluent dev cells, the highest text-judge success; ties: lower perplexity ratio, then smaller scale"
+        ),
+        "contexts": {"dev": len(contexts["dev"]), "test": len(contexts["test"])},
+        "n_random": cfg.n_random,
+        "steered_layer": "the cell's centre layer at resid_post (feels_matrix and read_back steer one layer)",
+    }
     run.write_json(GRID, {"layers": layers, "scales": list(cfg.scales), "split": "dev", "cells": [_clean(c) for c in grid]})
     _write_generations(run, rows, dev_scores, all_test, test_scores)
     run.write_json(SUMMARY, summary)
@@ -815,23 +1025,274 @@ def _validate_judge(judge: Judge) -> dict[str, Any]:
 
 def _fluency_reference(
     model: Model, formatted: list[str], prompts: list[str], cfg: SweepConfig, seed: int, ppl_greedy: float,
-    temperature: float = 1.0,
+    temperature: float = 1.0, *, draws: int = 1,
 ) -> dict[str, Any]:
-    """What the perplexity cap means on this model: the ratio of its own unsteered, sampled text.
+    """The model's own unsteered text sampled at ``temperature`` (no top-p): what "fluent" means on this model.
 
-    The ratio's denominator is greedy unsteered text, the model's most likely continuation, so fluent
-    text that is not the mode also scores above 1; this is the ratio of plain sampling (no top-p).
+    ``unsteered_sampled`` (= ``perplexity_ratio``) is its perplexity over that of greedy unsteered text
+    (``ppl_greedy``, the model's most likely continuation, so fluent text that is not the mode also scores
+    above 1); ``distinct_2`` and ``zlib_ratio`` are its diversity. With ``draws > 1`` every prompt is
+    sampled ``draws`` times and each number is the mean over draws of that draw's set (one text per
+    prompt, the size of a sweep cell: pooled metrics depend on the number of texts).
     """
-    texts = generate_rows(
-        model, formatted, {}, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0,
-        seed=seed + 2000, batch_size=cfg.batch_size,
-    )
-    nll, count = token_nll(model, prompts, texts, batch_size=cfg.batch_size)
+    ratios, d2s, zs = [], [], []
+    for k in range(draws):
+        texts = generate_rows(
+            model, formatted, {}, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0,
+            seed=seed + 2000 + 7919 * k, batch_size=cfg.batch_size,
+        )
+        nll, count = token_nll(model, prompts, texts, batch_size=cfg.batch_size)
+        ratios.append(_ratio(_ppl(nll, count, list(range(len(texts)))), ppl_greedy))
+        d2s.append(distinct_n(texts, 2))
+        zs.append(zlib_ratio(texts))
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    ratio = _finite(mean(ratios))
     return {
-        "unsteered_sampled": _finite(_ratio(_ppl(nll, count, list(range(len(texts)))), ppl_greedy)),
+        "unsteered_sampled": ratio,
+        "perplexity_ratio": ratio,
+        "distinct_2": _finite(mean(d2s)),
+        "zlib_ratio": _finite(mean(zs)),
+        "per_draw": {"perplexity_ratio": [_finite(x) for x in ratios], "distinct_2": [_finite(x) for x in d2s],
+                     "zlib_ratio": [_finite(x) for x in zs]},
         "temperature": temperature,
-        "n": len(texts),
+        "draws": draws,
+        "n": len(formatted),
     }
+
+
+def _fluency_checks(cell: Mapping[str, Any], reference: Mapping[str, Any], cfg: SweepConfig) -> dict[str, bool]:
+    """Each fluency check of a set of texts (``perplexity_ratio``, ``distinct_2``, ``zlib_ratio``): passed or not.
+
+    ``absolute``: perplexity ratio ≤ ``cfg.max_perplexity_ratio``. ``relative``: perplexity ratio ≤ the
+    reference's, distinct-2 ≥ the reference's and zlib ratio ≥ the reference's ("no worse than the model's
+    own T=1 text"). An undefined number (empty texts, NaN) fails its check.
+    """
+
+    def num(x: Any) -> float:
+        return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else math.nan
+
+    ppl = num(cell.get("perplexity_ratio"))
+    if cfg.fluency == "absolute":
+        return {"perplexity": bool(ppl <= cfg.max_perplexity_ratio)}
+    return {
+        "perplexity": bool(ppl <= num(reference.get("perplexity_ratio"))),
+        "distinct_2": bool(num(cell.get("distinct_2")) >= num(reference.get("distinct_2"))),
+        "zlib": bool(num(cell.get("zlib_ratio")) >= num(reference.get("zlib_ratio"))),
+    }
+
+
+def _feel_contexts(cfg: SweepConfig) -> dict[str, list[str]]:
+    """The built-in "… I feel" contexts, alternately split: ``dev`` (picking) and ``test`` (reporting)."""
+    from psylens.concepts import feel_contexts
+
+    ctx = feel_contexts()[: cfg.n_contexts or None]
+    return {"dev": ctx[0::2], "test": ctx[1::2]}
+
+
+def _feels_emotions(dirs: Any) -> list[str]:
+    """The six emotions the directions have (a feels row contrasts its emotion with all the others)."""
+    return [e for e in JUDGE_EMOTIONS if e in dirs.emotions]
+
+
+def _model_scores(
+    model: Model, dirs: Any, cells: Sequence[tuple[int, float]], norms: Mapping[int, float],
+    contexts: Sequence[str], cfg: SweepConfig, seed: int, progress: bool,
+) -> dict[tuple[int, float], Any]:
+    """Per (layer, scale) of ``cells``: the ``feels_matrix`` gate (:mod:`psylens.validation.gates`) at ``alpha = scale ×
+    norms[layer]``, every emotion the directions have at once (``None`` when fewer than two). Steers the cell's
+    centre layer at ``resid_post``: each call costs ``1 + emotions + n_random`` forward passes over the contexts."""
+    from psylens.concepts import feel_words
+    from psylens.validation.gates import feels_matrix
+
+    fe = _feels_emotions(dirs)
+    words = feel_words()
+    out: dict[tuple[int, float], Any] = {}
+    for layer, s in _progress(list(cells), progress, "steering sweep (feels matrix)"):
+        out[(layer, s)] = (
+            feels_matrix(model, dirs, layer, words=words, contexts=contexts, emotions=fe, alpha=s * norms[layer],
+                         n_random=cfg.n_random, seed=seed, batch_size=cfg.batch_size)
+            if len(fe) >= 2 and contexts else None
+        )
+    return out
+
+
+def _feels_row(feels: Any, emotion: str) -> dict[str, Any] | None:
+    """One row of a feels matrix: own shift, the others' mean shift, their difference (the row value), row won."""
+    if feels is None or emotion not in feels["emotions"]:
+        return None
+    m = feels.tables["matrix"]
+    row = m[m["vector"] == emotion]
+    own = float(row[row["words"] == emotion]["shift"].iloc[0])
+    others = row[row["words"] != emotion]["shift"].astype(float)
+    own_ci = row[row["words"] == emotion][["ci_lo", "ci_hi"]].iloc[0].tolist()
+    return {
+        "value": _finite(own - float(others.mean())),
+        "own_shift": _finite(own),
+        "own_shift_ci95": None if own_ci[0] is None or own_ci[0] != own_ci[0] else [round(float(x), 4) for x in own_ci],
+        "others_mean_shift": _finite(float(others.mean())),
+        "row_won": bool(own > float(others.max())),
+        "random_mean_shift": feels["random_mean_shift"].get(emotion),
+        "own_minus_random": feels["own_minus_random"].get(emotion),
+        "n_contexts": int(feels["n_contexts"]),
+        "n_random": int(feels["n_random"]),
+        "unit": "nats",
+    }
+
+
+def _model_cell(feels: Any, read_back: Mapping[str, Any] | None, emotion: str) -> dict[str, Any]:
+    """The grid cell's model-judged numbers: ``feels_row`` (nats), ``read_back`` (win rate) and their details."""
+    fr = _feels_row(feels, emotion)
+    return {
+        "feels_row": None if fr is None else fr["value"],
+        "feels_row_won": None if fr is None else fr["row_won"],
+        "read_back": None if read_back is None else read_back["win_rate"],
+        "feels": fr,
+        "read_back_detail": read_back,
+    }
+
+
+def _read_back(
+    model: Model, groups: Mapping[Any, tuple[int, str, list[_Row], list[_Row] | None]],
+    none_rows: Sequence[_Row], unit: Mapping[tuple[str, int], Tensor], cfg: SweepConfig, split: str,
+) -> dict[Any, dict[str, Any]]:
+    """The ``read_back`` gate's measurement on the sweep's own generations (the texts judged for fluency).
+
+    ``groups[key] = (layer, emotion, steered rows, random rows or None)``. Every text is re-read by the
+    unsteered model after its prompt (:func:`psylens.validation.gates._reread`: mean ``resid_post`` at
+    ``layer`` over the generated tokens) and projected on the emotion's direction at ``layer``. Win: the
+    steered text of a prompt projects above the unsteered text of the same prompt (``win_rate``), above
+    the random-direction text (``win_rate_vs_random``); control: random above unsteered. Empty texts lose.
+    """
+    from psylens.validation.gates import _reread
+
+    tok = model.tokenizer
+    none_by = {r.prompt_index: r for r in none_rows}
+    by_layer: dict[int, list[_Row]] = {}
+    for layer, _e, steer, rand in groups.values():
+        bucket = by_layer.setdefault(layer, [])
+        bucket.extend(steer)
+        bucket.extend(rand or [])
+    acts: dict[tuple[int, int], Tensor] = {}  # (layer, id(row)) → re-read mean residual
+    for layer, rs in by_layer.items():
+        todo = list({id(r): r for r in [*rs, *none_rows]}.values())
+        gens = [tok(r.text, add_special_tokens=False)["input_ids"] if r.text else [] for r in todo]
+        x = _reread(model, [r.formatted for r in todo], gens, layer, cfg.batch_size).double()
+        for r, v in zip(todo, x):
+            acts[(layer, id(r))] = v
+    out: dict[Any, dict[str, Any]] = {}
+    for key, (layer, e, steer, rand) in groups.items():
+        u = unit[e, layer].double()
+
+        def proj(r: _Row) -> float:
+            return float(acts[(layer, id(r))] @ u)  # NaN for an empty text: every comparison with it loses
+
+        st = {r.prompt_index: proj(r) for r in steer if r.prompt_index in none_by}
+        no = {i: proj(none_by[i]) for i in st}
+        wins = {"win_rate": {i: float(st[i] > no[i]) for i in st}}
+        if rand is not None:
+            ra = {r.prompt_index: proj(r) for r in rand if r.prompt_index in st}
+            wins["win_rate_vs_random"] = {i: float(st[i] > ra[i]) for i in ra}
+            wins["control"] = {i: float(ra[i] > no[i]) for i in ra}
+        entry: dict[str, Any] = {"n": len(st), "layer": int(layer), "split": split}
+        for k, w in wins.items():
+            entry[k] = _finite(sum(w.values()) / len(w)) if w else None
+            entry[f"{k}_ci95"] = _rate_ci(list(w.values())) if w else None
+        if rand is not None:
+            entry["vs_control"] = _paired(wins["win_rate"], wins["control"])
+            entry["control_kind"] = "the random-direction text of the same prompt against the unsteered text"
+        out[key] = entry
+    return out
+
+
+def _corroboration(
+    rows: Sequence[_Row], dom: Tensor, emotions: Sequence[str], validation: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One text judge's greedy test successes per emotion and their mean, each beside prompting, random and none,
+    raw and ÷ the judge's ceiling (its accuracy on the explicit statements; per emotion, its accuracy on that
+    emotion's statements), with bootstrap intervals and the paired verdicts. The ceiling's own uncertainty is
+    not propagated (see ``judge_validation.ci95``)."""
+    conds = ("prompting", "random", "none")
+
+    def outs(cond: str, e: str) -> dict[int, float]:
+        target = JUDGE_EMOTIONS.index(e)
+        return {r.prompt_index: float(int(dom[k]) == target) for k, r in enumerate(rows)
+                if not r.sampled and r.condition == cond and (cond == "none" or r.emotion == e)}
+
+    def over(x: float | None, c: float | None) -> float | None:
+        return None if x is None or not c else round(x / c, 4)
+
+    def over_ci(ci: list[float] | None, c: float | None) -> list[float] | None:
+        return None if ci is None or not c else [round(ci[0] / c, 4), round(ci[1] / c, 4)]
+
+    def mean(d: Mapping[int, float]) -> float | None:
+        return round(sum(d.values()) / len(d), 4) if d else None
+
+    ceiling = validation.get("accuracy")
+    by = validation.get("by_emotion") or {}
+    per_prompt: dict[tuple[str, bool], dict[str, dict[int, float]]] = {}
+    out: dict[str, Any] = {"ceiling": ceiling, "ceiling_ci95": validation.get("ci95"), "emotions": {}}
+    for e in emotions:
+        mine = outs("steer", e)
+        base = {c: outs(c, e) for c in conds}
+        per_prompt.setdefault(("steer", False), {})[e] = mine
+        for c in conds:
+            per_prompt.setdefault((c, False), {})[e] = base[c]
+        vs = {c: _paired(mine, base[c]) for c in conds}
+        ce = by.get(e)
+        succ, ci = mean(mine), _rate_ci(list(mine.values()))
+        out["emotions"][e] = {
+            "success": succ, "ci95": ci, "ceiling": ce,
+            "success_over_ceiling": over(succ, ce), "success_over_ceiling_ci95": over_ci(ci, ce),
+            "baselines": {c: mean(base[c]) for c in conds},
+            "baselines_ci95": {c: _rate_ci(list(base[c].values())) for c in conds},
+            "baselines_over_ceiling": {c: over(mean(base[c]), ce) for c in conds},
+            "vs": vs, **{f"beats_{c}": bool(vs[c]["beats"]) for c in conds},
+        }
+    m = _mean_intervals(per_prompt, sampled=False)
+    base_means = {c: mean(dict(enumerate(
+        [sum(v[i] for v in per_prompt[(c, False)].values()) / len(emotions)
+         for i in sorted(set.intersection(*(set(v) for v in per_prompt[(c, False)].values())))]))) for c in conds}
+    soc = over(m["success"], ceiling)
+    out["mean"] = {
+        "success": m["success"], "ci95": m["ci95"], "ceiling": ceiling,
+        "success_over_ceiling": soc, "success_over_ceiling_ci95": over_ci(m["ci95"], ceiling),
+        "baselines": base_means, "baselines_ci95": m["baselines_ci95"],
+        "baselines_over_ceiling": {c: over(base_means[c], ceiling) for c in conds},
+        "over_ceiling_minus": {c: (None if soc is None or over(base_means[c], ceiling) is None
+                                   else round(soc - over(base_means[c], ceiling), 4)) for c in conds},
+        "vs": m["vs"], **{f"beats_{c}": bool(m["vs"][c]["beats"]) for c in conds},
+    }
+    return out
+
+
+def _average_ranks(values: Sequence[float | None]) -> list[float]:
+    """Ranks 1..n, higher for larger values, ties shared; ``None`` ranks lowest."""
+    key = [(-math.inf if v is None or not math.isfinite(v) else float(v)) for v in values]
+    order = sorted(range(len(key)), key=lambda i: key[i])
+    ranks = [0.0] * len(key)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and key[order[j + 1]] == key[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _pick_model(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The cell with the best mean rank of its feels row value and its read_back win rate; ties: the larger feels
+    row value, then the smaller scale."""
+    rf = _average_ranks([c.get("feels_row") for c in cells])
+    rr = _average_ranks([c.get("read_back") for c in cells])
+    for c, a, b in zip(cells, rf, rr):
+        c["pick_rank"] = (a + b) / 2
+    return max(cells, key=lambda c: (
+        c["pick_rank"], c["feels_row"] if c.get("feels_row") is not None else -math.inf, -c["scale"]))
 
 
 def _test_rows(
@@ -897,7 +1358,8 @@ def _outcomes(rows: list[_Row], sel: list[int], sc: dict[str, Any], emotion: str
 def _cell_stats(rows: list[_Row], sel: list[int], sc: dict[str, Any], emotion: str, ppl_none: float) -> dict[str, Any]:
     if not sel:
         return {"success": float("nan"), "ci95": None, "perplexity_ratio": float("nan"), "repetition": float("nan"),
-                "nonword": float("nan"), "mean_target_score": float("nan"), "n": 0}
+                "nonword": float("nan"), "distinct_2": float("nan"), "zlib_ratio": float("nan"),
+                "mean_target_score": float("nan"), "n": 0}
     target = JUDGE_EMOTIONS.index(emotion)
     idx = torch.tensor(sel)
     success = float((sc["dominant"][idx] == target).float().mean())
@@ -908,6 +1370,8 @@ def _cell_stats(rows: list[_Row], sel: list[int], sc: dict[str, Any], emotion: s
         "perplexity_ratio": _ratio(_ppl(sc["nll"], sc["count"], sel), ppl_none),
         "repetition": repetition_rate(texts),
         "nonword": nonword_fraction(texts),
+        "distinct_2": distinct_n(texts, 2),
+        "zlib_ratio": zlib_ratio(texts),
         "mean_target_score": float(sc["scores"][idx, target].mean()),
         "n": len(sel),
     }
