@@ -5,6 +5,7 @@
     psylens steer --model M --vectors RUN/steering/vectors/joy.safetensors --prompts prompts.jsonl --out gens.jsonl
     psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full] [--source expression|stories|probes]
                         [--layer-band K] [--positions all|prompt|generated] [--max-new-tokens N]
+                        [--fluency relative|absolute] [--max-perplexity-ratio R] [--pick-by model|judge]
 
 ``steer_app`` is a ``typer.Typer``; the main CLI registers it as ``steer``. Bad arguments raise
 ``ValueError`` (the main CLI prints them as one line).
@@ -243,6 +244,17 @@ def sweep(
     layer_band: Optional[int] = typer.Option(None, "--layer-band", help="Steer this many consecutive layers per cell (default: the config's)."),
     positions: Optional[str] = typer.Option(None, "--positions", help="all | prompt | generated (default: the config's)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Tokens per generation (default: the config's)."),
+    fluency: Optional[str] = typer.Option(
+        None, "--fluency",
+        help="relative (default: perplexity ratio, distinct-2 and zlib ratio no worse than the model's own T=1 text) | "
+             "absolute (perplexity ratio ≤ --max-perplexity-ratio).",
+    ),
+    max_perplexity_ratio: Optional[float] = typer.Option(
+        None, "--max-perplexity-ratio", help="The cap of --fluency absolute (default: the config's, 1.5)."),
+    pick_by: Optional[str] = typer.Option(
+        None, "--pick-by",
+        help="model (default: feels_matrix row + read_back win rate on dev prompts) | judge (the text judge's success).",
+    ),
     full: bool = typer.Option(False, "--full/--quick", help="The thorough grid (greedy + sampled) or the quick one."),
     judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (a model judges) | probe (a probe on a model reads the text)"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Model for --judge llm|probe (default: the steered model, unsteered)."),
@@ -264,7 +276,8 @@ def sweep(
         spec = meta_model.get("spec") if isinstance(meta_model, dict) else meta_model
     changes: dict[str, Any] = {"judge": judge}
     for key, value in (("directions", source), ("layer_band", layer_band), ("positions", positions),
-                       ("max_new_tokens", max_new_tokens)):
+                       ("max_new_tokens", max_new_tokens), ("fluency", fluency),
+                       ("max_perplexity_ratio", max_perplexity_ratio), ("pick_by", pick_by)):
         if value is not None:
             changes[key] = value
     if judge_model is not None and judge == "nrc":
@@ -289,3 +302,10 @@ def sweep(
             f"(prompting {b['prompting']:.2f}, random {b['random']:.2f}, none {b['none']:.2f})"
         )
     typer.echo(f"mean success {summary['mean_success']:.2f}; wrote {r.path / 'steering' / 'summary.json'}")
+    t = summary.get("target") or {}
+    if t.get("success_over_ceiling") is not None:
+        typer.echo(
+            f"NRC success ÷ ceiling {t['success_over_ceiling']:.2f} (target ≥ {t['min_success_over_ceiling']}; "
+            f"over prompting {t['over_prompting']}, over random {t['over_random']}, target ≥ {t['margin']}; "
+            f"{t['fluency']} fluency, all fluent: {t['all_fluent']}): target {'met' if t['met'] else 'not met'}"
+        )

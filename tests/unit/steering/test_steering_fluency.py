@@ -237,3 +237,33 @@ def test_summary_keys_and_the_nrc_target(planted):
     # control: plain steered text misses the target (NRC success 0, nothing above the baselines)
     plain = planted(lambda r: VARIED[(r.prompt_index + 1) % len(VARIED)], n_test=6)
     assert plain["judges"]["nrc"]["mean"]["success"] == 0.0 and plain["target_met"] is False
+
+
+# -- the CLI flags ------------------------------------------------------------------------------------
+def test_steer_sweep_flags_reach_the_config(tiny_model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import psylens.models
+    from psylens.steering.cli import steer_app
+
+    seen = {}
+
+    def fake_sweep(model, run, **kw):
+        seen.update(kw)
+        return {"emotions": {}, "mean_success": 0.0, "target": {"success_over_ceiling": 0.5, "min_success_over_ceiling": 0.6,
+                "over_prompting": 0.2, "over_random": 0.3, "margin": 0.1, "fluency": "absolute", "all_fluent": True,
+                "met": False}}
+
+    monkeypatch.setattr(sweep_mod, "run_sweep", fake_sweep)
+    monkeypatch.setattr(psylens.models, "load_model", lambda spec, device="auto": tiny_model("llama"))
+    args = ["sweep", "--run", str(tmp_path / "r"), "--fluency", "absolute", "--max-perplexity-ratio", "3", "--pick-by", "judge"]
+    res = CliRunner().invoke(steer_app, args)
+    assert res.exit_code == 0, res.output
+    cfg = seen["config"]
+    assert (cfg.fluency, cfg.max_perplexity_ratio, cfg.pick_by) == ("absolute", 3.0, "judge")
+    assert "NRC success ÷ ceiling 0.50" in res.output and "target not met" in res.output
+    # the default is the relative criterion; a bad value is refused before any model loads
+    res = CliRunner().invoke(steer_app, ["sweep", "--run", str(tmp_path / "r2")])
+    assert res.exit_code == 0 and seen["config"].fluency == "relative" and seen["config"].pick_by == "model"
+    res = CliRunner().invoke(steer_app, ["sweep", "--run", str(tmp_path / "r3"), "--fluency", "loose"])
+    assert res.exit_code != 0 and "not one of" in str(res.exception)
