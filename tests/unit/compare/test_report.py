@@ -45,3 +45,45 @@ def test_compare_writes_summary_and_report(tiny_dirs, tmp_path):
     other = load_pair(tiny_dirs["base"], tiny_dirs["base"], device="cpu")
     with pytest.raises(ValueError, match="another tuned model"):
         run_compare(other, tmp_path / "run", cfg)
+
+
+def test_cli_compare_with_adapter(tiny_dirs, tmp_path):
+    """`psylens compare --base --tuned-adapter --sections --out`, flags exactly as documented."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from psylens.cli import app
+
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dirs["base"]),
+                          LoraConfig(r=2, target_modules=["v_proj"], layers_to_transform=[2], init_lora_weights=False))
+    peft.save_pretrained(str(tmp_path / "adapter"))
+    res = CliRunner().invoke(app, ["compare", "--base", tiny_dirs["base"], "--tuned-adapter", str(tmp_path / "adapter"),
+                                   "--sections", "weights,features", "--out", str(tmp_path / "run"), "--no-plots",
+                                   "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "run" / art.SUMMARY).read_text())
+    assert list(summary["sections"]) == ["weights", "features"]
+    assert summary["sections"]["weights"]["headline"]["top_module"] == "model.layers.2.self_attn.v_proj"
+    assert summary["sections"]["weights"]["headline"]["modules_changed"] == 1
+    assert summary["sections"]["features"]["status"] == "skipped"
+    assert "features: skipped" in res.output
+    # a bad section name fails before any model loads
+    bad = CliRunner().invoke(app, ["compare", "--base", tiny_dirs["base"], "--tuned", tiny_dirs["base"],
+                                   "--sections", "weights,crosscoder", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_png_plots_beside_the_report(tiny_dirs, tmp_path):
+    from psylens.compare.report import plots_available
+
+    if plots_available() is not None:
+        pytest.skip(plots_available())
+    pair = load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu")
+    summary = run_compare(pair, tmp_path / "run", CompareConfig(sections=("weights",), plots=True))
+    files = summary["plots"]["files"]
+    assert files.get("weights") == "weights_map.png", summary["plots"]
+    png = tmp_path / "run" / art.plot_file("weights_map")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![weight change map](weights_map.png)" in (tmp_path / "run" / art.REPORT).read_text()
