@@ -44,7 +44,7 @@ from psylens.circuits import artifacts as art
 from psylens.circuits.ablation import ablation_curve, enhancement, faithfulness_completeness
 from psylens.circuits.circuit import Circuit, Selection, select
 from psylens.circuits.scores import UnitScores, attribution, patching, spearman
-from psylens.circuits.signal import Edit, Prepared, contrast_weights, prepare, projections, unit_baseline
+from psylens.circuits.signal import Edit, Prepared, contrast_weights, is_grouped, prepare, projections, unit_baseline
 from psylens.circuits.sublayers import sublayer_influence
 from psylens.stimuli import EMOTIONS
 
@@ -439,7 +439,8 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
                  progress: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, pd.DataFrame], Circuit]:
     w_d = contrast_weights(disc.labels, disc.groups, e, contrast)
     w_h = contrast_weights(held.labels, held.groups, e, contrast)
-    w_e = contrast_weights(ev.labels, ev.groups, e, contrast)
+    ev_pooled = not is_grouped(ev.labels, ev.groups, contrast)
+    w_e = contrast_weights(ev.labels, ev.groups, e, contrast, pooled=ev_pooled)
     sc: UnitScores = attribution(model, disc, w_d, v, layer, baseline, progress=progress)
     sc = patching(model, disc, w_d, v, sc, baseline, top_heads=cfg.patch_heads, top_neurons=cfg.patch_neurons, progress=progress)
     circ = select(e, source, sc, cfg.selection, model=getattr(model, "spec", None))
@@ -464,7 +465,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
                            split="eval", before=se0, sizes=[len(circ.units)] if len(circ.units) else [])
     if len(circ.units):
         pe1 = projections(model, ev, v, layer, Edit(circ.units, "mean"), baseline)
-        ci_e = drop_ci(pe0, pe1, w_e, ev.groups, seed=cfg.seed)
+        ci_e = drop_ci(pe0, pe1, w_e, ev.ids if ev_pooled else ev.groups, seed=cfg.seed)
     else:
         ci_e = (float("nan"), float("nan"))
     enh = enhancement(model, held, w_h, v, circ, baseline, factors=(cfg.factor,), n_random=cfg.n_random, seed=cfg.seed,
@@ -499,7 +500,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
         "signals": {k: v_ for k, v_ in fc.items() if k.startswith("signal")},
         "signal_discovery": sc.signal,
         "eval": {"drop": a_e["drop"], "random_drop": a_e["random_drop"], "random_drop_std": a_e.get("random_drop_std"),
-                 "drop_ci95": list(ci_e), "signal": se0},
+                 "drop_ci95": list(ci_e), "signal": se0, "pooled": ev_pooled},
     }
     ten: dict[str, torch.Tensor] = {}
     for s in art.SCORE_NAMES:

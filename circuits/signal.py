@@ -35,6 +35,7 @@ __all__ = [
     "Prepared",
     "prepare",
     "contrast_weights",
+    "is_grouped",
     "Units",
     "Baseline",
     "Edit",
@@ -42,6 +43,7 @@ __all__ = [
     "signal",
     "drop",
     "edit_interventions",
+    "masked",
     "unit_baseline",
 ]
 
@@ -136,10 +138,14 @@ def contrast_weights(
     groups: Sequence[str | None],
     emotion: str,
     emotions: Sequence[str],
+    *,
+    pooled: bool = False,
 ) -> np.ndarray:
     """Weights ``w`` with ``S = Σ_i w_i p_i`` = mean over scenarios of ``p(emotion)`` minus the mean ``p`` of
     the other ``emotions`` in that scenario. Stimuli of other labels (e.g. ``neutral``) and scenarios
-    lacking the emotion or every other emotion get weight 0. ``ValueError`` when no scenario qualifies."""
+    lacking the emotion or every other emotion get weight 0. ``ValueError`` when no scenario qualifies,
+    unless ``pooled``: then the whole set is one group (mean of ``emotion``'s stimuli minus the mean of the
+    others' — for files whose texts share no scenario, e.g. one group per text; not centred on scenarios)."""
     if emotion not in emotions:
         raise ValueError(f"emotion {emotion!r} is not among the contrasted emotions {list(emotions)}")
     labels, groups = list(labels), list(groups)
@@ -153,16 +159,30 @@ def contrast_weights(
         other = [i for i in rows if labels[i] in emotions and labels[i] != emotion]
         if own and other:
             usable.append((own, other))
+    if not usable and pooled:
+        own = [i for i, lab in enumerate(labels) if lab == emotion]
+        other = [i for i, lab in enumerate(labels) if lab in emotions and lab != emotion]
+        if own and other:
+            usable = [(own, other)]
     if not usable:
         raise ValueError(
             f"no scenario (group) holds both {emotion!r} and another of {list(emotions)}; the signal needs "
-            "stimuli of several emotions per scenario (the built-in 'emotions' set has all six)"
+            "stimuli of several emotions per scenario (the built-in 'emotions' set has all six), or pooled=True"
         )
     g_n = len(usable)
     for own, other in usable:
         w[own] += 1.0 / (g_n * len(own))
         w[other] -= 1.0 / (g_n * len(other))
     return w
+
+
+def is_grouped(labels: Sequence[str | None], groups: Sequence[str | None], emotions: Sequence[str]) -> bool:
+    """Whether some scenario (group) holds stimuli of two or more of ``emotions`` (else the signal is pooled)."""
+    seen: dict[Any, set[str]] = {}
+    for lab, g in zip(labels, groups):
+        if g is not None and lab in emotions:
+            seen.setdefault(g, set()).add(str(lab))
+    return any(len(v) >= 2 for v in seen.values())
 
 
 @dataclass(frozen=True)
@@ -221,21 +241,50 @@ class Edit:
             raise ValueError(f"factor must be finite, got {self.factor}")
 
 
-def edit_interventions(edit: Edit | None, baseline: Baseline | None, positions: Any) -> list[Intervention]:
-    """The :class:`Intervention` s of ``edit`` at ``positions`` (``"all"`` or per-row index lists)."""
+def masked(fn: Callable[[Tensor], Tensor], mask: Tensor) -> Callable[[Tensor], Tensor]:
+    """An ``op="replace"`` function applying ``fn`` only at the ``[batch, pos]`` positions of ``mask``.
+
+    Explicit per-row ``positions`` cost a Python loop per call in :mod:`psylens.interventions`; a
+    mask tensor does the same selection vectorised (the batch's text tokens, built once per batch).
+    """
+    cache: dict[torch.device, Tensor] = {}
+
+    def f(x: Tensor) -> Tensor:
+        m = cache.get(x.device)
+        if m is None:
+            m = cache[x.device] = mask.to(x.device)
+        if m.shape != x.shape[:2]:
+            raise ValueError(f"text mask {list(m.shape)} does not match the activation {list(x.shape[:2])}; "
+                             "edits built for one batch were used on another")
+        new = fn(x)
+        return torch.where(m.reshape(*m.shape, *([1] * (x.ndim - 2))), new.to(x.dtype), x)
+
+    return f
+
+
+def edit_interventions(edit: Edit | None, baseline: Baseline | None, mask: Tensor) -> list[Intervention]:
+    """The :class:`Intervention` s of ``edit`` at the ``[batch, pos]`` positions of ``mask`` (``op="replace"``
+    with a masked function per site, units selected by the intervention)."""
     if edit is None or len(edit.units) == 0:
         return []
     out = []
     for (site, layer), idx in sorted(edit.units.by_site().items()):
         if edit.op == "zero":
-            out.append(Intervention(site, layer, "zero", units=tuple(idx), positions=positions))
+            fn: Callable[[Tensor], Tensor] = torch.zeros_like
         elif edit.op == "scale":
-            out.append(Intervention(site, layer, "scale", units=tuple(idx), value=float(edit.factor), positions=positions))
+            factor = float(edit.factor)
+
+            def fn(x: Tensor, factor: float = factor) -> Tensor:
+                return x * factor
         else:
             if baseline is None:
                 raise ValueError("a mean ablation needs a Baseline (unit_baseline on neutral stimuli)")
             table = baseline.heads if site == "head_out" else baseline.neurons
-            out.append(Intervention(site, layer, "mean", units=tuple(idx), value=table[layer][list(idx)], positions=positions))
+            rows = table[layer][list(idx)].detach()  # [k, d_head] or [k]
+
+            def fn(x: Tensor, rows: Tensor = rows) -> Tensor:
+                return rows.to(device=x.device, dtype=x.dtype).expand_as(x)
+        out.append(Intervention(site, layer, "replace", units=tuple(idx), value=masked(fn, mask)))
     return out
 
 
@@ -278,7 +327,7 @@ def projections(
             got["x"] = x
             raise StopForward
 
-        ivs = edit_interventions(edit, baseline, b.positions) + (extra(b) if extra is not None else [])
+        ivs = edit_interventions(edit, baseline, b.text_mask) + (extra(b) if extra is not None else [])
         with intervene(model, ivs), tap(model, [("resid_post", layer)], keep):
             try:
                 _forward(model, b)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from psylens.circuits.signal import Prepared, _batches, _forward, projections
+from psylens.circuits.signal import Prepared, _batches, _forward, masked, projections
 from psylens.interventions import Intervention, StopForward, tap
 
 __all__ = ["sublayer_scales", "sublayer_influence", "SITE_OF"]
@@ -84,7 +84,7 @@ def sublayer_influence(
             vec = (float(a) * sigma * v)
 
             def extra(b: Any, vec: Tensor = vec, lay: int = lay, s: str = s) -> list[Intervention]:
-                return [Intervention(SITE_OF[s], lay, "add", value=vec, positions=b.positions)]
+                return [Intervention(SITE_OF[s], lay, "replace", value=masked(lambda x, vec=vec: x + vec.to(x.device, x.dtype), b.text_mask))]
 
             after = projections(model, data, direction, layer, extra=extra).double().mean().item()
             changes.append(after - base)
