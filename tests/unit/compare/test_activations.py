@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from compare_planted import PLANT_LAYER, tiny_dirs  # noqa: F401  (fixture)
+from tests.unit.compare.compare_planted import PLANT_LAYER, tiny_dirs  # noqa: F401  (fixture)
 from psylens.compare import artifacts as art
 from psylens.compare.activations import ActivationsConfig, activation_diffs, run_activations
 from psylens.compare.pair import load_pair, pair_run

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compare_planted import tiny_dirs  # noqa: F401  (fixture)
+from tests.unit.compare.compare_planted import tiny_dirs  # noqa: F401  (fixture)
 from psylens.compare.emotions import EmotionsConfig, emotion_shifts, headline
 from psylens.compare.pair import ModelPair
 from psylens.concepts import CONCEPTS

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compare_planted import tiny_dirs  # noqa: F401  (fixture)
+from tests.unit.compare.compare_planted import tiny_dirs  # noqa: F401  (fixture)
 from psylens.compare.pair import ModelPair
 from psylens.compare.steering_transfer import SteeringTransferConfig, steering_transfer
 from psylens.concepts import feel_words

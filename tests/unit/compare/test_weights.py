@@ -17,7 +17,7 @@ from psylens.compare.weights import (
 )
 from psylens.runs import open_run
 
-from compare_planted import PLANT_LAYER, PLANT_MODULE, tiny_dirs  # noqa: F401  (fixture)
+from tests.unit.compare.compare_planted import PLANT_LAYER, PLANT_MODULE, tiny_dirs  # noqa: F401  (fixture)
 
 
 def test_effective_rank_known_spectra():
