@@ -141,7 +141,8 @@ class SweepConfig:
     (feels_matrix row + read_back win rate) or ``"judge"`` (text-judge success, the old rule).
     ``n_contexts``: "… I feel" contexts used (``None``: all 24), split alternately into a picking half and a
     reporting half; each feels_matrix call costs ``1 + emotions + n_random`` forward passes over its half.
-    ``n_reference``: T=1 draws of the prompts behind the relative reference. ``target_over_ceiling`` /
+    ``n_reference``: T=1 draws of the dev prompts behind the picking's relative reference (the test
+    reference is one draw of the more numerous test prompts). ``target_over_ceiling`` /
     ``target_margin``: the NRC target.
 
     Footgun: ``feels_matrix`` and the read-back steer / read one layer at ``resid_post``; with
@@ -672,8 +673,8 @@ def run_sweep(
                 cell.update(fluency_checks=checks, fluent=all(checks.values()))
                 cells.append(cell)
     # the model's own verdict on each (layer, scale): feels_matrix rows (on the dev half of the feel contexts) and
-    # read_back win rates (the dev generations re-read); feels only where some emotion's cell is fluent (only
-    # fluent cells can be picked; one feels_matrix call scores every emotion's row at once)
+    # read_back win rates (the dev generations re-read), both only where fluent (only fluent cells can be
+    # picked; one feels_matrix call scores every emotion's row at once, so feels runs where any emotion is fluent)
     contexts = _feel_contexts(cfg)
     fluent_cells = sorted({(c["layer"], c["scale"]) for cs in cells_of.values() for c in cs if c["fluent"]})
     t = time.time()
@@ -685,8 +686,9 @@ def run_sweep(
     t = time.time()
     dev_read_back = _read_back(
         model,
-        {(e, layer, s): (layer, e, [row for row in rows if row.emotion == e and row.layer == layer and row.scale == s], None)
-         for e in emotions for layer in layers for s in cfg.scales},
+        {(e, c["layer"], c["scale"]): (c["layer"], e, [row for row in rows if row.emotion == e and row.layer == c["layer"]
+                                                       and row.scale == c["scale"]], None)
+         for e in emotions for c in cells_of[e] if c["fluent"]},
         [rows[r] for r in dev_none], unit, cfg, "dev",
     ) if cfg.pick_by == "model" else {}
     timings["dev_read_back"] = time.time() - t
@@ -726,8 +728,9 @@ def run_sweep(
     timings["test_score"] = time.time() - t
     t = time.time()
     ppl_none_test = _ppl(test_scores["nll"], test_scores["count"], [r for r, row in enumerate(all_test) if row.condition == "none" and not row.sampled])
+    # one draw: the test prompts are many (the dev reference averages n_reference draws of its few prompts)
     fluency_reference = _fluency_reference(model, [plain[i] for i in test_idx], [texts[i] for i in test_idx], cfg, seed,
-                                           ppl_none_test, draws=cfg.n_reference)
+                                           ppl_none_test)
     test_greedy = [row.text for row in all_test if row.condition == "none" and not row.sampled]
     fluency_reference["unsteered_greedy"] = {"distinct_2": _finite(distinct_n(test_greedy, 2)),
                                              "zlib_ratio": _finite(zlib_ratio(test_greedy))}
