@@ -645,9 +645,11 @@ def run_sweep(
     t = time.time()
     _generate(model, rows, cfg, seed, progress, "steering sweep (dev)")
     timings["dev_generate"] = time.time() - t
+    log.info("steering sweep: dev_generate %.1f s", timings["dev_generate"])
     t = time.time()
     dev_scores = _score(model, rows, the_judge, cfg, progress, "steering sweep (dev perplexity)")
     timings["dev_score"] = time.time() - t
+    log.info("steering sweep: dev_score %.1f s", timings["dev_score"])
 
     grid: list[dict[str, Any]] = []
     best: dict[str, dict[str, Any]] = {}
@@ -661,6 +663,7 @@ def run_sweep(
     dev_greedy = [rows[r].text for r in dev_none]
     dev_reference["unsteered_greedy"] = {"distinct_2": _finite(distinct_n(dev_greedy, 2)), "zlib_ratio": _finite(zlib_ratio(dev_greedy))}
     timings["dev_fluency_reference"] = time.time() - t
+    log.info("steering sweep: dev_fluency_reference %.1f s", timings["dev_fluency_reference"])
     cells_of: dict[str, list[dict[str, Any]]] = {}
     for e in emotions:
         cells = cells_of.setdefault(e, [])
@@ -683,6 +686,7 @@ def run_sweep(
         if cfg.pick_by == "model" else {}
     )
     timings["dev_feels"] = time.time() - t
+    log.info("steering sweep: dev_feels %.1f s", timings["dev_feels"])
     t = time.time()
     dev_read_back = _read_back(
         model,
@@ -692,6 +696,7 @@ def run_sweep(
         [rows[r] for r in dev_none], unit, cfg, "dev",
     ) if cfg.pick_by == "model" else {}
     timings["dev_read_back"] = time.time() - t
+    log.info("steering sweep: dev_read_back %.1f s", timings["dev_read_back"])
     for e in emotions:
         cells = cells_of[e]
         for cell in cells:
@@ -723,9 +728,11 @@ def run_sweep(
     if cfg.sampled:
         _generate(model, [r for r in all_test if r.sampled], cfg, seed + 1000, progress, "steering sweep (sampled)", do_sample=True)
     timings["test_generate"] = time.time() - t
+    log.info("steering sweep: test_generate %.1f s", timings["test_generate"])
     t = time.time()
     test_scores = _score(model, all_test, the_judge, cfg, progress, "steering sweep (test perplexity)")
     timings["test_score"] = time.time() - t
+    log.info("steering sweep: test_score %.1f s", timings["test_score"])
     t = time.time()
     ppl_none_test = _ppl(test_scores["nll"], test_scores["count"], [r for r, row in enumerate(all_test) if row.condition == "none" and not row.sampled])
     # one draw: the test prompts are many (the dev reference averages n_reference draws of its few prompts)
@@ -735,6 +742,7 @@ def run_sweep(
     fluency_reference["unsteered_greedy"] = {"distinct_2": _finite(distinct_n(test_greedy, 2)),
                                              "zlib_ratio": _finite(zlib_ratio(test_greedy))}
     timings["fluency_reference"] = time.time() - t
+    log.info("steering sweep: fluency_reference %.1f s", timings["fluency_reference"])
     # the model's verdict on the picked vectors, on material the picking never saw: feels rows on the held-out
     # contexts, and the test generations (steered, unsteered, random) re-read by the unsteered model
     t = time.time()
@@ -758,6 +766,7 @@ def run_sweep(
         [row for row in greedy_test if row.condition == "none"], unit, cfg, "test",
     )
     timings["test_model_scores"] = time.time() - t
+    log.info("steering sweep: test_model_scores %.1f s", timings["test_model_scores"])
 
     # -- summary ------------------------------------------------------------------------------
     def select(condition: str, emotion: str | None, sampled: bool) -> list[int]:
