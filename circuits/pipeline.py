@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from psylens.circuits import artifacts as art
-from psylens.circuits.ablation import ablation_curve, enhancement, faithfulness_completeness
+from psylens.circuits.ablation import ablation_curve, curve_sizes, enhancement, faithfulness_completeness
 from psylens.circuits.circuit import Circuit, Selection, select
 from psylens.circuits.scores import UnitScores, attribution, patching, spearman
 from psylens.circuits.signal import Edit, Prepared, contrast_weights, is_grouped, prepare, projections, unit_baseline
@@ -451,9 +451,9 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
 
     p0 = projections(model, held, v, layer)
     s0 = float(torch.from_numpy(w_h) @ p0.double())
-    sizes = None
+    sizes = curve_sizes(len(circ.units), cfg.curve_points)
     abl = ablation_curve(model, held, w_h, v, circ, baseline, methods=cfg.methods, n_random=cfg.n_random, seed=cfg.seed,
-                         split="heldout", before=s0, sizes=sizes if len(circ.units) else [], progress=progress)
+                         split="heldout", before=s0, sizes=sizes, progress=progress)
     if len(circ.units):
         p1 = projections(model, held, v, layer, Edit(circ.units, "mean"), baseline)
         ci = drop_ci(p0, p1, w_h, held.groups, seed=cfg.seed)

@@ -1,0 +1,99 @@
+"""Emotion circuits on the embedded model (`python -m benchmarks.circuits`).
+
+Two measurements, each written as JSON to ``--out-dir`` (default ``/tmp/circuits_bench``):
+
+  cost      ``direct`` + ``atp`` for every head and neuron of every layer over one batch vs one plain
+            forward pass of that batch (best of 3, same process, same inputs): the ratio the issue
+            targets at ≤ 4× (nnbench: 3.4×).
+  run       ``psylens.circuits.pipeline.run_circuits`` on a new run whose probe directions are copied
+            from ``--probes-from`` (a run of the same model made by ``psylens probe``), read-out layer
+            ``--layer``, ``--eval`` a held-out stimuli file (the first ``--eval-per-label`` texts per label).
+            Per-emotion checkpoints land in ``RUN/circuits/partial/`` as each emotion finishes.
+
+    python -m benchmarks.circuits --only cost
+    python -m benchmarks.circuits --probes-from RUN --layer 16 --emotions joy,anger
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+MODEL = "smollm2-135m-instruct"
+
+
+def bench_cost(model: Any, n: int = 16, repeats: int = 3) -> dict[str, Any]:
+    from psylens import stimuli
+    from psylens.circuits.pipeline import attribution_cost
+
+    texts = [s.text for s in stimuli.load("emotions")][: n]
+    return attribution_cost(model, texts, repeats=repeats, batch_size=n)
+
+
+def eval_subset(src: str, per_label: int, out: Path) -> Path:
+    """The first ``per_label`` texts of each label of ``src`` (file order, not chosen by any result)."""
+    rows, seen = [], {}
+    for line in Path(src).read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        k = r.get("label")
+        if seen.get(k, 0) < per_label:
+            rows.append(r)
+            seen[k] = seen.get(k, 0) + 1
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def bench_run(model: Any, out_dir: Path, probes_from: str, layer: int, emotions: tuple[str, ...], eval_file: str,
+              per_label: int, config: dict[str, Any]) -> dict[str, Any]:
+    from psylens.circuits.pipeline import CircuitsConfig, run_circuits
+    from psylens.probes import artifacts as pa
+    from psylens.runs import open_or_create_run
+
+    run = open_or_create_run(out_dir / "run", command="benchmarks.circuits", model=model)
+    (run.path / "probes").mkdir(exist_ok=True)
+    for rel in (pa.DIRECTIONS, pa.DIRECTIONS.replace(".safetensors", ".json")):
+        shutil.copyfile(Path(probes_from) / rel, run.file(rel))
+    ev = eval_subset(eval_file, per_label, out_dir / "eval.jsonl")
+    cfg = CircuitsConfig(emotions=emotions, source="probes", layer=layer, eval_file=str(ev), **config)
+    return run_circuits(model, run, cfg, progress=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out-dir", default="/tmp/circuits_bench")
+    ap.add_argument("--only", choices=("cost", "run", "all"), default="all")
+    ap.add_argument("--probes-from", default=None, help="a run of the model with probes/directions.safetensors")
+    ap.add_argument("--layer", type=int, default=16)
+    ap.add_argument("--emotions", default="joy,anger,fear,sadness,disgust,surprise")
+    ap.add_argument("--eval", default="tests/data/heldout_emotions.jsonl")
+    ap.add_argument("--eval-per-label", type=int, default=8)
+    ap.add_argument("--config", default="{}", help="JSON of CircuitsConfig fields")
+    a = ap.parse_args()
+    from psylens.models import load_model
+
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(MODEL, device="auto")
+    if a.only in ("cost", "all"):
+        t0 = time.time()
+        cost = bench_cost(model)
+        cost["date"] = time.strftime("%Y-%m-%d")
+        (out / "cost.json").write_text(json.dumps(cost, indent=2))
+        print(f"cost: atp {cost['attribution_seconds']:.2f} s vs forward {cost['forward_seconds']:.2f} s "
+              f"= {cost['ratio']:.2f}x ({cost['batch']} texts, {cost['tokens']} tokens; {time.time() - t0:.0f} s)", flush=True)
+    if a.only in ("run", "all"):
+        if not a.probes_from:
+            raise SystemExit("--probes-from RUN is needed for the run (a run of the model with probe directions)")
+        s = bench_run(model, out, a.probes_from, a.layer, tuple(a.emotions.split(",")), a.eval, a.eval_per_label,
+                      json.loads(a.config))
+        print(json.dumps(s["emotions"], indent=1)[:4000], flush=True)
+
+
+if __name__ == "__main__":
+    main()
