@@ -17,9 +17,18 @@ def save(model, tok, path):
     return str(path)
 
 
+_BUILT: dict = {}  # one build per session, shared by every test module that imports the fixture
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory, smollm_tokenizer):
-    """``{"base", "rank1", "bias"}`` model directories and what was planted."""
+    """``{"base", "rank1", "bias_base", "bias"}`` model directories and what was planted."""
+    if not _BUILT:
+        _BUILT.update(_build(tmp_path_factory, smollm_tokenizer))
+    return _BUILT
+
+
+def _build(tmp_path_factory, smollm_tokenizer) -> dict:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     root = tmp_path_factory.mktemp("compare_models")

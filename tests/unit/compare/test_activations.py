@@ -10,6 +10,8 @@ from psylens.compare.activations import ActivationsConfig, activation_diffs, run
 from psylens.compare.pair import load_pair, pair_run
 
 CFG = ActivationsConfig(n_emotion=3, n_tasks=3, trace_tokens=3, lens_tokens=2, top_tokens=5, top_positions=5)
+SHORT = dict(emotion_texts=["My dog ran away this morning.", "We won the final!"],
+             task_texts=["Ava put the ball in the box and left. Where will she look?", "Why did Tom smile?"])
 
 
 def test_rank1_change_starts_at_its_layer(tiny_dirs, tmp_path):
@@ -34,7 +36,7 @@ def test_rank1_change_starts_at_its_layer(tiny_dirs, tmp_path):
 
 def test_model_against_itself_is_within_float_noise(tiny_dirs):
     pair = load_pair(tiny_dirs["base"], tiny_dirs["base"], device="cpu")
-    res = activation_diffs(pair, CFG)
+    res = activation_diffs(pair, CFG, **SHORT)
     for s in res["sets"].values():
         assert s["first_changed_layer"] is None and s["layers_ranked"] == []
         assert all(row["token_diff_norm"] <= s["float_noise_level"] for row in s["layers"])
@@ -44,7 +46,7 @@ def test_model_against_itself_is_within_float_noise(tiny_dirs):
 
 def test_planted_bias_ranked_first_and_lens_finds_its_tokens(tiny_dirs):
     pair = load_pair(tiny_dirs["bias_base"], tiny_dirs["bias"], device="cpu")
-    res = activation_diffs(pair, CFG)
+    res = activation_diffs(pair, CFG, **SHORT)
     for name in ("emotions", "tasks"):
         assert res["sets"][name]["layers_ranked"][0] == PLANT_LAYER
     lens = res["lens"]["layers"][PLANT_LAYER]
@@ -54,7 +56,7 @@ def test_planted_bias_ranked_first_and_lens_finds_its_tokens(tiny_dirs):
     # control: the layer before the plant has no difference, so its lens is empty
     assert res["lens"]["layers"][PLANT_LAYER - 1]["base"] == []
     # control: the rank-1 change (not along that token) does not surface it
-    other = activation_diffs(load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu"), CFG)
+    other = activation_diffs(load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu"), CFG, **SHORT)
     assert promoted not in [t["id"] for t in other["lens"]["layers"][PLANT_LAYER]["tuned"]]
 
 

@@ -19,11 +19,11 @@ def test_sections_parse_and_reject():
 
 def test_compare_writes_summary_and_report(tiny_dirs, tmp_path):
     pair = load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu")
-    cfg = CompareConfig(sections=("weights", "activations", "steering", "features"), plots=False,
+    cfg = CompareConfig(sections=("weights", "activations", "features"), plots=False,
                         activations=ActivationsConfig(n_emotion=2, n_tasks=2, trace_tokens=2, lens_tokens=1))
     summary = run_compare(pair, tmp_path / "run", cfg)
     on_disk = json.loads((tmp_path / "run" / art.SUMMARY).read_text())
-    assert on_disk["sections"].keys() == summary["sections"].keys() == {"weights", "activations", "steering", "features"}
+    assert on_disk["sections"].keys() == summary["sections"].keys() == {"weights", "activations", "features"}
     w = on_disk["sections"]["weights"]
     assert w["status"] == "done" and w["headline"]["modules_changed"] == 1
     assert w["headline"]["top_module"] == f"model.layers.{PLANT_LAYER}.mlp.down_proj"
@@ -31,7 +31,6 @@ def test_compare_writes_summary_and_report(tiny_dirs, tmp_path):
     for name in ("features",):
         sec = on_disk["sections"][name]
         assert sec["status"] == "skipped" and "SAE" in sec["reason"]
-    assert on_disk["sections"]["steering"]["status"] in ("done", "skipped")
     assert on_disk["models"]["base"]["spec"] == tiny_dirs["base"]
     assert on_disk["models"]["tuned"]["spec"] == tiny_dirs["rank1"]
     report = (tmp_path / "run" / art.REPORT).read_text()
