@@ -9,7 +9,7 @@ Three pairs, each written to its own run under ``$BENCH_OUT`` (default ``/tmp/ps
    concept changes within float noise.
 3. ``organism`` (when ``$ORGANISM_ADAPTER`` names a trained GRPO adapter): the real base-vs-RL pair.
 
-Uses ``CompareConfig.quick()`` (fewer texts; 8 stories a concept for the base directions) unless
+``$BENCH_SECTIONS`` (default ``weights,activations,emotions,steering``) picks the sections. Uses ``CompareConfig.quick()`` (fewer texts; 8 stories a concept for the base directions) unless
 ``BENCH_FULL=1``. Prints one JSON line per pair with timings and headline numbers (``RESULTS.json`` in ``$BENCH_OUT``).
 """
 
@@ -74,16 +74,19 @@ def main() -> None:
         out = root / name
         times = {}
         summary = None
-        for sections in (("weights",), ("activations",), ("emotions",), ("steering",), ("weights", "activations", "emotions", "steering", "features")):
+        wanted = tuple(os.environ.get("BENCH_SECTIONS", "weights,activations,emotions,steering").split(","))
+        for sections in [(s,) for s in wanted] + [("report",)]:
             t = time.perf_counter()
-            if len(sections) > 1:  # the report alone, from the section files already written
+            if sections == ("report",):  # the report alone, from the section files already written
                 from psylens.compare.pipeline import _features_reason, _skip
                 from psylens.compare.report import write_report
                 from psylens.runs import open_run
 
                 run = open_run(out)
                 status = {s: {"status": "done", "reason": None, "headline": results.get(name, {}).get("headlines", {}).get(s)}
-                          for s in ("weights", "activations", "emotions", "steering")}
+                          for s in wanted}
+                for s in ("weights", "activations", "emotions", "steering"):
+                    status.setdefault(s, _skip("not run in this benchmark (BENCH_SECTIONS)"))
                 status["features"] = _skip(_features_reason(run))
                 summary = write_report(run, status, plots=True)
                 times["report"] = time.perf_counter() - t
