@@ -972,8 +972,8 @@ def run_sweep(
     target["met"] = bool(
         target["success_over_ceiling"] is not None
         and target["success_over_ceiling"] >= cfg.target_over_ceiling
-        and (target["over_prompting"] or -math.inf) >= cfg.target_margin - 1e-12
-        and (target["over_random"] or -math.inf) >= cfg.target_margin - 1e-12
+        and target["over_prompting"] is not None and target["over_prompting"] >= cfg.target_margin - 1e-9
+        and target["over_random"] is not None and target["over_random"] >= cfg.target_margin - 1e-9
         and target["all_fluent"]
     )
     target["note"] = (
