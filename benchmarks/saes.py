@@ -8,7 +8,7 @@ throughput: the same activations (cached SmolLM2 step vectors if given, else 10,
   psylens   psylens.saes.train_sae (StepDataProvider, SAETrainConfig → SAELens' SAETrainer)
   saelens   SAELens alone: its BatchTopK training SAE and SAETrainer fed by a plain random-batch
             generator over the same tensor
-Repeats are interleaved so machine noise hits both alike; the median samples/s and the ratio
+After an untimed warm-up of each, repeats are interleaved (order alternating) so machine noise hits both alike; the median samples/s and the ratio
 psylens / saelens are reported (target ≥ 0.9).
 
 sweep: ``psylens.saes.pipeline.train_step_sae`` for every layer × size on the run's traces (step
@@ -37,7 +37,7 @@ def _saelens_alone(acts, cfg) -> float:
     from sae_lens.training.sae_trainer import SAETrainer
 
     n, d = acts.shape
-    total = (int(cfg.epochs * n) // cfg.batch_size) * cfg.batch_size
+    total = cfg.total_samples(n)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def batches():
@@ -72,11 +72,19 @@ def throughput(args: argparse.Namespace) -> dict:
         source = "synthetic planted steps (10,000 × 576)"
     cfg = SAETrainConfig(arch="batchtopk", d_sae=args.d_sae, k=16, epochs=args.epochs, batch_size=256)
     times: dict[str, list[float]] = {"psylens": [], "saelens": []}
-    for _ in range(args.repeats):
+
+    def run_psylens() -> float:
         t = time.perf_counter()  # the whole call: provider, SAE, trainer
         train_sae(steps, cfg, progress=False)
-        times["psylens"].append(time.perf_counter() - t)
-        times["saelens"].append(_saelens_alone(steps.acts, cfg))
+        return time.perf_counter() - t
+
+    warm = SAETrainConfig(arch="batchtopk", d_sae=64, k=4, n_samples=1024, batch_size=256)
+    train_sae(steps, warm, progress=False)  # warm-up, untimed: imports, allocator, first-call costs
+    _saelens_alone(steps.acts, warm)
+    for i in range(args.repeats):  # interleaved, order alternating
+        pair = [("psylens", run_psylens), ("saelens", lambda: _saelens_alone(steps.acts, cfg))]
+        for name, fn in pair if i % 2 == 0 else pair[::-1]:
+            times[name].append(fn())
     samples = cfg.total_samples(len(steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
@@ -85,10 +93,18 @@ def throughput(args: argparse.Namespace) -> dict:
         "seconds": times, "samples_per_s": {k: samples / v for k, v in med.items()},
         "ratio_psylens_over_saelens": med["saelens"] / med["psylens"],
     }
+    import numpy as np
+
+    from psylens.stats import bootstrap_ci
+
+    pairs = [b / a for a, b in zip(times["psylens"], times["saelens"])]  # per repeat: throughput ratio
+    out["pair_ratios"] = pairs
+    out["pair_ratio_median_ci"] = list(bootstrap_ci(pairs, np.median)) if len(pairs) > 1 else None
     print(f"{source}: {samples} samples, d_sae {cfg.d_sae}, median of {args.repeats} (interleaved)")
     for k in ("psylens", "saelens"):
         print(f"  {k:8s} {med[k]:.2f} s  {samples / med[k]:,.0f} samples/s  runs {[round(x, 2) for x in times[k]]}")
-    print(f"  ratio psylens / saelens (throughput): {out['ratio_psylens_over_saelens']:.3f} (target >= 0.9)")
+    print(f"  ratio psylens / saelens (throughput): {out['ratio_psylens_over_saelens']:.3f} (target >= 0.9); "
+          f"per repeat {[round(x, 3) for x in pairs]}, median's 95% CI {out['pair_ratio_median_ci']}")
     return out
 
 
