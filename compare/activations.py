@@ -34,7 +34,7 @@ through each model's final norm and unembedding; the top tokens it promotes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -129,14 +129,19 @@ def _encode(model: Any, text: str, fmt: str) -> Int[Tensor, " t"]:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PairedPass:
-    """Both models on one token sequence: residuals ``[L+1, T, d]`` (row 0 = embeddings) and log-probs ``[T, V]``."""
+    """Both models on one token sequence: residuals ``[L+1, T, d]`` (row 0 = embeddings), the per-position
+    ``KL(p_tuned ‖ p_base)`` ``[T]`` and each model's most likely next token ``[T]``.
+
+    The full next-token distributions are not kept (``[T, vocab]`` per model would cost ~50 MB a text on SmolLM2).
+    """
 
     ids: Int[Tensor, " t"]
     n_prompt: int
     base: Float[Tensor, "l1 t d"]
     tuned: Float[Tensor, "l1 t d"]
-    base_logp: Float[Tensor, "t v"]
-    tuned_logp: Float[Tensor, "t v"]
+    kl: Float[Tensor, " t"]
+    base_next: Int[Tensor, " t"]
+    tuned_next: Int[Tensor, " t"]
 
 
 @torch.no_grad()
@@ -152,10 +157,12 @@ def _read(model: Any, ids: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def paired_pass(pair: Any, ids: Int[Tensor, " t"], n_prompt: int | None = None) -> PairedPass:
-    """Run both models on ``ids`` and keep every layer's residual and the next-token log-probabilities."""
+    """Run both models on ``ids``; keep every layer's residual, the per-position KL and the top next tokens."""
     b, bl = _read(pair.base, ids)
     t, tl = _read(pair.tuned, ids)
-    return PairedPass(ids.cpu(), int(n_prompt if n_prompt is not None else len(ids)), b, t, bl, tl)
+    kl = (tl.exp() * (tl - bl)).sum(-1).clamp_min(0)  # [T]
+    return PairedPass(ids.cpu(), int(n_prompt if n_prompt is not None else len(ids)), b, t, kl,
+                      bl.argmax(-1), tl.argmax(-1))
 
 
 @torch.no_grad()
@@ -183,12 +190,29 @@ def _norm_ci(per_text: Float[Tensor, "n l d"], seed: int) -> tuple[list[float], 
     return boots.quantile(0.025, dim=0).tolist(), boots.quantile(0.975, dim=0).tolist()
 
 
-def _set_stats(passes: list[PairedPass], seed: int) -> tuple[dict[str, Any], Tensor]:
+@dataclass(frozen=True)
+class _TextStats:
+    """What the section keeps of one paired pass (the residuals themselves are dropped: ~40 MB a text on SmolLM2)."""
+
+    mean_diff: Float[Tensor, "l1 d"]      # mean over tokens of tuned − base
+    token_diff_norm: Float[Tensor, " l1"]  # mean over tokens of ‖tuned − base‖
+    base_norm: Float[Tensor, " l1"]
+    cosine: Float[Tensor, " l1"]
+    n_tokens: int
+
+
+def _text_stats(p: PairedPass) -> _TextStats:
+    d = p.tuned - p.base  # [L+1, T, d]
+    return _TextStats(d.mean(1), d.norm(dim=-1).mean(1), p.base.norm(dim=-1).mean(1),
+                      torch.nn.functional.cosine_similarity(p.tuned, p.base, dim=-1).mean(1), int(p.base.shape[1]))
+
+
+def _set_stats(texts: list[_TextStats], seed: int) -> tuple[dict[str, Any], Tensor]:
     """Per-layer statistics of one input set; and the mean difference per layer ``[L+1, d]``."""
-    per_text_mean = torch.stack([(p.tuned - p.base).mean(1) for p in passes])  # [n, L+1, d]
-    tok_norm = torch.stack([(p.tuned - p.base).norm(dim=-1).mean(1) for p in passes]).mean(0)  # [L+1]
-    base_norm = torch.stack([p.base.norm(dim=-1).mean(1) for p in passes]).mean(0)
-    cos = torch.stack([torch.nn.functional.cosine_similarity(p.tuned, p.base, dim=-1).mean(1) for p in passes]).mean(0)
+    per_text_mean = torch.stack([t.mean_diff for t in texts])  # [n, L+1, d]
+    tok_norm = torch.stack([t.token_diff_norm for t in texts]).mean(0)  # [L+1]
+    base_norm = torch.stack([t.base_norm for t in texts]).mean(0)
+    cos = torch.stack([t.cosine for t in texts]).mean(0)
     m = per_text_mean.mean(0)  # [L+1, d]
     norm = m.norm(dim=-1)
     lo, hi = _norm_ci(per_text_mean, seed)
@@ -210,8 +234,8 @@ def _set_stats(passes: list[PairedPass], seed: int) -> tuple[dict[str, Any], Ten
     changed = [row["layer"] for row in layers if row["token_diff_norm"] > noise]
     ranked = sorted(range(n_layers), key=lambda i: -layers[i]["contribution"])
     out = {
-        "n_texts": len(passes),
-        "n_tokens": int(sum(p.base.shape[1] for p in passes)),
+        "n_texts": len(texts),
+        "n_tokens": int(sum(t.n_tokens for t in texts)),
         "embedding_diff_norm": float(tok_norm[0]),
         "float_noise_level": noise,
         "first_changed_layer": changed[0] if changed else None,
@@ -254,7 +278,7 @@ def _kl(passes: list[PairedPass], tokenizer: Any, top: int, seed: int) -> dict[s
     rows: list[tuple[float, int, int]] = []
     per_text, per_text_gen = [], []
     for ti, p in enumerate(passes):
-        kl = (p.tuned_logp.exp() * (p.tuned_logp - p.base_logp)).sum(-1).clamp_min(0)  # [T]
+        kl = p.kl  # [T]
         per_text.append(float(kl.mean()))
         if len(p.ids) > p.n_prompt:
             per_text_gen.append(float(kl[p.n_prompt - 1: -1].mean()))
@@ -268,8 +292,8 @@ def _kl(passes: list[PairedPass], tokenizer: Any, top: int, seed: int) -> dict[s
             "text": ti, "position": pos, "kl": v,
             "context": tokenizer.decode(ids[max(0, pos - 8): pos + 1]),
             "token": tokenizer.decode([ids[pos]]),
-            "base_next": tokenizer.decode([int(p.base_logp[pos].argmax())]),
-            "tuned_next": tokenizer.decode([int(p.tuned_logp[pos].argmax())]),
+            "base_next": tokenizer.decode([int(p.base_next[pos])]),
+            "tuned_next": tokenizer.decode([int(p.tuned_next[pos])]),
             "in_trace": pos >= p.n_prompt - 1,
         })
     ci = list(bootstrap_ci(per_text, seed=seed)) if len(per_text) > 1 else [per_text[0]] * 2 if per_text else None
@@ -307,19 +331,19 @@ def activation_diffs(
     for name, texts, n_new in sets:
         if not texts:
             continue
-        passes = []
+        kept: list[_TextStats] = []
         for text in tqdm(texts, desc=f"compare {name}", disable=not progress):
             ids = _encode(pair.base, text, cfg.format)
             full = _trace(pair.tuned, ids, n_new)
             p = paired_pass(pair, full, n_prompt=len(ids))
-            passes.append(p)
+            kept.append(_text_stats(p))
             if name == "tasks":
                 start = p.n_prompt if len(full) > p.n_prompt else p.n_prompt - 1
                 lens_vecs.append((p.tuned - p.base)[:, start: start + cfg.lens_tokens].mean(1))  # [L+1, d]
-        stats, means[name] = _set_stats(passes, cfg.seed)
+                task_passes.append(replace(p, base=p.base[:0], tuned=p.tuned[:0]))  # KL and tokens only
+        stats, means[name] = _set_stats(kept, cfg.seed)
         out["sets"][name] = stats
         if name == "tasks":
-            task_passes = passes
             if kinds:
                 out["sets"][name]["kinds"] = kinds
     if len(means) == 2:
