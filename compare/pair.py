@@ -93,7 +93,8 @@ def load_pair(
 ) -> ModelPair:
     """Load ``base`` and the tuned model: ``tuned`` (any spec ``load_model`` takes), or ``base`` + ``tuned_adapter``.
 
-    With both ``tuned`` and ``tuned_adapter`` the adapter is merged into ``tuned``. Giving neither is an
+    With both ``tuned`` and ``tuned_adapter`` the adapter is merged into ``tuned``. An organism alias
+    (``smollm2-135m-psy-grpo``) over ``base`` counts as ``base`` + its shipped adapter. Giving neither is an
     error (a model compared with itself is the control; ask for it explicitly with ``tuned=base``).
     """
     from psylens.models import load_model
@@ -102,6 +103,13 @@ def load_pair(
         raise ValueError("give the tuned model (--tuned SPEC) or an adapter to apply on the base (--tuned-adapter DIR)")
     b = load_model(base, device=device, dtype=dtype)
     t = load_model(tuned or base, adapter=tuned_adapter, device=device, dtype=dtype)
+    if tuned_adapter is None and tuned is not None and getattr(t, "adapter", None):
+        # an organism alias (base + shipped adapter) over this very base: ΔW is read from its adapter
+        from psylens import models as _models
+
+        org = getattr(_models, "ORGANISMS", {}).get(tuned)
+        if org is not None and org.base == base:
+            return ModelPair(b, t, adapter=str(t.adapter), adapter_on_base=True)
     return ModelPair(
         b, t,
         adapter=None if tuned_adapter is None else str(Path(tuned_adapter).expanduser()),
