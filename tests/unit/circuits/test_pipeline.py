@@ -1,0 +1,116 @@
+"""run_circuits on a tiny model: the run layout, the summary's exact keys and types, the CLI's checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from psylens.circuits import artifacts as art
+from psylens.circuits.pipeline import CircuitsConfig, default_readout_layer, run_circuits, split_scenarios
+from psylens.probes import Directions
+from psylens.runs import create_run
+
+EMOTION_KEYS = {"n_heads": int, "n_neurons": int, "atp_vs_patching_spearman": float, "faithfulness": float,
+                "completeness": float}
+
+
+def _eval_file(tmp_path):
+    rows = [{"text": f"On day {g} at the market I felt {e} about the news.", "label": e, "group": f"m{g}"}
+            for g in range(2) for e in ("joy", "anger", "fear")]
+    p = tmp_path / "eval.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+@pytest.fixture(scope="module")
+def result(tiny_model, tmp_path_factory):
+    model = tiny_model("llama")
+    tmp = tmp_path_factory.mktemp("circ")
+    run = create_run(tmp / "run", command="test", model=model)
+    emos = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
+    g = torch.Generator().manual_seed(0)
+    Directions.from_raw(torch.randn(6, 3, 32, generator=g), emos, [0, 1, 2], model=model.spec).save(
+        run.file("probes/directions.safetensors"))
+    run.write_json("probes/summary.json", {"best_layer": 1})
+    cfg = CircuitsConfig(emotions=("joy", "anger"), eval_file=str(_eval_file(tmp)), n_discovery=2, n_heldout=2,
+                         patch_heads=3, patch_neurons=3, curve_points=2, alphas=(1.0,), n_sublayer_stimuli=2,
+                         n_top_neurons=2, n_top_stimuli=2, batch_size=12)
+    summary = run_circuits(model, run, cfg)
+    return model, run, summary
+
+
+@pytest.mark.slow
+def test_summary_has_the_issue_keys_and_types(result):
+    _, run, summary = result
+    on_disk = run.read_json(art.SUMMARY)
+    assert on_disk["schema_version"] == art.SCHEMA_VERSION
+    assert isinstance(on_disk["cost_ratio"], float) and on_disk["cost_ratio"] > 0
+    assert set(on_disk["emotions"]) == {"joy", "anger"}
+    for e, s in on_disk["emotions"].items():
+        for k, typ in EMOTION_KEYS.items():
+            assert isinstance(s[k], typ), (e, k, s[k])
+        for k in ("drop", "random_drop", "random_drop_std"):
+            assert isinstance(s["ablation"][k], float)
+        for k in ("gain", "random_gain"):
+            assert isinstance(s["enhancement"][k], float)
+        for k in ("drop", "random_drop"):
+            assert isinstance(s["eval"][k], float)
+    assert on_disk["readout_layer"] == 1 and on_disk["readout_layer_from"] == "probes best_layer"
+    assert on_disk["source"] == "probes"
+    assert not run.file(art.PARTIAL).exists()
+    assert "circuits" in run.steps
+
+
+@pytest.mark.slow
+def test_circuit_files_scores_and_tables(result):
+    model, run, _ = result
+    c = run.read_json(art.circuit_file("joy"))
+    assert c["emotion"] == "joy" and c["source"] == "probes" and c["readout_layer"] == 1
+    assert all(len(u) == 2 and u[0] <= 1 for u in c["heads"] + c["neurons"])
+    scores = run.read_tensors(art.SCORES)
+    for s in art.SCORE_NAMES:
+        assert scores[art.score_key("joy", s, "heads")].shape == (3, 4)
+        assert scores[art.score_key("anger", s, "neurons")].shape == (3, 64)
+    patched = scores[art.score_key("joy", "patching", "heads")]
+    assert int((~torch.isnan(patched)).sum()) == 3  # only the top units are patched
+    assert scores[art.influence_key("joy", "mlp")].shape == (3,)
+    for rel, cols in ((art.ABLATION, art.ABLATION_COLUMNS), (art.ENHANCEMENT, art.ENHANCEMENT_COLUMNS),
+                      (art.SUBLAYERS, art.SUBLAYER_COLUMNS), (art.TOP_NEURONS, art.TOP_NEURON_COLUMNS)):
+        df = run.read_table(rel)
+        assert list(df.columns[: len(cols)]) == list(cols), rel
+        assert len(df)
+    abl = run.read_table(art.ABLATION)
+    assert set(abl.split) == {"heldout", "eval"} and (abl[abl.kind == "random"].groupby(["emotion", "split", "n_units"]).size() >= 5).all()
+
+
+@pytest.mark.slow
+def test_directions_file_steers(result):
+    from psylens.steering.vector import SteeringVector
+
+    _, run, _ = result
+    sv = SteeringVector.from_directions(run.file(art.DIRECTIONS), "joy", layers=[1])
+    assert sv.d_model == 32
+
+
+def test_config_and_splits_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="emotions"):
+        CircuitsConfig(emotions=("bliss",))
+    with pytest.raises(ValueError, match="source"):
+        CircuitsConfig(source="sae")
+    with pytest.raises(ValueError, match="at least 5"):
+        CircuitsConfig(n_random=3)
+    d, h = split_scenarios([f"s{i}" for i in range(10)], 4, 3, seed=0)
+    assert len(d) == 4 and len(h) == 3 and not set(d) & set(h)
+    assert CircuitsConfig.from_dict(CircuitsConfig().to_dict()) == CircuitsConfig()
+    assert default_readout_layer(None, 30)[0] == 13
+
+
+def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from psylens.circuits.cli import circuits_app
+
+    res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), "--emotions", "bliss"])
+    assert res.exit_code != 0 and "bliss" in str(res.exception)
