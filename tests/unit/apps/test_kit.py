@@ -23,12 +23,14 @@ from streamlit.testing.v1 import AppTest
 from psylens.activations import Activations
 from psylens.apps.views import kit
 from psylens.apps.views import steering as steering_page
+from psylens.circuits import artifacts as CA
 from psylens.probes import artifacts as PA
 from psylens.probes.directions import Directions
 from psylens.probes.fit import fit_probes
 from psylens.runs import Run, create_run
 from psylens.steering import artifacts as SA
 from psylens.validation import artifacts as VA
+from tests.unit.apps.test_circuits_page import write_circuits_outputs
 from tests.unit.apps.test_validation_page import write_validation_outputs
 
 EMOS = ["anger", "joy", "sadness"]
@@ -96,6 +98,7 @@ def make_full_run(root: Path) -> Run:
             for e in EMOS for c in ("none", "steer", "prompting", "random")]
     run.file(SA.GENERATIONS).write_text("\n".join(json.dumps(x) for x in gens) + "\n")
     write_validation_outputs(run, d=d, layers=tuple(LAYERS))
+    write_circuits_outputs(run)
     return run
 
 
@@ -128,7 +131,7 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-PAGES = ("overview", "probes", "steering", "lens", "validation")
+PAGES = ("overview", "probes", "steering", "lens", "validation", "circuits")
 
 # (name, file it breaks, how) — each applied alone to a fresh full run
 CORRUPTIONS: list[tuple[str, str, Callable[[Path], None]]] = [
@@ -161,6 +164,9 @@ CORRUPTIONS: list[tuple[str, str, Callable[[Path], None]]] = [
     ("truncated validation summary", VA.SUMMARY, truncate),
     ("truncated feels matrix", VA.FEELS_MATRIX, truncate),
     ("truncated validation directions", VA.DIRECTIONS, truncate),
+    ("truncated circuits summary", CA.SUMMARY, truncate),
+    ("truncated circuit scores", CA.SCORES, truncate),
+    ("truncated top neurons table", CA.TOP_NEURONS, truncate),
 ]
 
 
