@@ -89,6 +89,9 @@ class CircuitsConfig:
     batch_size: int = 16
     seed: int = 0
     measure_cost: bool = True
+    modulation: bool = False
+    n_modulation_prompts: int = 12
+    n_modulation_contexts: int = 12
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -365,7 +368,8 @@ def run_circuits(
             step.output(side)
         results: dict[str, Any] = {}
         tensors: dict[str, torch.Tensor] = {}
-        tables: dict[str, list[pd.DataFrame]] = {"ablation": [], "enhancement": [], "sublayers": [], "top": []}
+        tables: dict[str, list[pd.DataFrame]] = {"ablation": [], "enhancement": [], "sublayers": [], "top": [],
+                                                 "modulation": []}
         it: Any = emos
         if progress:
             from tqdm.auto import tqdm
@@ -380,7 +384,7 @@ def run_circuits(
                     results[e] = saved["summary"]
                     tensors.update(run.read_tensors(art.partial_file(e).replace(".json", ".safetensors")))
                     for k in tables:
-                        tables[k].append(pd.DataFrame(saved["tables"][k]))
+                        tables[k].append(pd.DataFrame(saved["tables"].get(k, [])))
                     continue
             res, ten, tab, circ = _one_emotion(model, e, source, dirs[e, layer], layer, contrast, disc, held, ev, baseline,
                                                cfg, n_heads, d_mlp, progress)
@@ -407,7 +411,8 @@ def run_circuits(
         for name, rel, cols in (("ablation", art.ABLATION, art.ABLATION_COLUMNS),
                                 ("enhancement", art.ENHANCEMENT, art.ENHANCEMENT_COLUMNS),
                                 ("sublayers", art.SUBLAYERS, art.SUBLAYER_COLUMNS),
-                                ("top", art.TOP_NEURONS, art.TOP_NEURON_COLUMNS)):
+                                ("top", art.TOP_NEURONS, art.TOP_NEURON_COLUMNS),
+                                ("modulation", art.MODULATION, art.MODULATION_COLUMNS)):
             frames = [f for f in tables[name] if len(f)]
             df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(cols))
             run.write_table(rel, df)
@@ -476,6 +481,22 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
                               progress=progress) if cfg.alphas else pd.DataFrame(columns=list(art.SUBLAYER_COLUMNS)))
     top = _top_neurons(model, _concat(disc, held, model, cfg.batch_size), circ, cfg.n_top_neurons, cfg.n_top_stimuli)
 
+    mod = pd.DataFrame(columns=list(art.MODULATION_COLUMNS))
+    mod_s: dict[str, Any] | None = None
+    if cfg.modulation and len(circ.units):
+        from psylens import stimuli
+        from psylens.circuits.modulation import METHODS, modulation
+        from psylens.concepts import feel_contexts, feel_words
+
+        mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[: cfg.n_modulation_prompts],
+                         emotions=contrast, words=feel_words(), contexts=feel_contexts()[: cfg.n_modulation_contexts])
+        chosen = mod[mod.chosen]
+        mod_s = {m: {k: (bool(r[k]) if k in ("row_win", "fluent") else float(r[k]))
+                     for k in ("strength", "feels_shift", "row_win", "read_back_win", "fluency", "lexicon_hit_rate", "fluent")}
+                 for m in METHODS for _, r in chosen[chosen.method == m].iterrows()}
+        mod_s["circuit_at_least_steering"] = bool(
+            mod_s["circuit"]["row_win"] >= mod_s["steering"]["row_win"]
+            and mod_s["circuit"]["read_back_win"] >= mod_s["steering"]["read_back_win"])
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -501,6 +522,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
         "signal_discovery": sc.signal,
         "eval": {"drop": a_e["drop"], "random_drop": a_e["random_drop"], "random_drop_std": a_e.get("random_drop_std"),
                  "drop_ci95": list(ci_e), "signal": se0, "pooled": ev_pooled},
+        "modulation": mod_s,
     }
     ten: dict[str, torch.Tensor] = {}
     for s in art.SCORE_NAMES:
@@ -512,7 +534,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
             for lay, infl in sub[sub.sublayer == s].groupby("layer")["influence"].first().items():
                 vals[int(lay)] = float(infl)
         ten[art.influence_key(e, s)] = vals
-    return res, ten, {"ablation": both, "enhancement": enh, "sublayers": sub, "top": top}, circ
+    return res, ten, {"ablation": both, "enhancement": enh, "sublayers": sub, "top": top, "modulation": mod}, circ
 
 
 def _concat(a: Prepared, b: Prepared, model: Any, batch_size: int) -> Prepared:
