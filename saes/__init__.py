@@ -44,6 +44,7 @@ _LAZY: dict[str, str] = {
     "planted_steps": "synthetic",
     "token_activations": "tokens",
     "ce_loss_recovered": "tokens",
+    "feature_steering": "steer",
 }
 
 __all__ = sorted([*_LAZY, "segment", "Segment"])
