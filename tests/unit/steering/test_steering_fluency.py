@@ -143,10 +143,15 @@ def _repetitive_at_scale_one(r):
     return VARIED[(r.prompt_index + 3) % len(VARIED)] + (" MARK_joy" if r.prompt_index % 4 == 0 else "")
 
 
-def test_a_repetitive_cell_is_excluded_under_relative_but_allowed_under_a_generous_absolute_cap(planted):
+def test_a_repetitive_cell_is_excluded_under_relative_but_allowed_under_a_generous_absolute_cap(planted, tmp_path):
     rel = planted(_repetitive_at_scale_one)
     e = rel["emotions"]["joy"]
     assert e["best_scale"] == 0.5 and e["meets_fluency"] is True
+    # the grid records each check of each cell
+    cells = {c["scale"]: c for c in json.loads((tmp_path / "run0" / "steering" / "grid.json").read_text())["cells"]}
+    assert cells[1.0]["fluent"] is False
+    assert cells[1.0]["fluency_checks"] == {"perplexity": True, "distinct_2": False, "zlib": False}
+    assert cells[0.5]["fluent"] is True and cells[1.0]["distinct_2"] < 0.2 < cells[0.5]["distinct_2"]
     assert rel["fluency"]["criterion"] == "relative"
     ref = rel["fluency"]["reference"]["dev"]
     assert ref["perplexity_ratio"] == 1e6 and ref["distinct_2"] == REF_D2 and ref["zlib_ratio"] == REF_ZLIB
@@ -154,15 +159,6 @@ def test_a_repetitive_cell_is_excluded_under_relative_but_allowed_under_a_genero
     ab = planted(_repetitive_at_scale_one, fluency="absolute", max_perplexity_ratio=1e9)
     assert ab["emotions"]["joy"]["best_scale"] == 1.0 and ab["fluency"]["criterion"] == "absolute"
     assert ab["emotions"]["joy"]["fluency"]["checks"] == {"perplexity": True}
-
-
-def test_the_grid_records_each_failed_check(planted, tmp_path):
-    planted(_repetitive_at_scale_one)
-    grid = json.loads(next(tmp_path.glob("run*/steering/grid.json")).read_text())
-    cells = {c["scale"]: c for c in grid["cells"]}
-    assert cells[1.0]["fluent"] is False
-    assert cells[1.0]["fluency_checks"] == {"perplexity": True, "distinct_2": False, "zlib": False}
-    assert cells[0.5]["fluent"] is True and cells[1.0]["distinct_2"] < 0.2 < cells[0.5]["distinct_2"]
 
 
 # -- picking by the model's own verdict ---------------------------------------------------------------
