@@ -123,7 +123,8 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             t = time.perf_counter()
             folder = train_step_sae(args.run, layer=layer, arch=args.arch, d_sae=size, k=args.k, name=name,
                                     pooling=args.pooling, segmentation=args.segmentation,
-                                    train_overrides={"epochs": args.epochs}, progress=False)
+                                    train_overrides={"epochs": args.epochs, "batch_size": args.batch_size},
+                                    progress=False)
             m = json.loads((folder / "metrics.json").read_text())
             info = json.loads((folder / "step_sae.json").read_text())
             feats = json.loads((folder / "features.json").read_text())
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     sw.add_argument("--pooling", default="delimiter")
     sw.add_argument("--segmentation", default="sentence")
     sw.add_argument("--epochs", type=float, default=30.0)
+    sw.add_argument("--batch-size", type=int, default=256)
     sw.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     import torch
