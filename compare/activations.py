@@ -15,8 +15,10 @@ Per set and layer ``l`` (``d_t = tuned − base`` at token ``t``):
   base's mean residual norm; ``token_diff_norm``: mean_t ‖d_t‖ (zero before the first changed layer);
 - ``token_cosine``: mean cosine of base and tuned activations per token;
 - ``contribution``: ‖m_l − m_{l−1}‖, the part of the mean difference that layer ``l`` itself adds
-  (``m_{−1}`` is the embeddings' difference). Layers are **ranked by contribution**: a change planted in
-  one layer propagates down the residual stream, so the raw norm would also rank the layers after it high;
+  (``m_{−1}`` is the embeddings' difference), and ``relative_contribution`` = contribution / the base's mean
+  residual norm at ``l``. Layers are **ranked by relative contribution**: a change planted in one layer
+  propagates down the residual stream, so the raw norm would also rank the layers after it high, and the
+  residual norm grows with depth (SmolLM2's last layer: ~6× the middle), so raw contributions favour late layers;
 - ``cosine_between_sets``: the cosine of the two sets' mean differences (does tuning move the residual
   the same way on emotion texts and on reasoning tasks?).
 
@@ -229,10 +231,11 @@ def _set_stats(texts: list[_TextStats], seed: int) -> tuple[dict[str, Any], Tens
             "token_diff_norm": float(tok_norm[i]),
             "token_cosine": float(cos[i]),
             "contribution": float(contrib[layer]),
+            "relative_contribution": float(contrib[layer] / base_norm[i]) if float(base_norm[i]) > 0 else 0.0,
         })
     noise = 1e-5 * float(base_norm[1:].mean())
     changed = [row["layer"] for row in layers if row["token_diff_norm"] > noise]
-    ranked = sorted(range(n_layers), key=lambda i: -layers[i]["contribution"])
+    ranked = sorted(range(n_layers), key=lambda i: -layers[i]["relative_contribution"])
     out = {
         "n_texts": len(texts),
         "n_tokens": int(sum(t.n_tokens for t in texts)),

@@ -180,11 +180,13 @@ def _activations_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[
     sets = res.get("sets", {})
     if sets:
         name, s = next(iter(sets.items()))
-        out += ["", f"Per layer ({name}; contribution = what the layer itself adds to the mean difference):",
-                "", "| layer | ‖mean diff‖ | 95% CI | relative | token cosine | contribution |", "|---|---|---|---|---|---|"]
+        out += ["", f"Per layer ({name}; contribution = what the layer itself adds to the mean difference, "
+                "relative = over the base's mean residual norm):",
+                "", "| layer | ‖mean diff‖ | 95% CI | relative | token cosine | contribution | relative contribution |",
+                "|---|---|---|---|---|---|---|"]
         for r in s["layers"]:
             out.append(f"| {r['layer']} | {_f(r['mean_diff_norm'])} | {_ci(r['mean_diff_norm_ci95'])} | {_f(r['relative'])} | "
-                       f"{_f(r['token_cosine'], 5)} | {_f(r['contribution'])} |")
+                       f"{_f(r['token_cosine'], 5)} | {_f(r['contribution'])} | {_f(r.get('relative_contribution'))} |")
     if "kl" in res:
         kl = res["kl"]
         out += ["", f"Per-token KL(tuned ‖ base) on task traces: mean {_f(kl['mean_kl'])} nats {_ci(kl['mean_kl_ci95'])}"
