@@ -115,8 +115,8 @@ def sweep(args: argparse.Namespace) -> list[dict]:
     if args.json and args.json.exists():
         rows = json.loads(args.json.read_text())
     done = {r["name"] for r in rows}
-    for layer in args.layers:
-        for size in args.sizes:
+    for size in args.sizes:  # every layer at the first size before the next size
+        for layer in args.layers:
             name = f"sweep-L{layer}-{args.arch}-{size}-k{args.k}"
             if name in done:
                 continue
