@@ -201,6 +201,19 @@ def word_token_ids(tokenizer: Any, words: Mapping[str, Sequence[str]]) -> dict[s
     return out
 
 
+def last_logits(hf: Any, **enc: Any) -> Tensor:
+    """Next-token logits at the last position ``[batch, vocab]``, computing the unembedding there only
+    (``logits_to_keep=1`` where the model's forward takes it — the same numbers, a fraction of the cost)."""
+    import inspect
+
+    try:
+        takes = "logits_to_keep" in inspect.signature(hf.forward).parameters
+    except (TypeError, ValueError):
+        takes = False
+    out = hf(**enc, logits_to_keep=1) if takes else hf(**enc)
+    return out.logits[:, -1]
+
+
 @torch.no_grad()
 def _word_logprobs(
     model: Model, prompts: Sequence[str], token_ids: Sequence[Sequence[int]], ivs: Sequence[Intervention],
@@ -219,12 +232,12 @@ def _word_logprobs(
             with intervene(model.hf_model, list(ivs)):
                 if norm_layer is not None:
                     with record(model.hf_model, ["resid_post"], [norm_layer]) as rec:
-                        logits = model.hf_model(**enc).logits[:, -1].float()
+                        logits = last_logits(model.hf_model, **enc).float()
                     mask = enc["attention_mask"].bool().clone()
                     mask[torch.arange(mask.shape[0]), mask.float().argmax(dim=1)] = False
                     norms.append(rec["resid_post", norm_layer].float().norm(dim=-1)[mask].cpu())
                 else:
-                    logits = model.hf_model(**enc).logits[:, -1].float()
+                    logits = last_logits(model.hf_model, **enc).float()
             lp = torch.log_softmax(logits, dim=-1).cpu()
             out.append(torch.stack([torch.logsumexp(lp[:, list(ids)], dim=-1) for ids in token_ids], dim=1))
     finally:

@@ -107,6 +107,7 @@ def elo_from_pairs(n: int, pairs: Sequence[tuple[int, int]], p_first: Sequence[f
 @torch.no_grad()
 def _p_first(model: Model, prompts: Sequence[str], batch_size: int, ivs: Sequence[Any] = ()) -> np.ndarray:
     from psylens.interventions import intervene
+    from psylens.validation.gates import last_logits
 
     tok = model.tokenizer
     a_id = tok("A", add_special_tokens=False)["input_ids"][0]
@@ -119,7 +120,7 @@ def _p_first(model: Model, prompts: Sequence[str], batch_size: int, ivs: Sequenc
         for s in range(0, len(texts), batch_size):
             enc = tok(texts[s : s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with intervene(model.hf_model, list(ivs)):
-                logits = model.hf_model(**enc).logits[:, -1].float()
+                logits = last_logits(model.hf_model, **enc).float()
             out.append(torch.softmax(logits[:, [a_id, b_id]], dim=-1)[:, 0].cpu())
     finally:
         tok.padding_side = old

@@ -285,3 +285,21 @@ def test_read_back_steers_and_rereads_at_each_picked_layer(smollm_tokenizer) -> 
     # the control that must fail: the picked vectors too weak to change the text
     bad = read_back(model, dirs, 0, prompts, max_new_tokens=6, vectors=_vectors(dirs, layers, 1e-6))
     assert bad["passed"] is False and bad["value"] < 0.2
+
+
+def test_last_logits_are_the_full_forwards_last_position(tiny_model) -> None:
+    from psylens.validation.gates import last_logits
+
+    for arch in ("llama", "gemma3"):
+        m = tiny_model(arch)
+        enc = {"input_ids": torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]]),
+               "attention_mask": torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])}
+        with torch.no_grad():
+            full = m.hf_model(**enc).logits[:, -1]
+            assert torch.allclose(last_logits(m.hf_model, **enc), full, atol=1e-5)
+
+    class NoKeep(torch.nn.Module):  # a forward without logits_to_keep still works
+        def forward(self, input_ids):
+            return type("O", (), {"logits": input_ids.float().unsqueeze(-1).repeat(1, 1, 3)})()
+
+    assert last_logits(NoKeep(), input_ids=torch.tensor([[1, 2]])).tolist() == [[2.0, 2.0, 2.0]]
