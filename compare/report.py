@@ -219,10 +219,13 @@ def _emotions_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str
     if plots.get("probes"):
         out += [f"![probe curves]({plots['probes']})", ""]
     out += [f"Concepts at the assistant turn ({c['n_tasks']} task prompts, layers {c['band'][0]}–{c['band'][-1]}): "
-            f"rise {c['rises'] or 'none'}; fall {c['falls'] or 'none'}.", "",
-            "| concept | change | 95% CI | in base SDs |", "|---|---|---|---|"]
+            f"rise {c['rises'] or 'none'}; fall {c['falls'] or 'none'} (interval excludes 0 and |change| beyond the "
+            f"95th percentile of {c.get('n_random_directions')} random directions, {_f(c.get('random_direction_abs_change_q95'))}; "
+            f"by the interval alone: {len(c.get('rises_interval_only', []))} rise, {len(c.get('falls_interval_only', []))} fall).", "",
+            "| concept | change | 95% CI | in base SDs | beyond random |", "|---|---|---|---|---|"]
     for r in sorted(c["concepts"], key=lambda r: -r["change"]):
-        out.append(f"| {r['concept']} | {_f(r['change'])} | {_ci(r['change_ci95'])} | {_f(r['change_in_base_sd'])} |")
+        out.append(f"| {r['concept']} | {_f(r['change'])} | {_ci(r['change_ci95'])} | {_f(r['change_in_base_sd'])} | "
+                   f"{r.get('beyond_random')} |")
     if plots.get("concepts"):
         out += ["", f"![concept changes]({plots['concepts']})"]
     out += ["", f"Change vectors across task kinds: mean pairwise r = {_f(c['mean_kind_correlation'])} "

@@ -45,6 +45,10 @@ def test_planted_concept_rises_most(models, directions):
     # every task kind moves the same way: the change vectors correlate; the permuted control does not
     assert c["mean_kind_correlation"] > 0.9
     assert abs(c["permuted_control_mean_r"]) < 0.3
+    # control: the same change on 200 random directions; the other concepts (orthogonal to the shift) stay within it
+    assert c["n_random_directions"] == 200 and top["beyond_random"]
+    assert not any(r["beyond_random"] for r in c["concepts"] if r["concept"] != PLANTED)
+    assert set(c["rises"]) <= set(c["rises_interval_only"])
     h = headline(res)
     assert PLANTED in h["rises"]
     assert len(res["probes"]["transfer"]) == 3
@@ -67,3 +71,4 @@ def test_config_is_validated():
         EmotionsConfig(band=(0.8, 0.2))
     with pytest.raises(ValueError, match="n_scenarios"):
         EmotionsConfig(n_scenarios=2)
+
