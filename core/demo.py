@@ -119,8 +119,8 @@ def run_demo(
 
 
 def demo_validation_config(seed: int = 0) -> Any:
-    """The demo's validation: ``ValidationConfig.quick_config`` (story directions, 8 contexts, 8 prompts of
-    16 tokens, 12 stories a concept, 40 neutral texts, 30 scenario groups, 16 activities), the budget
+    """The demo's validation: ``ValidationConfig.quick_config`` (story directions, 8 contexts, 6 prompts of
+    16 tokens, 12 stories a concept, 40 neutral texts, 30 scenario groups, 8 activities), the budget
     of ≤ 2.5 min on SmolLM2-135M on a 2-core CPU (BENCHMARKS.md)."""
     from psylens.validation.suite import ValidationConfig
 
