@@ -1048,11 +1048,14 @@ def _fluency_reference(
     prompt, the size of a sweep cell: pooled metrics depend on the number of texts).
     """
     ratios, d2s, zs = [], [], []
+    n = len(formatted)
+    # every draw in one batched generate call (generation costs per step, not per row)
+    every = generate_rows(
+        model, list(formatted) * draws, {}, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=temperature,
+        top_p=1.0, seed=seed + 2000, batch_size=cfg.batch_size,
+    )
     for k in range(draws):
-        texts = generate_rows(
-            model, formatted, {}, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0,
-            seed=seed + 2000 + 7919 * k, batch_size=cfg.batch_size,
-        )
+        texts = every[k * n : (k + 1) * n]
         nll, count = token_nll(model, prompts, texts, batch_size=cfg.batch_size)
         ratios.append(_ratio(_ppl(nll, count, list(range(len(texts)))), ppl_greedy))
         d2s.append(distinct_n(texts, 2))
