@@ -455,9 +455,9 @@ def render_heads(run: Run, summary: dict[str, Any], emotion: str, score: str) ->
         top = np.argsort(flat)[::-1][:3]
         tops = ", ".join(f"L{i // z.shape[1]}.h{i % z.shape[1]} {flat[i]:+.3g}" for i in top if np.isfinite(flat[i]))
         spread = float(np.std(finite)) if finite.size > 1 else math.nan
-        st.caption(f"{finite.size} of {z.size} heads scored. Top: {tops}. How to read it against chance: the rest's "
-                   f"spread (std) is {_fmt(spread)} — a top score within a few stds of zero stands out from nothing. "
-                   "Units above the read-out layer cannot write the signal (zero).")
+        st.caption(f"{finite.size} of {z.size} heads scored. Top: {tops}. The control is the spread of all heads "
+                   f"(std {_fmt(spread)}): a top head that is not several stds above the rest is not a finding. "
+                   "Heads above the read-out layer cannot write the signal (zero).")
 
 
 def render_top_neurons(run: Run, summary: dict[str, Any], emotion: str, score: str) -> None:
@@ -490,10 +490,12 @@ def render_ablation(run: Run, summary: dict[str, Any], emotion: str, score: str)
     st.plotly_chart(ablation_figure(table, emotion, split), width="stretch")
     a = kit.as_dict(kit.as_dict(kit.as_dict(summary.get("emotions")).get(emotion)).get("ablation"))
     if a:
-        st.caption(f"Full circuit, mean ablation: drop {kit.fmt_interval(a.get('drop'), kit.interval(a, 'drop'))} "
-                   f"against random sets {_fmt(a.get('random_drop'))} ± {_fmt(a.get('random_drop_std'))} (std); "
-                   f"zero ablation {_fmt(a.get('drop_zero'))} vs {_fmt(a.get('random_drop_zero'))}. The band is the "
-                   "control: a circuit inside it is no better than any units from the same layers.")
+        zero = (f"zero ablation {_fmt(a.get('drop_zero'))} vs {_fmt(a.get('random_drop_zero'))}; "
+                if not math.isnan(kit.num(a.get("drop_zero"))) else "")
+        st.caption(f"Full circuit, mean ablation (held-out): drop {kit.fmt_interval(a.get('drop'), kit.interval(a, 'drop'))} "
+                   f"against random sets {_fmt(a.get('random_drop'))} ± {_fmt(a.get('random_drop_std'))} (std); {zero}"
+                   "a drop above 1 means the signal reversed. The band is the control: a circuit inside it is no "
+                   "better than any units from the same layers.")
     enh = kit.load(run, ENHANCEMENT_ART)
     if enh is not None and len(enh) and (enh["emotion"].astype(str) == emotion).any():
         with kit.guard(ENHANCEMENT_ART):
