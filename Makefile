@@ -76,6 +76,7 @@ bench: setup-full
 	$(PY) -m benchmarks.steering_ceiling
 	$(PY) -m benchmarks.tasks
 	$(PY) -m benchmarks.traces
+	$(PY) -m benchmarks.saes throughput
 	$(PY) -m benchmarks.circuits --only cost
 
 clean:
