@@ -33,7 +33,7 @@ def explain(path: str | os.PathLike[str]) -> str | None:
     if size == 0:
         return f"{str(p)!r} is empty (0 bytes): the write was interrupted or the copy failed"
     with open(p, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
         if zipfile.is_zipfile(p):
             try:
                 with zipfile.ZipFile(p) as z:
@@ -44,14 +44,19 @@ def explain(path: str | os.PathLike[str]) -> str | None:
             return (f"{str(p)!r} is {what}, not safetensors; psylens never unpickles files. Convert it where you "
                     "trust it: t = torch.load(path, weights_only=True), then save it with "
                     "SteeringVector.from_tensor(t, layers=[...]).save('v.safetensors')")
-        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        # A safetensors header length such as 0x280 also starts with the bytes 80 02: a file whose
+        # JSON header begins right after a plausible length is safetensors, never a pickle.
+        n_claimed = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+        plausible = 0 < n_claimed <= _MAX_HEADER and head[8:9] == b"{"
+        if not plausible and head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
             return (f"{str(p)!r} is a Python pickle, not safetensors; psylens never unpickles files "
                     "(they can run code). Save tensors with safetensors instead")
         if len(head) < 8:
             return f"{str(p)!r} is {size} bytes: too short for a safetensors file (truncated?)"
-        (n,) = struct.unpack("<Q", head)
+        n = n_claimed
+        f.seek(8)
         if n > _MAX_HEADER or n == 0:
-            return (f"{str(p)!r} is not a safetensors file (it starts with {head!r}; a safetensors file starts "
+            return (f"{str(p)!r} is not a safetensors file (it starts with {head[:8]!r}; a safetensors file starts "
                     "with the length of its JSON header)")
         if 8 + n > size:
             return (f"{str(p)!r} is truncated: its header claims {n} bytes but the file has {size} "
