@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # circuits_planted sits beside this file
-
-from circuits_planted import plant, tiny_llama  # noqa: E402
-from psylens.models import Model  # noqa: E402
+from psylens.models import Model
+from tests.unit.circuits.circuits_planted import plant, tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from psylens.circuits.ablation import ablation_curve, curve_sizes, enhancement, 
 from psylens.circuits.circuit import Circuit
 from psylens.circuits.signal import Edit, Units, contrast_weights, prepare, signal, unit_baseline
 
-from circuits_planted import EMOS, HEAD_LAYER, PLANT_HEAD, PLANT_LAYER, PLANT_NEURON, READOUT, neutral_texts, stimuli
+from tests.unit.circuits.circuits_planted import EMOS, HEAD_LAYER, PLANT_HEAD, PLANT_LAYER, PLANT_NEURON, READOUT, neutral_texts, stimuli
 
 
 @pytest.fixture(scope="module")

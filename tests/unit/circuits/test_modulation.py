@@ -7,7 +7,7 @@ import pytest
 from psylens.circuits.circuit import Circuit
 from psylens.circuits.modulation import ModulationConfig, circuit_interventions, modulation
 
-from circuits_planted import HEAD_LAYER, PLANT_HEAD, PLANT_LAYER, PLANT_NEURON, READOUT
+from tests.unit.circuits.circuits_planted import HEAD_LAYER, PLANT_HEAD, PLANT_LAYER, PLANT_NEURON, READOUT
 
 WORDS = {"joy": ["happy", "glad"], "anger": ["angry", "furious"], "fear": ["afraid", "scared"]}
 

@@ -8,7 +8,7 @@ import torch
 from psylens.circuits.scores import attribution, patching, spearman
 from psylens.circuits.signal import contrast_weights, prepare, signal, unit_baseline
 
-from circuits_planted import EMOS, HEAD_LAYER, PLANT_HEAD, PLANT_LAYER, PLANT_NEURON, READOUT, neutral_texts, stimuli
+from tests.unit.circuits.circuits_planted import EMOS, HEAD_LAYER, PLANT_HEAD, PLANT_LAYER, PLANT_NEURON, READOUT, neutral_texts, stimuli
 
 
 def _setup(model, v, readout=READOUT):
