@@ -245,7 +245,7 @@ def demo(
     model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
     device: str = typer.Option("auto", "--device"),
     seed: int = typer.Option(0, "--seed"),
-    skip: list[str] = typer.Option([], "--skip", help="Steps to skip: summary, probes, steering."),
+    skip: list[str] = typer.Option([], "--skip", help="Steps to skip: summary, probes, steering, validation."),
 ) -> None:
     """The main job: harvest, summarise, probe and steer on the embedded model, into one run."""
     import time
