@@ -157,6 +157,9 @@ def launch(
         for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
             if sig is not None:
                 handlers[sig] = signal.signal(sig, forward)
+        # A process started in the background by a non-interactive shell inherits SIGINT ignored;
+        # `kill -INT` (or Ctrl-C after `fg`) must still stop the explorer.
+        handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return server.wait()
     except KeyboardInterrupt:

@@ -20,6 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # spinning threads make every forward pass ~10x slower (and subprocesses inherit the setting).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -30,16 +32,23 @@ SEED = 0
 TINY_VOCAB = 49152
 
 
+_REAL_MAIN = sys.modules.get("__main__")  # pytest's own, taken when this conftest is imported
+
+
+def _restore_main() -> None:
+    if _REAL_MAIN is not None and sys.modules.get("__main__") is not _REAL_MAIN:
+        sys.modules["__main__"] = _REAL_MAIN
+
+
 @pytest.fixture(autouse=True)
 def _keep_main_module():
     """Streamlit's AppTest runs page scripts as ``__main__`` and leaves them there; multiprocessing's
-    spawn would then re-run that script in every child. Put the real ``__main__`` back after each test."""
-    import sys
-
-    main = sys.modules.get("__main__")
+    spawn would then re-run that script in every child. Put pytest's ``__main__`` back before and after
+    each test — before too, because a module- or session-scoped fixture (set up ahead of this one) may
+    have rendered pages."""
+    _restore_main()
     yield
-    if sys.modules.get("__main__") is not main and main is not None:
-        sys.modules["__main__"] = main
+    _restore_main()
 
 
 @pytest.fixture(autouse=True)
