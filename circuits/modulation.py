@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 
 from psylens.circuits.circuit import Circuit
-from psylens.interventions import Intervention, intervene
+from psylens.interventions import Intervention
+from psylens.validation.gates import greedy_new_ids
 
 __all__ = ["ModulationConfig", "modulation", "circuit_interventions", "METHODS"]
 
@@ -80,19 +81,12 @@ def _generate(model: Any, formatted: Sequence[str], ivs: Sequence[Intervention],
     tok = model.tokenizer
     old = tok.padding_side
     tok.padding_side = "left"
-    eos = tok.eos_token_id
     outs: list[list[int]] = []
     try:
         for s in range(0, len(formatted), batch_size):
             enc = tok(list(formatted[s : s + batch_size]), return_tensors="pt", padding=True,
                       add_special_tokens=False).to(model.device)
-            with torch.no_grad(), intervene(model.hf_model, list(ivs)):
-                out = model.hf_model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                              pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
-            for row in out[:, enc["input_ids"].shape[1]:].tolist():
-                if eos is not None and eos in row:
-                    row = row[: row.index(eos)]
-                outs.append(row)
+            outs.extend(greedy_new_ids(model, enc, ivs, max_new_tokens))
     finally:
         tok.padding_side = old
     return outs

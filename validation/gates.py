@@ -737,7 +737,6 @@ def _generate_ids(model: Model, formatted: Sequence[str], values: Sequence[Tenso
     old = tok.padding_side
     tok.padding_side = "left"
     outs: list[list[int]] = []
-    eos = tok.eos_token_id
     try:
         for s in range(0, len(formatted), batch_size):
             chunk = list(formatted[s : s + batch_size])
@@ -750,16 +749,26 @@ def _generate_ids(model: Model, formatted: Sequence[str], values: Sequence[Tenso
                 rows = torch.stack([d[lay].float().cpu() if lay in d else zero for d in per])  # [B, d]
                 ivs.append(Intervention("resid_post", int(lay), "add", value=rows.unsqueeze(1).to(model.device, model.dtype),
                                         positions=positions))
-            with intervene(model.hf_model, ivs):
-                out = model.hf_model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                              pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
-            for row in out[:, enc["input_ids"].shape[1]:].tolist():
-                if eos is not None and eos in row:
-                    row = row[: row.index(eos)]
-                outs.append(row)
+            outs.extend(greedy_new_ids(model, enc, ivs, max_new_tokens))
     finally:
         tok.padding_side = old
     return outs
+
+
+def greedy_new_ids(model: Model, enc: Any, ivs: Sequence[Intervention], max_new_tokens: int) -> list[list[int]]:
+    """The greedy continuation of a left-padded, tokenized batch under ``ivs``: each row's new token ids,
+    cut before its first EOS."""
+    tok = model.tokenizer
+    with torch.no_grad(), intervene(model.hf_model, list(ivs)):
+        out = model.hf_model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+    eos = tok.eos_token_id
+    rows = []
+    for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        if eos is not None and eos in row:
+            row = row[: row.index(eos)]
+        rows.append(row)
+    return rows
 
 
 @torch.no_grad()
