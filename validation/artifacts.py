@@ -22,6 +22,7 @@ __all__ = [
     "LOGIT_LENS",
     "READ_BACK",
     "PREFERENCES",
+    "PREFERENCES_SHIFT",
     "TABLES",
     "table_file",
 ]
@@ -42,6 +43,7 @@ GEOMETRY_PCA = f"{DIR}/geometry_pca.parquet"  # one row per concept: PC1-3, vale
 LOGIT_LENS = f"{DIR}/logit_lens.parquet"  # one row per (direction, rank): token, is an emotion word
 READ_BACK = f"{DIR}/read_back.parquet"  # one row per (emotion, prompt): projections of the three texts
 PREFERENCES = f"{DIR}/preferences.parquet"  # one row per activity: Elo, projections
+PREFERENCES_SHIFT = f"{DIR}/preferences_shift.parquet"  # one row per activity: Elo shift under each emotion's steering and its random control
 
 #: gate name -> {table name: file}; the tables behind each gate in summary.json
 TABLES: dict[str, dict[str, str]] = {
@@ -51,7 +53,7 @@ TABLES: dict[str, dict[str, str]] = {
     "geometry": {"pca": GEOMETRY_PCA},
     "logit_lens": {"tokens": LOGIT_LENS},
     "read_back": {"items": READ_BACK},
-    "preferences": {"activities": PREFERENCES},
+    "preferences": {"activities": PREFERENCES, "elo_shift": PREFERENCES_SHIFT},
 }
 
 

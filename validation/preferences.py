@@ -24,10 +24,13 @@ from psylens.stimuli import EMOTIONS
 from psylens.validation.gates import GateResult, _num
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from psylens.models import Model
     from psylens.probes import Directions
+    from psylens.steering import SteeringVector
 
-__all__ = ["ACTIVITIES", "PAIR_TEMPLATE", "preferences", "elo_from_pairs"]
+__all__ = ["ACTIVITIES", "PAIR_TEMPLATE", "preferences", "elo_from_pairs", "elo_shift"]
 
 #: (activity, "pleasant" | "unpleasant"), written for the project: 24 pleasant, 24 unpleasant.
 ACTIVITIES: tuple[tuple[str, str], ...] = (
@@ -127,6 +130,40 @@ def _p_first(model: Model, prompts: Sequence[str], batch_size: int, ivs: Sequenc
     return torch.cat(out).numpy()
 
 
+def elo_shift(
+    n: int, pairs: Sequence[tuple[int, int]], p_base: Sequence[float], p_steered: Sequence[float]
+) -> np.ndarray:
+    """Elo under steering minus Elo unsteered, per activity (``[n]``, mean zero: Elo is relative).
+
+    ``p_base`` / ``p_steered``: P(first over second) of each ordered pair, unsteered and steered.
+    """
+    if len(p_base) != len(pairs) or len(p_steered) != len(pairs):
+        raise ValueError(f"need one probability per pair: {len(pairs)} pairs, {len(p_base)} unsteered and "
+                         f"{len(p_steered)} steered probabilities")
+    return elo_from_pairs(n, pairs, p_steered) - elo_from_pairs(n, pairs, p_base)
+
+
+def _steer_ivs(model: Model, directions: Directions, layer: int, emos: Sequence[str], prompts: Sequence[str],
+               vectors: Mapping[str, SteeringVector] | None, scale: float, seed: int) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, Any]]:
+    """Per emotion: the steering interventions, a same-norm random control's, and what was steered with."""
+    from psylens.interventions import Intervention
+    from psylens.steering.apply import interventions_for
+    from psylens.steering.sweep import residual_norms
+    from psylens.validation.gates import _check_vectors, _random_units, _vector_info
+
+    if vectors is not None:
+        picked = _check_vectors(model, vectors, emos)
+        steer = {e: interventions_for(picked[e]) for e in emos}
+        rand = {e: interventions_for(picked[e].random_like(seed + 7 + i)) for i, e in enumerate(emos)}
+        return steer, rand, {"from": "vectors", "vectors": _vector_info(picked, emos)}
+    fmt = [model.format_prompt(p) + "(" for p in prompts[:64]]
+    a = float(scale) * residual_norms(model, fmt, [layer])[layer]
+    r = _random_units(len(emos), int(model.d_model), seed + 7)
+    steer = {e: [Intervention("resid_post", layer, "add", value=(a * directions[e, layer].float()).to(model.dtype))] for e in emos}
+    rand = {e: [Intervention("resid_post", layer, "add", value=(a * r[i]).to(model.dtype))] for i, e in enumerate(emos)}
+    return steer, rand, {"from": "directions", "layer": int(layer), "scale": float(scale), "alpha": a}
+
+
 def preferences(
     model: Model,
     directions: Directions,
@@ -138,14 +175,27 @@ def preferences(
     batch_size: int = 32,
     threshold: float = 0.3,
     seed: int = 0,
+    steer: bool = True,
+    vectors: Mapping[str, SteeringVector] | None = None,
+    scale: float = 0.5,
     progress: bool = False,
 ) -> GateResult:
-    """Elo of each activity from all ordered "(A) or (B)" pairs, and its correlation with projections.
+    """Elo of each activity from all ordered "(A) or (B)" pairs, its correlation with projections, and its shift under steering.
 
     Reported, not gated (``"gated": false``; never counted in the suite's total): see the module warning.
     Value: the Spearman correlation between Elo and the projection on ``joy`` (or the first emotion);
     ``passed`` says whether it reaches ``threshold`` (meant for larger models). Control: the same
     correlation with the projection on a random unit direction.
+
+    With ``steer`` (default), every pair is asked again steered by each emotion — by ``vectors[e]``
+    as it is (e.g. the steering sweep's picked vectors), else by the direction at ``layer`` × ``scale``
+    × the layer's mean residual norm on the pair prompts — and by a same-norm random control per
+    emotion (``random_like`` of the vector, or a random unit direction × the same alpha). Reported per
+    emotion in ``summary["steering"]``: the Spearman correlation between each activity's Elo shift and
+    its projection on the emotion (does steering towards an emotion favour the activities that evoke
+    it?), the mean shift of pleasant minus unpleasant activities, the mean absolute shift, and the same
+    three numbers for the random control; the shifts per activity are the ``elo_shift`` table.
+    Cost: (1 + 2 × emotions) × n(n − 1) next-token forwards.
     """
     from psylens.validation.directions import text_means
     from psylens.validation.gates import spearman
@@ -174,6 +224,29 @@ def preferences(
     r = torch.randn(x.shape[1], generator=g, dtype=torch.float64)
     control = _num(spearman(elo, (x @ (r / r.norm())).numpy()))
     value = corr[key]
+    tables = {"activities": table}
+    steering = None
+    if steer:
+        steer_ivs, rand_ivs, how = _steer_ivs(model, directions, layer, emos, prompts, vectors, scale, seed)
+        shifts: dict[str, np.ndarray] = {}
+        per: dict[str, Any] = {}
+        for e in emos:
+            s_e = elo_shift(n, pairs, p, _p_first(model, prompts, batch_size, steer_ivs[e]))
+            r_e = elo_shift(n, pairs, p, _p_first(model, prompts, batch_size, rand_ivs[e]))
+            shifts[e], shifts[f"random_{e}"] = s_e, r_e
+            per[e] = {
+                "spearman_shift_vs_projection": _num(spearman(s_e, proj[e])),
+                "pleasant_minus_unpleasant": _num(float(s_e[pleasant].mean() - s_e[~pleasant].mean())) if pleasant.any() and (~pleasant).any() else None,
+                "mean_abs_shift": _num(float(np.abs(s_e).mean())),
+                "random_spearman_shift_vs_projection": _num(spearman(r_e, proj[e])),
+                "random_pleasant_minus_unpleasant": _num(float(r_e[pleasant].mean() - r_e[~pleasant].mean())) if pleasant.any() and (~pleasant).any() else None,
+                "random_mean_abs_shift": _num(float(np.abs(r_e).mean())),
+            }
+        steering = {**how, "emotions": per,
+                    "note": "Elo shift = Elo steered − Elo unsteered per activity (Elo points); the random control "
+                            "steers with a same-norm random direction at the same layers"}
+        tables["elo_shift"] = pd.DataFrame([{"activity": a, "kind": k, **{f"shift_{c}": float(v[i]) for c, v in shifts.items()}}
+                                            for i, (a, k) in enumerate(acts)])
     summary = {
         "value": value, "threshold": float(threshold), "control": control,
         "passed": bool(value is not None and value >= threshold),
@@ -181,10 +254,11 @@ def preferences(
         "control_kind": "the same correlation with a random unit direction's projection",
         "letter_bias": _num(float(p.mean()) - 0.5),
         "correlations": corr, "strength": strength, "n_activities": n, "n_pairs": len(pairs), "layer": int(layer),
+        "steering": steering,
         "note": "reported, not gated: this check is for larger models (SmolLM2-135M shows no preference between "
                 "pleasant and unpleasant activities)",
     }
-    return GateResult("preferences", summary, {"activities": table})
+    return GateResult("preferences", summary, tables)
 
 
 def p_mean(pairs: Sequence[tuple[int, int]], p: np.ndarray, pleasant: np.ndarray, which: bool) -> float:

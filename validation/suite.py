@@ -374,7 +374,8 @@ def run_validation(
             elif name == "preferences":
                 acts = _even(list(ACTIVITIES), cfg.n_activities, key=lambda a: a[1])
                 results[name] = preferences(model, dirs, layer, activities=acts, emotions=emos,
-                                            batch_size=max(cfg.batch_size, 32), seed=cfg.seed)
+                                            batch_size=max(cfg.batch_size, 32), seed=cfg.seed,
+                                            vectors=vectors, scale=cfg.scale)
             for table, df in results[name].tables.items():
                 run.write_table(art.table_file(name, table), df)
                 step.output(art.table_file(name, table))

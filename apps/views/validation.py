@@ -47,6 +47,7 @@ DOSE_TEMPLATES_ART = kit.Artifact(VA.DOSE_TEMPLATES, "table", "dose-response tem
 PCA_ART = kit.Artifact(VA.GEOMETRY_PCA, "table", "concept PCA", MAKE)
 LOGIT_ART = kit.Artifact(VA.LOGIT_LENS, "table", "logit-lens tokens", MAKE)
 PREFERENCES_ART = kit.Artifact(VA.PREFERENCES, "table", "preferences table", MAKE)
+PREFERENCES_SHIFT_ART = kit.Artifact(VA.PREFERENCES_SHIFT, "table", "preferences Elo shift under steering", MAKE)
 ARTIFACTS = (SUMMARY_ART, FEELS_ART, FEELS_RANDOM_ART, DOSE_ART, DOSE_TEMPLATES_ART, PCA_ART, LOGIT_ART, PREFERENCES_ART)
 
 GATE_ORDER = ("feels_matrix", "implicit_scenarios", "dose_response", "geometry", "logit_lens", "read_back", "preferences")
@@ -366,3 +367,22 @@ def render_preferences(run: Run, summary: dict[str, Any]) -> None:
     if table is not None:
         with st.expander("Activities: Elo and projections"):
             st.dataframe(table, hide_index=True, width="stretch")
+    steer = kit.as_dict(g.get("steering")) if g else {}
+    per = kit.as_dict(steer.get("emotions"))
+    if per:
+        st.markdown("**Elo shift under steering** (Elo steered − unsteered per activity; random: a same-norm random direction)")
+        rows = [{"emotion": e, **{k: kit.as_dict(v).get(k) for k in (
+            "spearman_shift_vs_projection", "random_spearman_shift_vs_projection", "pleasant_minus_unpleasant",
+            "random_pleasant_minus_unpleasant", "mean_abs_shift", "random_mean_abs_shift")}} for e, v in per.items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        shift = kit.load(run, PREFERENCES_SHIFT_ART)
+        if shift is not None:
+            cols = [c for c in shift.columns if c.startswith("shift_") and not c.startswith("shift_random_")]
+            if cols and "activity" in shift.columns:
+                z = shift[cols].to_numpy(dtype=float)
+                fig = go.Figure(go.Heatmap(z=z, x=[c.removeprefix("shift_") for c in cols], y=shift["activity"].astype(str),
+                                           colorscale="RdBu", zmid=0, colorbar={"title": "Elo shift"}))
+                kit.style(fig, "Elo shift of each activity under each emotion's steering", "steered with", "activity",
+                          height=max(300, 14 * len(shift)))
+                fig.update_layout(yaxis={"autorange": "reversed"})
+                st.plotly_chart(fig, width="stretch")
