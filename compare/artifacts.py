@@ -10,9 +10,47 @@ Layout::
       activations.json                per layer and input set: mean-difference norms and cosines, KL, lens
       base_directions.safetensors     the base model's 24 story directions (emotion and steering sections)
       steering.json                   the base's vectors on both models, judged by the feels-matrix gate
+      features.json                   the "features" section (psylens.compare.features), see below
+      feature_frequencies.parquet     one row per step-SAE feature, see below
+      feature_traces.jsonl            the traces both models wrote for the features section (one a line)
+      crosscoder.json                 the BatchTopK crosscoder: settings, fit, class counts, noise level
+      crosscoder_latents.parquet      one row per crosscoder latent, see below
+      crosscoder.safetensors          the crosscoder's weights (W_enc [2, d, L], b_enc [L], W_dec [L, 2, d],
+                                      b_dec [2, d], scale [] (input scale), threshold [] (inference threshold))
       emotions.json                   probe curves of both models, transfer, direction cosines, concept shifts
       summary.json                    every section: status ("done" / "skipped" + reason) and headline numbers
       report.md                       the readable report; PNG plots beside it (``*.png``)
+
+The features section's files (``psylens.compare.features``; "base"/"tuned" = ``MODEL_NAMES``):
+
+``features.json`` keys: ``schema_version``; ``sae`` (null without a step SAE, else ``{"name", "site",
+"layer", "pooling", "segmentation", "d_sae", "model"}``); ``traces`` (``{"n_tasks", "samples",
+"max_new_tokens", "temperature", "n_traces": {"base", "tuned"}, "n_steps": {"base", "tuned"}}``);
+``labels``: ``{label: {"base", "base_ci95", "tuned", "tuned_ci95", "difference", "difference_ci95",
+"excludes_zero", "share_base", "share_tuned", "share_difference", "share_difference_ci95"}}`` — mean
+number of steps carrying the label per trace (and ``share_*``: mean fraction of a trace's steps),
+intervals paired over traces of the same task and sample; ``diversity`` (null without an SAE):
+``{"base", "base_ci95", "tuned", "tuned_ci95", "difference", "difference_ci95"}`` — distinct active
+SAE features per trace; ``frequencies`` (null without an SAE): ``{"n_changed", "top_up": [feature, ...],
+"top_down": [...], "l1_distance"}``; ``crosscoder``: the headline of ``crosscoder.json`` (or null).
+
+``feature_frequencies.parquet`` columns: ``feature`` (int), ``base``, ``tuned`` (fraction of the model's
+steps on which the feature fires), ``difference`` (tuned − base), ``difference_lo``, ``difference_hi``
+(95% paired bootstrap over traces), ``changed`` (bool: interval excludes 0), ``label`` (the behaviour
+label this feature is the SAE's best latent for, or "").
+
+``crosscoder.json`` keys: ``schema_version``, ``settings`` (site, layer, pooling, d_latent, k, steps,
+lr, seed, batch_size, n_rows), ``fit`` (``explained_variance`` per model, ``l0``, ``dead_fraction``),
+``thresholds`` (``specific``, ``shared_low``, ``shared_high``, ``nu_error``, ``nu_recon``), ``counts``
+(per class), ``noise`` (the control crosscoder: ``kind``, ``sigma``, ``counts``), ``tuned_only``,
+``tuned_only_noise``, ``tuned_only_beyond_noise``, ``base_only``, ``base_only_noise``,
+``base_only_beyond_noise``, ``norm_ratio_only`` (tuned- or base-only by the decoder-norm ratio alone).
+
+``crosscoder_latents.parquet`` columns: ``latent`` (int), ``norm_base``, ``norm_tuned`` (decoder norms),
+``ratio`` (0.5·((‖d_tuned‖ − ‖d_base‖)/max + 1): 1 tuned-only, 0 base-only, 0.5 equal), ``frequency``
+(fraction of rows where it fires), ``owner`` ("tuned" if ratio ≥ 0.5 else "base"), ``beta_base_error``,
+``beta_tuned_error``, ``beta_base_recon``, ``beta_tuned_recon`` (latent scaling with the owner's decoder),
+``nu_error``, ``nu_recon`` (other side's β / owner's β), ``cls`` (one of ``CROSSCODER_CLASSES``).
 """
 
 from __future__ import annotations
@@ -27,6 +65,12 @@ __all__ = [
     "STEERING",
     "BASE_DIRECTIONS",
     "FEATURES",
+    "FEATURE_FREQUENCIES",
+    "FEATURE_TRACES",
+    "CROSSCODER",
+    "CROSSCODER_LATENTS",
+    "CROSSCODER_WEIGHTS",
+    "CROSSCODER_CLASSES",
     "SUMMARY",
     "REPORT",
     "SECTIONS",
@@ -44,6 +88,11 @@ EMOTIONS = f"{COMPARE_DIR}/emotions.json"
 STEERING = f"{COMPARE_DIR}/steering.json"
 BASE_DIRECTIONS = f"{COMPARE_DIR}/base_directions.safetensors"
 FEATURES = f"{COMPARE_DIR}/features.json"
+FEATURE_FREQUENCIES = f"{COMPARE_DIR}/feature_frequencies.parquet"
+FEATURE_TRACES = f"{COMPARE_DIR}/feature_traces.jsonl"
+CROSSCODER = f"{COMPARE_DIR}/crosscoder.json"
+CROSSCODER_LATENTS = f"{COMPARE_DIR}/crosscoder_latents.parquet"
+CROSSCODER_WEIGHTS = f"{COMPARE_DIR}/crosscoder.safetensors"
 SUMMARY = f"{COMPARE_DIR}/summary.json"
 REPORT = f"{COMPARE_DIR}/report.md"
 
@@ -51,6 +100,11 @@ REPORT = f"{COMPARE_DIR}/report.md"
 SECTIONS: tuple[str, ...] = ("weights", "activations", "emotions", "steering", "features")
 #: the keys of one ``weights.json`` row, in order
 WEIGHT_KEYS: tuple[str, ...] = ("module", "layer", "relative_norm", "changed_fraction", "effective_rank", "principal_overlap")
+#: a crosscoder latent's class (``cls`` of ``crosscoder_latents.parquet``): ``tuned_only`` / ``base_only`` need
+#: the decoder-norm ratio AND latent scaling (the other model's β ≈ 0); ``*_norm_only`` pass the ratio but
+#: fail latent scaling (Minder et al. 2025: shrinkage or decoupling, not a model-specific latent)
+CROSSCODER_CLASSES: tuple[str, ...] = ("tuned_only", "tuned_norm_only", "base_only", "base_norm_only", "shared",
+                                       "intermediate", "dead")
 #: the names of the two models in ``run.json``'s ``"models"``
 MODEL_NAMES: tuple[str, str] = ("base", "tuned")
 
