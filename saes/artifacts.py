@@ -15,6 +15,11 @@ Layout of one SAE (``RUN/saes/<name>/``)::
 
 Step activations are cached per (site, layer, pooling) under ``RUN/saes/steps/`` so a sweep over
 SAE sizes reads the model once.
+
+Step importance (``psylens sae anchors``, :mod:`psylens.saes.anchors`)::
+
+    saes/anchors.parquet                   one row a step: importance (+ TV, null, KL, answer counts), labels
+    saes/anchors.json                      by-label means with CIs, feature correlations, cost
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ __all__ = [
     "HELD_OUT",
     "SAE_CFG",
     "SAE_WEIGHTS",
+    "ANCHORS",
+    "ANCHORS_SUMMARY",
     "sae_dir",
     "sae_file",
     "steps_file",
@@ -45,6 +52,8 @@ FEATURES = "features.json"
 HELD_OUT = "held_out.json"
 SAE_CFG = "cfg.json"  # SAELens' config file name
 SAE_WEIGHTS = "sae_weights.safetensors"  # SAELens' weights file name
+ANCHORS = f"{DIR}/anchors.parquet"  # step importance table (psylens sae anchors)
+ANCHORS_SUMMARY = f"{DIR}/anchors.json"  # its summary: by label, feature correlations, cost
 
 
 def _plain(name: str, what: str) -> str:
