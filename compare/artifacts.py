@@ -18,6 +18,8 @@ Layout::
       crosscoder.safetensors          the crosscoder's weights (W_enc [2, d, L], b_enc [L], W_dec [L, 2, d],
                                       b_dec [2, d], scale [] (input scale), threshold [] (inference threshold))
       emotions.json                   probe curves of both models, transfer, direction cosines, concept shifts
+      generations.json                the same prompts answered by both models (greedy), and one prompt steered
+                                      by the base's vector on both (when the steering section ran)
       summary.json                    every section: status ("done" / "skipped" + reason) and headline numbers
       report.md                       the readable report; PNG plots beside it (``*.png``)
 
@@ -65,6 +67,7 @@ __all__ = [
     "STEERING",
     "BASE_DIRECTIONS",
     "FEATURES",
+    "GENERATIONS",
     "FEATURE_FREQUENCIES",
     "FEATURE_TRACES",
     "CROSSCODER",
@@ -88,6 +91,7 @@ EMOTIONS = f"{COMPARE_DIR}/emotions.json"
 STEERING = f"{COMPARE_DIR}/steering.json"
 BASE_DIRECTIONS = f"{COMPARE_DIR}/base_directions.safetensors"
 FEATURES = f"{COMPARE_DIR}/features.json"
+GENERATIONS = f"{COMPARE_DIR}/generations.json"
 FEATURE_FREQUENCIES = f"{COMPARE_DIR}/feature_frequencies.parquet"
 FEATURE_TRACES = f"{COMPARE_DIR}/feature_traces.jsonl"
 CROSSCODER = f"{COMPARE_DIR}/crosscoder.json"

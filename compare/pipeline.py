@@ -19,6 +19,7 @@ from typing import Any
 from psylens.compare import artifacts as art
 from psylens.compare.activations import ActivationsConfig
 from psylens.compare.emotions import EmotionsConfig
+from psylens.compare.generations import GenerationsConfig
 from psylens.compare.steering_transfer import SteeringTransferConfig
 from psylens.compare.weights import WeightsConfig
 
@@ -47,13 +48,15 @@ class CompareConfig:
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     emotions: EmotionsConfig = field(default_factory=EmotionsConfig)
     steering: SteeringTransferConfig = field(default_factory=SteeringTransferConfig)
+    #: side-by-side texts (``generations.json``), written when the activations or steering section runs
+    generations: GenerationsConfig = field(default_factory=GenerationsConfig)
     plots: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sections", parse_sections(self.sections))
         for name, cls in (("weights", WeightsConfig), ("activations", ActivationsConfig), ("emotions", EmotionsConfig),
-                          ("steering", SteeringTransferConfig)):
+                          ("steering", SteeringTransferConfig), ("generations", GenerationsConfig)):
             v = getattr(self, name)
             if isinstance(v, dict):
                 object.__setattr__(self, name, cls(**v))
@@ -71,7 +74,7 @@ class CompareConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"sections": list(self.sections), "weights": self.weights.to_dict(),
                 "activations": self.activations.to_dict(), "emotions": self.emotions.to_dict(),
-                "steering": self.steering.to_dict(),
+                "steering": self.steering.to_dict(), "generations": self.generations.to_dict(),
                 "plots": self.plots, "seed": self.seed}
 
 
@@ -123,6 +126,11 @@ def run_compare(
             status[name] = _steering(run, pair, cfg, progress)
         elif name == "features":
             status[name] = _skip(_features_reason(run))
+    if cfg.generations.n_prompts and {"activations", "steering"} & set(cfg.sections):
+        from psylens.compare.generations import run_generations
+
+        log.info("compare: generations")
+        run_generations(run, pair, cfg.generations)
     return write_report(run, status, plots=cfg.plots)
 
 
