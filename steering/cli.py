@@ -5,7 +5,7 @@
     psylens steer --model M --vectors RUN/steering/vectors/joy.safetensors --prompts prompts.jsonl --out gens.jsonl
     psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full] [--source expression|stories|probes]
                         [--layer-band K] [--positions all|prompt|generated] [--max-new-tokens N]
-                        [--fluency relative|absolute] [--max-perplexity-ratio R] [--pick-by model|judge]
+                        [--fluency relative|relative_greedy|absolute] [--max-perplexity-ratio R] [--pick-by model|judge]
 
 ``steer_app`` is a ``typer.Typer``; the main CLI registers it as ``steer``. Bad arguments raise
 ``ValueError`` (the main CLI prints them as one line).
@@ -247,7 +247,8 @@ def sweep(
     fluency: Optional[str] = typer.Option(
         None, "--fluency",
         help="relative (default: perplexity ratio, distinct-2 and zlib ratio no worse than the model's own T=1 text) | "
-             "absolute (perplexity ratio ≤ --max-perplexity-ratio).",
+             "relative_greedy (perplexity ratio as relative; distinct-2 and zlib ratio no worse than the model's own "
+             "greedy text) | absolute (perplexity ratio ≤ --max-perplexity-ratio).",
     ),
     max_perplexity_ratio: Optional[float] = typer.Option(
         None, "--max-perplexity-ratio", help="The cap of --fluency absolute (default: the config's, 1.5)."),

@@ -120,7 +120,7 @@ log = logging.getLogger(__name__)
 
 PROMPTING_TEMPLATE = "Respond in a way that shows {emotion}."
 DIRECTION_SOURCES = ("probes", "expression", "stories")
-FLUENCY_CRITERIA = ("relative", "absolute")
+FLUENCY_CRITERIA = ("relative", "relative_greedy", "absolute")
 PICK_BY = ("model", "judge")
 CONDITIONS = ("steer", "random", "prompting", "none")
 
@@ -211,7 +211,9 @@ class SweepConfig:
         if self.fluency not in FLUENCY_CRITERIA:
             raise ValueError(
                 f"fluency {self.fluency!r} is not one of {FLUENCY_CRITERIA}: 'relative' (perplexity ratio, distinct-2 and "
-                "zlib ratio no worse than the model's own T=1 samples) or 'absolute' (perplexity ratio ≤ max_perplexity_ratio)"
+                "zlib ratio no worse than the model's own T=1 samples), 'relative_greedy' (perplexity ratio no worse than "
+                "the T=1 samples', distinct-2 and zlib ratio no worse than the model's own greedy text) or 'absolute' "
+                "(perplexity ratio ≤ max_perplexity_ratio)"
             )
         if self.pick_by not in PICK_BY:
             raise ValueError(
@@ -996,7 +998,8 @@ def run_sweep(
         "note": (
             "relative: a set of texts is fluent when its perplexity ratio (to greedy unsteered text) ≤ the model's own "
             "T=1 samples' and its distinct-2 and zlib ratio ≥ theirs, compared on the same prompts and number of texts "
-            "(dev cells against T=1 samples of the dev prompts, test against the test prompts); absolute: perplexity "
+            "(dev cells against T=1 samples of the dev prompts, test against the test prompts); relative_greedy: the same "
+            "perplexity check, distinct-2 and zlib ratio ≥ the model's own greedy unsteered text's; absolute: perplexity "
             "ratio ≤ max_perplexity_ratio"
         ),
     }
@@ -1083,7 +1086,11 @@ def _fluency_checks(cell: Mapping[str, Any], reference: Mapping[str, Any], cfg: 
 
     ``absolute``: perplexity ratio ≤ ``cfg.max_perplexity_ratio``. ``relative``: perplexity ratio ≤ the
     reference's, distinct-2 ≥ the reference's and zlib ratio ≥ the reference's ("no worse than the model's
-    own T=1 text"). An undefined number (empty texts, NaN) fails its check.
+    own T=1 text"). ``relative_greedy``: perplexity ratio as ``relative``; distinct-2 and zlib ratio ≥ those
+    of the model's own *greedy* unsteered text of the same prompts (``reference["unsteered_greedy"]``):
+    steered greedy text is then held to the diversity of unsteered greedy text, the same decoding — greedy
+    text is less diverse than T=1 samples, so under ``relative`` no greedy cell can pass (measured on
+    SmolLM2-135M: distinct-2 0.89 greedy vs 0.98 at T=1). An undefined number (empty texts, NaN) fails its check.
     """
 
     def num(x: Any) -> float:
@@ -1092,10 +1099,11 @@ def _fluency_checks(cell: Mapping[str, Any], reference: Mapping[str, Any], cfg: 
     ppl = num(cell.get("perplexity_ratio"))
     if cfg.fluency == "absolute":
         return {"perplexity": bool(ppl <= cfg.max_perplexity_ratio)}
+    diversity = (reference.get("unsteered_greedy") or {}) if cfg.fluency == "relative_greedy" else reference
     return {
         "perplexity": bool(ppl <= num(reference.get("perplexity_ratio"))),
-        "distinct_2": bool(num(cell.get("distinct_2")) >= num(reference.get("distinct_2"))),
-        "zlib": bool(num(cell.get("zlib_ratio")) >= num(reference.get("zlib_ratio"))),
+        "distinct_2": bool(num(cell.get("distinct_2")) >= num(diversity.get("distinct_2"))),
+        "zlib": bool(num(cell.get("zlib_ratio")) >= num(diversity.get("zlib_ratio"))),
     }
 
 

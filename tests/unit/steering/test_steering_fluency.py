@@ -263,3 +263,23 @@ def test_steer_sweep_flags_reach_the_config(tiny_model, tmp_path, monkeypatch):
     assert res.exit_code == 0 and seen["config"].fluency == "relative" and seen["config"].pick_by == "model"
     res = CliRunner().invoke(steer_app, ["sweep", "--run", str(tmp_path / "r3"), "--fluency", "loose"])
     assert res.exit_code != 0 and "not one of" in str(res.exception)
+
+
+def test_fluency_checks_relative_greedy_holds_diversity_to_greedy_text() -> None:
+    ref = {"perplexity_ratio": 3.0, "distinct_2": 0.98, "zlib_ratio": 0.61,
+           "unsteered_greedy": {"distinct_2": 0.89, "zlib_ratio": 0.54}}
+    # a greedy steered cell as diverse as the model's own greedy text, far less perplexing than T=1 samples
+    cell = {"perplexity_ratio": 1.2, "distinct_2": 0.90, "zlib_ratio": 0.55}
+    rel = sweep_mod._fluency_checks(cell, ref, SweepConfig(fluency="relative"))
+    assert rel == {"perplexity": True, "distinct_2": False, "zlib": False}
+    greedy = sweep_mod._fluency_checks(cell, ref, SweepConfig(fluency="relative_greedy"))
+    assert greedy == {"perplexity": True, "distinct_2": True, "zlib": True}
+    # the control: a cell more repetitive than greedy text, or more perplexing than T=1 samples, still fails
+    worse = sweep_mod._fluency_checks({**cell, "distinct_2": 0.80}, ref, SweepConfig(fluency="relative_greedy"))
+    assert worse["distinct_2"] is False
+    assert sweep_mod._fluency_checks({**cell, "perplexity_ratio": 3.5}, ref, SweepConfig(fluency="relative_greedy"))["perplexity"] is False
+    # no greedy reference recorded: the diversity checks fail rather than pass by default
+    assert sweep_mod._fluency_checks(cell, {k: v for k, v in ref.items() if k != "unsteered_greedy"},
+                                     SweepConfig(fluency="relative_greedy"))["distinct_2"] is False
+    with pytest.raises(ValueError, match="relative_greedy"):
+        SweepConfig(fluency="greedy")
