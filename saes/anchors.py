@@ -518,8 +518,8 @@ def feature_importance_correlation(
 # --------------------------------------------------------------------------------------------
 # the run step: RUN/saes/anchors.parquet + anchors.json
 # --------------------------------------------------------------------------------------------
-def _sae_step_features(model: Model, folder: Path, traces: list[Mapping[str, Any]], table: pd.DataFrame,
-                       mode: str, progress: bool) -> np.ndarray:
+def _sae_step_features(model: Model, folder: Path, traces: list[Mapping[str, Any]], ids: list[str],
+                       table: pd.DataFrame, mode: str, progress: bool) -> np.ndarray:
     """``[n_rows, d_sae]``: the SAE's latents of every row of ``table`` (same steps, same order)."""
     import json
 
@@ -534,7 +534,6 @@ def _sae_step_features(model: Model, folder: Path, traces: list[Mapping[str, Any
     acts, index = step_activations(model, traces, site=info["site"], layer=int(info["layer"]),
                                    pooling=info.get("pooling", "delimiter"), mode=mode, progress=progress)
     z, _ = encode(sae, acts)
-    ids = [str(t.get("id", i)) for i, t in enumerate(traces)]
     row_of = {(ids[int(p)], int(s)): r for r, (p, s) in enumerate(index.tolist())}
     missing = [(t, s) for t, s in zip(table["trace_id"], table["step"]) if (t, int(s)) not in row_of]
     if missing:
@@ -599,8 +598,9 @@ def run_anchors(
         by_label = importance_by_label(table, seed=seed)
         features = None
         if folder is not None:
-            used = [t for i, t in enumerate(traces) if str(t.get("id", i)) in set(table["trace_id"])]
-            z = _sae_step_features(m, folder, used, table, mode, progress)
+            scored = set(table["trace_id"])
+            used = [(str(t.get("id", i)), t) for i, t in enumerate(traces) if str(t.get("id", i)) in scored]
+            z = _sae_step_features(m, folder, [t for _, t in used], [i for i, _ in used], table, mode, progress)
             features = {"sae": name, **feature_importance_correlation(z, table["importance"].to_numpy(), seed=seed)}
             features.pop("spearman")
             features.pop("control_spearman")

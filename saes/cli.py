@@ -3,10 +3,12 @@
     psylens sae train --run RUN --layer L [--site resid_post] [--pooling delimiter|mean]
                       [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME]
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
+    psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
 
 Writes ``RUN/saes/<name>/`` (see :mod:`psylens.saes.artifacts`): SAELens' own files
 (``SAE.load_from_disk`` opens the folder), ``step_sae.json``, ``metrics.json`` (held-out steps)
-and ``features.json``. ``sae_app`` is a ``typer.Typer``; the main CLI registers it as ``sae``.
+and ``features.json``; ``sae anchors`` writes ``RUN/saes/anchors.parquet`` and ``anchors.json`` (step
+importance by resampling, :mod:`psylens.saes.anchors`). ``sae_app`` is a ``typer.Typer``; the main CLI registers it as ``sae``.
 Importing this module is cheap: SAELens is imported when a command runs.
 """
 
@@ -21,7 +23,7 @@ __all__ = ["sae_app"]
 
 sae_app = typer.Typer(
     name="sae",
-    help="Sparse autoencoders on reasoning steps (trained through SAELens): `sae train`.",
+    help="Sparse autoencoders on reasoning steps (trained through SAELens): `sae train`, `sae anchors`.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -85,3 +87,46 @@ def train_cmd(
             if rec.get("auroc") is not None:
                 console.print(f"  {lab}: feature {rec['feature']} AUROC {rec['auroc']:.3f} (control {rec['control_auroc']:.3f})")
     console.print(f"wrote {folder}")
+
+
+@sae_app.command("anchors")
+def anchors_cmd(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory holding traces/traces.jsonl (psylens traces --out)."),
+    n_rollouts: int = typer.Option(4, "--n-rollouts", "-n", help="Rollouts from each prefix."),
+    max_traces: Optional[int] = typer.Option(6, "--max-traces", "-k", help="Traces to score (the first K with steps); 0 = all."),
+    name: Optional[str] = typer.Option(None, "--name", help="An SAE of the run (RUN/saes/NAME): correlate its features with importance."),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Tokens a rollout at most (unfinished ones are asked 'Answer:')."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Rollout sampling temperature (> 0)."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Rollouts a generate call."),
+    segmentation: Optional[str] = typer.Option(None, "--segmentation", help="sentence | paragraph (default: the SAE's, else sentence)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Step importance by counterfactual resampling (Thought Anchors): RUN/saes/anchors.parquet + anchors.json."""
+    from rich.console import Console
+
+    from psylens.saes.anchors import run_anchors
+
+    if n_rollouts < 1:
+        raise ValueError(f"--n-rollouts must be at least 1, got {n_rollouts}")
+    if temperature <= 0:
+        raise ValueError(f"--temperature must be > 0 (greedy rollouts are all the same), got {temperature}")
+    summary = run_anchors(run, n_rollouts=n_rollouts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                          max_traces=max_traces or None, name=name, model=model, mode=segmentation,
+                          batch_size=batch_size, progress=progress)
+    console = Console()
+    c = summary["cost"]
+    console.print(f"{summary['n_steps']} steps of {summary['n_traces']} traces, {c['rollouts']} rollouts "
+                  f"({c['forced']} answered on the cue) in {c['seconds']} s ({c['seconds_per_trace']} s a trace); "
+                  f"mean importance {summary['mean_importance']:.3f}")
+    for rec in summary["by_label"]:
+        if rec["n_steps"]:
+            console.print(f"  {rec['label']}: {rec['mean']:.3f} [{rec['ci_low']:.3f}, {rec['ci_high']:.3f}] "
+                          f"over {rec['n_steps']} steps (rest {rec['mean_rest']:.3f})")
+    f = summary.get("features")
+    if f and f.get("top"):
+        t = f["top"][0]
+        console.print(f"  top feature {t['feature']}: Spearman {t['spearman']:.3f} (control {t['control_spearman']:.3f}; "
+                      f"max |rho| {f['max_abs_spearman']:.3f} vs shuffled {f['control_max_abs_spearman']:.3f})")
+    console.print(f"wrote {run / 'saes' / 'anchors.parquet'}")
