@@ -19,6 +19,7 @@ from typing import Any
 from psylens.compare import artifacts as art
 from psylens.compare.activations import ActivationsConfig
 from psylens.compare.emotions import EmotionsConfig
+from psylens.compare.features import FeaturesConfig
 from psylens.compare.generations import GenerationsConfig
 from psylens.compare.steering_transfer import SteeringTransferConfig
 from psylens.compare.weights import WeightsConfig
@@ -50,13 +51,15 @@ class CompareConfig:
     steering: SteeringTransferConfig = field(default_factory=SteeringTransferConfig)
     #: side-by-side texts (``generations.json``), written when the activations or steering section runs
     generations: GenerationsConfig = field(default_factory=GenerationsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     plots: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sections", parse_sections(self.sections))
         for name, cls in (("weights", WeightsConfig), ("activations", ActivationsConfig), ("emotions", EmotionsConfig),
-                          ("steering", SteeringTransferConfig), ("generations", GenerationsConfig)):
+                          ("steering", SteeringTransferConfig), ("generations", GenerationsConfig),
+                          ("features", FeaturesConfig)):
             v = getattr(self, name)
             if isinstance(v, dict):
                 object.__setattr__(self, name, cls(**v))
@@ -68,13 +71,16 @@ class CompareConfig:
         """Fewer texts and tokens: a SmolLM2 pair in a few minutes on a CPU."""
         base = cls(activations=ActivationsConfig(n_emotion=12, n_tasks=12, trace_tokens=16),
                    emotions=EmotionsConfig(n_scenarios=12, n_tasks=18, n_stories=8),
-                   steering=SteeringTransferConfig(n_contexts=8))
+                   steering=SteeringTransferConfig(n_contexts=8),
+                   features=FeaturesConfig(n_tasks=12, samples=1, max_new_tokens=96, d_latent=256, k=8, steps=800,
+                                           n_boot=500))
         return replace(base, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sections": list(self.sections), "weights": self.weights.to_dict(),
                 "activations": self.activations.to_dict(), "emotions": self.emotions.to_dict(),
                 "steering": self.steering.to_dict(), "generations": self.generations.to_dict(),
+                "features": self.features.to_dict(),
                 "plots": self.plots, "seed": self.seed}
 
 
@@ -82,14 +88,13 @@ def _skip(reason: str) -> dict[str, Any]:
     return {"status": "skipped", "reason": reason, "headline": None}
 
 
-def _features_reason(run: Any) -> str:
-    sae_root = run.file("saes")
-    has_sae = sae_root.is_dir() and any((d / "step_sae.json").is_file() for d in sae_root.iterdir() if d.is_dir())
-    if not has_sae:
-        return ("no step SAE in this run (RUN/saes/<name>/step_sae.json): train one on the base model's traces "
-                "(`psylens sae train`) into this run, then re-run with --sections features")
-    return ("a step SAE is in the run, but the base-vs-tuned feature comparison (feature and behaviour-label "
-            "frequencies, the BatchTopK crosscoder) is not implemented in this version of psylens.compare")
+def _features(run: Any, pair: Any, cfg: CompareConfig, progress: bool) -> dict[str, Any]:
+    from psylens.compare.features import features_reason, run_features
+
+    why = features_reason(run, cfg.features)
+    if why is not None:
+        return _skip(why)
+    return {"status": "done", "reason": None, "headline": run_features(run, pair, cfg.features, progress=progress)}
 
 
 def run_compare(
@@ -125,7 +130,7 @@ def run_compare(
         elif name == "steering":
             status[name] = _steering(run, pair, cfg, progress)
         elif name == "features":
-            status[name] = _skip(_features_reason(run))
+            status[name] = _features(run, pair, cfg, progress)
     if cfg.generations.n_prompts and {"activations", "steering"} & set(cfg.sections):
         from psylens.compare.generations import run_generations
 
