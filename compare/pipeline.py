@@ -88,6 +88,13 @@ def _skip(reason: str) -> dict[str, Any]:
     return {"status": "skipped", "reason": reason, "headline": None}
 
 
+def _features_reason(run: Any) -> str:
+    """Why the features section was not run (``benchmarks.compare`` writes it into a report-only summary)."""
+    from psylens.compare.features import FeaturesConfig, features_reason
+
+    return features_reason(run, FeaturesConfig()) or "not run in this benchmark (BENCH_SECTIONS)"
+
+
 def _features(run: Any, pair: Any, cfg: CompareConfig, progress: bool) -> dict[str, Any]:
     from psylens.compare.features import features_reason, run_features
 
