@@ -393,7 +393,7 @@ class Page(Protocol):
 
 
 # Sidebar order. A name is a module of psylens.apps.views; a module object is taken as is (tests, plugins).
-PAGE_MODULES: list[str | ModuleType] = ["overview", "probes", "steering", "lens", "validation", "circuits"]
+PAGE_MODULES: list[str | ModuleType] = ["overview", "probes", "steering", "lens", "validation", "circuits", "saes", "compare"]
 
 
 def pages() -> list[ModuleType]:
