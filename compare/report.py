@@ -251,7 +251,43 @@ def _steering_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str
     return out
 
 
-_SECTION_TEXT = {"weights": _weights_md, "activations": _activations_md, "emotions": _emotions_md,
+def _features_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    res = run.read_json(art.FEATURES)
+    tr, w = res["traces"], res["where"]
+    sae = res.get("sae")
+    out = [f"Both models traced the same {tr['n_traces']['base']} task samples (same seeds; {tr['max_new_tokens']} new "
+           f"tokens): {tr['n_steps']['base']} base and {tr['n_steps']['tuned']} tuned steps. "
+           + (f"Base step SAE `{sae['name']}` ({sae['site']}, layer {sae['layer']}, {sae['pooling']} pooling)."
+              if sae else f"No step SAE in the run: the crosscoder reads {w['site']} at layer {w['layer']}."), "",
+           "Behaviour labels, steps per trace (95% intervals paired over traces of the same task):", "",
+           "| label | base | tuned | tuned − base | 95% CI | share of steps, tuned − base |", "|---|---|---|---|---|---|"]
+    for lab, r in res["labels"].items():
+        mark = " **≠ 0**" if r["excludes_zero"] else ""
+        out.append(f"| {lab} | {_f(r['base'])} | {_f(r['tuned'])} | {_f(r['difference'])}{mark} | {_ci(r['difference_ci95'])} | "
+                   f"{_f(r['share_difference'])} {_ci(r['share_difference_ci95'])} |")
+    if res.get("diversity"):
+        d, fr = res["diversity"], res["frequencies"]
+        out += ["", f"Feature diversity (distinct SAE features a trace): base {_f(d['base'])}, tuned {_f(d['tuned'])}, "
+                f"difference {_f(d['difference'])} {_ci(d['difference_ci95'])}. Firing frequency changed (interval excludes 0) "
+                f"for {fr['n_changed']} of {fr['n_features']} features; up most: {fr['top_up'][:5] or 'none'}, down most: "
+                f"{fr['top_down'][:5] or 'none'} (`feature_frequencies.parquet`)."]
+    if run.has(art.CROSSCODER):
+        cc = run.read_json(art.CROSSCODER)
+        st, fit, c = cc["settings"], cc["fit"], cc["counts"]
+        out += ["", f"BatchTopK crosscoder ({st['d_latent']} latents, k={st['k']}, {st['n_rows']} paired steps at layer "
+                f"{st['layer']}; explained variance base {_f(fit['explained_variance']['base'])}, tuned "
+                f"{_f(fit['explained_variance']['tuned'])}; dead {_f(fit['dead_fraction'])}): "
+                f"**{cc['tuned_only']} tuned-only** latents (decoder-norm ratio ≥ {cc['thresholds']['specific']} and latent "
+                f"scaling ν_error < {cc['thresholds']['nu_error']}, ν_recon < {cc['thresholds']['nu_recon']}) against "
+                f"{cc['tuned_only_noise']} in the noise control → {cc['tuned_only_beyond_noise']} beyond noise; "
+                f"{cc['base_only']} base-only ({cc['base_only_beyond_noise']} beyond noise). By the decoder-norm ratio alone "
+                f"{cc['norm_ratio_only']} latents would look model-specific; "
+                f"{c.get('tuned_norm_only', 0) + c.get('base_norm_only', 0)} of them fail latent scaling. "
+                f"Classes: " + ", ".join(f"{k} {v}" for k, v in c.items()) + "."]
+    return out
+
+
+_SECTION_TEXT = {"weights": _weights_md, "activations": _activations_md, "emotions": _emotions_md, "features": _features_md,
                  "steering": _steering_md}
 
 
