@@ -19,42 +19,64 @@ Judges (the validation suite's measures, run on the same prompts for every metho
 - ``lexicon_hit_rate``: share of generations whose NRC-lexicon emotion is ``e`` (a text judge);
 - ``fluency``: mean log-probability per generated token under the unmodified model after the plain prompt.
 
-Equal fluency: per method, the strength kept (``chosen``) is the one with the best ``read_back_win``
-among those whose fluency is at most ``max_fluency_drop`` nats/token below the unmodified text's
-(``fluent``: whether any was); methods are compared at their chosen strengths.
+Equal fluency (``ModulationConfig.fluency``). ``"relative"`` (default) is the steering sweep's criterion
+(:mod:`psylens.steering.sweep`, issue #10 §3): a method's texts at one strength are fluent when their
+perplexity ratio (to the unmodified greedy texts, under the unmodified model after the plain prompt) is at
+most that of the model's own unmodified text sampled at T=1 on the same prompts (``n_reference`` draws,
+averaged), and their distinct-2 and zlib ratio are at least that text's (columns ``perplexity_ratio``,
+``distinct_2``, ``zlib_ratio``, ``n_fluency_failed``; the reference in ``df.attrs["fluency_reference"]``).
+``"drop"``: mean log-prob per token at most ``max_fluency_drop`` nats below the unmodified text's.
+Per method the strength kept (``chosen``) is the one with the best ``read_back_win`` (then ``feels_shift``,
+then the smaller strength) among the fluent ones; when none is fluent, the one failing the fewest checks
+(then the best read-back), marked ``fluent`` false — reported, never hidden. Methods are compared at their
+chosen strengths.
+
+Paired intervals (:func:`paired_vs`): every method is judged on the same prompts and contexts, so the
+per-prompt read-back wins (``read_back_wins``) and the per-context row margins (``feels_margins``) are
+kept as list columns, and ``paired_vs(df, "circuit", "steering")`` gives the paired differences
+(circuit minus steering, bootstrap over prompts / contexts) at the chosen strengths.
 
 Footgun: generation is greedy; the hooks live only inside each call.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
 from psylens.circuits.circuit import Circuit
 from psylens.interventions import Intervention
 from psylens.validation.gates import greedy_new_ids
 
-__all__ = ["ModulationConfig", "modulation", "circuit_interventions", "METHODS"]
+__all__ = ["ModulationConfig", "modulation", "circuit_interventions", "choose", "paired_vs", "METHODS", "FLUENCY"]
 
 METHODS = ("circuit", "steering", "prompting")
+FLUENCY = ("relative", "drop")
 
 
 @dataclass(frozen=True)
 class ModulationConfig:
-    """Strengths and budgets of :func:`modulation`."""
+    """Strengths and budgets of :func:`modulation`.
+
+    ``fluency``: ``"relative"`` (the steering sweep's criterion against ``n_reference`` T=1 draws of the
+    unmodified model) or ``"drop"`` (mean log-prob per token at most ``max_fluency_drop`` nats below the
+    unmodified text's). ``seed``: the reference's sampling and the paired bootstrap.
+    """
 
     factors: tuple[float, ...] = (2.0, 4.0)
     steer_scales: tuple[float, ...] = (0.25, 0.5)
     max_new_tokens: int = 24
     max_fluency_drop: float = 1.0
     batch_size: int = 16
+    fluency: str = "relative"
+    n_reference: int = 3
+    seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
@@ -65,6 +87,12 @@ class ModulationConfig:
             raise ValueError("max_new_tokens and batch_size must be at least 1")
         if self.max_fluency_drop < 0:
             raise ValueError(f"max_fluency_drop must be non-negative (nats per token), got {self.max_fluency_drop}")
+        if self.fluency not in FLUENCY:
+            raise ValueError(f"fluency {self.fluency!r} is not one of {FLUENCY}: 'relative' (the steering sweep's criterion: "
+                             "perplexity ratio, distinct-2 and zlib ratio no worse than the model's own T=1 text) or 'drop' "
+                             "(log-prob per token at most max_fluency_drop below the unmodified text's)")
+        if self.n_reference < 1:
+            raise ValueError(f"n_reference must be at least 1 (T=1 draws of the unmodified model), got {self.n_reference}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,14 +120,68 @@ def _generate(model: Any, formatted: Sequence[str], ivs: Sequence[Intervention],
     return outs
 
 
-def _fluency(model: Any, prompts: Sequence[str], texts: Sequence[str], batch_size: int) -> float:
-    from psylens.steering.metrics import token_nll
+def _text_stats(model: Any, prompts: Sequence[str], texts: Sequence[str], batch_size: int) -> dict[str, float]:
+    """``fluency`` (mean log-prob per token), ``nll`` and ``tokens`` (for perplexities), ``distinct_2``, ``zlib_ratio``."""
+    from psylens.steering.metrics import distinct_n, token_nll, zlib_ratio
 
     keep = [i for i, t in enumerate(texts) if t.strip()]
     if not keep:
-        return float("-inf")
+        return {"fluency": float("-inf"), "nll": float("nan"), "tokens": 0.0, "distinct_2": float("nan"),
+                "zlib_ratio": float("nan")}
     nll, n = token_nll(model, [prompts[i] for i in keep], [texts[i] for i in keep], batch_size=batch_size)
-    return float(-nll.sum() / n.sum().clamp(min=1))
+    tot, cnt = float(nll.sum()), float(n.sum())
+    return {"fluency": -tot / max(cnt, 1.0), "nll": tot, "tokens": cnt, "distinct_2": float(distinct_n(list(texts), 2)),
+            "zlib_ratio": float(zlib_ratio(list(texts)))}
+
+
+def _ppl(stats: Mapping[str, float]) -> float:
+    return math.exp(stats["nll"] / stats["tokens"]) if stats["tokens"] > 0 and math.isfinite(stats["nll"]) else float("nan")
+
+
+def choose(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``chosen`` set: ``none``, and per method of :data:`METHODS` its strength of equal fluency.
+
+    Among the method's ``fluent`` rows, the best ``read_back_win``, then ``feels_shift``, then the smaller
+    ``strength``; when none is fluent, the fewest ``n_fluency_failed`` checks first (then the same order).
+    """
+    out = df.copy()
+    out["chosen"] = out.method == "none"
+    failed = out["n_fluency_failed"] if "n_fluency_failed" in out else (~out["fluent"].astype(bool)).astype(int)
+    for m in METHODS:
+        sub = out[out.method == m].assign(_failed=failed[out.method == m])
+        if sub.empty:
+            continue
+        ok = sub[sub.fluent.astype(bool)]
+        pool, keys, asc = (ok, [], []) if len(ok) else (sub, ["_failed"], [True])
+        pick = pool.sort_values(keys + ["read_back_win", "feels_shift", "strength"],
+                                ascending=asc + [False, False, True], kind="stable").index[0]
+        out.loc[pick, "chosen"] = True
+    return out
+
+
+def paired_vs(df: pd.DataFrame, a: str = "circuit", b: str = "steering", *, seed: int = 0) -> dict[str, Any]:
+    """``a`` minus ``b`` at their ``chosen`` strengths, paired over the same items (one emotion's table).
+
+    ``read_back_win``: per-prompt wins (:func:`psylens.stats.paired_diff_ci` over prompts); ``feels_shift``:
+    per-context row margins (over contexts); ``row_win``: the difference of the two verdicts (-1, 0, 1);
+    ``equal_fluency``: both chosen strengths fluent. ``{diff, ci95, beats, n}`` per measure.
+    """
+    from psylens.stats import paired_diff_ci
+
+    rows = {}
+    for m in (a, b):
+        sel = df[(df.method == m) & df.chosen.astype(bool)]
+        if len(sel) != 1:
+            raise ValueError(f"the modulation table has {len(sel)} chosen rows of method {m!r}; need exactly one "
+                             f"(run choose(df) first; methods present: {sorted(set(df.method))})")
+        rows[m] = sel.iloc[0]
+    ra, rb = rows[a], rows[b]
+    out: dict[str, Any] = {"a": a, "b": b, "strength_a": float(ra.strength), "strength_b": float(rb.strength)}
+    for measure, col in (("read_back_win", "read_back_wins"), ("feels_shift", "feels_margins")):
+        out[measure] = paired_diff_ci(np.asarray(ra[col], float), np.asarray(rb[col], float), seed=seed).to_dict()
+    out["row_win"] = int(bool(ra.row_win)) - int(bool(rb.row_win))
+    out["equal_fluency"] = bool(ra.fluent) and bool(rb.fluent)
+    return out
 
 
 def modulation(
@@ -113,8 +195,10 @@ def modulation(
     contexts: Sequence[str],
     config: ModulationConfig | None = None,
 ) -> pd.DataFrame:
-    """Rows of :data:`psylens.circuits.artifacts.MODULATION_COLUMNS` (+ ``chosen``, ``fluent``) for
-    ``circuit.emotion``: ``none``, then each method at each strength (see the module doc)."""
+    """Rows of :data:`psylens.circuits.artifacts.MODULATION_COLUMNS` for ``circuit.emotion``: ``none``, then
+    each method at each strength (see the module doc); then ``perplexity_ratio``, ``distinct_2``,
+    ``zlib_ratio``, ``read_back_wins`` (per prompt), ``feels_margins`` (per context), ``n_fluency_failed``,
+    ``fluent`` and ``chosen``. ``df.attrs``: ``fluency_criterion`` and ``fluency_reference``."""
     from psylens.stats import wilson_ci
     from psylens.steering.expression import SYSTEM_TEMPLATE
     from psylens.steering.judges import LexiconJudge, success_rate
@@ -148,12 +232,15 @@ def modulation(
                for s in cfg.steer_scales]
     trials.append(("prompting", 1.0, [], prompted, [f"{system}\n{p}" for p in feel]))
     tok = model.tokenizer
+    i = emos.index(e)
+    others = [j for j in range(len(emos)) if j != i]
     rows = []
+    stats_none: dict[str, float] | None = None
     for method, strength, ivs, fmt, fprompts in trials:
         lp, _ = _word_logprobs(model, fprompts, token_ids, ivs, cfg.batch_size)
-        shift = (lp - lp_none).mean(0)  # [E]
-        i = emos.index(e)
-        others = [j for j in range(len(emos)) if j != i]
+        shift_c = lp - lp_none  # [context, E]
+        margins = (shift_c[:, i] - shift_c[:, others].mean(1)) if others else shift_c[:, i]  # [context]
+        shift = shift_c.mean(0)  # [E]
         gens = gens_none if method == "none" else _generate(model, fmt, ivs, cfg.max_new_tokens, cfg.batch_size)
         texts = [tok.decode(g, skip_special_tokens=True) for g in gens]
         x = x_none if method == "none" else _reread(model, plain, gens, layer, cfg.batch_size).double() @ v.double()
@@ -161,19 +248,35 @@ def modulation(
         k = int(wins.sum())
         lo, hi = wilson_ci(k, len(wins))
         scores = judge.score(texts)
+        st = _text_stats(model, prompts, texts, cfg.batch_size)
+        if method == "none":
+            stats_none = st
+        ppl_ratio = _ppl(st) / _ppl(stats_none) if stats_none and _ppl(stats_none) > 0 else float("nan")
         rows.append({"emotion": e, "method": method, "strength": float(strength),
-                     "feels_shift": float(shift[i] - shift[others].mean()) if others else float(shift[i]),
-                     "row_win": bool(int(torch.argmax(shift)) == i) if method != "none" else False,
+                     "feels_shift": float(margins.mean()),
+                     # strictly the row's largest: a tie (no shift at all) is not a win
+                     "row_win": bool(method != "none" and shift[i] > (shift[others].max() if others else 0.0)),
                      "read_back_win": float(wins.mean()), "read_back_win_ci_low": float(lo), "read_back_win_ci_high": float(hi),
-                     "fluency": _fluency(model, prompts, texts, cfg.batch_size),
-                     "lexicon_hit_rate": float(success_rate(scores, e)), "n_prompts": len(prompts)})
+                     "fluency": st["fluency"],
+                     "lexicon_hit_rate": float(success_rate(scores, e)), "n_prompts": len(prompts),
+                     "perplexity_ratio": float(ppl_ratio), "distinct_2": st["distinct_2"], "zlib_ratio": st["zlib_ratio"],
+                     "read_back_wins": [float(w) for w in wins], "feels_margins": [float(m) for m in margins]})
     df = pd.DataFrame(rows)
-    floor = float(df[df.method == "none"]["fluency"].iloc[0]) - cfg.max_fluency_drop
-    df["chosen"] = df.method == "none"
-    df["fluent"] = df.fluency >= floor
-    for m in METHODS:
-        sub = df[df.method == m]
-        ok = sub[sub.fluent]
-        pick = (ok if len(ok) else sub).sort_values(["read_back_win", "strength"], ascending=[False, True]).index[0]
-        df.loc[pick, "chosen"] = True
-    return df
+    if cfg.fluency == "relative":
+        from psylens.steering.sweep import SweepConfig, _fluency_checks, _fluency_reference
+
+        sweep_cfg = SweepConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, fluency="relative")
+        reference = _fluency_reference(model, plain, list(prompts), sweep_cfg, cfg.seed,
+                                       _ppl(stats_none) if stats_none else float("nan"),
+                                       draws=cfg.n_reference)
+        checks = [_fluency_checks(r, reference, sweep_cfg) for r in df.to_dict(orient="records")]
+        df["n_fluency_failed"] = [sum(not c for c in ch.values()) for ch in checks]
+        df.attrs["fluency_reference"] = {k: reference[k] for k in ("perplexity_ratio", "distinct_2", "zlib_ratio",
+                                                                   "temperature", "draws", "n")}
+    else:
+        floor = float(df[df.method == "none"]["fluency"].iloc[0]) - cfg.max_fluency_drop
+        df["n_fluency_failed"] = (df.fluency < floor).astype(int)
+        df.attrs["fluency_reference"] = {"fluency_floor": floor}
+    df["fluent"] = df.n_fluency_failed == 0
+    df.attrs["fluency_criterion"] = cfg.fluency
+    return choose(df)
