@@ -27,7 +27,8 @@ rollouts a trace). Columns of the table:
 ``tv_null``       the mean of the same TV over every split of the pooled ``2N`` answers into two
                   groups of N (exact for C(2N, N) ≤ 5000, else 2000 seeded random splits): what TV
                   is when the step changes nothing. Two small samples of one distribution differ
-                  by chance, so raw TV is biased upward (N = 4: ≈ 0.4 for a uniform 4-way answer).
+                  by chance, so raw TV is biased upward (N = 4: 0.47 on average for a uniform
+                  4-way answer).
 ``importance``    ``tv − tv_null``: **the step importance**. Zero in expectation when the step does
                   not matter (the observed split is exchangeable with the permuted ones), up to
                   ``1 − tv_null`` when it fixes the answer; can be negative by chance.
