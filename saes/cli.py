@@ -8,8 +8,8 @@
 Writes ``RUN/saes/<name>/`` (see :mod:`psylens.saes.artifacts`): SAELens' own files
 (``SAE.load_from_disk`` opens the folder), ``step_sae.json``, ``metrics.json`` (held-out steps)
 and ``features.json``; ``sae anchors`` writes ``RUN/saes/anchors.parquet`` and ``anchors.json`` (step
-importance by resampling, :mod:`psylens.saes.anchors`). ``sae_app`` is a ``typer.Typer``; the main CLI registers it as ``sae``.
-Importing this module is cheap: SAELens is imported when a command runs.
+importance by resampling, :mod:`psylens.saes.anchors`). ``sae_app`` is a ``typer.Typer``; the main
+CLI registers it as ``sae``. Importing this module is cheap: SAELens is imported when a command runs.
 """
 
 from __future__ import annotations
