@@ -68,9 +68,9 @@ def _steered(pair: Any, cfg: GenerationsConfig, directions: Any, layer: int, alp
     out: dict[str, Any] = {"emotion": cfg.steer_emotion, "layer": layer, "alpha": alpha, "prompt": prompt}
     for name in art.MODEL_NAMES:
         m = getattr(pair, name)
-        out[name] = m.generate(prompt, **kw)
+        out[name] = m.generate([prompt], **kw)[0]
         with sv.apply(m):
-            out[f"{name}_steered"] = m.generate(prompt, **kw)
+            out[f"{name}_steered"] = m.generate([prompt], **kw)[0]
     return out
 
 
