@@ -66,11 +66,13 @@ class ModulationConfig:
 
     ``fluency``: ``"relative"`` (the steering sweep's criterion against ``n_reference`` T=1 draws of the
     unmodified model) or ``"drop"`` (mean log-prob per token at most ``max_fluency_drop`` nats below the
-    unmodified text's). ``seed``: the reference's sampling and the paired bootstrap.
+    unmodified text's). ``seed``: the reference's sampling and the paired bootstrap. Strengths:
+    ``factors`` scale the circuit's units, ``steer_scales`` are multiples of the read-out layer's mean
+    residual norm (the sweep's grid and beyond), so each method has weak strengths that can pass the criterion.
     """
 
-    factors: tuple[float, ...] = (2.0, 4.0)
-    steer_scales: tuple[float, ...] = (0.25, 0.5)
+    factors: tuple[float, ...] = (1.5, 2.0, 4.0)
+    steer_scales: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.5)  # the sweep's grid (0.1–0.2) and beyond
     max_new_tokens: int = 24
     max_fluency_drop: float = 1.0
     batch_size: int = 16

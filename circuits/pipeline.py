@@ -485,18 +485,13 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
     mod_s: dict[str, Any] | None = None
     if cfg.modulation and len(circ.units):
         from psylens import stimuli
-        from psylens.circuits.modulation import METHODS, modulation
+        from psylens.circuits.modulation import METHODS, ModulationConfig, modulation, paired_vs
         from psylens.concepts import feel_contexts, feel_words
 
         mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[: cfg.n_modulation_prompts],
-                         emotions=contrast, words=feel_words(), contexts=feel_contexts()[: cfg.n_modulation_contexts])
-        chosen = mod[mod.chosen]
-        mod_s = {m: {k: (bool(r[k]) if k in ("row_win", "fluent") else float(r[k]))
-                     for k in ("strength", "feels_shift", "row_win", "read_back_win", "fluency", "lexicon_hit_rate", "fluent")}
-                 for m in METHODS for _, r in chosen[chosen.method == m].iterrows()}
-        mod_s["circuit_at_least_steering"] = bool(
-            mod_s["circuit"]["row_win"] >= mod_s["steering"]["row_win"]
-            and mod_s["circuit"]["read_back_win"] >= mod_s["steering"]["read_back_win"])
+                         emotions=contrast, words=feel_words(), contexts=feel_contexts()[: cfg.n_modulation_contexts],
+                         config=ModulationConfig(seed=cfg.seed))
+        mod_s = _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=cfg.seed))
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -535,6 +530,26 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
                 vals[int(lay)] = float(infl)
         ten[art.influence_key(e, s)] = vals
     return res, ten, {"ablation": both, "enhancement": enh, "sublayers": sub, "top": top, "modulation": mod}, circ
+
+
+def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary["emotions"][e]["modulation"]``: each method at its chosen strength, the fluency criterion and its
+    reference, ``circuit_minus_steering`` (paired intervals) and ``circuit_at_least_steering`` (the issue's test:
+    circuit's row win and read-back win rate ≥ steering's, both at strengths that pass the criterion)."""
+    keys = ("strength", "feels_shift", "row_win", "read_back_win", "read_back_win_ci_low", "read_back_win_ci_high",
+            "fluency", "perplexity_ratio", "distinct_2", "zlib_ratio", "lexicon_hit_rate", "fluent", "n_fluency_failed")
+    chosen = mod[mod.chosen]
+    out: dict[str, Any] = {
+        m: {k: (bool(r[k]) if k in ("row_win", "fluent") else int(r[k]) if k == "n_fluency_failed" else float(r[k]))
+            for k in keys if k in r}
+        for m in methods for _, r in chosen[chosen.method == m].iterrows()}
+    out["fluency_criterion"] = mod.attrs.get("fluency_criterion")
+    out["fluency_reference"] = mod.attrs.get("fluency_reference")
+    out["circuit_minus_steering"] = dict(paired)
+    c, s = out["circuit"], out["steering"]
+    out["circuit_at_least_steering"] = bool(c["fluent"] and s["fluent"] and c["row_win"] >= s["row_win"]
+                                            and c["read_back_win"] >= s["read_back_win"])
+    return out
 
 
 def _concat(a: Prepared, b: Prepared, model: Any, batch_size: int) -> Prepared:
