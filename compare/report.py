@@ -99,6 +99,17 @@ def _plots(run: Any) -> tuple[dict[str, str], str | None]:
                              arrayminus=[r["change"] - r["change_ci95"][0] for r in cs])))
             fig.update_layout(title="Concept projection at the assistant turn: tuned − base (95% CI)", height=700)
             out["concepts"] = _save(fig, run, "concepts")
+        if run.has(art.FEATURES):
+            labs = run.read_json(art.FEATURES).get("labels") or {}
+            if labs:
+                names = list(labs)
+                fig = go.Figure(go.Bar(
+                    x=[labs[k]["difference"] for k in names], y=names, orientation="h",
+                    error_x=dict(type="data", symmetric=False,
+                                 array=[labs[k]["difference_ci95"][1] - labs[k]["difference"] for k in names],
+                                 arrayminus=[labs[k]["difference"] - labs[k]["difference_ci95"][0] for k in names])))
+                fig.update_layout(title="Behaviour-label steps per trace: tuned − base (95% CI)")
+                out["features"] = _save(fig, run, "feature_labels")
     except Exception as e:  # a broken browser must not lose the numbers
         log.warning("PNG export failed: %s", e)
         return out, f"PNG export failed ({type(e).__name__}: {e}); the tables below hold every number"
@@ -255,7 +266,8 @@ def _features_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str
     res = run.read_json(art.FEATURES)
     tr, w = res["traces"], res["where"]
     sae = res.get("sae")
-    out = [f"Both models traced the same {tr['n_traces']['base']} task samples (same seeds; {tr['max_new_tokens']} new "
+    out = [f"![behaviour labels]({plots['features']})", ""] if plots.get("features") else []
+    out += [f"Both models traced the same {tr['n_traces']['base']} task samples (same seeds; {tr['max_new_tokens']} new "
            f"tokens): {tr['n_steps']['base']} base and {tr['n_steps']['tuned']} tuned steps. "
            + (f"Base step SAE `{sae['name']}` ({sae['site']}, layer {sae['layer']}, {sae['pooling']} pooling)."
               if sae else f"No step SAE in the run: the crosscoder reads {w['site']} at layer {w['layer']}."), "",
