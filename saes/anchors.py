@@ -296,7 +296,8 @@ def step_importance(
             answers[x] = a
     forced: set[tuple[int, int, int]] = set()
     if todo and force_answer:
-        for b in range(0, len(todo), batch_size):
+        for b in tqdm(range(0, len(todo), batch_size), desc="answers of unfinished rollouts", disable=not progress,
+                      leave=False):
             batch = todo[b : b + batch_size]
             outs = generator([prompt_of[x[:2]] + rollouts[x] + ANSWER_CUE for x in batch], [seeds[x] for x in batch],
                              _FORCE_TOKENS, 0.0)
@@ -368,6 +369,9 @@ def importance_by_label(
     other steps), ``diff`` (mean − mean_rest) with ``diff_ci_low`` / ``diff_ci_high``. The
     bootstrap resamples whole traces (steps of one trace are not independent); NaN where a label
     has no step. Rows follow :data:`psylens.saes.LABELS`, then ``"unlabelled"``.
+
+    Footgun: with a label on steps of only a few traces (fewer than ~10) the bootstrap interval is
+    too narrow — it cannot see the variation between traces it never drew; check ``n_traces``.
     """
     import pandas as pd
 
