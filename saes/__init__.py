@@ -45,6 +45,11 @@ _LAZY: dict[str, str] = {
     "token_activations": "tokens",
     "ce_loss_recovered": "tokens",
     "feature_steering": "steer",
+    # step importance (Thought Anchors)
+    "step_importance": "anchors",
+    "importance_by_label": "anchors",
+    "feature_importance_correlation": "anchors",
+    "run_anchors": "anchors",
 }
 
 __all__ = sorted([*_LAZY, "segment", "Segment"])
