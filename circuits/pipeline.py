@@ -66,7 +66,9 @@ class CircuitsConfig:
     ``seed``). ``patch_heads`` / ``patch_neurons``: units verified by real patching. ``n_random`` (≥ 5):
     random sets per size; ``curve_points``: sizes on the ablation curve; ``factor``: enhancement
     scale; ``alphas``: sublayer injection strengths (empty: skip); ``n_top_neurons`` neurons shown
-    with their ``n_top_stimuli`` top-activating stimuli.
+    with their ``n_top_stimuli`` top-activating stimuli. ``n_expression_prompts``: with ``source``
+    ``expression``, the first that many of its extraction prompts (``None``: all 24; fewer is cheaper
+    and noisier).
     """
 
     emotions: tuple[str, ...] = EMOTIONS
@@ -92,6 +94,7 @@ class CircuitsConfig:
     modulation: bool = False
     n_modulation_prompts: int = 12
     n_modulation_contexts: int = 12
+    n_expression_prompts: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -106,6 +109,9 @@ class CircuitsConfig:
             raise ValueError(f"n_discovery and n_heldout must be at least 2 scenarios, got {self.n_discovery}, {self.n_heldout}")
         if self.n_random < 5:
             raise ValueError(f"n_random must be at least 5 random sets, got {self.n_random}")
+        if self.n_expression_prompts is not None and (isinstance(self.n_expression_prompts, bool)
+                                                      or self.n_expression_prompts < 1):
+            raise ValueError(f"n_expression_prompts must be a positive integer or None (all), got {self.n_expression_prompts!r}")
         bad_m = [m for m in self.methods if m not in ("mean", "zero")]
         if bad_m or "mean" not in self.methods:
             raise ValueError(f"methods must be 'mean' or 'mean' and 'zero' (the summary reports mean ablation); got {self.methods}")
@@ -166,7 +172,8 @@ def stories_eval() -> Any:
     return stimuli.Stimuli(keep, name="stories-test")
 
 
-def _load_directions(model: Any, run: Any, source: str, layer: int, batch_size: int) -> Any:
+def _load_directions(model: Any, run: Any, source: str, layer: int, batch_size: int,
+                     n_expression_prompts: int | None = None) -> Any:
     from psylens.probes import Directions
 
     if source == "probes":
@@ -178,9 +185,10 @@ def _load_directions(model: Any, run: Any, source: str, layer: int, batch_size: 
                              "first or use --source expression|stories")
         dirs = Directions.load(path)
     elif source == "expression":
-        from psylens.steering.expression import expression_directions
+        from psylens.steering.expression import EXTRACTION_PROMPTS, expression_directions
 
-        dirs = expression_directions(model, emotions=EMOTIONS, layers=[layer], batch_size=batch_size)
+        dirs = expression_directions(model, EXTRACTION_PROMPTS[:n_expression_prompts], emotions=EMOTIONS, layers=[layer],
+                                     batch_size=batch_size)
     else:
         from psylens.validation.directions import load_or_fit_story_directions, story_directions
 
@@ -260,7 +268,8 @@ def _fingerprint(cfg: CircuitsConfig, extra: Mapping[str, Any]) -> str:
 
 
 def _top_neurons(model: Any, data: Prepared, circuit: Circuit, n: int, k: int) -> pd.DataFrame:
-    from psylens.interventions import record
+    from psylens.circuits.signal import _forward
+    from psylens.interventions import StopForward, tap
 
     chosen = list(zip(circuit.neurons, circuit.neuron_scores))[:n]
     if not chosen:
@@ -268,10 +277,18 @@ def _top_neurons(model: Any, data: Prepared, circuit: Circuit, n: int, k: int) -
     layers = sorted({la for (la, _), _ in chosen})
     acts = {u: torch.zeros(len(data)) for u, _ in chosen}
     for b in data.batches:
-        with torch.no_grad(), record(model, ["mlp_post"], layers) as rec:
-            from psylens.circuits.signal import _forward
+        rec: dict[tuple[str, int], torch.Tensor] = {}
 
-            _forward(model, b)
+        def keep(site: str, lay: int, x: torch.Tensor, rec: dict = rec) -> None:
+            rec[site, lay] = x.detach()
+            if lay == layers[-1]:  # nothing above the top neuron's layer is needed (nor the unembedding)
+                raise StopForward
+
+        with torch.no_grad(), tap(model, [("mlp_post", la) for la in layers], keep):
+            try:
+                _forward(model, b)
+            except StopForward:
+                pass
         m = b.text_mask.float()
         for (la, i), _ in chosen:
             x = rec["mlp_post", la][..., i].float().cpu()
@@ -330,7 +347,7 @@ def run_circuits(
     else:
         layer, layer_why = default_readout_layer(run, n_layers)
     source = cfg.source or ("probes" if run.has(pa.DIRECTIONS) else "expression")
-    dirs = _load_directions(model, run, source, layer, cfg.batch_size)
+    dirs = _load_directions(model, run, source, layer, cfg.batch_size, cfg.n_expression_prompts)
     emos = [e for e in cfg.emotions if e in dirs.emotions]
     if not emos:
         raise ValueError(f"the {source} directions have none of {list(cfg.emotions)} (they have {list(dirs.emotions)})")

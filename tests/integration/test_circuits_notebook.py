@@ -1,5 +1,6 @@
 """notebooks/03_emotion_circuits.ipynb executed top to bottom on the embedded model, shrunk by
-``PSYLENS_NOTEBOOK_SMALL=1`` (one emotion, 3 discovery + 2 held-out scenarios, 3 patched units a kind, mean ablation only):
+``PSYLENS_NOTEBOOK_SMALL=1`` (one emotion, read-out layer 4, 2 discovery + 2 held-out scenarios, 2 patched units a kind, mean ablation at
+the full size only, one eval topic, expression directions from 2 prompts):
 every section runs, prints its number beside its control and draws its figure."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def test_circuits_notebook_runs_small(tmp_path, monkeypatch) -> None:
     errors = [o for o in outs if o.get("output_type") == "error"]
     assert not errors, [(o.get("ename"), o.get("evalue")) for o in errors]
     text = "".join(o.get("text", "") for o in outs) + "".join(str(o.get("data", {}).get("text/plain", "")) for o in outs)
-    assert "read-out layer 13" in text and "eval file:" in text
+    assert "read-out layer 4" in text and "eval file:" in text
     assert "joy: circuit of" in text and "vs random sets" in text and "ablation target met:" in text
     assert "top heads by atp" in text and "the other heads' std" in text
     assert "circuit drop" in text and "over 5 draws" in text and "(eval file): circuit drop" in text

@@ -74,3 +74,29 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     assert list(table.columns[: len(art.MODULATION_COLUMNS)]) == list(art.MODULATION_COLUMNS)
     assert list(table.method) == ["none", "circuit", "steering", "prompting"] and table.chosen.sum() == 4
     assert [len(w) for w in table.read_back_wins] == [2] * 4
+
+
+def test_top_neurons_stop_at_their_layer_and_find_the_planted_neuron_stimuli(planted):
+    """The planted neuron fires on " joy": its top stimuli are the joy ones (control: the others rank below),
+    and the early-stopped forward reads the same activations as a full forward under record()."""
+    from psylens.circuits.circuit import Circuit
+    from psylens.circuits.pipeline import _top_neurons
+    from psylens.circuits.signal import _forward, prepare
+    from psylens.interventions import record
+
+    from tests.unit.circuits.circuits_planted import PLANT_LAYER, PLANT_NEURON, stimuli
+
+    model, _ = planted
+    texts, labels, groups = stimuli(2)
+    data = prepare(model, texts, labels=labels, groups=groups, batch_size=8)
+    circ = Circuit("joy", "t", 1, heads=(), neurons=((PLANT_LAYER, PLANT_NEURON),), neuron_scores=(1.0,))
+    top = _top_neurons(model, data, circ, 1, len(texts))
+    assert list(top.label[:2]) == ["joy", "joy"] and set(top.label[2:]) == {"anger", "fear"}
+    with torch.no_grad(), record(model, ["mlp_post"], [PLANT_LAYER]) as rec:
+        _forward(model, data.batches[0])
+    b = data.batches[0]
+    m = b.text_mask.float()
+    full = (rec["mlp_post", PLANT_LAYER][..., PLANT_NEURON].float() * m).sum(1) / m.sum(1)
+    got = top.set_index("stimulus_id").activation
+    for r, i in enumerate(b.rows):
+        assert got[data.ids[i]] == pytest.approx(float(full[r]), rel=1e-5)
