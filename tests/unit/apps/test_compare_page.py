@@ -383,3 +383,24 @@ def test_a_missing_section_file_is_an_info_line(runs: dict[str, Path], tmp_path:
     assert not at.exception and not at.warning, messages(at)
     infos = [str(i.value) for i in at.info]
     assert any(A.WEIGHTS in m for m in infos) and any(A.GENERATIONS in m for m in infos)
+
+
+def test_renders_a_real_features_section(tiny_dirs, runs: dict[str, Path], tmp_path: Path,  # noqa: F811
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The features section as ``run_compare`` writes it (labels and a crosscoder, no SAE) draws without a warning."""
+    from dataclasses import replace
+
+    from psylens.compare.features import FeaturesConfig
+    from psylens.compare.pair import load_pair
+    from psylens.compare.pipeline import run_compare
+
+    run = copy_run(runs["planted"], tmp_path / "run")
+    cfg = replace(_config(("features",)), features=FeaturesConfig(
+        n_tasks=2, samples=1, max_new_tokens=6, without_sae=True, d_latent=8, k=2, steps=5, cc_batch_size=8, n_boot=20))
+    summary = run_compare(load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu"), run.path, cfg)
+    assert summary["sections"]["features"]["status"] == "done"
+    at = render(monkeypatch, run.path)
+    assert not at.exception, at.exception
+    assert not at.warning and not at.error, messages(at)
+    assert not any("`features` section" in m for m in messages(at))
+    assert len(at.get("plotly_chart")) >= 1
