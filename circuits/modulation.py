@@ -57,7 +57,7 @@ from psylens.validation.gates import greedy_new_ids
 __all__ = ["ModulationConfig", "modulation", "circuit_interventions", "choose", "paired_vs", "METHODS", "FLUENCY"]
 
 METHODS = ("circuit", "steering", "prompting")
-FLUENCY = ("relative", "drop")
+FLUENCY = ("relative", "relative_greedy", "drop")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class ModulationConfig:
     """Strengths and budgets of :func:`modulation`.
 
     ``fluency``: ``"relative"`` (the steering sweep's criterion against ``n_reference`` T=1 draws of the
-    unmodified model) or ``"drop"`` (mean log-prob per token at most ``max_fluency_drop`` nats below the
+    unmodified model), ``"relative_greedy"`` (the sweep's option of that name: perplexity as ``relative``,
+    distinct-2 and zlib ratio against the unmodified model's own greedy text) or ``"drop"`` (mean log-prob per token at most ``max_fluency_drop`` nats below the
     unmodified text's). ``seed``: the reference's sampling and the paired bootstrap. Strengths:
     ``factors`` scale the circuit's units, ``steer_scales`` are multiples of the read-out layer's mean
     residual norm (the sweep's grid and beyond), so each method has weak strengths that can pass the criterion.
@@ -91,7 +92,8 @@ class ModulationConfig:
             raise ValueError(f"max_fluency_drop must be non-negative (nats per token), got {self.max_fluency_drop}")
         if self.fluency not in FLUENCY:
             raise ValueError(f"fluency {self.fluency!r} is not one of {FLUENCY}: 'relative' (the steering sweep's criterion: "
-                             "perplexity ratio, distinct-2 and zlib ratio no worse than the model's own T=1 text) or 'drop' "
+                             "perplexity ratio, distinct-2 and zlib ratio no worse than the model's own T=1 text), "
+                             "'relative_greedy' (diversity against the model's own greedy text instead) or 'drop' "
                              "(log-prob per token at most max_fluency_drop below the unmodified text's)")
         if self.n_reference < 1:
             raise ValueError(f"n_reference must be at least 1 (T=1 draws of the unmodified model), got {self.n_reference}")
@@ -264,17 +266,19 @@ def modulation(
                      "perplexity_ratio": float(ppl_ratio), "distinct_2": st["distinct_2"], "zlib_ratio": st["zlib_ratio"],
                      "read_back_wins": [float(w) for w in wins], "feels_margins": [float(m) for m in margins]})
     df = pd.DataFrame(rows)
-    if cfg.fluency == "relative":
+    if cfg.fluency in ("relative", "relative_greedy"):
         from psylens.steering.sweep import SweepConfig, _fluency_checks, _fluency_reference
 
-        sweep_cfg = SweepConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, fluency="relative")
+        sweep_cfg = SweepConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, fluency=cfg.fluency)
         reference = _fluency_reference(model, plain, list(prompts), sweep_cfg, cfg.seed,
                                        _ppl(stats_none) if stats_none else float("nan"),
                                        draws=cfg.n_reference)
+        none_row = df[df.method == "none"].iloc[0]
+        reference["unsteered_greedy"] = {"distinct_2": float(none_row["distinct_2"]), "zlib_ratio": float(none_row["zlib_ratio"])}
         checks = [_fluency_checks(r, reference, sweep_cfg) for r in df.to_dict(orient="records")]
         df["n_fluency_failed"] = [sum(not c for c in ch.values()) for ch in checks]
         df.attrs["fluency_reference"] = {k: reference[k] for k in ("perplexity_ratio", "distinct_2", "zlib_ratio",
-                                                                   "temperature", "draws", "n")}
+                                                                   "temperature", "draws", "n", "unsteered_greedy")}
     else:
         floor = float(df[df.method == "none"]["fluency"].iloc[0]) - cfg.max_fluency_drop
         df["n_fluency_failed"] = (df.fluency < floor).astype(int)

@@ -94,6 +94,7 @@ class CircuitsConfig:
     modulation: bool = False
     n_modulation_prompts: int = 12
     n_modulation_contexts: int = 12
+    modulation_fluency: str = "relative"
     n_expression_prompts: int | None = None
 
     def __post_init__(self) -> None:
@@ -115,6 +116,11 @@ class CircuitsConfig:
         bad_m = [m for m in self.methods if m not in ("mean", "zero")]
         if bad_m or "mean" not in self.methods:
             raise ValueError(f"methods must be 'mean' or 'mean' and 'zero' (the summary reports mean ablation); got {self.methods}")
+        from psylens.circuits.modulation import FLUENCY
+
+        if self.modulation_fluency not in FLUENCY:
+            raise ValueError(f"modulation_fluency {self.modulation_fluency!r} is not one of {FLUENCY}: relative (the steering "
+                             "sweep's criterion), relative_greedy (diversity against greedy text) or drop")
         if isinstance(self.selection, Mapping):
             object.__setattr__(self, "selection", Selection.from_dict(self.selection))
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -507,7 +513,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
 
         mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[: cfg.n_modulation_prompts],
                          emotions=contrast, words=feel_words(), contexts=feel_contexts()[: cfg.n_modulation_contexts],
-                         config=ModulationConfig(seed=cfg.seed))
+                         config=ModulationConfig(seed=cfg.seed, fluency=cfg.modulation_fluency))
         mod_s = _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=cfg.seed))
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):

@@ -154,3 +154,29 @@ def test_paired_vs_is_paired_over_prompts_and_ties_do_not_beat():
     assert pv["row_win"] == 0 and not pv["equal_fluency"]
     with pytest.raises(ValueError, match="chosen rows of method 'circuit'"):
         paired_vs(same[same.method != "circuit"])
+
+
+@pytest.mark.slow
+def test_relative_greedy_fluency_holds_text_to_the_models_own_greedy_text(planted_word):
+    model, v = planted_word
+    circ = Circuit("joy", "planted", READOUT, heads=((HEAD_LAYER, PLANT_HEAD),), neurons=((PLANT_LAYER, PLANT_NEURON),))
+    cfg = ModulationConfig(factors=(1.0, 8.0), steer_scales=(0.5,), max_new_tokens=4, batch_size=8, n_reference=1,
+                           fluency="relative_greedy")
+    df = modulation(model, circ, v, JOY_PROMPTS, emotions=("joy", "anger", "fear"), words=JOY_WORDS,
+                    contexts=JOY_CONTEXTS, config=cfg)
+    row = {(r.method, r.strength): r for r in df.itertuples()}
+    ref = df.attrs["fluency_reference"]
+    assert df.attrs["fluency_criterion"] == "relative_greedy"
+    assert ref["unsteered_greedy"]["distinct_2"] == row[("none", 0.0)].distinct_2
+    # the known answer: ×1 writes the unmodified greedy text, as diverse as itself and no more perplexing
+    assert row[("circuit", 1.0)].fluent
+    # the control: the degenerate " joy joy joy joy" of ×8 is less diverse than the greedy text, still not fluent
+    assert not row[("circuit", 8.0)].fluent
+
+
+def test_circuits_config_checks_the_modulation_fluency():
+    from psylens.circuits.pipeline import CircuitsConfig
+
+    assert CircuitsConfig(modulation_fluency="relative_greedy").modulation_fluency == "relative_greedy"
+    with pytest.raises(ValueError, match="relative_greedy"):
+        CircuitsConfig(modulation_fluency="greedy")
