@@ -32,6 +32,12 @@ __all__ = [
     "run_emotions",
     "CompareConfig",
     "run_compare",
+    "FeaturesConfig",
+    "run_features",
+    "BatchTopKCrosscoder",
+    "train_crosscoder",
+    "latent_classes",
+    "noise_control",
     "write_report",
 ]
 
@@ -42,6 +48,9 @@ _WHERE = {
     "ActivationsConfig": "activations", "activation_diffs": "activations", "run_activations": "activations",
     "EmotionsConfig": "emotions", "emotion_shifts": "emotions", "run_emotions": "emotions",
     "CompareConfig": "pipeline", "run_compare": "pipeline", "write_report": "report",
+    "FeaturesConfig": "features", "run_features": "features",
+    "BatchTopKCrosscoder": "crosscoder", "train_crosscoder": "crosscoder", "latent_classes": "crosscoder",
+    "noise_control": "crosscoder",
 }
 
 
