@@ -596,7 +596,7 @@ def render_feature(run: Run, info: dict[str, Any], features: dict[str, Any], z_d
             label = best_for.get(feature, [None])[0]
             flags = None
             if label and traces is not None:
-                flags = _label_flags(traces, z_data, info, label)
+                flags = _label_flags(run, traces, z_data, info, label)
             st.plotly_chart(histogram_figure(z_data["z"][:, feature], feature, labelled=flags, label=label if flags else None),
                             width="stretch")
         elif z_data is not None:
@@ -609,18 +609,31 @@ def render_feature(run: Run, info: dict[str, Any], features: dict[str, Any], z_d
     render_top_steps(rec, info, traces)
 
 
-def _label_flags(traces: list[dict[str, Any]], z_data: dict[str, Any], info: dict[str, Any], label: str) -> list[bool] | None:
+@st.cache_data(show_spinner="Labelling the steps…", max_entries=4)
+def _labels_by_trace(key: tuple[str, int, str], _traces: list[dict[str, Any]]) -> dict[str, list[list[str]] | None]:
+    """Each trace's step labels (``None`` for a trace that cannot be segmented), cached by the traces file's
+    path, mtime and the segmentation."""
+    out: dict[str, list[list[str]] | None] = {}
+    for tid, trace in _trace_index(_traces).items():
+        try:
+            out[tid] = [s["labels"] for s in step_labels(trace, key[2])]
+        except ValueError:
+            out[tid] = None
+    return out
+
+
+def _label_flags(run: Run, traces: list[dict[str, Any]], z_data: dict[str, Any], info: dict[str, Any],
+                 label: str) -> list[bool] | None:
+    """Whether each cached step has ``label`` (``None`` when a cached trace is not in the traces file)."""
     seg = str(info.get("segmentation") or "sentence")
-    by_id = _trace_index(traces)
+    path = run.file(SA.TRACES).resolve()
+    labels = _labels_by_trace((str(path), cache.mtime_ns(path), seg), traces)
     flags: list[bool] = []
-    cache_labels: dict[str, list[dict[str, Any]]] = {}
     for t, s in zip(z_data["trace_ids"], z_data["steps"]):
-        if t not in by_id:
+        steps = labels.get(t)
+        if steps is None:
             return None
-        if t not in cache_labels:
-            cache_labels[t] = step_labels(by_id[t], seg)
-        steps = cache_labels[t]
-        flags.append(s < len(steps) and label in steps[s]["labels"])
+        flags.append(s < len(steps) and label in steps[s])
     return flags
 
 

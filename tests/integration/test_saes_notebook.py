@@ -1,5 +1,5 @@
 """notebooks/04_reasoning_step_saes.ipynb executed top to bottom on the embedded model, shrunk by
-``PSYLENS_NOTEBOOK_SMALL=1`` (6 tasks × 1 sample × 40 tokens, a 32-latent SAE, steering 2 tasks × 32 tokens):
+``PSYLENS_NOTEBOOK_SMALL=1`` (6 tasks × 1 sample × 32 tokens, a 32-latent SAE, steering 1 task × 16 tokens):
 every section runs, prints its number beside its control and draws its figures."""
 
 from __future__ import annotations
