@@ -272,7 +272,10 @@ def label_table(features: Any) -> pd.DataFrame:
         })
     cols = ["label", "feature", "AUROC (held-out)", "95% interval", "control AUROC (shuffled)", "train AUROC",
             "positives", "held-out steps", "chosen on"]
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("feature", "positives", "held-out steps"):  # whole numbers, blank where absent
+        out[c] = pd.to_numeric(out[c]).round().astype("Int64")
+    return out
 
 
 def _ci(v: Any) -> tuple[float, float] | None:
