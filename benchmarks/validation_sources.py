@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out-dir", default="/tmp/validation_bench")
     ap.add_argument("--probes-from", default=None, help="a run with probes/directions.safetensors of the same model")
     ap.add_argument("--quick", action="store_true", help="ValidationConfig.quick_config() instead of the full suite")
+    ap.add_argument("--config", default="{}", help='JSON of ValidationConfig fields to change, e.g. {"n_activities": 20}')
     args = ap.parse_args(argv)
 
     from psylens.models import load_model
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                     if src.is_file():
                         shutil.copy(src, path / "probes" / name)
             run = open_or_create_run(path, command="benchmarks.validation_sources", model=model, seed=0)
-            cfg = (ValidationConfig.quick_config if args.quick else ValidationConfig)(source=source)
+            cfg = (ValidationConfig.quick_config if args.quick else ValidationConfig)(source=source, **json.loads(args.config))
             t0 = time.time()
             summary = run_validation(model, run, cfg, progress=True)
             print(f"\n### {spec}, {source} directions, layer {summary['layer']} ({time.time() - t0:.0f} s): "
