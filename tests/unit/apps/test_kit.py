@@ -131,7 +131,11 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-PAGES = ("overview", "probes", "steering", "lens", "validation", "circuits")
+PAGES = ("overview", "probes", "steering", "lens", "validation", "circuits", "saes", "compare")
+
+
+def test_every_registered_page_is_checked_here() -> None:
+    assert set(PAGES) == {m for m in kit.PAGE_MODULES if isinstance(m, str)}, "add the new page to PAGES"
 
 # (name, file it breaks, how) — each applied alone to a fresh full run
 CORRUPTIONS: list[tuple[str, str, Callable[[Path], None]]] = [
