@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -122,6 +123,32 @@ def tiny_model(smollm_tokenizer):
         return cache[arch]
 
     return make
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def run_small_notebook(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, timeout: int = 900,
+                       env: dict[str, str] | None = None) -> tuple[list[dict], str]:
+    """Execute ``notebooks/<name>`` top to bottom with ``PSYLENS_NOTEBOOK_SMALL=1`` (and ``env``), in ``tmp_path``.
+
+    Returns every code cell's outputs and their text (streams and plain-text results joined); fails the
+    test with the exception names and values when any cell raised.
+    """
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("PSYLENS_NOTEBOOK_SMALL", "1")  # the kernel inherits the environment
+    for k, v in (env or {}).items():
+        monkeypatch.setenv(k, v)
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [o for o in outs if o.get("output_type") == "error"]
+    assert not errors, [(o.get("ename"), o.get("evalue")) for o in errors]
+    text = "".join(o.get("text", "") for o in outs) + "".join(str(o.get("data", {}).get("text/plain", "")) for o in outs)
+    return outs, text
 
 
 def pytest_collection_modifyitems(config, items) -> None:

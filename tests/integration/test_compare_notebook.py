@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_small_notebook
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "05_base_vs_rl_tuned.ipynb"
 LAYERS = [10, 11]
 
 
@@ -35,18 +36,9 @@ def _stand_in(out: Path) -> Path:
 
 
 def test_compare_notebook_runs_small(tmp_path, monkeypatch) -> None:
-    import nbclient
-    import nbformat
-
     adapter = _stand_in(tmp_path / "adapter")
-    monkeypatch.setenv("PSYLENS_NOTEBOOK_SMALL", "1")  # the kernel inherits both
-    monkeypatch.setenv("PSYLENS_NB05_TUNED_ADAPTER", str(adapter))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    errors = [o for o in outs if o.get("output_type") == "error"]
-    assert not errors, [(o.get("ename"), o.get("evalue")) for o in errors]
-    text = "".join(o.get("text", "") for o in outs) + "".join(str(o.get("data", {}).get("text/plain", "")) for o in outs)
+    outs, text = run_small_notebook("05_base_vs_rl_tuned.ipynb", tmp_path, monkeypatch, timeout=900,
+                                    env={"PSYLENS_NB05_TUNED_ADAPTER": str(adapter)})
     assert f"the adapter {adapter}" in text and "random LoRA stand-in" not in text.split("tuned:")[0]
     assert "4 of 210 modules changed" in text and "vs random directions" in text
     assert f"tasks: first changed layer {LAYERS[0]}" in text and f"emotions: first changed layer {LAYERS[0]}" in text

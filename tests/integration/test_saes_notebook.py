@@ -4,26 +4,15 @@ every section runs, prints its number beside its control and draws its figures."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
+from tests.conftest import run_small_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "04_reasoning_step_saes.ipynb"
-
 
 def test_saes_notebook_runs_small(tmp_path, monkeypatch) -> None:
-    import nbclient
-    import nbformat
-
-    monkeypatch.setenv("PSYLENS_NOTEBOOK_SMALL", "1")  # the kernel inherits it
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    errors = [o for o in outs if o.get("output_type") == "error"]
-    assert not errors, [(o.get("ename"), o.get("evalue")) for o in errors]
-    text = "".join(o.get("text", "") for o in outs) + "".join(str(o.get("data", {}).get("text/plain", "")) for o in outs)
+    outs, text = run_small_notebook("04_reasoning_step_saes.ipynb", tmp_path, monkeypatch, timeout=900)
     assert "6 traces of 6 task kinds" in text and "(chance: 0.25)" in text
     assert "steps per label:" in text and "× d_model 576" in text
     assert "held-out explained variance" in text and "(k = 4)" in text
