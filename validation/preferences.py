@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from psylens.probes import Directions
     from psylens.steering import SteeringVector
 
-__all__ = ["ACTIVITIES", "PAIR_TEMPLATE", "preferences", "elo_from_pairs", "elo_shift"]
+__all__ = ["ACTIVITIES", "PAIR_TEMPLATE", "preferences", "elo_from_pairs", "elo_shift", "sparse_pairs"]
 
 #: (activity, "pleasant" | "unpleasant"), written for the project: 24 pleasant, 24 unpleasant.
 ACTIVITIES: tuple[tuple[str, str], ...] = (
@@ -143,6 +143,23 @@ def elo_shift(
     return elo_from_pairs(n, pairs, p_steered) - elo_from_pairs(n, pairs, p_base)
 
 
+def sparse_pairs(n: int, opponents: int | None, seed: int, pairs: Sequence[tuple[int, int]]) -> list[int]:
+    """Indices into ``pairs`` (all ordered pairs of ``n``) of a sparse tournament: on a seeded order of the
+    activities, each meets the ``opponents // 2`` next ones on either side (a circulant design), in both
+    orders; all pairs when ``opponents`` is ``None`` or covers everyone."""
+    if opponents is not None and (isinstance(opponents, bool) or not isinstance(opponents, int) or opponents < 2):
+        raise ValueError(f"steer_opponents must be an integer ≥ 2 (opponents per activity) or None (all pairs), got {opponents!r}")
+    if opponents is None or opponents >= n - 1:
+        return list(range(len(pairs)))
+    perm = np.random.default_rng(seed).permutation(n)
+    want = set()
+    for i in range(n):
+        for d in range(1, opponents // 2 + 1):
+            a, b = int(perm[i]), int(perm[(i + d) % n])
+            want |= {(a, b), (b, a)}
+    return [k for k, pr in enumerate(pairs) if pr in want]
+
+
 def _steer_ivs(model: Model, directions: Directions, layer: int, emos: Sequence[str], prompts: Sequence[str],
                vectors: Mapping[str, SteeringVector] | None, scale: float, seed: int) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, Any]]:
     """Per emotion: the steering interventions, a same-norm random control's, and what was steered with."""
@@ -178,6 +195,7 @@ def preferences(
     steer: bool = True,
     vectors: Mapping[str, SteeringVector] | None = None,
     scale: float = 0.5,
+    steer_opponents: int | None = 6,
     progress: bool = False,
 ) -> GateResult:
     """Elo of each activity from all ordered "(A) or (B)" pairs, its correlation with projections, and its shift under steering.
@@ -195,7 +213,10 @@ def preferences(
     its projection on the emotion (does steering towards an emotion favour the activities that evoke
     it?), the mean shift of pleasant minus unpleasant activities, the mean absolute shift, and the same
     three numbers for the random control; the shifts per activity are the ``elo_shift`` table.
-    Cost: (1 + 2 × emotions) × n(n − 1) next-token forwards.
+    ``steer_opponents``: the steered tournament is sparse — each activity meets this many others
+    (a seeded circulant design, both orders of every pair), and the shift is Elo steered minus Elo
+    unsteered *on the same pairs*; ``None``: every ordered pair. Cost: n(n − 1) next-token forwards
+    unsteered plus 2 × emotions × n × ``steer_opponents`` steered (all pairs: 2 × emotions × n(n − 1)).
     """
     from psylens.validation.directions import text_means
     from psylens.validation.gates import spearman
@@ -228,11 +249,13 @@ def preferences(
     steering = None
     if steer:
         steer_ivs, rand_ivs, how = _steer_ivs(model, directions, layer, emos, prompts, vectors, scale, seed)
+        idx = sparse_pairs(n, steer_opponents, seed, pairs)
+        s_pairs, s_prompts, s_p = [pairs[k] for k in idx], [prompts[k] for k in idx], p[idx]
         shifts: dict[str, np.ndarray] = {}
         per: dict[str, Any] = {}
         for e in emos:
-            s_e = elo_shift(n, pairs, p, _p_first(model, prompts, batch_size, steer_ivs[e]))
-            r_e = elo_shift(n, pairs, p, _p_first(model, prompts, batch_size, rand_ivs[e]))
+            s_e = elo_shift(n, s_pairs, s_p, _p_first(model, s_prompts, batch_size, steer_ivs[e]))
+            r_e = elo_shift(n, s_pairs, s_p, _p_first(model, s_prompts, batch_size, rand_ivs[e]))
             shifts[e], shifts[f"random_{e}"] = s_e, r_e
             per[e] = {
                 "spearman_shift_vs_projection": _num(spearman(s_e, proj[e])),
@@ -242,9 +265,9 @@ def preferences(
                 "random_pleasant_minus_unpleasant": _num(float(r_e[pleasant].mean() - r_e[~pleasant].mean())) if pleasant.any() and (~pleasant).any() else None,
                 "random_mean_abs_shift": _num(float(np.abs(r_e).mean())),
             }
-        steering = {**how, "emotions": per,
-                    "note": "Elo shift = Elo steered − Elo unsteered per activity (Elo points); the random control "
-                            "steers with a same-norm random direction at the same layers"}
+        steering = {**how, "emotions": per, "n_pairs": len(idx), "opponents": steer_opponents,
+                    "note": "Elo shift = Elo steered − Elo unsteered per activity on the same pairs (Elo points); the "
+                            "random control steers with a same-norm random direction at the same layers"}
         tables["elo_shift"] = pd.DataFrame([{"activity": a, "kind": k, **{f"shift_{c}": float(v[i]) for c, v in shifts.items()}}
                                             for i, (a, k) in enumerate(acts)])
     summary = {

@@ -9,7 +9,7 @@ import torch
 from psylens.probes import Directions
 from psylens.steering.vector import SteeringVector
 from psylens.stimuli import EMOTIONS
-from psylens.validation.preferences import elo_shift, preferences
+from psylens.validation.preferences import elo_shift, preferences, sparse_pairs
 
 ACTS = [("walk in the park", "pleasant"), ("eat cake", "pleasant"), ("get a fine", "unpleasant"),
         ("clean a drain", "unpleasant")]
@@ -73,3 +73,22 @@ def test_preferences_a_zero_vector_shifts_nothing(tiny_model) -> None:
     g1 = preferences(m, dirs, 1, activities=ACTS, emotions=["joy", "anger"], vectors=live)
     # a random tiny model has no preferences to shift much; what matters is that a live vector moves them
     assert g1["steering"]["emotions"]["joy"]["mean_abs_shift"] > 1e-3
+
+
+def test_sparse_pairs_give_every_activity_its_opponents_in_both_orders() -> None:
+    n, pairs = 12, _pairs(12)
+    idx = sparse_pairs(n, 4, 0, pairs)
+    chosen = [pairs[k] for k in idx]
+    assert len(chosen) == n * 4 and len(set(chosen)) == len(chosen)
+    assert all((b, a) in set(chosen) for a, b in chosen)
+    assert all(sum(a == i for a, _ in chosen) == 4 for i in range(n))
+    assert sparse_pairs(n, None, 0, pairs) == list(range(len(pairs))) == sparse_pairs(n, 11, 0, pairs)
+    with pytest.raises(ValueError, match="steer_opponents"):
+        sparse_pairs(n, 1, 0, pairs)
+    # the planted change is recovered on the sparse tournament too, and its control stays at zero
+    liked = {0, 1}
+    steered = np.array([0.9 if i in liked and j not in liked else 0.1 if j in liked and i not in liked else 0.5
+                        for i, j in chosen])
+    s = elo_shift(n, chosen, np.full(len(chosen), 0.5), steered)
+    assert s[0] > 50 and s[1] > 50 and all(s[k] < 0 for k in range(2, n))
+    assert np.allclose(elo_shift(n, chosen, steered, steered), 0.0)
