@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from psylens.compare import artifacts as art
 
-__all__ = ["ActivationsConfig", "PairedPass", "paired_pass", "task_inputs", "emotion_inputs", "lens_tokens",
+__all__ = ["ActivationsConfig", "PairedPass", "paired_pass", "balanced_tasks", "task_inputs", "emotion_inputs", "lens_tokens",
            "activation_diffs", "run_activations"]
 
 N_BOOT = 200
@@ -102,12 +102,10 @@ def emotion_inputs(n: int, seed: int = 0) -> list[str]:
     return [by_label[labels[i % len(labels)]][i // len(labels)] for i in range(n)]
 
 
-def task_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """``n`` ``psych`` test prompts (chain of thought), the same number of each kind; and their kinds."""
+def balanced_tasks(n: int, seed: int = 0) -> list[Any]:
+    """``n`` ``psych`` test tasks, the kinds in turn (each kind shuffled by ``seed``; a kind that runs out is skipped)."""
     from psylens import tasks
 
-    if n == 0:
-        return [], []
     items = tasks.load("psych", split="test")
     rng = np.random.default_rng(seed)
     by_kind: dict[str, list[Any]] = {}
@@ -116,7 +114,21 @@ def task_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     for v in by_kind.values():
         rng.shuffle(v)
     kinds = [k for k in tasks.KINDS if k in by_kind]
-    picked = [by_kind[kinds[i % len(kinds)]][i // len(kinds)] for i in range(min(n, len(items)))]
+    out: list[Any] = []
+    i = 0
+    while len(out) < min(n, len(items)):
+        kind, j = kinds[i % len(kinds)], i // len(kinds)
+        if j < len(by_kind[kind]):
+            out.append(by_kind[kind][j])
+        i += 1
+    return out
+
+
+def task_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` ``psych`` test prompts (chain of thought), the same number of each kind; and their kinds."""
+    from psylens import tasks
+
+    picked = balanced_tasks(n, seed)
     return [tasks.choice_prompt(t, chain_of_thought=True) for t in picked], [t.kind for t in picked]
 
 

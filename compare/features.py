@@ -154,27 +154,6 @@ def features_reason(run: Any, cfg: FeaturesConfig) -> str | None:
 # --------------------------------------------------------------------------------------------
 # traces
 # --------------------------------------------------------------------------------------------
-def _pick_tasks(n: int, seed: int) -> list[Any]:
-    from psylens import tasks
-
-    items = tasks.load("psych", split="test")
-    rng = np.random.default_rng(seed)
-    by_kind: dict[str, list[Any]] = {}
-    for t in items:
-        by_kind.setdefault(t.kind, []).append(t)
-    for v in by_kind.values():
-        rng.shuffle(v)
-    kinds = [k for k in tasks.KINDS if k in by_kind]
-    out, i = [], 0
-    while len(out) < min(n, len(items)):
-        kind = kinds[i % len(kinds)]
-        j = i // len(kinds)
-        if j < len(by_kind[kind]):
-            out.append(by_kind[kind][j])
-        i += 1
-    return out
-
-
 def feature_traces(pair: Any, cfg: FeaturesConfig, *, progress: bool = False) -> dict[str, list[dict[str, Any]]]:
     """``{"base": [...], "tuned": [...]}``: trace records (``psylens traces`` keys + ``"model"``), row for row paired.
 
@@ -183,9 +162,10 @@ def feature_traces(pair: Any, cfg: FeaturesConfig, *, progress: bool = False) ->
     from tqdm.auto import tqdm
 
     from psylens import tasks as T
+    from psylens.compare.activations import balanced_tasks
     from psylens.saes.traces import _generate_batch, format_trace_prompt, trace_seed
 
-    items = _pick_tasks(cfg.n_tasks, cfg.seed)
+    items = balanced_tasks(cfg.n_tasks, cfg.seed)
     jobs = [(t, k, f"{t.id}#{k}", trace_seed(cfg.seed, t.id, k)) for t in items for k in range(cfg.samples)]
     prompts = {t.id: T.choice_prompt(t, chain_of_thought=True) for t in items}
     out: dict[str, list[dict[str, Any]]] = {}
