@@ -50,7 +50,7 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     import psylens.circuits.modulation as modm
 
     small = ModulationConfig(factors=(2.0,), steer_scales=(0.2,), max_new_tokens=3, n_reference=1)
-    monkeypatch.setattr(modm, "ModulationConfig", lambda seed=0: ModulationConfig(**{**small.to_dict(), "seed": seed}))
+    monkeypatch.setattr(modm, "ModulationConfig", lambda seed=0, **kw: ModulationConfig(**{**small.to_dict(), **kw, "seed": seed}))
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text("".join(
         f'{{"text": "On day {i} at the market I felt {e}.", "label": "{e}", "group": "m{i}"}}\n'
