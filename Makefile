@@ -54,31 +54,34 @@ test: setup-full
 test-fast: setup-full
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
+# Execute a notebook in place and save its outputs: $(RUN_NOTEBOOK) <timeout seconds> <notebook>
+RUN_NOTEBOOK = $(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[2], as_version=4); NotebookClient(nb, timeout=int(sys.argv[1]), kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[2])'
+
 # Run the notebook in place and save its outputs (CI runs it too: tests/integration/test_steering_smollm.py).
 NOTEBOOK := notebooks/01_emotion_directions_and_steering.ipynb
 notebook: setup-full
-	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK)
+	$(RUN_NOTEBOOK) 1800 $(NOTEBOOK)
 
 # The validation notebook (the quick suite; CI runs it shrunk: tests/integration/test_validation_notebook.py).
 NOTEBOOK_02 := notebooks/02_validating_emotion_directions.ipynb
 notebook-02: setup-full
-	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_02)
+	$(RUN_NOTEBOOK) 3600 $(NOTEBOOK_02)
 
 # The circuits notebook (two emotions at the CLI's --quick sizes; CI runs it shrunk: tests/integration/test_circuits_notebook.py).
 NOTEBOOK_03 := notebooks/03_emotion_circuits.ipynb
 notebook-03: setup-full
-	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_03)
+	$(RUN_NOTEBOOK) 3600 $(NOTEBOOK_03)
 
 # The reasoning-step SAE notebook (12 tasks, short traces, a 32-latent SAE; CI runs it shrunk: tests/integration/test_saes_notebook.py).
 NOTEBOOK_04 := notebooks/04_reasoning_step_saes.ipynb
 notebook-04: setup-full
-	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_04)
+	$(RUN_NOTEBOOK) 3600 $(NOTEBOOK_04)
 
 # The base-vs-tuned notebook (SmolLM2 vs the organism, or a random LoRA stand-in when the organism is not shipped;
 # PSYLENS_NB05_TUNED_ADAPTER=DIR compares another adapter; CI runs it shrunk: tests/integration/test_compare_notebook.py).
 NOTEBOOK_05 := notebooks/05_base_vs_rl_tuned.ipynb
 notebook-05: setup-full
-	$(PY) -c 'import sys, nbformat; from nbclient import NotebookClient; nb = nbformat.read(sys.argv[1], as_version=4); NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, sys.argv[1])' $(NOTEBOOK_05)
+	$(RUN_NOTEBOOK) 3600 $(NOTEBOOK_05)
 
 bench: setup-full
 	$(PY) -m benchmarks.load
