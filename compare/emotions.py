@@ -55,11 +55,13 @@ __all__ = ["EmotionsConfig", "base_directions", "probe_comparison", "direction_c
 class EmotionsConfig:
     """``n_scenarios``: emotion scenarios read (×6 texts); ``n_tasks``: task prompts for the concept table;
     ``band``: the fraction of depth ``(lo, hi)`` the concept changes are averaged over; ``n_stories``: training
-    stories per concept when the base's story directions are fitted here (``None``: all ~38 a concept)."""
+    stories per concept when the base's story directions are fitted here (``None``: all ~38 a concept);
+    ``n_neutral``: neutral texts read for their denoising (``None``: all ~105; only with ``n_stories``)."""
 
     n_scenarios: int = 40
     n_tasks: int = 48
     n_stories: int | None = None
+    n_neutral: int | None = None
     band: tuple[float, float] = (0.5, 0.75)
     format: str = "auto"
     batch_size: int = 16
@@ -71,6 +73,11 @@ class EmotionsConfig:
             raise ValueError(f"n_scenarios must be at least 4 (two halves with two scenarios each for grouped folds), got {self.n_scenarios}")
         if self.n_stories is not None and self.n_stories < 2:
             raise ValueError(f"n_stories must be at least 2 stories a concept (or None for all), got {self.n_stories}")
+        if self.n_neutral is not None and (self.n_neutral < 2 or self.n_stories is None):
+            raise ValueError(
+                f"n_neutral must be at least 2 neutral texts and comes with n_stories (a quick fit); got "
+                f"n_neutral={self.n_neutral}, n_stories={self.n_stories}"
+            )
         if self.n_tasks < 2:
             raise ValueError(f"n_tasks must be at least 2 (an interval needs two tasks), got {self.n_tasks}")
         lo, hi = self.band
@@ -289,15 +296,27 @@ def _stories(n_per_concept: int | None) -> Any:
     return stimuli.Stimuli(keep, name=f"stories[{n_per_concept}/concept]")
 
 
-def base_directions(pair: Any, run: Any = None, *, n_stories: int | None = None, progress: bool = False) -> Any:
+def _neutral(n: int | None) -> Any:
+    """The first ``n`` built-in neutral texts (``None``: ``story_directions``' default, all of them)."""
+    if n is None:
+        return None
+    from psylens import stimuli
+
+    st = stimuli.load("neutral_texts")
+    return stimuli.Stimuli(list(st)[:n], name=f"neutral_texts[:{n}]")
+
+
+def base_directions(pair: Any, run: Any = None, *, n_stories: int | None = None, n_neutral: int | None = None,
+                    progress: bool = False) -> Any:
     """The base model's 24 story directions: ``RUN/compare/base_directions.safetensors`` when an earlier
     section saved them, else the run's ``validation/directions.safetensors`` (``psylens validate``), else
-    fitted now — and saved to ``RUN/compare/`` so the steering section reuses them."""
+    fitted now — and saved to ``RUN/compare/`` so the steering section reuses them. ``n_stories`` /
+    ``n_neutral``: a quick fit on that many training stories a concept / neutral texts."""
     from psylens.probes import Directions
     from psylens.validation.directions import load_or_fit_story_directions, story_directions
 
     if run is None:
-        return story_directions(pair.base, _stories(n_stories), progress=progress)
+        return story_directions(pair.base, _stories(n_stories), _neutral(n_neutral), progress=progress)
     if run.has(art.BASE_DIRECTIONS):
         d = Directions.load(run.file(art.BASE_DIRECTIONS))
         if d.model == getattr(pair.base, "spec", None):
@@ -305,7 +324,7 @@ def base_directions(pair: Any, run: Any = None, *, n_stories: int | None = None,
     if n_stories is None:
         d = load_or_fit_story_directions(pair.base, run, progress=progress)
     else:
-        d = story_directions(pair.base, _stories(n_stories), progress=progress)
+        d = story_directions(pair.base, _stories(n_stories), _neutral(n_neutral), progress=progress)
     d.save(run.file(art.BASE_DIRECTIONS))
     return d
 
@@ -326,7 +345,7 @@ def emotion_shifts(
 
     cos = direction_cosines(acts["base"]["fit"], acts["tuned"]["fit"])
     if directions is None:
-        directions = base_directions(pair, run, n_stories=cfg.n_stories, progress=progress)
+        directions = base_directions(pair, run, n_stories=cfg.n_stories, n_neutral=cfg.n_neutral, progress=progress)
     texts, kinds = task_inputs(cfg.n_tasks, cfg.seed)
     concepts = concept_shifts(pair, directions, texts, kinds, cfg, progress=progress)
     return {"schema_version": art.SCHEMA_VERSION, "config": cfg.to_dict(), "probes": probes,

@@ -70,7 +70,7 @@ class CompareConfig:
     def quick(cls, **changes: Any) -> CompareConfig:
         """Fewer texts and tokens: a SmolLM2 pair in a few minutes on a CPU."""
         base = cls(activations=ActivationsConfig(n_emotion=12, n_tasks=12, trace_tokens=16),
-                   emotions=EmotionsConfig(n_scenarios=12, n_tasks=18, n_stories=8),
+                   emotions=EmotionsConfig(n_scenarios=12, n_tasks=18, n_stories=8, n_neutral=32),
                    steering=SteeringTransferConfig(n_contexts=8),
                    features=FeaturesConfig(n_tasks=12, samples=1, max_new_tokens=96, d_latent=256, k=8, steps=800,
                                            n_boot=500))
@@ -150,4 +150,5 @@ def _steering(run: Any, pair: Any, cfg: CompareConfig, progress: bool) -> dict[s
     from psylens.compare.steering_transfer import run_steering_transfer
 
     return {"status": "done", "reason": None,
-            "headline": run_steering_transfer(run, pair, cfg.steering, n_stories=cfg.emotions.n_stories, progress=progress)}
+            "headline": run_steering_transfer(run, pair, cfg.steering, n_stories=cfg.emotions.n_stories,
+                                                 n_neutral=cfg.emotions.n_neutral, progress=progress)}

@@ -109,8 +109,10 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_steering_transfer(run: Any, pair: Any, config: SteeringTransferConfig | None = None, *, directions: Any = None,
-                          seed: int = 0, n_stories: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Write ``RUN/compare/steering.json``; return the headline numbers."""
+                          seed: int = 0, n_stories: int | None = None, n_neutral: int | None = None,
+                          progress: bool = False) -> dict[str, Any]:
+    """Write ``RUN/compare/steering.json``; return the headline numbers. ``n_stories`` / ``n_neutral``: a quick
+    fit of the base's story directions when neither the run nor ``directions`` has them."""
     from dataclasses import replace
 
     cfg = config or SteeringTransferConfig(seed=seed)
@@ -119,7 +121,7 @@ def run_steering_transfer(run: Any, pair: Any, config: SteeringTransferConfig | 
     if directions is None:
         from psylens.compare.emotions import base_directions
 
-        directions = base_directions(pair, run, n_stories=n_stories, progress=progress)
+        directions = base_directions(pair, run, n_stories=n_stories, n_neutral=n_neutral, progress=progress)
     with run.step("compare_steering", cfg.to_dict()) as step:
         result = steering_transfer(pair, directions, cfg)
         run.write_json(art.STEERING, result, nan="null")

@@ -145,6 +145,46 @@ class Activations:
             meta=dict(self.meta),
         )
 
+    def reduce(self, positions: str) -> Activations:
+        """Per-token activations (``positions="all"``) read out as ``"mean"`` or ``"last"``.
+
+        One ``harvest(..., positions="all")`` then serves several read-outs: ``acts.reduce("mean")``
+        equals ``harvest(..., positions="mean")`` and ``acts.reduce("last")`` equals ``positions="last"``
+        (within float rounding), at the cost of one forward pass instead of two.
+        """
+        if self.positions != "all":
+            raise ValueError(
+                f"reduce needs per-token activations (positions='all'); these are positions={self.positions!r}. "
+                "Harvest with positions='all' to read out several ways from one pass."
+            )
+        if positions not in ("mean", "last"):
+            raise ValueError(f"positions {positions!r} is not 'mean' or 'last' (the read-outs of per-token rows)")
+        ts, tp = self.token_stimulus, self.token_position
+        assert ts is not None and tp is not None  # positions == "all" guarantees both (__post_init__)
+        n = len(self)
+        counts = torch.bincount(ts, minlength=n)
+        if bool((counts == 0).any()):
+            empty = torch.nonzero(counts == 0).flatten().tolist()[:5]
+            raise ValueError(f"stimuli {empty} have no tokens; cannot read them out as {positions!r}")
+        tensors: dict[str, Tensor] = {}
+        if positions == "mean":
+            for site, t in self.tensors.items():
+                sums = torch.zeros((n, *t.shape[1:]), dtype=torch.float32, device=t.device)
+                sums.index_add_(0, ts.to(t.device), t.float())
+                shape = (n,) + (1,) * (t.dim() - 1)
+                tensors[site] = (sums / counts.to(t.device).view(shape)).to(t.dtype)
+        else:
+            last_pos = torch.full((n,), -1, dtype=tp.dtype).scatter_reduce(0, ts, tp, reduce="amax")
+            rows = torch.nonzero(tp == last_pos[ts]).flatten()
+            order = ts[rows].argsort()  # one row per stimulus, in stimulus order
+            rows = rows[order]
+            tensors = {site: t[rows.to(t.device)] for site, t in self.tensors.items()}
+        return Activations(
+            tensors=tensors, layers=list(self.layers), labels=list(self.labels), groups=list(self.groups),
+            ids=list(self.ids), texts=list(self.texts), positions=positions,
+            meta={**self.meta, "positions": positions, "reduced_from": "all"},
+        )
+
     def where(self, *, label: str | None = None, group: str | None = None) -> Activations:
         """Stimuli with the given label and/or group."""
         idx = [

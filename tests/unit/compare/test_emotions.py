@@ -72,3 +72,16 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="n_scenarios"):
         EmotionsConfig(n_scenarios=2)
 
+    with pytest.raises(ValueError, match="n_neutral"):
+        EmotionsConfig(n_neutral=4)  # a quick neutral set needs a quick story set
+    with pytest.raises(ValueError, match="n_neutral"):
+        EmotionsConfig(n_stories=2, n_neutral=1)
+
+
+def test_quick_fit_reads_the_first_neutral_texts():
+    from psylens import stimuli
+    from psylens.compare.emotions import _neutral
+
+    assert _neutral(None) is None
+    got = _neutral(5)
+    assert list(got.texts) == list(stimuli.load("neutral_texts").texts)[:5]

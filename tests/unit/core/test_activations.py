@@ -128,3 +128,26 @@ def test_to_device() -> None:
     a = make()
     b = a.to("cpu")
     assert b is not a and torch.equal(b["resid_post"], a["resid_post"]) and b.ids == a.ids
+
+
+def test_reduce_reads_per_token_rows_out_as_mean_and_last() -> None:
+    a = make(positions="all")
+    mean, last = a.reduce("mean"), a.reduce("last")
+    assert mean.positions == "mean" and last.positions == "last" and mean.labels == a.labels
+    for i in range(len(a)):
+        rows = torch.nonzero(a.token_stimulus == i).flatten()
+        for site in a.sites:
+            assert torch.allclose(mean[site][i], a[site][rows].mean(0), atol=1e-6)
+            assert torch.equal(last[site][i], a[site][rows[-1]])
+    # rows out of order: "last" follows token_position, not row order
+    perm = torch.randperm(a.n_rows, generator=torch.Generator().manual_seed(1))
+    shuffled = Activations({k: v[perm] for k, v in a.tensors.items()}, a.layers, a.labels, a.groups, a.ids, a.texts,
+                           positions="all", token_stimulus=a.token_stimulus[perm], token_position=a.token_position[perm])
+    assert torch.equal(shuffled.reduce("last")["resid_post"], last["resid_post"])
+    assert torch.allclose(shuffled.reduce("mean")["resid_post"], mean["resid_post"], atol=1e-6)
+    # control: the two read-outs differ where a text has several tokens
+    assert not torch.allclose(mean["resid_post"][1], last["resid_post"][1])
+    with pytest.raises(ValueError, match="positions='all'"):
+        make().reduce("mean")
+    with pytest.raises(ValueError, match="'mean' or 'last'"):
+        a.reduce("all")

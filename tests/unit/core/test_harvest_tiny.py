@@ -169,6 +169,11 @@ def test_positions_consistent(tiny_model, arch: str) -> None:
         for site in sites:
             close(every[site][rows].mean(0), mean[site][i])
             close(every[site][rows][-1], last[site][i])
+    # one per-token harvest read out both ways equals the two harvests
+    for site in sites:
+        close(every.reduce("mean")[site], mean[site])
+        close(every.reduce("last")[site], last[site])
+    assert every.reduce("mean").positions == "mean" and every.reduce("last").ids == last.ids
     # control: mean over the text differs from the last token where the text has several tokens
     multi = [i for i, k in enumerate(n_text) if k > 1]
     assert not torch.allclose(mean["resid_post"][multi], last["resid_post"][multi], atol=1e-3)
