@@ -245,9 +245,9 @@ def demo(
     model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
     device: str = typer.Option("auto", "--device"),
     seed: int = typer.Option(0, "--seed"),
-    skip: list[str] = typer.Option([], "--skip", help="Steps to skip: summary, probes, steering, validation."),
+    skip: list[str] = typer.Option([], "--skip", help="Steps to skip: summary, probes, steering, validation, compare."),
 ) -> None:
-    """The main job: harvest, summarise, probe and steer on the embedded model, into one run."""
+    """The main job: harvest, summarise, probe, steer, validate and compare with the RL-tuned organism, into one run."""
     import time
 
     from psylens.demo import DEMO_STEPS, headline_lines, headlines, run_demo

@@ -6,7 +6,9 @@ directions and probes (``psylens.probes``) → a small steering sweep (``psylens
 emotion-concepts validation (``psylens.validation``, :meth:`ValidationConfig.quick_config
 <psylens.validation.suite.ValidationConfig.quick_config>` with story directions: fewer stories,
 contexts, prompts and activities than ``psylens validate``; its summary says so, and its feels-matrix
-and read-back gates steer with the sweep's picked vectors).
+and read-back gates steer with the sweep's picked vectors) → a quick base-vs-tuned comparison of the
+model and its shipped RL-tuned organism (``psylens.compare``, :func:`demo_compare_config`; skipped with
+the reason when the model has no organism or this installation does not ship it).
 Re-running with the same ``out`` resumes the harvest from its shards.
 """
 
@@ -27,11 +29,12 @@ from psylens.runs import Run, create_run, now
 from psylens.stimuli import load as load_stimuli
 from psylens.summary import layer_summary
 
-__all__ = ["run_demo", "DEMO_STEPS", "headlines", "headline_lines", "demo_validation_config"]
+__all__ = ["run_demo", "DEMO_STEPS", "headlines", "headline_lines", "demo_validation_config", "demo_compare_config",
+           "demo_organism"]
 
 log = logging.getLogger(__name__)
 
-DEMO_STEPS = ("load", "harvest", "summary", "probes", "steering", "validation")
+DEMO_STEPS = ("load", "harvest", "summary", "probes", "steering", "validation", "compare")
 
 
 def run_demo(
@@ -115,7 +118,64 @@ def run_demo(
         res = run_validation(m, run, demo_validation_config(seed), progress=progress)
         done("validation", t0, passed=f"{res['passed']}/{res['total']}", source=res["source"],
              steering=(res.get("steering") or {}).get("from"))
+
+    if "compare" in steps:
+        t0 = time.perf_counter()
+        alias, why = demo_organism(m)
+        if alias is None:
+            run.record_step("compare", skipped=why)
+            done("compare", t0, skipped=why)
+        else:
+            from psylens.compare.pair import ModelPair
+            from psylens.compare.pipeline import run_compare
+            from psylens.validation import artifacts as vart
+
+            tuned = load_model(alias, device=device)
+            pair = ModelPair(m, tuned, adapter=str(tuned.adapter), adapter_on_base=True)
+            cfg = demo_compare_config(seed, reuse_directions=run.has(vart.DIRECTIONS))
+            res = run_compare(pair, run, cfg, progress=progress)
+            sec = res.get("sections", {})
+            done("compare", t0, tuned=alias, **{k: v.get("status") for k, v in sec.items()})
     return run
+
+
+def demo_organism(model: Any) -> tuple[str | None, str | None]:
+    """The shipped organism (RL-tuned adapter) of ``model`` as ``(alias, None)``, else ``(None, why not)``."""
+    from psylens.models import ORGANISMS
+
+    spec = getattr(model, "spec", model)
+    if getattr(model, "adapter", None):
+        return None, f"the demo model already carries an adapter ({model.adapter}); the comparison needs a plain base"
+    found = [o for o in ORGANISMS.values() if o.base == spec]
+    if not found:
+        return None, f"no RL-tuned organism is registered for {spec!r} (organisms: {', '.join(ORGANISMS) or 'none'})"
+    try:
+        found[0].adapter_dir()
+    except ValueError as e:
+        return None, str(e)
+    return found[0].alias, None
+
+
+def demo_compare_config(seed: int = 0, *, reuse_directions: bool = True) -> Any:
+    """The demo's base-vs-tuned comparison: every section at small sizes (6 emotion texts and 6 task prompts
+    for the activations, 8 scenarios and 12 task prompts for the emotions, 6 "… I feel" contexts for the
+    steering transfer, 2 side-by-side answers); the features section skips (the demo trains no step SAE).
+    ``reuse_directions``: the run's validation directions serve as the base's story directions (the demo's
+    validation step wrote them); otherwise a quick fit on 8 stories a concept and 32 neutral texts."""
+    from psylens.compare.activations import ActivationsConfig
+    from psylens.compare.emotions import EmotionsConfig
+    from psylens.compare.generations import GenerationsConfig
+    from psylens.compare.pipeline import CompareConfig
+    from psylens.compare.steering_transfer import SteeringTransferConfig
+
+    stories = {} if reuse_directions else {"n_stories": 8, "n_neutral": 32}
+    return CompareConfig(
+        activations=ActivationsConfig(n_emotion=6, n_tasks=6, trace_tokens=16, seed=seed),
+        emotions=EmotionsConfig(n_scenarios=8, n_tasks=12, seed=seed, **stories),
+        steering=SteeringTransferConfig(n_contexts=6, seed=seed),
+        generations=GenerationsConfig(n_prompts=2, max_new_tokens=40),
+        seed=seed,
+    )
 
 
 def demo_validation_config(seed: int = 0) -> Any:
@@ -134,18 +194,20 @@ def _pair(v: Any) -> list[float] | None:
 def headlines(run: Run | str | os.PathLike[str]) -> dict[str, Any]:
     """The run's headline results beside their controls, with 95% intervals (read from its summaries).
 
-    ``{"probes": {...} | None, "steering": {...} | None, "validation": {...} | None}``. Probes: the best layer's held-out-scenario
+    ``{"probes": {...} | None, "steering": {...} | None, "validation": {...} | None, "compare": {...} | None}``. Probes: the best layer's held-out-scenario
     accuracy and interval, the shuffled-label control, chance, and the lexical (bag-of-words) baseline with
     the paired verdict ``beats_lexical``. Steering: mean success over emotions and its interval, and per
     baseline (prompting, random, none) its success, interval, the paired difference's interval and
     ``beats`` — true only when that interval excludes zero. Validation: gates passed of gated, the
     source, whether the quick suite ran and what the steering gates steered with, and per gate its
-    value, threshold, control and verdict. Missing steps give ``None``.
+    value, threshold, control and verdict. Compare: the tuned model and each section's status, reason
+    and headline numbers (``RUN/compare/summary.json``); a skipped step gives ``{"skipped": why}``.
+    Missing steps give ``None``.
     """
     from psylens.runs import open_run
 
     r = run if isinstance(run, Run) else open_run(run)
-    out: dict[str, Any] = {"probes": None, "steering": None, "validation": None}
+    out: dict[str, Any] = {"probes": None, "steering": None, "validation": None, "compare": None}
     if r.file("probes/summary.json").is_file():
         p = r.read_json("probes/summary.json")
         lex = p.get("lexical_baseline") or None
@@ -198,6 +260,12 @@ def headlines(run: Run | str | os.PathLike[str]) -> dict[str, Any]:
                 for name, g in (v.get("gates") or {}).items()
             },
         }
+    if r.file("compare/summary.json").is_file():
+        c = r.read_json("compare/summary.json")
+        out["compare"] = {"tuned": (c.get("models") or {}).get("tuned"), "sections": c.get("sections") or {}}
+    elif r.file("steps/compare.json").is_file():
+        why = r.read_json("steps/compare.json").get("skipped")
+        out["compare"] = {"skipped": why} if why else None
     return out
 
 
@@ -251,4 +319,46 @@ def headline_lines(h: dict[str, Any]) -> list[str]:
                 f"  {name:<18} {_num(g.get('value'))}{unit} vs control {_num(g.get('control'))}"
                 f" (threshold {_num(g.get('threshold'))}) → {verdict}"
             )
+    lines.extend(_compare_lines(h.get("compare")))
+    return lines
+
+
+def _compare_lines(c: dict[str, Any] | None) -> list[str]:
+    if c is None:
+        return []
+    if c.get("skipped"):
+        return [f"base vs tuned: skipped: {c['skipped']}"]
+    tuned = c.get("tuned") or {}
+    name = tuned.get("spec") if isinstance(tuned, dict) else tuned
+    lines = [f"base vs tuned ({name}; report: compare/report.md):"]
+    for sec, st in (c.get("sections") or {}).items():
+        h = st.get("headline") or {}
+        if st.get("status") != "done":
+            lines.append(f"  {sec:<12} {st.get('status')}: {st.get('reason')}")
+        elif sec == "weights":
+            lines.append(
+                f"  {sec:<12} {h.get('modules_changed')}/{h.get('modules')} modules changed; top {h.get('top_module')} "
+                f"(relative norm {_num(h.get('top_relative_norm'))}); overlap with W's principal directions "
+                f"{_num(h.get('mean_principal_overlap'))} vs chance {_num(h.get('principal_overlap_chance'))}"
+            )
+        elif sec == "activations":
+            t = h.get("tasks") or {}
+            lines.append(
+                f"  {sec:<12} task prompts differ from layer {t.get('first_changed_layer')} (most at {t.get('top_layer')}); "
+                f"next-token KL {_num(h.get('mean_kl'))}{_ci(h.get('mean_kl_ci95'))}"
+            )
+        elif sec == "emotions":
+            lines.append(
+                f"  {sec:<12} probe accuracy base {_num(h.get('base_best_accuracy'))} / tuned "
+                f"{_num(h.get('tuned_best_accuracy'))} (chance {_num(h.get('chance'))}); concepts rising "
+                f"{', '.join(h.get('rises') or []) or 'none'}; falling {', '.join(h.get('falls') or []) or 'none'}"
+            )
+        elif sec == "steering":
+            lines.append(
+                f"  {sec:<12} the base's vectors: feels gap base {_num(h.get('base_gap'))} vs tuned {_num(h.get('tuned_gap'))} "
+                f"(random control {_num(h.get('control_gap_base'))} / {_num(h.get('control_gap_tuned'))}); tuned − base "
+                f"{_num(h.get('own_shift_difference'))}{_ci(h.get('own_shift_difference_ci95'))}"
+            )
+        else:
+            lines.append(f"  {sec:<12} done")
     return lines
