@@ -136,6 +136,24 @@ def label_aurocs(
     return out
 
 
+def norm_gain(norm: Any, d_model: int) -> Float[Tensor, " d"] | None:
+    """The elementwise gain ``g`` a final norm module applies, as the model applies it.
+
+    RMS norms are read by their output on a vector of ones (RMS 1), so Gemma's ``x · (1 + w)`` gives
+    ``1 + w`` and Llama's ``x · w`` gives ``w``; a ``LayerNorm`` (which would centre a vector of ones to
+    zero) gives its ``weight``. ``None`` for no norm.
+    """
+    if norm is None:
+        return None
+    if isinstance(norm, torch.nn.LayerNorm):
+        return None if norm.weight is None else norm.weight.detach().float()
+    p = next(norm.parameters(), None)
+    ones = torch.ones(1, d_model, dtype=p.dtype if p is not None else torch.float32,
+                      device=p.device if p is not None else "cpu")
+    with torch.no_grad():
+        return norm(ones).detach().float().reshape(-1)
+
+
 def logit_lens_tokens(
     decoder: Float[Tensor, "f d"],
     unembed: Float[Tensor, "vocab d"],
@@ -147,7 +165,7 @@ def logit_lens_tokens(
 ) -> list[list[str]] | list[list[int]]:
     """Top ``k`` tokens of each decoder column read through the unembedding: ``W_U (g ⊙ d_f)``.
 
-    ``norm_weight`` (the final norm's gain ``g``) is applied elementwise when given; the norm's
+    ``norm_weight`` (the final norm's gain ``g``, :func:`norm_gain`) is applied elementwise when given; the norm's
     scaling by the residual's size is not (a direction has no size of its own). Token ids are
     decoded with ``tokenizer`` when given, else returned as ids.
     """

@@ -240,7 +240,7 @@ def train_step_sae(
 
 def _features(lazy: _LazyModel, sae: Any, data: StepSet, held_ids: list[str], traces: list[dict[str, Any]],
               segmentation: str, seed: int) -> dict[str, Any]:
-    from psylens.saes.features import features_report, logit_lens_tokens
+    from psylens.saes.features import features_report, logit_lens_tokens, norm_gain
 
     z, _ = encode(sae, data.acts)
     texts = _step_texts(traces, segmentation)
@@ -250,8 +250,7 @@ def _features(lazy: _LazyModel, sae: Any, data: StepSet, held_ids: list[str], tr
     m = lazy.get()
     unembed = m.hf_model.get_output_embeddings().weight
     norm = getattr(getattr(m.hf_model, "model", None), "norm", None)
-    lens = logit_lens_tokens(sae.W_dec.detach(), unembed, m.tokenizer,
-                             norm_weight=getattr(norm, "weight", None), k=8)
+    lens = logit_lens_tokens(sae.W_dec.detach(), unembed, m.tokenizer, norm_weight=norm_gain(norm, m.d_model), k=8)
     return features_report(
         z_all=z, trace_ids=data.trace_ids, steps=data.steps, positions=data.positions(),
         held_rows=data.mask(held_ids), labels=labels, decoder=sae.W_dec.detach(), texts=texts,

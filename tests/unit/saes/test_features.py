@@ -14,6 +14,7 @@ from psylens.saes.features import (
     features_report,
     label_aurocs,
     logit_lens_tokens,
+    norm_gain,
 )
 from psylens.saes.train import encode
 
@@ -108,6 +109,24 @@ def test_logit_lens_reads_the_planted_token(smollm_tokenizer):
     assert logit_lens_tokens(-dec, W_U, k=1)[0][0] != 42  # control: the opposite direction reads another token
     words = logit_lens_tokens(dec, W_U, smollm_tokenizer, k=2)
     assert words[0][0] == smollm_tokenizer.decode([42])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_norm_gain_is_the_gain_the_model_applies(arch):
+    from conftest import build_tiny_hf
+
+    hf = build_tiny_hf(arch)
+    norm = hf.model.norm
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-0.5, 0.5, norm.weight.numel()))
+    gain = norm_gain(norm, hf.config.hidden_size)
+    x = torch.randn(3, hf.config.hidden_size)
+    rms = x.pow(2).mean(-1, keepdim=True).add(norm.variance_epsilon if hasattr(norm, "variance_epsilon") else norm.eps).rsqrt()
+    torch.testing.assert_close(norm(x), x * rms * gain, atol=1e-5, rtol=1e-4)
+    # Gemma scales by 1 + w, Llama by w: the raw weight is the gain only for Llama
+    assert torch.allclose(gain, norm.weight.float()) == (arch == "llama")
+    ln = torch.nn.LayerNorm(4)
+    assert torch.equal(norm_gain(ln, 4), ln.weight.detach()) and norm_gain(None, 4) is None
 
 
 def test_features_report_layout():
