@@ -157,11 +157,13 @@ def demo_organism(model: Any) -> tuple[str | None, str | None]:
 
 
 def demo_compare_config(seed: int = 0, *, reuse_directions: bool = True) -> Any:
-    """The demo's base-vs-tuned comparison: every section at small sizes (6 emotion texts and 6 task prompts
-    for the activations, 8 scenarios and 12 task prompts for the emotions, 6 "… I feel" contexts for the
-    steering transfer, 2 side-by-side answers); the features section skips (the demo trains no step SAE).
-    ``reuse_directions``: the run's validation directions serve as the base's story directions (the demo's
-    validation step wrote them); otherwise a quick fit on 8 stories a concept and 32 neutral texts."""
+    """The demo's base-vs-tuned comparison: every section at small sizes (4 emotion texts and 4 task prompts
+    for the activations, 4 scenarios and 8 task prompts for the emotions, 4 "… I feel" contexts for the
+    steering transfer, one side-by-side answer), ~2 min on SmolLM2 on a 2-core CPU; the features section
+    skips (the demo trains no step SAE) and ``report.md`` holds tables, not PNGs (the explorer draws the
+    figures; ``psylens compare`` writes the PNGs). ``reuse_directions``: the run's validation directions
+    serve as the base's story directions (the demo's validation step wrote them); otherwise a quick fit
+    on 8 stories a concept and 32 neutral texts."""
     from psylens.compare.activations import ActivationsConfig
     from psylens.compare.emotions import EmotionsConfig
     from psylens.compare.generations import GenerationsConfig
@@ -170,10 +172,11 @@ def demo_compare_config(seed: int = 0, *, reuse_directions: bool = True) -> Any:
 
     stories = {} if reuse_directions else {"n_stories": 8, "n_neutral": 32}
     return CompareConfig(
-        activations=ActivationsConfig(n_emotion=6, n_tasks=6, trace_tokens=16, seed=seed),
-        emotions=EmotionsConfig(n_scenarios=8, n_tasks=12, seed=seed, **stories),
-        steering=SteeringTransferConfig(n_contexts=6, seed=seed),
-        generations=GenerationsConfig(n_prompts=2, max_new_tokens=40),
+        activations=ActivationsConfig(n_emotion=4, n_tasks=4, trace_tokens=12, seed=seed),
+        emotions=EmotionsConfig(n_scenarios=4, n_tasks=8, seed=seed, **stories),
+        steering=SteeringTransferConfig(n_contexts=4, seed=seed),
+        generations=GenerationsConfig(n_prompts=1, max_new_tokens=32),
+        plots=False,
         seed=seed,
     )
 

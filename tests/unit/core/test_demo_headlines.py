@@ -151,7 +151,8 @@ def test_validation_headline_shows_gates_passed_with_their_controls(tmp_path):
     assert "implicit_scenarios 0.61 vs control 0.19 (threshold 0.80) → not passed" in lines[2]
     assert "geometry           skipped: needs directions" in lines[3]
     assert "→ reported, not gated" in lines[4]
-    # the demo runs it last, with the quick suite on story directions
-    assert DEMO_STEPS[-1] == "validation"
+    # the demo runs it after steering (its gates steer with the sweep's vectors) and before the comparison
+    # (which reuses its directions), with the quick suite on story directions
+    assert DEMO_STEPS[-2:] == ("validation", "compare") and DEMO_STEPS.index("steering") < DEMO_STEPS.index("validation")
     cfg = demo_validation_config()
     assert cfg.quick is True and cfg.source == "stories" and cfg.every_layer is False and cfg.n_contexts == 8
