@@ -267,7 +267,7 @@ def train_organism(
     ``device``: where to train (``"cpu"`` is what the reproducibility claim is about).
 
     .. warning:: This trains for ``config.max_steps`` steps: on the embedded model on a CPU that is
-       ~13 s a step of 8 completions of 48 tokens. It writes a checkpoint every ``save_steps``.
+       ~30 s a step of 8 completions of 48 tokens (2 threads, idle). It writes a checkpoint every ``save_steps``.
     """
     import hashlib
 
