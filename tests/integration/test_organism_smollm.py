@@ -44,4 +44,4 @@ def test_shipped_organism_alias_loads_offline(smollm) -> None:
     assert changed and changed <= {"q_proj", "v_proj"}  # the organism differs from its base, only where trained
     assert _changed_modules(smollm.hf_model, smollm.hf_model) == set()  # control: the base against itself
     out = tuned.generate("How are you?", max_new_tokens=4)
-    assert isinstance(out, str)
+    assert len(out) == 1 and isinstance(out[0], str) and out[0]  # generate always returns a list
