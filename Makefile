@@ -49,7 +49,7 @@ demo: setup
 	$(VENV)/bin/psylens demo
 
 test: setup-full
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 test-fast: setup-full
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
