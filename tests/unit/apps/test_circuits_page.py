@@ -19,6 +19,7 @@ from psylens.apps.views import circuits as page  # noqa: E402
 from psylens.circuits import artifacts as CA  # noqa: E402
 from psylens.probes.directions import Directions  # noqa: E402
 from psylens.runs import Run, create_run  # noqa: E402
+from pages import messages, render_page
 
 EMOS = ("joy", "anger")
 N_LAYERS, N_HEADS, D_MLP, D = 3, 4, 6, 8
@@ -117,22 +118,11 @@ def make_run(root: Path, **kw: object) -> Run:
     return run
 
 
-def _script() -> None:
-    import os
-
-    from psylens.apps.views import circuits
-    from psylens.runs import open_run
-
-    circuits.render(open_run(os.environ["CIRCUITS_RUN"]))
 
 
 def render(monkeypatch: pytest.MonkeyPatch, run: Run) -> AppTest:
-    monkeypatch.setenv("CIRCUITS_RUN", str(run.path))
-    return AppTest.from_function(_script, default_timeout=60).run()
+    return render_page(monkeypatch, "circuits", run)
 
-
-def messages(at: AppTest) -> list[str]:
-    return [str(e.value) for e in (*at.info, *at.warning, *at.error)]
 
 
 @pytest.fixture(scope="module")

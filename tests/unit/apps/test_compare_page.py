@@ -19,6 +19,7 @@ from psylens.apps.views import check_page, kit  # noqa: E402
 from psylens.apps.views import compare as page  # noqa: E402
 from psylens.compare import artifacts as A  # noqa: E402
 from psylens.runs import Run, create_run, open_run  # noqa: E402
+from pages import messages, render_page
 from tests.unit.compare.compare_planted import PLANT_LAYER, PLANT_MODULE, tiny_dirs  # noqa: E402,F401  (fixture)
 
 N_LAYERS = 3
@@ -112,22 +113,11 @@ def copy_run(src: Path, dest: Path, *, features: bool = False) -> Run:
 
 
 # -- rendering helpers --------------------------------------------------------------------------------
-def _script() -> None:
-    import os
-
-    from psylens.apps.views import compare
-    from psylens.runs import open_run
-
-    compare.render(open_run(os.environ["COMPARE_RUN"]))
 
 
 def render(monkeypatch: pytest.MonkeyPatch, run_dir: Path) -> AppTest:
-    monkeypatch.setenv("COMPARE_RUN", str(run_dir))
-    return AppTest.from_function(_script, default_timeout=60).run()
+    return render_page(monkeypatch, "compare", run_dir)
 
-
-def messages(at: AppTest) -> list[str]:
-    return [str(e.value) for e in (*at.info, *at.warning, *at.error)]
 
 
 # -- contract ---------------------------------------------------------------------------------------

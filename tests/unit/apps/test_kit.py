@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 
 from psylens.activations import Activations
 from psylens.apps.views import kit
@@ -30,12 +29,12 @@ from psylens.probes.fit import fit_probes
 from psylens.runs import Run, create_run
 from psylens.steering import artifacts as SA
 from psylens.validation import artifacts as VA
+from pages import messages, render_page
 from tests.unit.apps.test_circuits_page import write_circuits_outputs
 from tests.unit.apps.test_validation_page import write_validation_outputs
 
 EMOS = ["anger", "joy", "sadness"]
 LAYERS = [0, 1, 2]
-TIMEOUT = 60
 
 
 # -- fixture runs ------------------------------------------------------------------------------------
@@ -100,26 +99,6 @@ def make_full_run(root: Path) -> Run:
     write_validation_outputs(run, d=d, layers=tuple(LAYERS))
     write_circuits_outputs(run)
     return run
-
-
-def _page_script() -> None:
-    import importlib
-    import os
-
-    from psylens.runs import open_run
-
-    page = importlib.import_module(f"psylens.apps.views.{os.environ['KIT_PAGE']}")
-    page.render(open_run(os.environ["KIT_RUN"]))
-
-
-def render_page(monkeypatch: pytest.MonkeyPatch, page: str, run: Run) -> AppTest:
-    monkeypatch.setenv("KIT_PAGE", page)
-    monkeypatch.setenv("KIT_RUN", str(run.path))
-    return AppTest.from_function(_page_script, default_timeout=TIMEOUT).run()
-
-
-def messages(at: AppTest) -> list[str]:
-    return [str(e.value) for e in (*at.info, *at.warning, *at.error)]
 
 
 def truncate(path: Path) -> None:

@@ -18,6 +18,7 @@ from psylens.runs import Run, create_run  # noqa: E402
 from psylens.steering import artifacts as SA  # noqa: E402
 from psylens.validation import artifacts as VA  # noqa: E402
 from psylens.validation.lens import TokenLens, token_lens  # noqa: E402
+from pages import messages, render_page
 from tests.conftest import build_tiny_hf  # noqa: E402
 
 EMOS = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "calm"]
@@ -43,22 +44,11 @@ def make_run(root: Path, spec: str, *, sources: tuple[str, ...] = (VA.DIRECTIONS
     return run
 
 
-def _script() -> None:
-    import os
-
-    from psylens.apps.views import lens
-    from psylens.runs import open_run
-
-    lens.render(open_run(os.environ["LENS_RUN"]))
 
 
 def render(monkeypatch: pytest.MonkeyPatch, run: Run) -> AppTest:
-    monkeypatch.setenv("LENS_RUN", str(run.path))
-    return AppTest.from_function(_script, default_timeout=120).run()
+    return render_page(monkeypatch, "lens", run, timeout=120)
 
-
-def messages(at: AppTest) -> list[str]:
-    return [str(e.value) for e in (*at.info, *at.warning, *at.error)]
 
 
 def _lens() -> TokenLens:

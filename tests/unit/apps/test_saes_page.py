@@ -23,6 +23,7 @@ from psylens.apps.views import check_page, kit  # noqa: E402
 from psylens.apps.views import saes as page  # noqa: E402
 from psylens.runs import Run, create_run  # noqa: E402
 from psylens.saes import artifacts as SA  # noqa: E402
+from pages import messages, render_page
 
 NAME = "L1-resid_post-delimiter-batchtopk-6"
 D_IN, D_SAE = 8, 6
@@ -104,22 +105,11 @@ def make_run(root: Path, **kw: object) -> Run:
     return run
 
 
-def _script() -> None:
-    import os
-
-    from psylens.apps.views import saes
-    from psylens.runs import open_run
-
-    saes.render(open_run(os.environ["SAES_RUN"]))
 
 
 def render(monkeypatch: pytest.MonkeyPatch, run: Run) -> AppTest:
-    monkeypatch.setenv("SAES_RUN", str(run.path))
-    return AppTest.from_function(_script, default_timeout=60).run()
+    return render_page(monkeypatch, "saes", run)
 
-
-def messages(at: AppTest) -> list[str]:
-    return [str(e.value) for e in (*at.info, *at.warning, *at.error)]
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from psylens.apps.views import check_page  # noqa: E402
 from psylens.apps.views import steering as page  # noqa: E402
 from psylens.runs import Run, create_run  # noqa: E402
+from pages import render_page  # noqa: E402
 
 EMOS = ["joy", "sadness"]
 
@@ -94,19 +94,9 @@ def test_examples_frame(tmp_path):
     assert page.examples_frame(long, "joy")["text"].str.len().min() == 1000  # never cut
 
 
-def _script() -> None:
-    import os
-
-    from psylens.apps.views import steering
-    from psylens.runs import open_run
-
-    steering.render(open_run(os.environ["STEERING_PAGE_RUN"]))
-
-
 def test_page_renders_without_loading_a_model(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run")
-    monkeypatch.setenv("STEERING_PAGE_RUN", str(run.path))
-    at = AppTest.from_function(_script, default_timeout=60).run()
+    at = render_page(monkeypatch, "steering", run)
     assert not at.exception, at.exception
     assert "Steering" in [t.value for t in at.title]
     assert len(at.get("plotly_chart")) == 1
@@ -122,8 +112,7 @@ def test_page_renders_without_loading_a_model(tmp_path, monkeypatch):
 
 def test_page_tolerates_a_missing_grid(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run", grid=False)
-    monkeypatch.setenv("STEERING_PAGE_RUN", str(run.path))
-    at = AppTest.from_function(_script, default_timeout=60).run()
+    at = render_page(monkeypatch, "steering", run)
     assert not at.exception, at.exception
     assert any("no heatmap" in i.value for i in at.info)
 
@@ -142,7 +131,6 @@ def test_playground_steers_with_the_sweeps_directions(tmp_path, monkeypatch):
     dirs = Directions.from_raw(torch.randn(2, 3, 8), EMOS, [4, 5, 6], site="resid_post", method="mean_diff")
     dirs.save(run.file("steering/expression_directions.safetensors"))
     assert page._sweep_directions(run, summary) == "steering/expression_directions.safetensors"
-    monkeypatch.setenv("STEERING_PAGE_RUN", str(run.path))
-    at = AppTest.from_function(_script, default_timeout=60).run()
+    at = render_page(monkeypatch, "steering", run)
     assert not at.exception, at.exception
     assert at.selectbox(key="steering_play_layer").options == ["4", "5", "6"]  # the sweep's file, not the probes'

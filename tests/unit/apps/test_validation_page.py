@@ -17,6 +17,7 @@ from psylens.apps.views import validation as page  # noqa: E402
 from psylens.probes.directions import Directions  # noqa: E402
 from psylens.runs import Run, create_run, open_run  # noqa: E402
 from psylens.validation import artifacts as VA  # noqa: E402
+from pages import messages, render_page
 
 BASIC = ["anger", "disgust", "fear", "joy", "sadness", "surprise"]
 CONCEPTS = {"anger": ("negative", "high"), "disgust": ("negative", "high"), "fear": ("negative", "high"),
@@ -84,22 +85,11 @@ def make_run(root: Path) -> Run:
     return run
 
 
-def _script() -> None:
-    import os
-
-    from psylens.apps.views import validation
-    from psylens.runs import open_run
-
-    validation.render(open_run(os.environ["VALIDATION_RUN"]))
 
 
 def render(monkeypatch: pytest.MonkeyPatch, run: Run) -> AppTest:
-    monkeypatch.setenv("VALIDATION_RUN", str(run.path))
-    return AppTest.from_function(_script, default_timeout=60).run()
+    return render_page(monkeypatch, "validation", run)
 
-
-def messages(at: AppTest) -> list[str]:
-    return [str(e.value) for e in (*at.info, *at.warning, *at.error)]
 
 
 # -- contract and pure helpers ----------------------------------------------------------------------
