@@ -10,8 +10,14 @@ Two measurements, each written as JSON to ``--out-dir`` (default ``/tmp/circuits
             ``--layer``, ``--eval`` a held-out stimuli file (the first ``--eval-per-label`` texts per label).
             Per-emotion checkpoints land in ``RUN/circuits/partial/`` as each emotion finishes.
 
+  modulation  circuit modulation vs steering vs prompting re-judged on the circuits of a finished run
+            (``--run``, e.g. ``OUT/run`` of an earlier ``--only run``) under the fluency criterion
+            ``--config '{"modulation_fluency": ...}'`` (also ``n_modulation_prompts``, ``n_modulation_contexts``,
+            ``seed``); writes ``modulation_<criterion>.json``.
+
     python -m benchmarks.circuits --only cost
     python -m benchmarks.circuits --probes-from RUN --layer 16 --emotions joy,anger
+    python -m benchmarks.circuits --only modulation --run OUT/run --config '{"modulation_fluency": "relative_greedy"}'
 """
 
 from __future__ import annotations
@@ -64,10 +70,28 @@ def bench_run(model: Any, out_dir: Path, probes_from: str, layer: int, emotions:
     return run_circuits(model, run, cfg, progress=True)
 
 
+def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: str, config: dict[str, Any]) -> dict[str, Any]:
+    from psylens.circuits.pipeline import CircuitsConfig, modulate_run
+    from psylens.runs import open_run
+
+    if not run_dir:
+        raise ValueError("run_dir is needed: a finished `psylens circuits` run")
+    cfg = CircuitsConfig(**config)  # validates the fluency criterion and the sizes
+    t0 = time.time()
+    res = modulate_run(model, open_run(run_dir), emotions.split(","), n_prompts=cfg.n_modulation_prompts,
+                       n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed)
+    out = {"run": str(run_dir), "fluency": cfg.modulation_fluency, "seconds": round(time.time() - t0, 1),
+           "circuit_at_least_steering": sum(bool(m["circuit_at_least_steering"]) for m in res.values()),
+           "emotions": res}
+    (out_dir / f"modulation_{cfg.modulation_fluency}.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out-dir", default="/tmp/circuits_bench")
-    ap.add_argument("--only", choices=("cost", "run", "all"), default="all")
+    ap.add_argument("--only", choices=("cost", "run", "modulation", "all"), default="all")
+    ap.add_argument("--run", default=None, help="with --only modulation: a finished circuits run")
     ap.add_argument("--probes-from", default=None, help="a run of the model with probes/directions.safetensors")
     ap.add_argument("--layer", type=int, default=16)
     ap.add_argument("--emotions", default="joy,anger,fear,sadness,disgust,surprise")
@@ -75,6 +99,8 @@ def main() -> None:
     ap.add_argument("--eval-per-label", type=int, default=8)
     ap.add_argument("--config", default="{}", help="JSON of CircuitsConfig fields")
     a = ap.parse_args()
+    if a.only == "modulation" and not a.run:
+        raise SystemExit("--run RUN is needed for --only modulation (a finished `psylens circuits` run)")
     from psylens.models import load_model
 
     out = Path(a.out_dir)
@@ -93,6 +119,8 @@ def main() -> None:
         s = bench_run(model, out, a.probes_from, a.layer, tuple(a.emotions.split(",")), a.eval, a.eval_per_label,
                       json.loads(a.config))
         print(json.dumps(s["emotions"], indent=1)[:4000], flush=True)
+    if a.only == "modulation":
+        print(json.dumps(bench_modulation(model, out, a.run, a.emotions, json.loads(a.config)), indent=1)[:4000], flush=True)
 
 
 if __name__ == "__main__":

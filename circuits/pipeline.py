@@ -507,14 +507,8 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
     mod = pd.DataFrame(columns=list(art.MODULATION_COLUMNS))
     mod_s: dict[str, Any] | None = None
     if cfg.modulation and len(circ.units):
-        from psylens import stimuli
-        from psylens.circuits.modulation import METHODS, ModulationConfig, modulation, paired_vs
-        from psylens.concepts import feel_contexts, feel_words
-
-        mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[: cfg.n_modulation_prompts],
-                         emotions=contrast, words=feel_words(), contexts=feel_contexts()[: cfg.n_modulation_contexts],
-                         config=ModulationConfig(seed=cfg.seed, fluency=cfg.modulation_fluency))
-        mod_s = _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=cfg.seed))
+        mod, mod_s = modulate(model, circ, v, contrast, n_prompts=cfg.n_modulation_prompts,
+                              n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed)
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -553,6 +547,48 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
                 vals[int(lay)] = float(infl)
         ten[art.influence_key(e, s)] = vals
     return res, ten, {"ablation": both, "enhancement": enh, "sublayers": sub, "top": top, "modulation": mod}, circ
+
+
+def modulate(
+    model: Any, circ: Circuit, v: torch.Tensor, emotions: Sequence[str], *, n_prompts: int = 12, n_contexts: int = 12,
+    fluency: str = "relative", seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Circuit modulation vs steering with ``v`` (``[d_model]``, read-out layer) vs prompting for ``circ``'s emotion on
+    the first ``n_prompts`` built-in steering prompts and ``n_contexts`` "… I feel" contexts, judged against
+    ``emotions``' words: the table (:data:`~psylens.circuits.artifacts.MODULATION_COLUMNS`) and the summary's
+    ``modulation`` block (see :func:`_modulation_summary`)."""
+    from psylens import stimuli
+    from psylens.circuits.modulation import METHODS, ModulationConfig, modulation, paired_vs
+    from psylens.concepts import feel_contexts, feel_words
+
+    mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[:n_prompts], emotions=emotions,
+                     words=feel_words(), contexts=feel_contexts()[:n_contexts],
+                     config=ModulationConfig(seed=seed, fluency=fluency))
+    return mod, _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=seed))
+
+
+def modulate_run(
+    model: Any, run: Any, emotions: Sequence[str] | None = None, *, n_prompts: int = 12, n_contexts: int = 12,
+    fluency: str = "relative", seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """:func:`modulate` on the circuits a finished ``psylens circuits`` run holds (``emotions``: default all of them),
+    e.g. under another fluency criterion; returns ``{emotion: modulation block}`` and writes nothing."""
+    from psylens.probes import Directions
+
+    done = run.read_json(art.SUMMARY)["emotions"]
+    emos = list(done) if emotions is None else list(emotions)
+    missing = [e for e in emos if e not in done]
+    if missing:
+        raise ValueError(f"the run at {run.path} has no circuit for {missing} (it has {list(done)}); "
+                         "run `psylens circuits` for them first or leave them out")
+    dirs = Directions.load(run.file(art.DIRECTIONS))
+    contrast = [e for e in EMOTIONS if e in dirs.emotions]
+    out: dict[str, dict[str, Any]] = {}
+    for e in emos:
+        circ = Circuit.load(run.file(art.circuit_file(e)))
+        out[e] = modulate(model, circ, dirs[e, circ.readout_layer], contrast, n_prompts=n_prompts,
+                          n_contexts=n_contexts, fluency=fluency, seed=seed)[1]
+    return out
 
 
 def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mapping[str, Any]) -> dict[str, Any]:

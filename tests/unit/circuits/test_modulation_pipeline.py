@@ -3,6 +3,8 @@ fluency, paired intervals circuit minus steering, the issue's verdict) and the t
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from psylens.circuits import artifacts as art
 from psylens.circuits.circuit import Selection
 from psylens.circuits.modulation import METHODS, ModulationConfig, choose
-from psylens.circuits.pipeline import CircuitsConfig, _modulation_summary, run_circuits
+from psylens.circuits.pipeline import CircuitsConfig, _modulation_summary, modulate_run, run_circuits
 from psylens.probes import Directions
 from psylens.runs import create_run
 
@@ -74,6 +76,15 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     assert list(table.columns[: len(art.MODULATION_COLUMNS)]) == list(art.MODULATION_COLUMNS)
     assert list(table.method) == ["none", "circuit", "steering", "prompting"] and table.chosen.sum() == 4
     assert [len(w) for w in table.read_back_wins] == [2] * 4
+    # the finished run's circuit modulated again (e.g. under another fluency criterion) gives the same block
+    # with the same settings, and names the other criterion when asked for it
+    again = modulate_run(model, run, n_prompts=2, n_contexts=2)
+    # unrounded (the file's floats are rounded), and as JSON text so that a NaN equals a NaN
+    assert json.dumps(again["joy"], sort_keys=True) == json.dumps(summary["emotions"]["joy"]["modulation"], sort_keys=True)
+    greedy = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, fluency="relative_greedy")["joy"]
+    assert greedy["fluency_criterion"] == "relative_greedy" and greedy["circuit"]["feels_shift"] == m["circuit"]["feels_shift"]
+    with pytest.raises(ValueError, match=r"no circuit for \['anger'\]"):
+        modulate_run(model, run, ["anger"])
 
 
 def test_top_neurons_stop_at_their_layer_and_find_the_planted_neuron_stimuli(planted):
