@@ -79,7 +79,8 @@ def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: s
     cfg = CircuitsConfig(**config)  # validates the fluency criterion and the sizes
     t0 = time.time()
     res = modulate_run(model, open_run(run_dir), emotions.split(","), n_prompts=cfg.n_modulation_prompts,
-                       n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed)
+                       n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
+                       progress=True)
     out = {"run": str(run_dir), "fluency": cfg.modulation_fluency, "seconds": round(time.time() - t0, 1),
            "circuit_at_least_steering": sum(bool(m["circuit_at_least_steering"]) for m in res.values()),
            "emotions": res}

@@ -198,6 +198,7 @@ def modulation(
     words: Mapping[str, Sequence[str]],
     contexts: Sequence[str],
     config: ModulationConfig | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Rows of :data:`psylens.circuits.artifacts.MODULATION_COLUMNS` for ``circuit.emotion``: ``none``, then
     each method at each strength (see the module doc); then ``perplexity_ratio``, ``distinct_2``,
@@ -240,7 +241,9 @@ def modulation(
     others = [j for j in range(len(emos)) if j != i]
     rows = []
     stats_none: dict[str, float] | None = None
-    for method, strength, ivs, fmt, fprompts in trials:
+    from tqdm.auto import tqdm
+
+    for method, strength, ivs, fmt, fprompts in tqdm(trials, desc=f"modulation {e}", disable=not progress, leave=False):
         lp, _ = _word_logprobs(model, fprompts, token_ids, ivs, cfg.batch_size)
         shift_c = lp - lp_none  # [context, E]
         margins = (shift_c[:, i] - shift_c[:, others].mean(1)) if others else shift_c[:, i]  # [context]

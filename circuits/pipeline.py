@@ -508,7 +508,8 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
     mod_s: dict[str, Any] | None = None
     if cfg.modulation and len(circ.units):
         mod, mod_s = modulate(model, circ, v, contrast, n_prompts=cfg.n_modulation_prompts,
-                              n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed)
+                              n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
+                              progress=progress)
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -551,7 +552,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
 
 def modulate(
     model: Any, circ: Circuit, v: torch.Tensor, emotions: Sequence[str], *, n_prompts: int = 12, n_contexts: int = 12,
-    fluency: str = "relative", seed: int = 0,
+    fluency: str = "relative", seed: int = 0, progress: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Circuit modulation vs steering with ``v`` (``[d_model]``, read-out layer) vs prompting for ``circ``'s emotion on
     the first ``n_prompts`` built-in steering prompts and ``n_contexts`` "… I feel" contexts, judged against
@@ -563,13 +564,13 @@ def modulate(
 
     mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[:n_prompts], emotions=emotions,
                      words=feel_words(), contexts=feel_contexts()[:n_contexts],
-                     config=ModulationConfig(seed=seed, fluency=fluency))
+                     config=ModulationConfig(seed=seed, fluency=fluency), progress=progress)
     return mod, _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=seed))
 
 
 def modulate_run(
     model: Any, run: Any, emotions: Sequence[str] | None = None, *, n_prompts: int = 12, n_contexts: int = 12,
-    fluency: str = "relative", seed: int = 0,
+    fluency: str = "relative", seed: int = 0, progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """:func:`modulate` on the circuits a finished ``psylens circuits`` run holds (``emotions``: default all of them),
     e.g. under another fluency criterion; returns ``{emotion: modulation block}`` and writes nothing."""
@@ -587,7 +588,7 @@ def modulate_run(
     for e in emos:
         circ = Circuit.load(run.file(art.circuit_file(e)))
         out[e] = modulate(model, circ, dirs[e, circ.readout_layer], contrast, n_prompts=n_prompts,
-                          n_contexts=n_contexts, fluency=fluency, seed=seed)[1]
+                          n_contexts=n_contexts, fluency=fluency, seed=seed, progress=progress)[1]
     return out
 
 
