@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     "token_activations": "tokens",
     "ce_loss_recovered": "tokens",
     "feature_steering": "steer",
+    "run_feature_steering": "steer",
     # step importance (Thought Anchors)
     "step_importance": "anchors",
     "importance_by_label": "anchors",

@@ -12,6 +12,9 @@ Layout of one SAE (``RUN/saes/<name>/``)::
     metrics.json                           held-out explained_variance, l0, dead_fraction, mse (+ intervals)
     features.json                          per-label best feature (auroc, control_auroc) and per-feature data
     held_out.json                          the held-out trace ids (kept out of training)
+    steering/summary.json                  feature steering of new traces (``psylens sae steer``):
+                                           conditions, paired effects vs no steering, the target
+    steering/<condition>/traces/           each condition's traces (a resumable trace run)
 
 Step activations are cached per (site, layer, pooling) under ``RUN/saes/steps/`` so a sweep over
 SAE sizes reads the model once.
@@ -37,6 +40,8 @@ __all__ = [
     "SAE_WEIGHTS",
     "ANCHORS",
     "ANCHORS_SUMMARY",
+    "STEERING",
+    "STEERING_SUMMARY",
     "sae_dir",
     "sae_file",
     "steps_file",
@@ -54,6 +59,8 @@ SAE_CFG = "cfg.json"  # SAELens' config file name
 SAE_WEIGHTS = "sae_weights.safetensors"  # SAELens' weights file name
 ANCHORS = f"{DIR}/anchors.parquet"  # step importance table (psylens sae anchors)
 ANCHORS_SUMMARY = f"{DIR}/anchors.json"  # its summary: by label, feature correlations, cost
+STEERING = "steering"  # inside an SAE's folder: feature steering of new traces (psylens sae steer)
+STEERING_SUMMARY = f"{STEERING}/summary.json"
 
 
 def _plain(name: str, what: str) -> str:

@@ -4,11 +4,14 @@
                       [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME]
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
     psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
+    psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...]
+                      [--split test] [--samples 2] [--max-new-tokens T]
 
 Writes ``RUN/saes/<name>/`` (see :mod:`psylens.saes.artifacts`): SAELens' own files
 (``SAE.load_from_disk`` opens the folder), ``step_sae.json``, ``metrics.json`` (held-out steps)
 and ``features.json``; ``sae anchors`` writes ``RUN/saes/anchors.parquet`` and ``anchors.json`` (step
-importance by resampling, :mod:`psylens.saes.anchors`). ``sae_app`` is a ``typer.Typer``; the main
+importance by resampling, :mod:`psylens.saes.anchors`); ``sae steer`` writes
+``RUN/saes/<name>/steering/`` (feature steering of new traces, :mod:`psylens.saes.steer`). ``sae_app`` is a ``typer.Typer``; the main
 CLI registers it as ``sae``. Importing this module is cheap: SAELens is imported when a command runs.
 """
 
@@ -23,7 +26,7 @@ __all__ = ["sae_app"]
 
 sae_app = typer.Typer(
     name="sae",
-    help="Sparse autoencoders on reasoning steps (trained through SAELens): `sae train`, `sae anchors`.",
+    help="Sparse autoencoders on reasoning steps (trained through SAELens): `sae train`, `sae anchors`, `sae steer`.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -130,3 +133,49 @@ def anchors_cmd(
         console.print(f"  top feature {t['feature']}: Spearman {t['spearman']:.3f} (control {t['control_spearman']:.3f}; "
                       f"max |rho| {f['max_abs_spearman']:.3f} vs shuffled {f['control_max_abs_spearman']:.3f})")
     console.print(f"wrote {run / 'saes' / 'anchors.parquet'}")
+
+
+@sae_app.command("steer")
+def steer_cmd(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory holding the SAE (RUN/saes/NAME)."),
+    name: str = typer.Option(..., "--name", help="The SAE to steer with (a folder under RUN/saes)."),
+    label: str = typer.Option("reflection", "--label", help="The behaviour to count (psylens.saes.LABELS)."),
+    feature: Optional[int] = typer.Option(None, "--feature", help="Latent index (default: the label's best feature)."),
+    strength: list[float] = typer.Option([-4.0], "--strength", "-s",
+                                         help="In units of the feature's mean activation; < 0 suppresses. Repeatable."),
+    split: str = typer.Option("test", "--split", help="Task split to generate on: train | test | all."),
+    samples: int = typer.Option(2, "--samples", "-k", help="Traces per task and condition."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens a trace at most."),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Traces a generate call."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Steer new traces with an SAE feature, beside a random vector of the same norm and no steering."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from psylens.saes.steer import run_feature_steering
+
+    rep = run_feature_steering(run, name, label, feature=feature, strengths=strength, model=model,
+                               split=None if split == "all" else split, samples=samples,
+                               max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                               batch_size=batch_size, progress=progress)
+    console = Console()
+    table = Table(title=f"{label}: feature {rep['feature']} of {name} at layer {rep['layer']}")
+    for col in ("condition", f"{label} steps/trace", "ratio vs none", "accuracy", "Δ accuracy", "distinct-2"):
+        table.add_column(col)
+    for cond, c in rep["conditions"].items():
+        e = rep["effects"].get(cond)
+        ratio = "—" if not e or e["label_steps_ratio"] is None else (
+            f"{e['label_steps_ratio']:.2f} [{e['label_steps_ratio_ci'][0]:.2f}, {e['label_steps_ratio_ci'][1]:.2f}]")
+        dacc = "—" if not e else f"{e['accuracy_diff']['diff']:+.3f} [{e['accuracy_diff']['ci95'][0]:+.3f}, {e['accuracy_diff']['ci95'][1]:+.3f}]"
+        table.add_row(cond, f"{c['label_steps_per_trace']:.3f}", ratio, f"{c['accuracy']:.3f}", dacc,
+                      f"{c['distinct_2']:.3f}" if c["distinct_2"] is not None else "—")
+    console.print(table)
+    t = rep.get("target")
+    if t:
+        console.print(f"target (≤ {t['threshold_ratio']} of the steps, accuracy within {t['threshold_accuracy']}): "
+                      f"{'met' if t['met'] else 'not met'}")
+    console.print(f"wrote {run / 'saes' / name / 'steering' / 'summary.json'}")

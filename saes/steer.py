@@ -9,8 +9,14 @@ feature, alpha=alpha)``) and ``random@<alpha>`` (a random direction of the same 
 layer and alpha — the control). Each condition generates traces with ``psylens.saes.generate_traces``
 into ``out/<condition>/`` (a run directory each: resumable after a kill), then segments and labels
 every step. Per condition: the label's steps per trace (mean, bootstrap 95% interval over traces)
-and their share of all steps, task accuracy (Wilson interval), and fluency (distinct-2, 3-gram
-repetition, zlib ratio of the reasoning texts).
+and their share of all steps, every label's steps per trace, task accuracy (Wilson interval), and
+fluency (distinct-2, 3-gram repetition, zlib ratio of the reasoning texts).
+
+Against ``none`` (``effects``, :func:`paired_effect`): the same traces (same ids and seeds) paired —
+the change of the label's steps per trace and of accuracy with intervals from a bootstrap over tasks,
+and the ratio of the label's steps (steered ÷ unsteered) with its interval. ``target`` reads the
+strongest suppression: the label's steps at most halved (ratio ≤ 0.5) while accuracy moves by at
+most 5 points — and the random vector of the same norm beside it.
 
 Footgun: a steering vector is global state of the model while it is applied — nothing else may use
 the model during a condition. Every trace of every condition uses the same seeds, so differences
@@ -26,21 +32,38 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["feature_steering", "condition_summary"]
+__all__ = ["feature_steering", "run_feature_steering", "condition_summary", "paired_effect"]
+
+#: the feature-steering target: the label's steps at most halved, accuracy within 5 points
+TARGET_RATIO, TARGET_ACCURACY = 0.5, 0.05
+
+
+def _label_counts(records: Sequence[dict[str, Any]], segmentation: str) -> tuple[np.ndarray, np.ndarray]:
+    """``[n_traces, n_labels]`` steps of each label (order of ``LABELS``) and ``[n_traces]`` steps a trace."""
+    from psylens.saes.labels import LABELS, label_step
+    from psylens.saes.segment import segment
+
+    counts = np.zeros((len(records), len(LABELS)))
+    n_steps = np.zeros(len(records))
+    for i, r in enumerate(records):
+        steps = segment(r.get("text") or "", segmentation)
+        n_steps[i] = len(steps)
+        for st in steps:
+            labs = label_step(st.text, r.get("prompt"))
+            for j, lab in enumerate(LABELS):
+                counts[i, j] += lab in labs
+    return counts, n_steps
 
 
 def condition_summary(records: Sequence[dict[str, Any]], label: str, segmentation: str = "sentence") -> dict[str, Any]:
     """The label's steps per trace, share of steps, accuracy and fluency of a condition's trace records."""
-    from psylens.saes.labels import label_step
-    from psylens.saes.segment import segment
+    from psylens.saes.labels import LABELS
     from psylens.stats import bootstrap_ci, wilson_ci
     from psylens.steering.metrics import distinct_n, repetition_rate, zlib_ratio
 
-    per_trace, n_steps = [], 0
-    for r in records:
-        steps = segment(r.get("text") or "", segmentation)
-        n_steps += len(steps)
-        per_trace.append(sum(label in label_step(s.text, r.get("prompt")) for s in steps))
+    counts, steps_per_trace = _label_counts(records, segmentation)
+    per_trace = counts[:, LABELS.index(label)] if label in LABELS else np.zeros(len(records))
+    n_steps = int(steps_per_trace.sum())
     n = len(records)
     correct = sum(bool(r.get("correct")) for r in records)
     texts = [r.get("text") or "" for r in records]
@@ -51,11 +74,87 @@ def condition_summary(records: Sequence[dict[str, Any]], label: str, segmentatio
         "label_steps_per_trace": float(x.mean()) if n else None,
         "label_steps_per_trace_ci": list(bootstrap_ci(x)) if n > 1 else None,
         "label_share_of_steps": float(x.sum() / n_steps) if n_steps else None,
+        "steps_per_trace": float(steps_per_trace.mean()) if n else None,
+        "labels_per_trace": {lab: float(counts[:, j].mean()) if n else None for j, lab in enumerate(LABELS)},
         "accuracy": correct / n if n else None,
         "accuracy_ci": list(wilson_ci(correct, n)) if n else None,
         "distinct_2": distinct_n(texts, 2) if any(texts) else None,
         "repetition_3": repetition_rate(texts, 3) if any(texts) else None,
         "zlib_ratio": zlib_ratio(texts) if any(texts) else None,
+    }
+
+
+def paired_effect(
+    none: Sequence[dict[str, Any]],
+    steered: Sequence[dict[str, Any]],
+    label: str,
+    segmentation: str = "sentence",
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A steered condition against ``none`` on the same traces (matched by ``id``).
+
+    Returns ``label_steps_diff`` and ``accuracy_diff`` (steered − none, :class:`psylens.stats.PairedDiff`
+    dicts: intervals from a bootstrap over tasks) and ``label_steps_ratio`` (mean steered ÷ mean
+    unsteered label steps; ``None`` when the unsteered traces have none) with ``label_steps_ratio_ci``
+    (the same task bootstrap; draws with no unsteered label step are left out).
+    """
+    from psylens.saes.labels import LABELS
+    from psylens.stats import N_BOOT, paired_diff_ci
+
+    if label not in LABELS:
+        raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
+    by_id = {r["id"]: r for r in steered}
+    ids = [r["id"] for r in none if r["id"] in by_id]
+    if not ids:
+        raise ValueError(
+            f"no trace id is in both conditions ({len(none)} unsteered, {len(steered)} steered traces); "
+            "pair traces generated with the same tasks, samples and seed"
+        )
+    a_recs = [by_id[i] for i in ids]
+    b_recs = [r for r in none if r["id"] in by_id]
+    j = LABELS.index(label)
+    a = _label_counts(a_recs, segmentation)[0][:, j]
+    b = _label_counts(b_recs, segmentation)[0][:, j]
+    groups = [r.get("task_id", r["id"]) for r in b_recs]
+    acc_a = np.array([float(bool(r.get("correct"))) for r in a_recs])
+    acc_b = np.array([float(bool(r.get("correct"))) for r in b_recs])
+    _, inv = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    sums_a, sums_b = np.bincount(inv, weights=a), np.bincount(inv, weights=b)
+    pick = np.random.default_rng(seed).integers(0, len(sums_a), size=(N_BOOT, len(sums_a)))
+    num, den = sums_a[pick].sum(axis=1), sums_b[pick].sum(axis=1)
+    draws = num[den > 0] / den[den > 0]
+    ratio = float(a.sum() / b.sum()) if b.sum() > 0 else None
+    return {
+        "n_pairs": len(ids),
+        "label_steps_diff": paired_diff_ci(a, b, groups=groups, seed=seed).to_dict(),
+        "label_steps_ratio": ratio,
+        "label_steps_ratio_ci": ([float(q) for q in np.quantile(draws, [0.025, 0.975])]
+                                 if ratio is not None and len(draws) else None),
+        "accuracy_diff": paired_diff_ci(acc_a, acc_b, groups=groups, seed=seed).to_dict(),
+    }
+
+
+def _target(effects: dict[str, Any], alphas: Sequence[float]) -> dict[str, Any] | None:
+    """The strongest suppression against the target (label steps ≤ half, accuracy within 5 points)."""
+    neg = [a for a in alphas if a < 0]
+    if not neg:
+        return None
+    a = min(neg)
+    feat, rand = effects.get(f"feature@{a:g}"), effects.get(f"random@{a:g}")
+    if feat is None:
+        return None
+    ratio, acc = feat["label_steps_ratio"], feat["accuracy_diff"]["diff"]
+    return {
+        "condition": f"feature@{a:g}",
+        "ratio": ratio,
+        "ratio_ci": feat["label_steps_ratio_ci"],
+        "accuracy_diff": acc,
+        "accuracy_diff_ci": feat["accuracy_diff"]["ci95"],
+        "random_ratio": rand["label_steps_ratio"] if rand else None,
+        "threshold_ratio": TARGET_RATIO,
+        "threshold_accuracy": TARGET_ACCURACY,
+        "met": ratio is not None and ratio <= TARGET_RATIO and abs(acc) <= TARGET_ACCURACY,
     }
 
 
@@ -81,8 +180,9 @@ def feature_steering(
     """Generate traces under each condition (see the module docstring) and summarise them.
 
     ``out``: where the per-condition trace runs go (default ``<sae_dir>/steering``). Returns
-    ``{"feature", "label", "layer", "conditions": {name: summary}}``; the same dict is written to
-    ``<out>/summary.json``.
+    ``{"feature", "label", "alphas", "layer", "conditions": {name: summary}, "effects": {name:
+    paired_effect vs none}, "target": ... | None}``; the same dict is written to ``<out>/summary.json``
+    after every condition (a killed run keeps what it finished).
     """
     from psylens.io import write_json
     from psylens.saes.labels import LABELS
@@ -100,7 +200,8 @@ def feature_steering(
         conditions[f"feature@{a:g}"] = sv
         conditions[f"random@{a:g}"] = sv.random_like(seed=random_seed)
     result: dict[str, Any] = {"feature": int(feature), "label": label, "alphas": [float(a) for a in alphas],
-                              "layer": None, "conditions": {}}
+                              "layer": None, "conditions": {}, "effects": {}, "target": None}
+    unsteered: list[dict[str, Any]] = []
     for name, sv in conditions.items():
         folder = base / name.replace("@", "_at_")
         kwargs = dict(split=split, samples=samples, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -111,8 +212,84 @@ def feature_steering(
             result["layer"] = sv.layers[0]
             with sv.apply(model):
                 generate_traces(model, tasks, folder, **kwargs)
-        summary = condition_summary(read_traces(folder), label, segmentation)
+        records = read_traces(folder)
+        summary = condition_summary(records, label, segmentation)
         summary["vector_norm"] = float(sv.norms()[0] * abs(sv.alpha)) if sv is not None else 0.0
         result["conditions"][name] = summary
+        if sv is None:
+            unsteered = records
+        else:
+            result["effects"][name] = paired_effect(unsteered, records, label, segmentation, seed=seed)
+            result["target"] = _target(result["effects"], [float(a) for a in alphas])
         write_json(base / "summary.json", result, nan="null")
+    return result
+
+
+def run_feature_steering(
+    run: Any,
+    name: str,
+    label: str = "reflection",
+    *,
+    feature: int | None = None,
+    strengths: Sequence[float] = (-4.0,),
+    model: Any = None,
+    split: str | None = "test",
+    samples: int = 2,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``psylens sae steer`` as a function: steer new traces of the run's task set with one of the
+    run's SAEs (``RUN/saes/<name>``) → ``RUN/saes/<name>/steering/summary.json``.
+
+    ``feature``: ``None`` picks the label's best feature from ``features.json`` (chosen on training
+    steps). ``strengths`` are in units of the feature's mean activation where it fires (from
+    ``features.json``): ``-1`` subtracts its typical contribution, ``-4`` four times that; the
+    decoder-unit ``alpha`` of each is recorded. Recorded as step ``sae-steer`` (a re-run with the same
+    settings resumes the condition runs).
+    """
+    from psylens.runs import Run, open_run
+    from psylens.saes import artifacts as art
+    from psylens.saes.labels import LABELS
+    from psylens.saes.pipeline import _LazyModel, _model_spec
+    from psylens.saes.traces import TRACES_CONFIG_FILE
+    if label not in LABELS:
+        raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
+    if not strengths or any(s == 0 for s in strengths):
+        raise ValueError(f"strengths must be non-zero (negative suppresses, positive amplifies), got {list(strengths)}")
+    r = run if isinstance(run, Run) else open_run(run)
+    folder = r.file(art.sae_dir(name))
+    if not (folder / art.FEATURES).is_file():
+        have = sorted(p.name for p in r.file(art.DIR).glob("*") if (p / art.STEP_SAE).is_file()) if r.has(art.DIR) else []
+        raise ValueError(
+            f"no SAE {name!r} with {art.FEATURES} in {str(r.path)!r} (SAEs there: {have or 'none'}); "
+            "train one with `psylens sae train` (features on)"
+        )
+    feats = r.read_json(art.sae_file(name, art.FEATURES))
+    if feature is None:
+        feature = (feats.get("labels", {}).get(label) or {}).get("feature")
+        if feature is None:
+            raise ValueError(f"features.json of {name!r} has no best feature for {label!r} (no positive steps?); give --feature")
+    by_index = {int(f["feature"]): f for f in feats.get("features", [])}
+    scale = (by_index.get(int(feature)) or {}).get("mean_activation")
+    if not scale or not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"feature {feature} never fires on the run's steps (mean activation {scale!r}); pick a live feature")
+    alphas = [float(s) * float(scale) for s in strengths]
+    config = {"name": name, "label": label, "feature": int(feature), "strengths": [float(s) for s in strengths],
+              "alphas": alphas, "mean_activation": float(scale), "split": split, "samples": samples,
+              "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "batch_size": batch_size}
+    # the task set the run's traces came from (its split is this function's own: held-out tasks by default)
+    tasks = r.read_json(TRACES_CONFIG_FILE).get("tasks", "psych") if r.has(TRACES_CONFIG_FILE) else "psych"
+    config["tasks"] = tasks
+    lazy = _LazyModel(model, _model_spec(r, model))
+    with r.step("sae-steer", config) as step:
+        result = feature_steering(lazy.get(), folder, int(feature), label, alphas=alphas, out=folder / art.STEERING,
+                                  tasks=tasks, split=split, samples=samples, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, seed=seed, batch_size=batch_size, progress=progress)
+        result.update({"strengths": config["strengths"], "mean_activation": float(scale), "sae": name})
+        rel = art.sae_file(name, art.STEERING_SUMMARY)
+        r.write_json(rel, result, nan="null")
+        step.output(rel)
     return result

@@ -58,3 +58,92 @@ def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_pa
     plain = [json.loads(x)["text"] for x in (tmp_path / "again" / "none" / "traces" / "traces.jsonl").read_text().splitlines()]
     assert plain == texts["none"] and again["conditions"]["none"]["n_traces"] == 2
     assert json.loads((d / "steering" / "summary.json").read_text())["feature"] == 3
+
+
+def _recs(n_reflect: list[int], correct: list[bool]) -> list[dict]:
+    return [{"id": f"t{i // 2}-{i % 2}", "task_id": f"t{i // 2}", "prompt": "p",
+             "text": "The ball is in the box. " + "Let me check that again. " * k + "Answer: B", "correct": c}
+            for i, (k, c) in enumerate(zip(n_reflect, correct))]
+
+
+def test_paired_effect_recovers_a_planted_halving_and_a_null_control():
+    from psylens.saes.steer import _target, paired_effect
+
+    counts = [2, 4, 0, 2, 6, 2, 4, 0, 2, 2, 4, 2]
+    acc = [True, False] * 6
+    none = _recs(counts, acc)
+    halved = _recs([k // 2 for k in counts], acc)
+    e = paired_effect(none, list(reversed(halved)), "reflection")  # pairing by id, not by order
+    assert e["n_pairs"] == 12 and e["label_steps_ratio"] == pytest.approx(0.5)
+    lo, hi = e["label_steps_ratio_ci"]
+    assert lo <= 0.5 <= hi and hi < 1.0
+    assert e["label_steps_diff"]["diff"] == pytest.approx(-sum(counts) / 24) and e["label_steps_diff"]["ci95"][1] < 0
+    assert e["accuracy_diff"]["diff"] == 0.0
+    t = _target({"feature@-4": e, "random@-4": paired_effect(none, none, "reflection")}, [-4.0, 4.0])
+    assert t["met"] and t["random_ratio"] == pytest.approx(1.0)
+    # control: the same traces against themselves change nothing
+    same = paired_effect(none, none, "reflection")
+    assert same["label_steps_ratio"] == pytest.approx(1.0) and same["label_steps_diff"]["ci95"] == [0.0, 0.0]
+    # an accuracy drop of more than 5 points fails the target even when the label halves
+    worse = _recs([k // 2 for k in counts], [False] * 12)
+    assert not _target({"feature@-4": paired_effect(none, worse, "reflection")}, [-4.0])["met"]
+    with pytest.raises(ValueError, match="no trace id"):
+        paired_effect(none, [dict(r, id="other") for r in none], "reflection")
+    with pytest.raises(ValueError, match="not one of"):
+        paired_effect(none, none, "nostalgia")
+
+
+def _run_with_sae(tmp_path, d_model: int):
+    """A run holding an SAE folder written by hand (weights, step_sae.json, features.json) and a task file."""
+    from psylens.runs import create_run
+
+    run = create_run(tmp_path / "run", command="psylens traces", model="tiny-llama")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": f"t{i}", "kind": "emotion_inference", "story": "Ann lost her keys.",
+                                         "question": "How does Ann feel?", "choices": ["calm", "upset", "proud", "bored"],
+                                         "answer": "upset", "split": "test"}) + "\n" for i in range(2)))
+    (run.path / "traces").mkdir()
+    (run.path / "traces" / "config.json").write_text(json.dumps({"tasks": str(tasks), "split": "train"}))
+    d = run.path / "saes" / "tiny"
+    d.mkdir(parents=True)
+    w_dec = torch.randn(8, d_model, generator=torch.Generator().manual_seed(0))
+    save_file({"W_dec": w_dec, "W_enc": w_dec.T.contiguous(), "b_enc": torch.zeros(8), "b_dec": torch.zeros(d_model)},
+              str(d / "sae_weights.safetensors"))
+    (d / "step_sae.json").write_text(json.dumps({"model": "tiny-llama", "site": "resid_post", "layer": 1}))
+    feats = {"labels": {"reflection": {"feature": 5, "auroc": 0.9, "control_auroc": 0.5}, "backtracking": {"feature": None}},
+             "features": [{"feature": j, "mean_activation": 2.5 if j != 6 else 0.0} for j in range(8)]}
+    (d / "features.json").write_text(json.dumps(feats))
+    return run, w_dec
+
+
+@pytest.mark.slow
+def test_run_feature_steering_picks_the_best_feature_and_scales_by_its_activation(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from psylens.cli import app
+    from psylens.saes.steer import run_feature_steering
+
+    m = tiny_model("llama")
+    run, w_dec = _run_with_sae(tmp_path, m.d_model)
+    rep = run_feature_steering(run.path, "tiny", "reflection", strengths=[-4.0], model=m, samples=1,
+                               max_new_tokens=5, batch_size=2, progress=False)
+    assert rep["feature"] == 5 and rep["alphas"] == [pytest.approx(-10.0)]  # -4 x mean activation 2.5
+    assert set(rep["conditions"]) == {"none", "feature@-10", "random@-10"}
+    assert set(rep["effects"]) == {"feature@-10", "random@-10"} and rep["effects"]["feature@-10"]["n_pairs"] == 2
+    assert rep["conditions"]["feature@-10"]["vector_norm"] == pytest.approx(10 * float(w_dec[5].norm()), rel=1e-5)
+    assert rep["target"]["condition"] == "feature@-10"
+    saved = json.loads((run.path / "saes" / "tiny" / "steering" / "summary.json").read_text())
+    assert saved["feature"] == 5 and saved["mean_activation"] == 2.5
+    assert json.loads((run.path / "steps" / "sae-steer.json").read_text())["config"]["tasks"].endswith("tasks.jsonl")
+    # bad input: a dead feature, a label with no best feature, an unknown SAE
+    with pytest.raises(ValueError, match="never fires"):
+        run_feature_steering(run.path, "tiny", feature=6, model=m)
+    with pytest.raises(ValueError, match="no best feature"):
+        run_feature_steering(run.path, "tiny", "backtracking", model=m)
+    with pytest.raises(ValueError, match="SAEs there: \\['tiny'\\]"):
+        run_feature_steering(run.path, "other", model=m)
+    with pytest.raises(ValueError, match="non-zero"):
+        run_feature_steering(run.path, "tiny", strengths=[0.0], model=m)
+    # the CLI's argument checks reach the same errors before any model loads
+    res = CliRunner().invoke(app, ["sae", "steer", "--run", str(run.path), "--name", "other"])
+    assert res.exit_code != 0 and "SAEs there" in str(res.exception)
