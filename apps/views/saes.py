@@ -4,14 +4,15 @@ Reads (names from ``psylens.saes.artifacts``): ``step_sae.json`` (site, layer, s
 ``metrics.json`` (held-out explained variance, L0, dead fraction), ``features.json`` (each behaviour
 label's best latent with its held-out AUROC and the shuffled-label control; per latent: frequency,
 top steps, position profile, logit-lens tokens, decoder cluster and 2-D map), SAELens' ``cfg.json`` +
-``sae_weights.safetensors``, the cached step activations ``saes/steps/<site>-L<layer>-<pooling>-<seg>.safetensors``
-and ``traces/traces.jsonl``.
+``sae_weights.safetensors``, the cached step activations ``saes/steps/<site>-L<layer>-<pooling>-<seg>.safetensors``,
+``traces/traces.jsonl`` and, when ``psylens sae steer`` has run, ``steering/summary.json``.
 
 Shows: the label table (AUROC beside its control), one latent's activation histogram (steps with the
 label it was picked for against the rest), its top steps highlighted inside their trace, logit-lens
 tokens, position-in-trace profile, the decoder-cluster map, and a trace viewer that colours each step
 by its behaviour label (``psylens.saes.labels.label_step``, the labeller the SAE's AUROCs used) and
-names its top latent.
+names its top latent; with feature steering, the label's steps per trace under each condition (no
+steering, the feature, a random vector of the same norm) with the paired effects and the target.
 
 Every step's latents are computed here from the cached step activations and the SAE's weights
 (:func:`encode_steps`: the SAELens inference encoders of the architectures psylens saves — JumpReLU
@@ -64,6 +65,8 @@ __all__ = [
     "histogram_figure",
     "position_figure",
     "decoder_map_figure",
+    "steering_figure",
+    "steering_table",
     "highlight_step_html",
     "trace_html",
 ]
@@ -73,6 +76,7 @@ TITLE = "Step SAEs"
 MAKE = "`psylens sae train --run RUN --layer L` writes it"
 TRACES_MAKE = "`psylens traces --model M --out RUN` writes it"
 TRACES_ART = kit.Artifact(SA.TRACES, "jsonl", "reasoning traces", TRACES_MAKE)
+STEER_MAKE = "`psylens sae steer --run RUN --name NAME` writes it"
 
 #: one colour per behaviour label (psylens.saes.labels.LABELS), the same on every figure
 LABEL_COLORS: dict[str, str] = {
@@ -132,6 +136,7 @@ def artifacts_for(name: str) -> dict[str, kit.Artifact]:
         "held_out": kit.Artifact(f(SA.HELD_OUT), "json", "held-out trace ids", MAKE),
         "cfg": kit.Artifact(f(SA.SAE_CFG), "json", "SAELens config", MAKE),
         "weights": kit.Artifact(f(SA.SAE_WEIGHTS), "tensors", "SAE weights", MAKE),
+        "steering": kit.Artifact(f(SA.STEERING_SUMMARY), "json", "feature steering", STEER_MAKE),
     }
 
 
@@ -482,9 +487,78 @@ def render(run: Run) -> None:
         st.divider()
         with kit.guard(arts["features"]):
             render_map(features)
+    steering = None
+    try:  # optional (only after `psylens sae steer`): silent when missing, one line when corrupt
+        steering = kit.read(run, arts["steering"])
+    except kit.ArtifactProblem as p:
+        if p.level != "info":
+            kit.explain(p)
+    if steering is not None:
+        st.divider()
+        with kit.guard(arts["steering"]):
+            render_steering(steering)
     st.divider()
     with kit.guard(TRACES_ART):
         render_traces(run, info, z_data, traces)
+
+
+def steering_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """One row a condition of ``steering/summary.json``: the label's steps per trace, the paired ratio and
+    accuracy change against no steering (with intervals), accuracy and distinct-2."""
+    conds = kit.as_dict(summary.get("conditions"))
+    effects = kit.as_dict(summary.get("effects"))
+    rows = []
+    for name, c in conds.items():
+        c, e = kit.as_dict(c), kit.as_dict(effects.get(name))
+        acc = kit.as_dict(e.get("accuracy_diff"))
+        rows.append({
+            "condition": name,
+            "label steps / trace": kit.fmt_interval(c.get("label_steps_per_trace"), _ci(c.get("label_steps_per_trace_ci"))),
+            "ratio vs none": kit.fmt_interval(e.get("label_steps_ratio"), _ci(e.get("label_steps_ratio_ci"))),
+            "accuracy": kit.fmt_interval(c.get("accuracy"), _ci(c.get("accuracy_ci"))),
+            "Δ accuracy vs none": kit.fmt_interval(acc.get("diff"), _ci(acc.get("ci95")), digits=3),
+            "distinct-2": kit.num(c.get("distinct_2")),
+            "traces": kit.num(c.get("n_traces")),
+        })
+    return pd.DataFrame(rows)
+
+
+def steering_figure(summary: Mapping[str, Any]) -> go.Figure:
+    """The label's steps per trace under each condition, with the bootstrap interval over traces."""
+    label = str(summary.get("label", "label"))
+    conds = kit.as_dict(summary.get("conditions"))
+    names, means, lo, hi = [], [], [], []
+    for name, c in conds.items():
+        c = kit.as_dict(c)
+        m = kit.num(c.get("label_steps_per_trace"))
+        if math.isnan(m):
+            continue
+        ci = _ci(c.get("label_steps_per_trace_ci")) or (m, m)
+        names.append(name), means.append(m), lo.append(m - ci[0]), hi.append(ci[1] - m)
+    colors = [LABEL_COLORS.get(label, "#1f77b4") if n.startswith("feature") else "#8c8c8c" if n.startswith("random")
+              else "#333333" for n in names]
+    fig = go.Figure(go.Bar(x=names, y=means, marker_color=colors,
+                           error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo}))
+    fig.update_layout(title=f"{label} steps per trace by condition (95% CI over traces)",
+                      xaxis_title="condition", yaxis_title=f"{label} steps per trace")
+    return kit.style(fig)
+
+
+def render_steering(summary: dict[str, Any]) -> None:
+    label = summary.get("label", "?")
+    st.subheader(f"Feature steering: {label} with feature {summary.get('feature', '?')} at layer {summary.get('layer', '?')}")
+    st.plotly_chart(steering_figure(summary), width="stretch")
+    st.dataframe(steering_table(summary), hide_index=True, width="stretch")
+    t = kit.as_dict(summary.get("target"))
+    if t:
+        verdict = "met" if t.get("met") else "not met"
+        st.caption(f"Target ({t.get('condition')}): the label's steps at most {t.get('threshold_ratio')} of the "
+                   f"unsteered ones with accuracy within {t.get('threshold_accuracy')} — **{verdict}** "
+                   f"(ratio {kit.num(t.get('ratio')):.2f}, random vector {kit.num(t.get('random_ratio')):.2f}, "
+                   f"Δ accuracy {kit.num(t.get('accuracy_diff')):+.3f}).")
+    st.caption("Every condition generates the same tasks with the same seeds, so steering is the only difference; "
+               "pairs are matched trace by trace and the intervals resample tasks. The labels are the rule "
+               "labeller's (docs/saes.md gives its accuracy).")
 
 
 def render_header(run: Run, info: dict[str, Any], arts: dict[str, kit.Artifact]) -> None:

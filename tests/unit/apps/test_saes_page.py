@@ -349,3 +349,40 @@ def test_several_saes_offer_a_choice(run_dir: Path, tmp_path: Path, monkeypatch:
     assert not at.exception and not at.warning, messages(at)
     at.selectbox(key="saes_name").set_value("second").run()
     assert not at.exception and not at.warning, messages(at)
+
+
+def _steering_summary() -> dict:
+    cond = lambda m, ci, acc: {"label_steps_per_trace": m, "label_steps_per_trace_ci": ci, "accuracy": acc,  # noqa: E731
+                               "accuracy_ci": [acc - 0.1, acc + 0.1], "distinct_2": 0.9, "n_traces": 40}
+    eff = lambda r, ci, d: {"label_steps_ratio": r, "label_steps_ratio_ci": ci,  # noqa: E731
+                            "accuracy_diff": {"diff": d, "ci95": [d - 0.05, d + 0.05]}}
+    return {"feature": 2, "label": "reflection", "layer": 1, "alphas": [-8.0],
+            "conditions": {"none": cond(0.5, [0.4, 0.6], 0.3), "feature@-8": cond(0.2, [0.1, 0.3], 0.28),
+                           "random@-8": cond(0.48, [0.38, 0.58], 0.31)},
+            "effects": {"feature@-8": eff(0.4, [0.25, 0.6], -0.02), "random@-8": eff(0.96, [0.8, 1.1], 0.01)},
+            "target": {"condition": "feature@-8", "ratio": 0.4, "accuracy_diff": -0.02, "random_ratio": 0.96,
+                       "threshold_ratio": 0.5, "threshold_accuracy": 0.05, "met": True}}
+
+
+def test_feature_steering_section(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from psylens.apps.views import saes as page
+
+    summary = _steering_summary()
+    t = page.steering_table(summary)
+    assert t["condition"].tolist() == ["none", "feature@-8", "random@-8"]
+    assert t["ratio vs none"].tolist() == ["—", "0.40 [0.25, 0.60]", "0.96 [0.80, 1.10]"]
+    fig = page.steering_figure(summary)
+    assert list(fig.data[0].y) == [0.5, 0.2, 0.48] and list(fig.data[0].error_y.arrayminus) == pytest.approx([0.1, 0.1, 0.1])
+    # the page shows the section when the file is there, nothing when it is not, one line when it is corrupt
+    run = _fresh(run_dir, tmp_path / "run")
+    rel = SA.sae_file(NAME, SA.STEERING_SUMMARY)
+    run.file(rel).parent.mkdir(parents=True)
+    run.file(rel).write_text(json.dumps(summary))
+    at = render(monkeypatch, run)
+    assert not at.exception and not at.warning, messages(at)
+    assert len(at.get("plotly_chart")) == 4 and len(at.dataframe) == 3
+    assert any("**met**" in str(c.value) for c in at.caption)
+    _truncate(run.file(rel))
+    at = render(monkeypatch, run)
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+    assert any(rel in m for m in messages(at)), messages(at)
