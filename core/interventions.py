@@ -396,13 +396,13 @@ def _mask(positions: Any, call: _Call, batch: int, seq: int, device: torch.devic
         rows = positions
         if len(rows) != batch and len(rows) != 1:
             raise ValueError(f"explicit positions give {len(rows)} rows but the batch has {batch}")
-        sel = torch.zeros(batch, seq, dtype=torch.bool, device=device)
-        for b in range(batch):
-            for p in rows[b if len(rows) > 1 else 0]:
-                if past <= p < past + seq:
-                    sel[b, p - past] = True
-        if not bool(sel.any()):
+        # the indices are gathered on the host and written in one indexing op (no per-element device writes)
+        bi = [b for b in range(batch) for p in rows[b if len(rows) > 1 else 0] if past <= p < past + seq]
+        pi = [p - past for b in range(batch) for p in rows[b if len(rows) > 1 else 0] if past <= p < past + seq]
+        if not bi:
             return False
+        sel = torch.zeros(batch, seq, dtype=torch.bool, device=device)
+        sel[torch.tensor(bi, device=device), torch.tensor(pi, device=device)] = True
     if real is not None and sel is not None:
         return real.to(device) & sel
     return real.to(device) if real is not None else sel
