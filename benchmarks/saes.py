@@ -2,6 +2,7 @@
 
     python -m benchmarks.saes throughput [--steps RUN/saes/steps/FILE.safetensors] [--repeats 3]
     python -m benchmarks.saes sweep --run RUN --layers 6 12 18 24 --sizes 512 2048 [--k 16] [--json OUT]
+    python -m benchmarks.saes ceiling --run RUN --name SAE [--name SAE ...]
 
 throughput: the same activations (cached SmolLM2 step vectors if given, else 10,000 synthetic
 576-dim planted steps) and the same SAE settings, trained by
@@ -15,6 +16,12 @@ sweep: ``psylens.saes.pipeline.train_step_sae`` for every layer × size on the r
 activations are cached per layer), then one table row per SAE: held-out explained variance, L0,
 dead fraction (each with the training-time dead fraction beside it) and each label's best-feature
 AUROC against its shuffled-label control. Results are appended to the JSON after every SAE.
+
+ceiling: what a *dense* reading of the same step vectors reaches — per label, a logistic-regression
+probe (scikit-learn, standardised inputs, balanced classes) fitted on the SAE's training traces and
+scored by AUROC on its held-out traces, beside the SAE's best single latent and a probe fitted on
+shuffled training labels (the control). A single latent rarely beats the dense probe; where the
+probe itself stays below a target, the labels (the rule labeller, docs/saes.md) are the limit.
 """
 
 from __future__ import annotations
@@ -141,6 +148,56 @@ def sweep(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def ceiling(args: argparse.Namespace) -> list[dict]:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from psylens.runs import open_run
+    from psylens.saes import artifacts as art
+    from psylens.saes.data import StepSet
+    from psylens.saes.pipeline import _step_texts, step_labels
+    from psylens.saes.traces import read_traces
+
+    run = open_run(args.run)
+    traces = read_traces(run.path)
+    prompts = {str(t.get("id", i)): t.get("prompt") for i, t in enumerate(traces)}
+    rows = []
+    for name in args.name:
+        info = run.read_json(art.sae_file(name, art.STEP_SAE))
+        held = set(run.read_json(art.sae_file(name, art.HELD_OUT))["held_out"])
+        feats = run.read_json(art.sae_file(name, art.FEATURES))["labels"]
+        steps, _ = StepSet.load(run.file(art.steps_file(info["site"], info["layer"],
+                                                         f"{info['pooling']}-{info['segmentation']}")))
+        texts = _step_texts(traces, info["segmentation"])
+        labels = step_labels([texts.get((t, s), "") for t, s in zip(steps.trace_ids, steps.steps)],
+                             [prompts.get(t) for t in steps.trace_ids])
+        x = steps.acts.numpy()
+        is_held = np.array([t in held for t in steps.trace_ids])
+        rng = np.random.default_rng(0)
+        row = {"name": name, "layer": info["layer"], "labels": {}}
+        for lab, y_t in labels.items():
+            y = y_t.numpy().astype(bool)
+            if y[~is_held].sum() < 5 or y[is_held].sum() < 5:
+                continue
+            aucs = {}
+            for kind, y_train in (("probe", y[~is_held]), ("control", rng.permutation(y[~is_held]))):
+                clf = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=2000, class_weight="balanced"))
+                clf.fit(x[~is_held], y_train)
+                aucs[kind] = float(roc_auc_score(y[is_held], clf.decision_function(x[is_held])))
+            row["labels"][lab] = {"probe_auroc": aucs["probe"], "control_auroc": aucs["control"],
+                                  "sae_feature_auroc": (feats.get(lab) or {}).get("auroc"),
+                                  "n_positive_held_out": int(y[is_held].sum())}
+            print(f"{name} {lab}: probe {aucs['probe']:.3f} (shuffled {aucs['control']:.3f}), "
+                  f"SAE latent {row['labels'][lab]['sae_feature_auroc']}", flush=True)
+        rows.append(row)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     labels = sorted({k for r in rows for k in r["labels"]})
     head = "| layer | d_sae | k | EV [95% CI] | L0 | dead (held-out / training) | " + " | ".join(labels) + " |"
@@ -180,12 +237,20 @@ def main(argv: list[str] | None = None) -> None:
     sw.add_argument("--epochs", type=float, default=30.0)
     sw.add_argument("--batch-size", type=int, default=256)
     sw.add_argument("--json", type=Path, default=None)
+    cp = sub.add_parser("ceiling")
+    cp.add_argument("--run", type=Path, required=True)
+    cp.add_argument("--name", nargs="+", required=True, help="SAEs of the run (their split and step cache)")
+    cp.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the probe")
+    cp.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     import torch
 
     torch.manual_seed(0)
     if args.cmd == "sweep":
         sweep(args)
+        return
+    if args.cmd == "ceiling":
+        ceiling(args)
         return
     if args.cmd is None:
         args = ap.parse_args(["throughput", *(argv or [])])
