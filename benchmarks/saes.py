@@ -20,7 +20,8 @@ AUROC against its shuffled-label control. Results are appended to the JSON after
 ceiling: what a *dense* reading of the same step vectors reaches — per label, a logistic-regression
 probe (scikit-learn, standardised inputs, balanced classes) fitted on the SAE's training traces and
 scored by AUROC on its held-out traces, beside the SAE's best single latent and a probe fitted on
-shuffled training labels (the control). A single latent rarely beats the dense probe; where the
+shuffled training labels (the control); and the held-out EV of 16 and 32 principal components of the
+training steps (the linear baseline for the SAE's EV). A single latent rarely beats the dense probe; where the
 probe itself stays below a target, the labels (the rule labeller, docs/saes.md) are the limit.
 """
 
@@ -177,7 +178,16 @@ def ceiling(args: argparse.Namespace) -> list[dict]:
         x = steps.acts.numpy()
         is_held = np.array([t in held for t in steps.trace_ids])
         rng = np.random.default_rng(0)
-        row = {"name": name, "layer": info["layer"], "labels": {}}
+        row = {"name": name, "layer": info["layer"], "labels": {}, "pca_explained_variance": {}}
+        # the linear baseline for the EV: principal components of the training steps, EV on held-out ones
+        mu = x[~is_held].mean(0)
+        _, _, vt = np.linalg.svd(x[~is_held] - mu, full_matrices=False)
+        xc = x[is_held] - mu
+        for n_pc in (16, 32):
+            rec = xc @ vt[:n_pc].T @ vt[:n_pc]
+            ev = 1 - float(((xc - rec) ** 2).sum() / ((x[is_held] - x[is_held].mean(0)) ** 2).sum())
+            row["pca_explained_variance"][n_pc] = ev
+            print(f"{name}: PCA {n_pc} components, held-out EV {ev:.3f}", flush=True)
         for lab, y_t in labels.items():
             y = y_t.numpy().astype(bool)
             if y[~is_held].sum() < 5 or y[is_held].sum() < 5:
