@@ -20,7 +20,7 @@ AUROC against its shuffled-label control. Results are appended to the JSON after
 ceiling: what a *dense* reading of the same step vectors reaches — per label, a logistic-regression
 probe (scikit-learn, standardised inputs, balanced classes) fitted on the SAE's training traces and
 scored by AUROC on its held-out traces, beside the SAE's best single latent and a probe fitted on
-shuffled training labels (the control); and the held-out EV of 16 and 32 principal components of the
+shuffled training labels (the control: the mean of 5 shuffles); and the held-out EV of 16 and 32 principal components of the
 training steps (the linear baseline for the SAE's EV). A single latent rarely beats the dense probe; where the
 probe itself stays below a target, the labels (the rule labeller, docs/saes.md) are the limit.
 """
@@ -192,12 +192,16 @@ def ceiling(args: argparse.Namespace) -> list[dict]:
             y = y_t.numpy().astype(bool)
             if y[~is_held].sum() < 5 or y[is_held].sum() < 5:
                 continue
-            aucs = {}
-            for kind, y_train in (("probe", y[~is_held]), ("control", rng.permutation(y[~is_held]))):
+            def fit_score(y_train: np.ndarray) -> float:
                 clf = make_pipeline(StandardScaler(), LogisticRegression(C=args.c, max_iter=2000, class_weight="balanced"))
                 clf.fit(x[~is_held], y_train)
-                aucs[kind] = float(roc_auc_score(y[is_held], clf.decision_function(x[is_held])))
+                return float(roc_auc_score(y[is_held], clf.decision_function(x[is_held])))
+
+            probe = fit_score(y[~is_held])
+            controls = [fit_score(rng.permutation(y[~is_held])) for _ in range(args.shuffles)]
+            aucs = {"probe": probe, "control": float(np.mean(controls))}
             row["labels"][lab] = {"probe_auroc": aucs["probe"], "control_auroc": aucs["control"],
+                                  "control_aurocs": controls,
                                   "sae_feature_auroc": (feats.get(lab) or {}).get("auroc"),
                                   "n_positive_held_out": int(y[is_held].sum())}
             print(f"{name} {lab}: probe {aucs['probe']:.3f} (shuffled {aucs['control']:.3f}), "
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     cp.add_argument("--run", type=Path, required=True)
     cp.add_argument("--name", nargs="+", required=True, help="SAEs of the run (their split and step cache)")
     cp.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the probe")
+    cp.add_argument("--shuffles", type=int, default=5, help="probes on shuffled training labels (the control's mean)")
     cp.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     import torch
