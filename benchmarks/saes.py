@@ -125,7 +125,9 @@ def sweep(args: argparse.Namespace) -> list[dict]:
     done = {r["name"] for r in rows}
     for size in args.sizes:  # every layer at the first size before the next size
         for layer in args.layers:
-            name = f"sweep-L{layer}-{args.arch}-{size}-k{args.k}"
+            # the read-out settings are part of the name: another pooling must not overwrite an SAE
+            extra = "".join(f"-{v}" for v, d in ((args.pooling, "delimiter"), (args.segmentation, "sentence")) if v != d)
+            name = f"sweep-L{layer}-{args.arch}-{size}-k{args.k}{extra}"
             if name in done:
                 continue
             t = time.perf_counter()
