@@ -247,14 +247,15 @@ def run_feature_steering(
     ``feature``: ``None`` picks the label's best feature from ``features.json`` (chosen on training
     steps). ``strengths`` are in units of the feature's mean activation where it fires (from
     ``features.json``): ``-1`` subtracts its typical contribution, ``-4`` four times that; the
-    decoder-unit ``alpha`` of each is recorded. Recorded as step ``sae-steer`` (a re-run with the same
-    settings resumes the condition runs).
+    decoder-unit ``alpha`` of each is recorded. Recorded as step ``sae-steer-<name>`` (a re-run with the
+    same settings resumes the condition runs).
     """
     from psylens.runs import Run, open_run
     from psylens.saes import artifacts as art
     from psylens.saes.labels import LABELS
     from psylens.saes.pipeline import _LazyModel, _model_spec
     from psylens.saes.traces import TRACES_CONFIG_FILE
+
     if label not in LABELS:
         raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
     if not strengths or any(s == 0 for s in strengths):
@@ -274,7 +275,7 @@ def run_feature_steering(
             raise ValueError(f"features.json of {name!r} has no best feature for {label!r} (no positive steps?); give --feature")
     by_index = {int(f["feature"]): f for f in feats.get("features", [])}
     scale = (by_index.get(int(feature)) or {}).get("mean_activation")
-    if not scale or not np.isfinite(scale) or scale <= 0:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"feature {feature} never fires on the run's steps (mean activation {scale!r}); pick a live feature")
     alphas = [float(s) * float(scale) for s in strengths]
     config = {"name": name, "label": label, "feature": int(feature), "strengths": [float(s) for s in strengths],
@@ -284,7 +285,7 @@ def run_feature_steering(
     tasks = r.read_json(TRACES_CONFIG_FILE).get("tasks", "psych") if r.has(TRACES_CONFIG_FILE) else "psych"
     config["tasks"] = tasks
     lazy = _LazyModel(model, _model_spec(r, model))
-    with r.step("sae-steer", config) as step:
+    with r.step(f"sae-steer-{name}", config) as step:
         result = feature_steering(lazy.get(), folder, int(feature), label, alphas=alphas, out=folder / art.STEERING,
                                   tasks=tasks, split=split, samples=samples, max_new_tokens=max_new_tokens,
                                   temperature=temperature, seed=seed, batch_size=batch_size, progress=progress)

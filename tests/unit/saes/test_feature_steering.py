@@ -134,7 +134,7 @@ def test_run_feature_steering_picks_the_best_feature_and_scales_by_its_activatio
     assert rep["target"]["condition"] == "feature@-10"
     saved = json.loads((run.path / "saes" / "tiny" / "steering" / "summary.json").read_text())
     assert saved["feature"] == 5 and saved["mean_activation"] == 2.5
-    assert json.loads((run.path / "steps" / "sae-steer.json").read_text())["config"]["tasks"].endswith("tasks.jsonl")
+    assert json.loads((run.path / "steps" / "sae-steer-tiny.json").read_text())["config"]["tasks"].endswith("tasks.jsonl")
     # bad input: a dead feature, a label with no best feature, an unknown SAE
     with pytest.raises(ValueError, match="never fires"):
         run_feature_steering(run.path, "tiny", feature=6, model=m)
