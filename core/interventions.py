@@ -397,12 +397,11 @@ def _mask(positions: Any, call: _Call, batch: int, seq: int, device: torch.devic
         if len(rows) != batch and len(rows) != 1:
             raise ValueError(f"explicit positions give {len(rows)} rows but the batch has {batch}")
         # the indices are gathered on the host and written in one indexing op (no per-element device writes)
-        bi = [b for b in range(batch) for p in rows[b if len(rows) > 1 else 0] if past <= p < past + seq]
-        pi = [p - past for b in range(batch) for p in rows[b if len(rows) > 1 else 0] if past <= p < past + seq]
-        if not bi:
+        pairs = [(b, p - past) for b in range(batch) for p in rows[b if len(rows) > 1 else 0] if past <= p < past + seq]
+        if not pairs:
             return False
         sel = torch.zeros(batch, seq, dtype=torch.bool, device=device)
-        sel[torch.tensor(bi, device=device), torch.tensor(pi, device=device)] = True
+        sel[tuple(torch.tensor(pairs, device=device).T)] = True
     if real is not None and sel is not None:
         return real.to(device) & sel
     return real.to(device) if real is not None else sel

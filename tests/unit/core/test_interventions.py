@@ -226,6 +226,19 @@ def test_positions_explicit_and_padding(tiny_model):
     want[0, 4] = True
     want[1, 5] = True  # position 0 of row 1 is padding: never touched
     assert torch.equal(diff, want)
+    # one row of positions serves every row of the batch; positions outside the sequence change nothing
+    iv = Intervention(site="resid_post", layer=LAYER, op="add", value=v, positions=[[1, 3]])
+    with intervene(m, [iv]), record(m, ["resid_post"], [LAYER]) as rec:
+        m.hf_model(input_ids=ids, attention_mask=mask)
+    diff = (rec["resid_post", LAYER] - base["resid_post", LAYER]).abs().sum(-1) > 0
+    want = torch.zeros(2, 6, dtype=torch.bool)
+    want[:, 3] = True
+    want[0, 1] = True  # row 1's position 1 is padding
+    assert torch.equal(diff, want)
+    iv = Intervention(site="resid_post", layer=LAYER, op="add", value=v, positions=[[40]])
+    with intervene(m, [iv]), record(m, ["resid_post"], [LAYER]) as rec:
+        m.hf_model(input_ids=ids, attention_mask=mask)
+    assert torch.equal(rec["resid_post", LAYER], base["resid_post", LAYER])
 
 
 def test_bad_inputs_say_what_and_how(tiny_model):
