@@ -4,6 +4,8 @@
   as the circuit, drawn from the other units of those layers (a control that keeps the layer profile).
 - :func:`ablation_curve`: drop (``1 − S_after / S_before``) vs the number of top units ablated (zero or
   mean ablation), the circuit against ``n_random`` (≥ 5) size-matched random sets at each size.
+- :func:`smallest_prefix`: the circuit cut to its fewest top units whose ablation removes a given share
+  of the signal (selection mode ``drop``; run on the discovery stimuli, never on the held-out ones).
 - :func:`enhancement`: gain (``S_after / S_before − 1``) when the circuit's units are scaled by
   ``factor``, and the same for random sets.
 - :func:`faithfulness_completeness`: faithfulness = the share of the signal kept when every *other*
@@ -23,7 +25,7 @@ import pandas as pd
 from psylens.circuits.circuit import Circuit
 from psylens.circuits.signal import Baseline, Edit, Prepared, Units, drop, signal
 
-__all__ = ["random_like", "curve_sizes", "ablation_curve", "enhancement", "faithfulness_completeness"]
+__all__ = ["random_like", "curve_sizes", "ablation_curve", "smallest_prefix", "enhancement", "faithfulness_completeness"]
 
 
 def random_like(units: Units, n_heads: int, d_mlp: int, seed: int) -> Units:
@@ -97,6 +99,61 @@ def ablation_curve(
             rows.append({"emotion": circuit.emotion, "split": split, "method": method, "kind": kind, "draw": draw,
                          "n_units": len(units), "drop": drop(s0, after), "signal_before": s0, "signal_after": after})
     return pd.DataFrame(rows)
+
+
+def smallest_prefix(
+    model: Any,
+    data: Prepared,
+    weights: np.ndarray,
+    direction: Any,
+    circuit: Circuit,
+    baseline: Baseline,
+    *,
+    target: float = 0.5,
+    method: str = "mean",
+    before: float | None = None,
+) -> tuple[Circuit, dict[str, Any]]:
+    """The fewest of ``circuit``'s top units (heads and neurons merged by score) whose ``method`` ablation
+    drops the signal on ``data`` by at least ``target``, and a record of the search.
+
+    Bisection on the prefix size, so it assumes the drop grows with the size (the record lists every size
+    it evaluated; the chosen size's own drop is always ≥ ``target``). When the whole circuit does not reach
+    ``target`` the circuit comes back whole with ``"reached": False``. Use the *discovery* stimuli: cutting
+    on held-out data would tune the circuit to the numbers that then judge it.
+
+    Returns ``(circuit, {"target", "method", "n_candidates", "n", "drop", "reached", "evaluated": [[n, drop], …]})``.
+    """
+    if not 0 < target < 1:
+        raise ValueError(f"target must be in (0, 1) (a share of the signal), got {target}")
+    if method not in ("mean", "zero"):
+        raise ValueError(f"method {method!r} is not 'mean' or 'zero'")
+    L = circuit.readout_layer
+    s0 = before if before is not None else signal(model, data, weights, direction, L)
+    if not s0 > 0:
+        raise ValueError(f"the signal before ablation is {s0:.4g}; a share of it is only defined for a positive signal "
+                         "(check the direction's sign and the stimuli's labels)")
+    seen: dict[int, float] = {0: 0.0}
+
+    def drop_at(n: int) -> float:
+        if n not in seen:
+            after = signal(model, data, weights, direction, L, Edit(circuit.top(n), method), baseline)
+            seen[n] = drop(s0, after)
+        return seen[n]
+
+    n_all = len(circuit.units)
+    record: dict[str, Any] = {"target": float(target), "method": method, "n_candidates": n_all}
+    if n_all == 0 or drop_at(n_all) < target:
+        return circuit, {**record, "n": n_all, "drop": seen.get(n_all, float("nan")), "reached": False,
+                         "evaluated": [[k, v] for k, v in sorted(seen.items()) if k]}
+    lo, hi = 0, n_all  # drop_at(lo) < target <= drop_at(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if drop_at(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return circuit.prefix(hi), {**record, "n": hi, "drop": seen[hi], "reached": True,
+                                "evaluated": [[k, v] for k, v in sorted(seen.items()) if k]}
 
 
 def enhancement(

@@ -3,7 +3,10 @@
 Selection (:class:`Selection`, :func:`select`) ranks units by a signed score (``atp`` by default:
 positive units raise the signal) and keeps, per kind (heads, neurons), either the top ``k`` or the
 fewest units whose cumulative positive score reaches ``threshold`` × the kind's total positive score
-(capped by ``max_heads`` / ``max_neurons``). Saved as ``<emotion>.json`` (everything) plus
+(capped by ``max_heads`` / ``max_neurons``). Mode ``drop`` starts from the threshold candidates and keeps
+the fewest of them, heads and neurons merged by score, whose mean ablation removes at least ``drop`` of
+the signal on the discovery stimuli — it needs the model, so :func:`select` returns the candidates and
+:func:`psylens.circuits.ablation.smallest_prefix` cuts them (the pipeline does both). Saved as ``<emotion>.json`` (everything) plus
 ``<emotion>.safetensors`` (the unit scores) — no pickle.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +26,15 @@ from psylens.circuits.signal import Units
 
 __all__ = ["Circuit", "Selection", "select"]
 
-MODES = ("threshold", "top_k")
+MODES = ("threshold", "top_k", "drop")
 
 
 @dataclass(frozen=True)
 class Selection:
     """How units enter a circuit. ``mode``: ``threshold`` (cumulative positive score ≥ ``threshold`` of the
-    total) or ``top_k`` (``k_heads`` heads and ``k_neurons`` neurons); ``by``: the score ranked."""
+    total), ``top_k`` (``k_heads`` heads and ``k_neurons`` neurons) or ``drop`` (the fewest of the
+    threshold candidates whose mean ablation removes ≥ ``drop`` of the *discovery* signal, found by
+    bisection on the prefix size); ``by``: the score ranked."""
 
     mode: str = "threshold"
     threshold: float = 0.5
@@ -38,12 +43,16 @@ class Selection:
     max_heads: int = 60
     max_neurons: int = 2000
     by: str = "atp"
+    drop: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"selection mode {self.mode!r} is not one of {MODES}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1] (a share of the total positive score), got {self.threshold}")
+        if not 0 < self.drop < 1:
+            raise ValueError(f"drop must be in (0, 1) (the share of the discovery signal the circuit's ablation "
+                             f"must remove), got {self.drop}")
         if self.by not in ("atp", "direct", "patching"):
             raise ValueError(f"by {self.by!r} is not one of atp, direct, patching")
         for name in ("k_heads", "k_neurons", "max_heads", "max_neurons"):
@@ -55,6 +64,9 @@ class Selection:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Selection:
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown selection settings {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
         return cls(**dict(d))
 
 
@@ -128,6 +140,18 @@ class Circuit:
         both.sort(key=lambda t: -t[0])
         keep = both[:n]
         return Units(tuple(u for _, k, u in keep if k == "h"), tuple(u for _, k, u in keep if k == "n"))
+
+    def prefix(self, n: int) -> Circuit:
+        """The same circuit cut to its ``n`` best units (heads and neurons merged by score, as :meth:`top`)."""
+        if not 0 <= n <= len(self.heads) + len(self.neurons):
+            raise ValueError(f"n must be in [0, {len(self.heads) + len(self.neurons)}] (the circuit's units), got {n}")
+        keep = self.top(n)
+        hs, ns = set(keep.heads), set(keep.neurons)
+        h = [(u, s) for u, s in zip(self.heads, self.head_scores or [None] * len(self.heads)) if u in hs]
+        m = [(u, s) for u, s in zip(self.neurons, self.neuron_scores or [None] * len(self.neurons)) if u in ns]
+        return replace(self, heads=tuple(u for u, _ in h), neurons=tuple(u for u, _ in m),
+                       head_scores=tuple(s for _, s in h) if self.head_scores else (),
+                       neuron_scores=tuple(s for _, s in m) if self.neuron_scores else ())
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,8 @@
 """``psylens circuits``: each emotion's heads and neurons, proven by ablation and enhancement.
 
     psylens circuits --model M --run RUN [--emotions joy,anger] [--source probes|expression|stories]
-                     [--layer L] [--eval FILE.jsonl] [--modulation] [--quick]
+                     [--layer L] [--eval FILE.jsonl] [--selection threshold|top_k|drop] [--drop 0.5]
+                     [--modulation] [--quick]
 
 Writes ``RUN/circuits/summary.json``, ``RUN/circuits/<emotion>.json``, ``directions.safetensors``,
 ``scores.safetensors`` and the tables of :mod:`psylens.circuits.artifacts` (see
@@ -36,6 +37,9 @@ def circuits(
     source: Optional[str] = typer.Option(None, "--source", help="probes | expression | stories (default: probes when the run has them, else expression)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Read-out layer (default: the probes' best layer, else 0.45 of the depth)."),
     eval_file: Optional[Path] = typer.Option(None, "--eval", help="Held-out stimuli JSONL (default: the built-in stories' test split)."),
+    selection: str = typer.Option("threshold", "--selection", help="threshold (cumulative attribution) | top_k | drop "
+                                  "(the fewest threshold candidates whose ablation removes --drop of the discovery signal)."),
+    drop: float = typer.Option(0.5, "--drop", help="With --selection drop: the share of the discovery signal to remove."),
     modulation: bool = typer.Option(False, "--modulation", help="Also judge circuit modulation vs steering vs prompting while generating (slow)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer scenarios, patched units and sublayer strengths (a smoke run)."),
     seed: int = typer.Option(0, "--seed"),
@@ -45,6 +49,7 @@ def circuits(
     from rich.console import Console
     from rich.table import Table
 
+    from psylens.circuits.circuit import Selection
     from psylens.circuits.pipeline import CircuitsConfig, run_circuits
     from psylens.models import DEFAULT_MODEL, load_model
     from psylens.runs import RUN_FILE, now, open_or_create_run, open_run
@@ -56,7 +61,7 @@ def circuits(
         raise ValueError(f"--eval {str(eval_file)!r} does not exist; give a stimuli JSONL file (text, label, group per line)")
     extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
     cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
-                         seed=seed, modulation=modulation, **extra)  # bad settings fail before a model loads
+                         seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop), **extra)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():
         meta_model = open_run(run).meta.get("model")

@@ -8,7 +8,9 @@
 2. scores on the *discovery* scenarios of the built-in ``emotions`` set (``direct`` and ``atp`` for
    every head and neuron, ``patching`` for the top ``patch_heads`` / ``patch_neurons`` by ``atp``),
    with the baseline = mean over those scenarios' ``neutral`` events;
-3. the circuit (:func:`psylens.circuits.circuit.select`);
+3. the circuit (:func:`psylens.circuits.circuit.select`; with selection mode ``drop``, cut on the
+   discovery scenarios by :func:`psylens.circuits.ablation.smallest_prefix` — the summary's ``selection``
+   records the search);
 4. on *held-out* scenarios (never used for scoring or selection): ablation curves (mean and zero) against
    size-matched random sets, enhancement, faithfulness and completeness, sublayer influence;
 5. on the *eval* set (``--eval FILE.jsonl``; default: the held-out ``test`` split of the built-in
@@ -41,7 +43,13 @@ import pandas as pd
 import torch
 
 from psylens.circuits import artifacts as art
-from psylens.circuits.ablation import ablation_curve, curve_sizes, enhancement, faithfulness_completeness
+from psylens.circuits.ablation import (
+    ablation_curve,
+    curve_sizes,
+    enhancement,
+    faithfulness_completeness,
+    smallest_prefix,
+)
 from psylens.circuits.circuit import Circuit, Selection, select
 from psylens.circuits.scores import UnitScores, attribution, patching, spearman
 from psylens.circuits.signal import Edit, Prepared, contrast_weights, is_grouped, prepare, projections, unit_baseline
@@ -472,6 +480,13 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
     sc: UnitScores = attribution(model, disc, w_d, v, layer, baseline, progress=progress)
     sc = patching(model, disc, w_d, v, sc, baseline, top_heads=cfg.patch_heads, top_neurons=cfg.patch_neurons, progress=progress)
     circ = select(e, source, sc, cfg.selection, model=getattr(model, "spec", None))
+    sel_rec: dict[str, Any] = {"mode": cfg.selection.mode, "n_candidates": len(circ.units)}
+    if cfg.selection.mode == "drop" and len(circ.units):
+        if sc.signal > 0:
+            circ, found = smallest_prefix(model, disc, w_d, v, circ, baseline, target=cfg.selection.drop)
+            sel_rec.update(found)
+        else:
+            sel_rec.update(reached=False, reason=f"discovery signal {sc.signal:.4g} is not positive; circuit left uncut")
     ok_h = ~torch.isnan(sc.patching_heads)
     ok_n = ~torch.isnan(sc.patching_neurons)
     rho_h = spearman(sc.atp_heads[ok_h].numpy(), sc.patching_heads[ok_h].numpy())
@@ -524,6 +539,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
         enh_s = {"gain": nan, "random_gain": nan}
     res = {
         "n_heads": len(circ.heads), "n_neurons": len(circ.neurons),
+        "selection": sel_rec,
         "ablation": {**a_h, "drop_ci95": list(ci)},
         "enhancement": enh_s,
         "atp_vs_patching_spearman": rho_h,

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from psylens.circuits.ablation import ablation_curve, curve_sizes, enhancement, faithfulness_completeness, random_like
+from psylens.circuits.ablation import (
+    ablation_curve,
+    curve_sizes,
+    enhancement,
+    faithfulness_completeness,
+    random_like,
+    smallest_prefix,
+)
 from psylens.circuits.circuit import Circuit
 from psylens.circuits.signal import Edit, Units, contrast_weights, prepare, signal, unit_baseline
 
@@ -75,6 +82,46 @@ def test_random_like_keeps_the_layer_profile_and_avoids_the_circuit():
         assert not set(r.heads) & set(u.heads) and not set(r.neurons) & set(u.neurons)
     assert random_like(u, 4, 64, 0) != random_like(u, 4, 64, 1)
     assert curve_sizes(100, 5)[-1] == 100 and curve_sizes(1, 5) == [1] and curve_sizes(0) == []
+
+
+def _decoys(n: int) -> tuple[tuple[int, int], ...]:
+    """``n`` neurons of layer 0 that are not the planted one."""
+    return tuple((PLANT_LAYER, i) for i in range(20, 20 + n))
+
+
+def test_smallest_prefix_cuts_to_the_fewest_units_that_reach_the_target(setup):
+    """Three decoys outrank the planted neuron: the fewest units removing half the signal are exactly the
+    decoys plus the neuron (4), and the cut keeps rank order and scores."""
+    model, v, data, w, base, _ = setup
+    circ = Circuit("joy", "test", READOUT, heads=((HEAD_LAYER, PLANT_HEAD),),
+                   neurons=_decoys(3) + ((PLANT_LAYER, PLANT_NEURON),) + _decoys(8)[3:],
+                   head_scores=(0.3,), neuron_scores=(9.0, 8.0, 7.0, 4.5, 0.2, 0.1, 0.05, 0.01, 0.005))
+    cut, rec = smallest_prefix(model, data, w, v, circ, base, target=0.5)
+    assert rec["reached"] and rec["n"] == 4 and rec["n_candidates"] == 10 and rec["drop"] >= 0.5
+    assert cut.neurons == _decoys(3) + ((PLANT_LAYER, PLANT_NEURON),) and cut.heads == ()
+    assert cut.neuron_scores == (9.0, 8.0, 7.0, 4.5)
+    drops = dict(rec["evaluated"])
+    assert drops[3] < 0.5 <= drops[4]  # the size below the cut does not reach it
+    # the same search with zero ablation finds the same cut
+    assert smallest_prefix(model, data, w, v, circ, base, target=0.5, method="zero")[1]["n"] == 4
+
+
+def test_smallest_prefix_of_decoys_never_reaches_the_target(setup):
+    """Control: a circuit of units that write nothing is returned whole, marked as not reaching the target."""
+    model, v, data, w, base, _ = setup
+    circ = Circuit("joy", "test", READOUT, heads=(), neurons=_decoys(6), neuron_scores=(6.0, 5.0, 4.0, 3.0, 2.0, 1.0))
+    cut, rec = smallest_prefix(model, data, w, v, circ, base, target=0.5)
+    assert cut == circ and not rec["reached"] and rec["n"] == 6 and abs(rec["drop"]) < 0.1
+
+
+def test_smallest_prefix_rejects_bad_input(setup):
+    model, v, data, w, base, circ = setup
+    with pytest.raises(ValueError, match="target"):
+        smallest_prefix(model, data, w, v, circ, base, target=1.0)
+    with pytest.raises(ValueError, match="method"):
+        smallest_prefix(model, data, w, v, circ, base, method="resample")
+    with pytest.raises(ValueError, match="positive signal"):
+        smallest_prefix(model, data, -w, v, circ, base)
 
 
 def test_ablation_needs_five_random_draws(setup):

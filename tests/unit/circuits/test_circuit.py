@@ -40,6 +40,26 @@ def test_circuit_round_trip(tmp_path):
     assert d["heads"] == [[1, 2], [0, 0]] and d["readout_layer"] == 1 and d["emotion"] == "joy" and d["source"] == "probes"
 
 
+def test_prefix_keeps_the_best_units_with_their_scores():
+    c = Circuit("joy", "p", 1, heads=((0, 1), (1, 2)), neurons=((0, 3), (1, 1), (1, 5)),
+                head_scores=(5.0, 1.0), neuron_scores=(4.0, 2.0, 0.5))
+    p = c.prefix(3)
+    assert p.heads == ((0, 1),) and p.neurons == ((0, 3), (1, 1))
+    assert p.head_scores == (5.0,) and p.neuron_scores == (4.0, 2.0)
+    assert p.emotion == "joy" and p.readout_layer == 1 and p.selection == c.selection
+    assert c.prefix(5) == c and len(c.prefix(0).units) == 0
+    with pytest.raises(ValueError, match=r"\[0, 5\]"):
+        c.prefix(6)
+
+
+def test_selection_drop_mode_keeps_the_threshold_candidates():
+    """``select`` cannot ablate; in ``drop`` mode it returns the threshold candidates for the cut."""
+    a = select("joy", "probes", _scores(), Selection(mode="drop", threshold=0.8, drop=0.6))
+    b = select("joy", "probes", _scores(), Selection(mode="threshold", threshold=0.8))
+    assert (a.heads, a.neurons) == (b.heads, b.neurons)
+    assert Selection.from_dict(a.selection.to_dict()) == a.selection
+
+
 def test_circuit_and_selection_reject_bad_values():
     with pytest.raises(ValueError, match="duplicates"):
         Circuit("joy", "p", 1, heads=((0, 1), (0, 1)), neurons=())
@@ -49,6 +69,11 @@ def test_circuit_and_selection_reject_bad_values():
         Selection(threshold=0)
     with pytest.raises(ValueError, match="mode"):
         Selection(mode="best")
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="drop"):
+            Selection(mode="drop", drop=bad)
+    with pytest.raises(ValueError, match="unknown selection settings"):
+        Selection.from_dict({"mode": "drop", "share": 0.5})
 
 
 def test_contrast_weights_centre_on_scenarios():

@@ -114,3 +114,37 @@ def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
 
     res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), "--emotions", "bliss"])
     assert res.exit_code != 0 and "bliss" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_drop_selection_cuts_on_discovery_and_records_the_search(tiny_model, tmp_path):
+    """``--selection drop``: the circuit is the threshold candidates' shortest prefix whose ablation removes the
+    share on the discovery scenarios; the summary and the circuit file say so. The signal is linear in the
+    direction, so of a direction and its negation exactly one has a positive discovery signal: that one is
+    cut, the other is left whole with the reason recorded."""
+    from psylens.circuits.circuit import Selection
+
+    model = tiny_model("llama")
+    emos = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
+    raw = torch.randn(6, 3, 32, generator=torch.Generator().manual_seed(0))
+    cfg = CircuitsConfig(emotions=("joy",), eval_file=str(_eval_file(tmp_path)), n_discovery=2, n_heldout=2,
+                         patch_heads=2, patch_neurons=2, curve_points=2, alphas=(), n_top_neurons=1, n_top_stimuli=1,
+                         batch_size=12, measure_cost=False, selection=Selection(mode="drop", drop=0.3))
+    recs = []
+    for sign in (1.0, -1.0):
+        run = create_run(tmp_path / f"run{sign:+.0f}", command="test", model=model)
+        Directions.from_raw(sign * raw, emos, [0, 1, 2], model=model.spec).save(run.file("probes/directions.safetensors"))
+        run.write_json("probes/summary.json", {"best_layer": 1})
+        s = run_circuits(model, run, cfg)["emotions"]["joy"]
+        rec = s["selection"]
+        assert rec["mode"] == "drop" and s["n_heads"] + s["n_neurons"] == rec.get("n", rec["n_candidates"])
+        c = run.read_json(art.circuit_file("joy"))
+        assert c["selection"]["mode"] == "drop" and len(c["heads"]) + len(c["neurons"]) == s["n_heads"] + s["n_neurons"]
+        recs.append(rec)
+    cut = [r for r in recs if "target" in r]
+    assert len(cut) == 1 and sum("not positive" in r.get("reason", "") for r in recs) == 1
+    rec = cut[0]
+    assert rec["target"] == 0.3 and rec["n_candidates"] >= rec["n"] >= 1
+    if rec["reached"]:
+        tried = dict(rec["evaluated"])
+        assert tried[rec["n"]] >= 0.3 and (rec["n"] == 1 or tried[rec["n"] - 1] < 0.3)
