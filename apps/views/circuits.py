@@ -96,6 +96,23 @@ def _emotions(summary: Any) -> list[str]:
 
 
 # -- summary table --------------------------------------------------------------------------------
+def selection_text(record: Any) -> str:
+    """How the circuit was selected, in a few words (the summary's per-emotion ``selection``; "—" when absent):
+    the mode, and for ``drop`` the cut (units kept of the candidates, and the discovery drop it reached)."""
+    r = kit.as_dict(record)
+    mode = r.get("mode")
+    if not isinstance(mode, str):
+        return "—"
+    if mode != "drop":
+        return mode
+    cand, n, target = kit.num(r.get("n_candidates")), kit.num(r.get("n")), kit.num(r.get("target"))
+    if "target" not in r:
+        return f"drop: left uncut ({r.get('reason', 'no search recorded')})"
+    if not r.get("reached"):
+        return f"drop {target:g}: not reached, all {cand:.0f} candidates kept"
+    return f"drop {target:g}: {n:.0f} of {cand:.0f} candidates (discovery drop {kit.num(r.get('drop')):.2f})"
+
+
 def summary_table(summary: Any) -> pd.DataFrame:
     """One row an emotion: circuit size, drop vs random drop (± std), gain vs random gain, atp-vs-patching
     Spearman, faithfulness, completeness and the eval set's drop vs random drop (NaN where absent)."""
@@ -118,9 +135,10 @@ def summary_table(summary: Any) -> pd.DataFrame:
             "completeness": kit.num(s.get("completeness")),
             "eval drop": kit.num(ev.get("drop")),
             "eval random drop": kit.num(ev.get("random_drop")),
+            "selection": selection_text(s.get("selection")),
         })
     cols = ["emotion", "heads", "neurons", "drop", "drop 95%", "random drop", "random drop std", "gain", "random gain",
-            "ρ atp~patching", "faithfulness", "completeness", "eval drop", "eval random drop"]
+            "ρ atp~patching", "faithfulness", "completeness", "eval drop", "eval random drop", "selection"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -246,6 +246,17 @@ def test_summary_table_and_targets(run_dir: Path) -> None:
     assert page.summary_table({"emotions": {"x": 3}}).empty and page.summary_table([]).empty
     gaps = page.targets_met(page.summary_table({"emotions": {"joy": {"n_heads": 1}}}))
     assert gaps.loc[0, "ablation"] is None  # not measured is neither pass nor fail
+    assert t.loc["joy", "selection"] == "—"  # written before selections were recorded
+
+
+def test_selection_text_says_how_the_circuit_was_cut() -> None:
+    cut = {"mode": "drop", "n_candidates": 2060, "target": 0.5, "n": 96, "drop": 0.512, "reached": True}
+    assert page.selection_text(cut) == "drop 0.5: 96 of 2060 candidates (discovery drop 0.51)"
+    assert page.selection_text({**cut, "reached": False, "n": 2060}) == "drop 0.5: not reached, all 2060 candidates kept"
+    assert page.selection_text({"mode": "drop", "n_candidates": 5, "reason": "signal -1 is not positive"}) == (
+        "drop: left uncut (signal -1 is not positive)")
+    assert page.selection_text({"mode": "threshold", "n_candidates": 9}) == "threshold"
+    assert page.selection_text(None) == "—" and page.selection_text({"mode": 3}) == "—"
 
 
 # -- rendering ------------------------------------------------------------------------------------
