@@ -14,6 +14,10 @@ every layer serves later reads of one layer): the numbers are those of separate 
 
     python -m benchmarks.validation_sources --probes-from runs/demo
     python -m benchmarks.validation_sources --models gemma-3-270m --sources stories
+    python -m benchmarks.validation_sources --models gemma-3-270m --sources stories --scale-reference centred
+
+``--scale-reference centred`` scales the steered gates by the residual norm after subtracting the mean
+token vector (for models with massive activations such as Gemma-3; ``ValidationConfig.scale_reference``).
 """
 
 from __future__ import annotations
@@ -68,11 +72,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--probes-from", default=None, help="a run with probes/directions.safetensors of the same model")
     ap.add_argument("--quick", action="store_true", help="ValidationConfig.quick_config() instead of the full suite")
     ap.add_argument("--config", default="{}", help='JSON of ValidationConfig fields to change, e.g. {"n_activities": 20}')
+    ap.add_argument("--scale-reference", default=None,
+                    help="what the steered gates' scale multiplies: norm (default) | centred (the residual norm after "
+                         "subtracting the mean token vector; for models with massive activations such as Gemma-3)")
     args = ap.parse_args(argv)
 
     from psylens.models import load_model
     from psylens.runs import open_or_create_run
     from psylens.validation.suite import ValidationConfig, run_validation
+
+    changes: dict[str, Any] = json.loads(args.config)
+    if args.scale_reference is not None:
+        changes["scale_reference"] = args.scale_reference
+    make = ValidationConfig.quick_config if args.quick else ValidationConfig
+    for source in args.sources:
+        make(source=source, **changes)  # bad settings fail before a model loads
 
     _memo_text_means()
     out = Path(args.out_dir)
@@ -90,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                     if src.is_file():
                         shutil.copy(src, path / "probes" / name)
             run = open_or_create_run(path, command="benchmarks.validation_sources", model=model, seed=0)
-            cfg = (ValidationConfig.quick_config if args.quick else ValidationConfig)(source=source, **json.loads(args.config))
+            cfg = make(source=source, **changes)
             t0 = time.time()
             summary = run_validation(model, run, cfg, progress=True)
             print(f"\n### {spec}, {source} directions, layer {summary['layer']} ({time.time() - t0:.0f} s): "

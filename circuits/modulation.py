@@ -5,7 +5,8 @@ Three ways to make the model express emotion ``e``, each at a few strengths:
 - ``circuit``: every unit of ``e``'s :class:`~psylens.circuits.circuit.Circuit` multiplied by a factor
   (``op="scale"`` at every position, prompt and generated tokens);
 - ``steering``: ``e``'s unit direction × ``scale`` × the read-out layer's mean residual norm added to
-  ``resid_post`` at the read-out layer (as :func:`psylens.validation.gates.read_back` steers);
+  ``resid_post`` at the read-out layer (as :func:`psylens.validation.gates.read_back` steers; the norm is
+  the plain or the centred one, ``ModulationConfig.scale_reference``);
 - ``prompting``: the system prompt ``"Always reply in {emotion}."`` (one strength).
 
 Judges (the validation suite's measures, run on the same prompts for every method):
@@ -70,6 +71,10 @@ class ModulationConfig:
     unmodified text's). ``seed``: the reference's sampling and the paired bootstrap. Strengths:
     ``factors`` scale the circuit's units, ``steer_scales`` are multiples of the read-out layer's mean
     residual norm (the sweep's grid and beyond), so each method has weak strengths that can pass the criterion.
+    ``scale_reference``: which norm ``steer_scales`` multiply (:data:`psylens.steering.sweep.SCALE_REFERENCES`):
+    ``"norm"`` (default), the mean per-token norm; ``"centred"``, the mean per-token norm after subtracting the
+    mean token vector (for models with massive activations such as Gemma-3; see
+    :func:`psylens.steering.sweep.residual_norms`).
     """
 
     factors: tuple[float, ...] = (1.5, 2.0, 4.0)
@@ -80,8 +85,12 @@ class ModulationConfig:
     fluency: str = "relative"
     n_reference: int = 3
     seed: int = 0
+    scale_reference: str = "norm"
 
     def __post_init__(self) -> None:
+        from psylens.steering.sweep import check_scale_reference
+
+        check_scale_reference(self.scale_reference, "scale_reference")
         object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
         object.__setattr__(self, "steer_scales", tuple(float(s) for s in self.steer_scales))
         if not self.factors or not self.steer_scales:
@@ -203,7 +212,8 @@ def modulation(
     """Rows of :data:`psylens.circuits.artifacts.MODULATION_COLUMNS` for ``circuit.emotion``: ``none``, then
     each method at each strength (see the module doc); then ``perplexity_ratio``, ``distinct_2``,
     ``zlib_ratio``, ``read_back_wins`` (per prompt), ``feels_margins`` (per context), ``n_fluency_failed``,
-    ``fluent`` and ``chosen``. ``df.attrs``: ``fluency_criterion`` and ``fluency_reference``."""
+    ``fluent`` and ``chosen``. ``df.attrs``: ``fluency_criterion``, ``fluency_reference``, ``scale_reference``
+    and ``residual_norm`` (the norm the steering strengths multiply)."""
     from psylens.stats import wilson_ci
     from psylens.steering.expression import SYSTEM_TEMPLATE
     from psylens.steering.judges import LexiconJudge, success_rate
@@ -225,7 +235,7 @@ def modulation(
     feel = [feel_prompt(c) for c in contexts]
     ids = word_token_ids(model.tokenizer, {x: words[x] for x in emos})
     token_ids = [ids[x] for x in emos]
-    norm = residual_norms(model, plain, [layer])[layer]
+    norm = residual_norms(model, plain, [layer], reference=cfg.scale_reference)[layer]
     judge = LexiconJudge()
     lp_none, _ = _word_logprobs(model, feel, token_ids, [], cfg.batch_size)
     gens_none = _generate(model, plain, [], cfg.max_new_tokens, cfg.batch_size)
@@ -288,4 +298,6 @@ def modulation(
         df.attrs["fluency_reference"] = {"fluency_floor": floor}
     df["fluent"] = df.n_fluency_failed == 0
     df.attrs["fluency_criterion"] = cfg.fluency
+    df.attrs["scale_reference"] = cfg.scale_reference
+    df.attrs["residual_norm"] = float(norm)
     return choose(df)

@@ -104,6 +104,7 @@ class CircuitsConfig:
     n_modulation_contexts: int = 12
     modulation_fluency: str = "relative"
     n_expression_prompts: int | None = None
+    modulation_scale_reference: str = "norm"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -129,6 +130,9 @@ class CircuitsConfig:
         if self.modulation_fluency not in FLUENCY:
             raise ValueError(f"modulation_fluency {self.modulation_fluency!r} is not one of {FLUENCY}: relative (the steering "
                              "sweep's criterion), relative_greedy (diversity against greedy text) or drop")
+        from psylens.steering.sweep import check_scale_reference
+
+        check_scale_reference(self.modulation_scale_reference, "modulation_scale_reference")
         if isinstance(self.selection, Mapping):
             object.__setattr__(self, "selection", Selection.from_dict(self.selection))
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -524,7 +528,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
     if cfg.modulation and len(circ.units):
         mod, mod_s = modulate(model, circ, v, contrast, n_prompts=cfg.n_modulation_prompts,
                               n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
-                              progress=progress)
+                              progress=progress, scale_reference=cfg.modulation_scale_reference)
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -568,7 +572,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
 
 def modulate(
     model: Any, circ: Circuit, v: torch.Tensor, emotions: Sequence[str], *, n_prompts: int = 12, n_contexts: int = 12,
-    fluency: str = "relative", seed: int = 0, progress: bool = False,
+    fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Circuit modulation vs steering with ``v`` (``[d_model]``, read-out layer) vs prompting for ``circ``'s emotion on
     the first ``n_prompts`` built-in steering prompts and ``n_contexts`` "… I feel" contexts, judged against
@@ -580,13 +584,13 @@ def modulate(
 
     mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[:n_prompts], emotions=emotions,
                      words=feel_words(), contexts=feel_contexts()[:n_contexts],
-                     config=ModulationConfig(seed=seed, fluency=fluency), progress=progress)
+                     config=ModulationConfig(seed=seed, fluency=fluency, scale_reference=scale_reference), progress=progress)
     return mod, _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=seed))
 
 
 def modulate_run(
     model: Any, run: Any, emotions: Sequence[str] | None = None, *, n_prompts: int = 12, n_contexts: int = 12,
-    fluency: str = "relative", seed: int = 0, progress: bool = False,
+    fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
 ) -> dict[str, dict[str, Any]]:
     """:func:`modulate` on the circuits a finished ``psylens circuits`` run holds (``emotions``: default all of them),
     e.g. under another fluency criterion; returns ``{emotion: modulation block}`` and writes nothing."""
@@ -604,7 +608,8 @@ def modulate_run(
     for e in emos:
         circ = Circuit.load(run.file(art.circuit_file(e)))
         out[e] = modulate(model, circ, dirs[e, circ.readout_layer], contrast, n_prompts=n_prompts,
-                          n_contexts=n_contexts, fluency=fluency, seed=seed, progress=progress)[1]
+                          n_contexts=n_contexts, fluency=fluency, seed=seed, progress=progress,
+                          scale_reference=scale_reference)[1]
     return out
 
 
@@ -621,6 +626,7 @@ def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mappi
         for m in methods for _, r in chosen[chosen.method == m].iterrows()}
     out["fluency_criterion"] = mod.attrs.get("fluency_criterion")
     out["fluency_reference"] = mod.attrs.get("fluency_reference")
+    out["scale_reference"] = mod.attrs.get("scale_reference", "norm")  # what steering's strengths multiply
     out["circuit_minus_steering"] = dict(paired)
     c, s = out["circuit"], out["steering"]
     out["circuit_at_least_steering"] = bool(c["fluent"] and s["fluent"] and c["row_win"] >= s["row_win"]

@@ -6,6 +6,7 @@
     psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full] [--source expression|stories|probes]
                         [--layer-band K] [--positions all|prompt|generated] [--max-new-tokens N]
                         [--fluency relative|relative_greedy|absolute] [--max-perplexity-ratio R] [--pick-by model|judge]
+                        [--scale-reference norm|centred]
 
 ``steer_app`` is a ``typer.Typer``; the main CLI registers it as ``steer``. Bad arguments raise
 ``ValueError`` (the main CLI prints them as one line).
@@ -256,6 +257,11 @@ def sweep(
         None, "--pick-by",
         help="model (default: feels_matrix row + read_back win rate on dev prompts) | judge (the text judge's success).",
     ),
+    scale_reference: Optional[str] = typer.Option(
+        None, "--scale-reference",
+        help="What the scales multiply: norm (the layer's mean per-token residual norm; the config's default) | centred "
+             "(the mean norm after subtracting the mean token vector; for models with massive activations such as Gemma-3).",
+    ),
     full: bool = typer.Option(False, "--full/--quick", help="The thorough grid (greedy + sampled) or the quick one."),
     judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (a model judges) | probe (a probe on a model reads the text)"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Model for --judge llm|probe (default: the steered model, unsteered)."),
@@ -278,7 +284,8 @@ def sweep(
     changes: dict[str, Any] = {"judge": judge}
     for key, value in (("directions", source), ("layer_band", layer_band), ("positions", positions),
                        ("max_new_tokens", max_new_tokens), ("fluency", fluency),
-                       ("max_perplexity_ratio", max_perplexity_ratio), ("pick_by", pick_by)):
+                       ("max_perplexity_ratio", max_perplexity_ratio), ("pick_by", pick_by),
+                       ("scale_reference", scale_reference)):
         if value is not None:
             changes[key] = value
     if judge_model is not None and judge == "nrc":

@@ -12,7 +12,12 @@ Protocol (one call of :func:`run_sweep`):
    built-in extraction prompts, never the sweep's; saved to ``RUN/steering/expression_directions.safetensors``).
    A ``directions=`` argument overrides both.
    Scales are multiples of the mean residual-stream norm at the layer (measured on the dev prompts),
-   so one grid suits every layer; ``alpha = scale × norm`` is what the saved vector adds. With
+   so one grid suits every layer; ``alpha = scale × norm`` is what the saved vector adds.
+   ``SweepConfig.scale_reference`` says which norm: ``"norm"`` (default) the mean per-token norm,
+   ``"centred"`` the mean per-token norm after subtracting the mean token vector — for models whose
+   residual stream carries a few massive dimensions (Gemma-3), whose offset shared by every token dominates
+   the plain norm (see :func:`residual_norms`). ``summary["residual_norms"]`` holds the norms the scales multiply and
+   ``summary["scale_reference"]`` says which they are. With
    ``layer_band = k > 1`` a cell steers ``k`` consecutive layers centred on its layer, each by
    ``scale ×`` its own mean residual norm along its own direction.
 3. Dev: every emotion × layer × scale steers every dev prompt (greedy). Each cell gets its text judge's
@@ -103,6 +108,9 @@ __all__ = [
     "run_sweep",
     "generate_rows",
     "residual_norms",
+    "reference_norm",
+    "check_scale_reference",
+    "SCALE_REFERENCES",
     "default_layers",
     "band_layers",
     "DIRECTION_SOURCES",
@@ -122,6 +130,9 @@ PROMPTING_TEMPLATE = "Respond in a way that shows {emotion}."
 DIRECTION_SOURCES = ("probes", "expression", "stories")
 FLUENCY_CRITERIA = ("relative", "relative_greedy", "absolute")
 PICK_BY = ("model", "judge")
+#: What a steering scale multiplies (:func:`residual_norms`): ``"norm"``, the mean per-token residual norm;
+#: ``"centred"``, the mean per-token norm of the residual minus the mean token vector (massive activations removed).
+SCALE_REFERENCES = ("norm", "centred")
 CONDITIONS = ("steer", "random", "prompting", "none")
 
 
@@ -144,6 +155,11 @@ class SweepConfig:
     ``n_reference``: T=1 draws of the dev prompts behind the picking's relative reference (the test
     reference is one draw of the more numerous test prompts). ``target_over_ceiling`` /
     ``target_margin``: the NRC target.
+
+    ``scale_reference``: what ``scales`` multiply (:data:`SCALE_REFERENCES`): ``"norm"`` (default), the
+    layer's mean per-token residual norm; ``"centred"``, the mean per-token norm after subtracting the mean
+    token vector — for models with massive activations (Gemma-3), where the plain norm is mostly a few
+    huge dimensions and multiples of it are too strong for a direction orthogonal to them.
 
     Footgun: ``feels_matrix`` and the read-back steer / read one layer at ``resid_post``; with
     ``layer_band > 1`` they score the band's centre layer only.
@@ -174,8 +190,10 @@ class SweepConfig:
     n_reference: int = 3
     target_over_ceiling: float = 0.6
     target_margin: float = 0.1
+    scale_reference: str = "norm"
 
     def __post_init__(self) -> None:
+        check_scale_reference(self.scale_reference, "scale_reference")
         object.__setattr__(self, "emotions", tuple(self.emotions))
         object.__setattr__(self, "layer_fractions", tuple(float(f) for f in self.layer_fractions))
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
@@ -380,9 +398,46 @@ def _progress(items: list[Any], enabled: bool, desc: str) -> Any:
     return tqdm(items, desc=desc, leave=False)
 
 
+def check_scale_reference(reference: object, name: str = "reference") -> str:
+    """``reference`` when it is one of :data:`SCALE_REFERENCES`, else a ``ValueError`` saying what to give."""
+    if not isinstance(reference, str) or reference not in SCALE_REFERENCES:
+        raise ValueError(
+            f"{name} {reference!r} is not one of {SCALE_REFERENCES}: 'norm' (a scale multiplies the layer's mean "
+            "per-token residual norm, the default) or 'centred' (the mean per-token norm after subtracting the mean "
+            "token vector, for models with massive activations such as Gemma-3); e.g. --scale-reference centred"
+        )
+    return reference
+
+
+def reference_norm(x: Float[Tensor, "token d_model"], reference: str = "norm") -> float:
+    """Mean per-token L2 norm of the rows of ``x`` (``"norm"``), or of ``x`` minus its mean row (``"centred"``).
+
+    ``"centred"`` removes what every token shares (a constant offset such as massive activations); it is
+    computed in float64, since the offset can be thousands of times the centred norm. ``nan`` for no rows."""
+    check_scale_reference(reference)
+    if reference == "norm":
+        return float(x.float().norm(dim=-1).mean())
+    xd = x.double()
+    return float((xd - xd.mean(dim=0, keepdim=True)).norm(dim=-1).mean())
+
+
 @torch.no_grad()
-def residual_norms(model: Model, formatted: Sequence[str], layers: Sequence[int]) -> dict[int, float]:
-    """Mean per-token norm of ``resid_post`` at ``layers`` over the prompts (first token and padding excluded)."""
+def residual_norms(
+    model: Model, formatted: Sequence[str], layers: Sequence[int], *, reference: str = "norm",
+) -> dict[int, float]:
+    """Mean per-token norm of ``resid_post`` at ``layers`` over the prompts (first token and padding excluded).
+
+    ``reference`` (:data:`SCALE_REFERENCES`): ``"norm"`` (default) the plain norm; ``"centred"`` the norm of
+    each token's residual minus the mean token vector (the mean over the same tokens of every prompt, per
+    layer). On models with a few massive residual dimensions (Gemma-3-270M: 5 of 640 dimensions hold 99.6%
+    of the squared norm after layer 8) the plain norm mostly measures them, not the variation a steering
+    direction competes with; ``"centred"`` leaves out what every token shares. What of them varies from
+    token to token stays (on Gemma-3-270M the centred norm is about half the plain one, see
+    ``docs/steering.md``). It is usually below
+    ``"norm"`` (always so for the root-mean-square; a mean of norms can exceed it on a few outlying tokens)
+    and 0 on identical tokens.
+    """
+    check_scale_reference(reference)
     tok = model.tokenizer
     old = tok.padding_side
     tok.padding_side = "left"
@@ -396,7 +451,9 @@ def residual_norms(model: Model, formatted: Sequence[str], layers: Sequence[int]
     mask = enc["attention_mask"].bool().clone()
     first = mask.float().argmax(dim=1)  # first real token (left padding)
     mask[torch.arange(mask.shape[0]), first] = False
-    return {layer: float(rec["resid_post", layer].float().norm(dim=-1)[mask].mean()) for layer in layers}
+    if reference == "norm":
+        return {layer: float(rec["resid_post", layer].float().norm(dim=-1)[mask].mean()) for layer in layers}
+    return {layer: reference_norm(rec["resid_post", layer][mask], reference) for layer in layers}
 
 
 # -- the sweep --------------------------------------------------------------------------------
@@ -623,15 +680,16 @@ def run_sweep(
     the_judge = judge or make_judge(cfg.judge, model=model)
 
     plain = [model.format_prompt(p) for p in texts]
-    norms = residual_norms(model, [plain[i] for i in dev_idx], steered)
+    norms = residual_norms(model, [plain[i] for i in dev_idx], steered, reference=cfg.scale_reference)
     unit = {(e, layer): dirs[e, layer].detach().float().reshape(-1) for e in emotions for layer in steered}
 
     def delta_of(e: str, layer: int, scale: float) -> dict[int, Tensor]:
         # every layer of the band gets `scale` times its own mean residual norm
         return {v: scale * norms[v] * unit[e, v] for v in bands[layer]}
 
-    log.info("steering sweep: %s directions, emotions %s, layers %s (band %d), scales %s, %d dev / %d test prompts",
-             source, emotions, layers, cfg.layer_band, list(cfg.scales), len(dev_idx), len(test_idx))
+    log.info("steering sweep: %s directions, emotions %s, layers %s (band %d), scales %s × the %s residual norm, "
+             "%d dev / %d test prompts", source, emotions, layers, cfg.layer_band, list(cfg.scales), cfg.scale_reference,
+             len(dev_idx), len(test_idx))
 
     # -- dev: the grid ----------------------------------------------------------------------
     rows: list[_Row] = []
@@ -881,7 +939,7 @@ def run_sweep(
             alpha=float(b["alpha"]), positions=cfg.positions, site=site, label=e,
             meta={
                 "source": "psylens steer sweep", "directions": source, "method": getattr(dirs, "method", None),
-                "scale": float(b["scale"]), "success": steer["success"],
+                "scale": float(b["scale"]), "scale_reference": cfg.scale_reference, "success": steer["success"],
                 "perplexity_ratio": _finite(steer["perplexity_ratio"]), "judge": the_judge.name,
                 "model": getattr(model, "spec", None),
             },
@@ -939,6 +997,7 @@ def run_sweep(
         "positions": cfg.positions,
         "scales": list(cfg.scales),
         "residual_norms": {str(k): v for k, v in norms.items()},
+        "scale_reference": cfg.scale_reference,
         "max_new_tokens": cfg.max_new_tokens,
         "n_prompts": {"dev": len(dev_idx), "test": len(test_idx)},
         "skipped_emotions": skipped,

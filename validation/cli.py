@@ -1,7 +1,7 @@
 """``psylens validate``: the emotion-validation suite on one model, direction source and layer.
 
     psylens validate --model M --run RUN [--source stories|expression|probes] [--layer L] [--quick]
-                     [--steer-with auto|sweep|layer]
+                     [--steer-with auto|sweep|layer] [--scale S] [--scale-reference norm|centred]
 
 Writes ``RUN/validation/summary.json``, the tables behind each gate and
 ``RUN/validation/directions.safetensors`` (:mod:`psylens.validation.suite`). When the run holds a
@@ -44,6 +44,10 @@ def validate(
     steer_with: str = typer.Option("auto", "--steer-with",
                                    help="What feels_matrix and read_back steer with: auto (the steering sweep's picked vectors, "
                                         "RUN/steering/vectors, when present; else --layer × --scale), sweep (require them), layer."),
+    scale_reference: str = typer.Option(
+        "norm", "--scale-reference",
+        help="What --scale multiplies: norm (the layer's mean per-token residual norm, default) | centred (the mean "
+             "norm after subtracting the mean token vector; for models with massive activations such as Gemma-3)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
 ) -> None:
@@ -57,7 +61,8 @@ def validate(
 
     started = now()
     make = ValidationConfig.quick_config if quick else ValidationConfig
-    cfg = make(source=source, layer=layer, scale=scale, seed=seed, steer_with=steer_with)  # bad settings fail before a model loads
+    cfg = make(source=source, layer=layer, scale=scale, seed=seed, steer_with=steer_with,
+               scale_reference=scale_reference)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():
         meta_model = open_run(run).meta.get("model")

@@ -217,10 +217,12 @@ def last_logits(hf: Any, **enc: Any) -> Tensor:
 @torch.no_grad()
 def _word_logprobs(
     model: Model, prompts: Sequence[str], token_ids: Sequence[Sequence[int]], ivs: Sequence[Intervention],
-    batch_size: int, norm_layer: int | None = None,
+    batch_size: int, norm_layer: int | None = None, rows: list[Tensor] | None = None,
 ) -> tuple[Float[Tensor, "prompt emotion"], float | None]:
     """log P(next token ∈ each emotion's tokens) after each prompt, under ``ivs``; optionally the mean
-    residual norm at ``norm_layer`` (first token and padding excluded)."""
+    residual norm at ``norm_layer`` (first token and padding excluded). With ``norm_layer`` and a list
+    ``rows``, the residual rows behind that norm (``[token, d_model]`` per batch, float32, CPU) are
+    appended to it (for :func:`psylens.steering.sweep.reference_norm`)."""
     tok = model.tokenizer
     old = tok.padding_side
     tok.padding_side = "left"
@@ -236,6 +238,8 @@ def _word_logprobs(
                     mask = enc["attention_mask"].bool().clone()
                     mask[torch.arange(mask.shape[0]), mask.float().argmax(dim=1)] = False
                     norms.append(rec["resid_post", norm_layer].float().norm(dim=-1)[mask].cpu())
+                    if rows is not None:
+                        rows.append(rec["resid_post", norm_layer].float()[mask].cpu())
                 else:
                     logits = last_logits(model.hf_model, **enc).float()
             lp = torch.log_softmax(logits, dim=-1).cpu()
@@ -262,12 +266,15 @@ def feels_matrix(
     seed: int = 0,
     batch_size: int = 16,
     vectors: Mapping[str, SteeringVector] | None = None,
+    scale_reference: str = "norm",
 ) -> GateResult:
     """Shift of each emotion's words' next-token log-probability after "…I feel", steered minus unsteered.
 
     Each emotion's unit direction at ``layer``, times ``alpha`` (default ``scale`` × the mean residual
-    norm at ``layer`` over the prompts), is added at every position (``resid_post``) through
-    :func:`psylens.interventions.intervene`; the prompts are ``contexts`` ending in "I feel", as raw
+    norm at ``layer`` over the prompts; with ``scale_reference="centred"`` × the mean norm after
+    subtracting the mean token vector, see :func:`psylens.steering.sweep.residual_norms`; the summary's
+    ``residual_norm`` stays the plain one, ``scale_norm`` is the one multiplied), is added at every
+    position (``resid_post``) through :func:`psylens.interventions.intervene`; the prompts are ``contexts`` ending in "I feel", as raw
     text. ``matrix[r, c]`` is the mean over contexts of the shift of emotion ``c``'s words under
     vector ``r``. Rows won: the vector's own emotion rises most; columns won: an emotion's words rise
     most under its own vector. Control: ``n_random`` random unit directions × ``alpha`` at the same
@@ -283,6 +290,9 @@ def feels_matrix(
     layers, per-layer norms and alpha), and each emotion's own shift is compared with the draws made
     at its own vector's settings. ``directions`` then only names the emotions.
     """
+    from psylens.steering.sweep import check_scale_reference, reference_norm
+
+    check_scale_reference(scale_reference, "scale_reference")
     emos = _check_emotions(directions, emotions)
     if n_random < 5:
         raise ValueError(f"n_random must be at least 5 (a single random draw can move one emotion's words by over 1 nat), got {n_random}")
@@ -294,15 +304,19 @@ def feels_matrix(
     prompts = [feel_prompt(c) for c in contexts]
     ids = word_token_ids(model.tokenizer, {e: words[e] for e in emos})
     token_ids = [ids[e] for e in emos]
-    base, mean_norm = _word_logprobs(model, prompts, token_ids, [], batch_size, norm_layer=layer)  # [P, E]
     picked = _check_vectors(model, vectors, emos) if vectors is not None else None
+    by_scale = picked is None and alpha is None
+    rows: list[Tensor] | None = [] if by_scale and scale_reference != "norm" else None
+    base, mean_norm = _word_logprobs(model, prompts, token_ids, [], batch_size, norm_layer=layer, rows=rows)  # [P, E]
+    # the norm `scale` multiplies: the plain mean norm, or the centred one over the same tokens
+    scale_norm = mean_norm if rows is None else reference_norm(torch.cat(rows), scale_reference)
 
     def shifts_ivs(ivs: list[Intervention]) -> Tensor:
         steered, _ = _word_logprobs(model, prompts, token_ids, ivs, batch_size)
         return steered - base  # [P, E]
 
     if picked is None:
-        a = float(alpha) if alpha is not None else float(scale) * float(mean_norm)  # type: ignore[arg-type]
+        a = float(alpha) if alpha is not None else float(scale) * float(scale_norm)  # type: ignore[arg-type]
         units = _unit_rows(directions, emos, layer)
 
         def shifts(u: Tensor) -> Tensor:
@@ -349,7 +363,8 @@ def feels_matrix(
     else:
         random_tab = pd.DataFrame([{"draw": k, "vector": emos[v], "words": emos[c], "shift": float(rm_kvc[k, v, c])}
                                    for k in range(n_random) for v in range(n) for c in range(n)])
-    steering = ({"from": "layer", "layer": int(layer), "alpha": _num(a), "scale": None if alpha is not None else float(scale)}
+    steering = ({"from": "layer", "layer": int(layer), "alpha": _num(a), "scale": None if alpha is not None else float(scale),
+                 "scale_reference": scale_reference if by_scale else None}
                 if picked is None else {"from": "vectors", "vectors": _vector_info(picked, emos, mean_norm)})
     return _gate(
         "feels_matrix", gap, gap_threshold, control, passed, {"matrix": matrix, "random": random_tab},
@@ -367,6 +382,8 @@ def feels_matrix(
         alpha=_num(a) if picked is None else None, scale=(None if alpha is not None else float(scale)) if picked is None else None,
         steering=steering,
         residual_norm=_num(mean_norm), n_contexts=len(prompts), n_random=n_random,
+        scale_reference=scale_reference if by_scale else None,
+        scale_norm=_num(scale_norm) if by_scale else None,
         words={e: len(ids[e]) for e in emos},
         emotions=emos,
         control_kind=(f"{n_random} random unit directions × alpha at layer {layer}: the gap each gives the emotion it moves most"
@@ -824,12 +841,14 @@ def read_back(
     seed: int = 0,
     batch_size: int = 32,
     vectors: Mapping[str, SteeringVector] | None = None,
+    scale_reference: str = "norm",
 ) -> GateResult:
     """Do steered generations, re-read by the unsteered model, carry the target emotion?
 
     For each emotion and prompt (chat-formatted), greedy text is generated steered by the emotion's
     direction × ``alpha`` at ``layer`` (default ``scale`` × the layer's mean residual norm over the
-    prompts), unsteered, and steered by a random unit direction × ``alpha`` (a fresh one per prompt).
+    prompts: :func:`~psylens.steering.sweep.residual_norms` with ``reference=scale_reference``), unsteered,
+    and steered by a random unit direction × ``alpha`` (a fresh one per prompt).
     Each text is re-read by the unsteered model after its prompt; its mean ``resid_post`` at ``layer``
     over the generated tokens is projected on the target direction. A win: the steered text projects
     higher than the unsteered text of the same prompt. Value: win rate; passes when it is ≥
@@ -845,8 +864,9 @@ def read_back(
 
     Fluency is not judged here (the sweep's fluency criterion applies to the vectors it picks).
     """
-    from psylens.steering.sweep import residual_norms
+    from psylens.steering.sweep import check_scale_reference, residual_norms
 
+    check_scale_reference(scale_reference, "scale_reference")
     emos = _check_emotions(directions, emotions)
     items = [p for p in prompts]
     if not items or not all(isinstance(p, str) and p.strip() for p in items):
@@ -856,7 +876,8 @@ def read_back(
     picked = _check_vectors(model, vectors, emos) if vectors is not None else None
     target: dict[str, str] = {}
     if picked is None:
-        a = float(alpha) if alpha is not None else float(scale) * residual_norms(model, formatted, [layer])[layer]
+        a = (float(alpha) if alpha is not None
+             else float(scale) * residual_norms(model, formatted, [layer], reference=scale_reference)[layer])
         units = _unit_rows(directions, emos, layer)
         rand = _random_units(n_p, units.shape[1], seed + 1)
         all_fmt = formatted * (n_e + 2)
@@ -929,7 +950,9 @@ def read_back(
         layer=int(layer),
         alpha=_num(a) if picked is None else None,
         scale=(None if alpha is not None else float(scale)) if picked is None else None,
-        steering=({"from": "layer", "layer": int(layer), "alpha": _num(a), "scale": None if alpha is not None else float(scale)}
+        scale_reference=scale_reference if picked is None and alpha is None else None,
+        steering=({"from": "layer", "layer": int(layer), "alpha": _num(a), "scale": None if alpha is not None else float(scale),
+                   "scale_reference": scale_reference if alpha is None else None}
                   if picked is None else
                   {"from": "vectors", "vectors": _vector_info(picked, emos), "projected_on": target}),
         n_prompts=n_p, max_new_tokens=max_new_tokens, emotions=emos,

@@ -161,7 +161,8 @@ def sparse_pairs(n: int, opponents: int | None, seed: int, pairs: Sequence[tuple
 
 
 def _steer_ivs(model: Model, directions: Directions, layer: int, emos: Sequence[str], prompts: Sequence[str],
-               vectors: Mapping[str, SteeringVector] | None, scale: float, seed: int) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, Any]]:
+               vectors: Mapping[str, SteeringVector] | None, scale: float, seed: int,
+               scale_reference: str = "norm") -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, Any]]:
     """Per emotion: the steering interventions, a same-norm random control's, and what was steered with."""
     from psylens.interventions import Intervention
     from psylens.steering.apply import interventions_for
@@ -174,11 +175,12 @@ def _steer_ivs(model: Model, directions: Directions, layer: int, emos: Sequence[
         rand = {e: interventions_for(picked[e].random_like(seed + 7 + i)) for i, e in enumerate(emos)}
         return steer, rand, {"from": "vectors", "vectors": _vector_info(picked, emos)}
     fmt = [model.format_prompt(p) + "(" for p in prompts[:64]]
-    a = float(scale) * residual_norms(model, fmt, [layer])[layer]
+    a = float(scale) * residual_norms(model, fmt, [layer], reference=scale_reference)[layer]
     r = _random_units(len(emos), int(model.d_model), seed + 7)
     steer = {e: [Intervention("resid_post", layer, "add", value=(a * directions[e, layer].float()).to(model.dtype))] for e in emos}
     rand = {e: [Intervention("resid_post", layer, "add", value=(a * r[i]).to(model.dtype))] for i, e in enumerate(emos)}
-    return steer, rand, {"from": "directions", "layer": int(layer), "scale": float(scale), "alpha": a}
+    return steer, rand, {"from": "directions", "layer": int(layer), "scale": float(scale), "scale_reference": scale_reference,
+                         "alpha": a}
 
 
 def preferences(
@@ -197,6 +199,7 @@ def preferences(
     scale: float = 0.5,
     steer_opponents: int | None = 6,
     progress: bool = False,
+    scale_reference: str = "norm",
 ) -> GateResult:
     """Elo of each activity from all ordered "(A) or (B)" pairs, its correlation with projections, and its shift under steering.
 
@@ -207,7 +210,8 @@ def preferences(
 
     With ``steer`` (default), every pair is asked again steered by each emotion — by ``vectors[e]``
     as it is (e.g. the steering sweep's picked vectors), else by the direction at ``layer`` × ``scale``
-    × the layer's mean residual norm on the pair prompts — and by a same-norm random control per
+    × the layer's mean residual norm on the pair prompts (``scale_reference``: ``"norm"`` or ``"centred"``,
+    see :func:`psylens.steering.sweep.residual_norms`) — and by a same-norm random control per
     emotion (``random_like`` of the vector, or a random unit direction × the same alpha). Reported per
     emotion in ``summary["steering"]``: the Spearman correlation between each activity's Elo shift and
     its projection on the emotion (does steering towards an emotion favour the activities that evoke
@@ -218,9 +222,11 @@ def preferences(
     unsteered *on the same pairs*; ``None``: every ordered pair. Cost: n(n − 1) next-token forwards
     unsteered plus 2 × emotions × n × ``steer_opponents`` steered (all pairs: 2 × emotions × n(n − 1)).
     """
+    from psylens.steering.sweep import check_scale_reference
     from psylens.validation.directions import text_means
     from psylens.validation.gates import spearman
 
+    check_scale_reference(scale_reference, "scale_reference")  # before any forward pass
     acts = list(activities)
     if len(acts) < 2:
         raise ValueError(f"preferences need at least 2 activities, got {len(acts)}")
@@ -248,7 +254,7 @@ def preferences(
     tables = {"activities": table}
     steering = None
     if steer:
-        steer_ivs, rand_ivs, how = _steer_ivs(model, directions, layer, emos, prompts, vectors, scale, seed)
+        steer_ivs, rand_ivs, how = _steer_ivs(model, directions, layer, emos, prompts, vectors, scale, seed, scale_reference)
         idx = sparse_pairs(n, steer_opponents, seed, pairs)
         s_pairs, s_prompts, s_p = [pairs[k] for k in idx], [prompts[k] for k in idx], p[idx]
         shifts: dict[str, np.ndarray] = {}

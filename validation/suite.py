@@ -18,9 +18,10 @@ and writes, through ``run.step("validation", config)``:
 ``feels_matrix`` and ``read_back`` steer "at the layer and scale the steering sweep picks": when the
 run holds the sweep's vectors (``RUN/steering/vectors/<emotion>.safetensors``, with each emotion's
 ``best_layer`` / ``best_scale`` in ``RUN/steering/summary.json``) each emotion's vector is used as it
-is; otherwise the directions at ``layer`` × ``scale`` × the residual norm. ``summary["steering"]``
-says which (``"from": "sweep" | "config"``) and each of the two gates carries its own ``steering``
-record. ``summary["layer"]`` stays the layer the reading gates use.
+is; otherwise the directions at ``layer`` × ``scale`` × the residual norm (the plain mean norm, or with
+``scale_reference="centred"`` the norm after subtracting the mean token vector). ``summary["steering"]``
+says which (``"from": "sweep" | "config"``, and the ``"scale_reference"``) and each of the two gates
+carries its own ``steering`` record. ``summary["layer"]`` stays the layer the reading gates use.
 
 ``ValidationConfig.quick_config()`` uses fewer contexts, prompts, extraction prompts, activities and
 stories, and reads the stories only up to the layers the gates use (the demo's budget); the summary
@@ -83,6 +84,11 @@ class ValidationConfig:
     at every layer (default; what the steering sweep can pick from) — ``False`` reads the stories only
     up to the deepest layer the gates use (``layer`` and the sweep vectors' layers) and saves directions
     at those layers only (about half the reading time at the default layer; ``quick`` does this).
+    ``scale_reference``: what ``scale`` multiplies when the gates steer with the directions at ``layer``
+    (:data:`psylens.steering.sweep.SCALE_REFERENCES`): ``"norm"`` (default), the layer's mean per-token
+    residual norm; ``"centred"``, the mean per-token norm after subtracting the mean token vector — for
+    models with massive activations (Gemma-3), see :func:`psylens.steering.sweep.residual_norms`. The
+    sweep's picked vectors carry their own alpha and ignore it.
     """
 
     source: str = "stories"
@@ -105,8 +111,12 @@ class ValidationConfig:
     quick: bool = False
     steer_with: str = "auto"
     every_layer: bool = True
+    scale_reference: str = "norm"
 
     def __post_init__(self) -> None:
+        from psylens.steering.sweep import check_scale_reference
+
+        check_scale_reference(self.scale_reference, "scale_reference")
         if self.source not in SOURCES:
             raise ValueError(f"source {self.source!r} is not one of {SOURCES}: stories (story directions), "
                              "expression (the model prompted to express each concept), probes (RUN/probes/directions.safetensors)")
@@ -211,10 +221,13 @@ def sweep_vectors(run: Run, model: Model, emotions: list[str]) -> tuple[dict[str
     if missing:
         return None, f"no steering sweep vectors for {missing} in {run.path / 'steering' / 'vectors'}"
     per: dict[str, Any] = {}
+    reference = "norm"  # sweeps before scale_reference existed scaled by the plain norm
     if run.file(STEER_SUMMARY).is_file():
         try:
-            per = dict(run.read_json(STEER_SUMMARY).get("emotions") or {})
-        except (ValueError, OSError):
+            steer_summary = run.read_json(STEER_SUMMARY)
+            per = dict(steer_summary.get("emotions") or {})
+            reference = str(steer_summary.get("scale_reference") or reference)
+        except (ValueError, OSError, AttributeError):
             per = {}
     out: dict[str, Any] = {}
     for e in emotions:
@@ -230,6 +243,7 @@ def sweep_vectors(run: Run, model: Model, emotions: list[str]) -> tuple[dict[str
             meta["layer"] = layer
         if isinstance(scale, (int, float)):
             meta["scale"] = float(scale)
+        meta.setdefault("scale_reference", reference)
         meta["file"] = vector_file(e)
         out[e] = sv.replace(meta=meta)
     return out, "the steering sweep's picked vectors (RUN/steering/vectors), each at its own layer and scale"
@@ -313,12 +327,17 @@ def run_validation(
         if vectors is None and cfg.steer_with == "sweep":
             raise ValueError(f"steer_with='sweep' needs the steering sweep's vectors: {why}; run `psylens steer sweep "
                              f"--run {run.path}` first, or use steer_with='auto'/'layer'")
+        sweep_refs = sorted({str(v.meta.get("scale_reference", "norm")) for v in (vectors or {}).values()})
         steering = ({"from": "sweep", "note": why,
+                     # the sweep's reference (its scales multiply it); the config's scale_reference is not used
+                     "scale_reference": sweep_refs[0] if len(sweep_refs) == 1 else sweep_refs,
                      "vectors": {e: {"file": v.meta.get("file"), "layer": v.meta.get("layer"), "layers": list(v.layers),
-                                     "scale": v.meta.get("scale"), "alpha": v.alpha} for e, v in vectors.items()}}
+                                     "scale": v.meta.get("scale"), "scale_reference": v.meta.get("scale_reference"),
+                                     "alpha": v.alpha} for e, v in vectors.items()}}
                     if vectors is not None else
-                    {"from": "config", "layer": int(layer), "scale": cfg.scale,
-                     "note": f"the directions at layer {layer} × {cfg.scale} the residual norm ({why})"})
+                    {"from": "config", "layer": int(layer), "scale": cfg.scale, "scale_reference": cfg.scale_reference,
+                     "note": f"the directions at layer {layer} × {cfg.scale} the "
+                             f"{'centred ' if cfg.scale_reference == 'centred' else ''}residual norm ({why})"})
         log.info("feels_matrix and read_back steer with %s", steering["note"])
         results: dict[str, Any] = {}
         skipped: dict[str, str] = {}
@@ -331,7 +350,7 @@ def run_validation(
                 ctx = feel_contexts()[: cfg.n_contexts or None]
                 results[name] = G.feels_matrix(model, dirs, layer, words=fw, contexts=ctx, emotions=emos, scale=cfg.scale,
                                                n_random=cfg.n_random, seed=cfg.seed, batch_size=cfg.batch_size,
-                                               vectors=vectors)
+                                               vectors=vectors, scale_reference=cfg.scale_reference)
             elif name == "implicit_scenarios":
                 groups = list(dict.fromkeys(s.group for s in stimuli.load("emotions")))[: cfg.n_scenarios or None]
                 scen = [s for s in stimuli.load("emotions") if s.label in emos and s.group in set(groups)]
@@ -370,12 +389,12 @@ def run_validation(
                 prompts = stimuli.load("steering_prompts").texts[: cfg.n_prompts]
                 results[name] = G.read_back(model, dirs, layer, prompts, emotions=emos, scale=cfg.scale,
                                             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=max(cfg.batch_size, 32),
-                                            vectors=vectors)
+                                            vectors=vectors, scale_reference=cfg.scale_reference)
             elif name == "preferences":
                 acts = _even(list(ACTIVITIES), cfg.n_activities, key=lambda a: a[1])
                 results[name] = preferences(model, dirs, layer, activities=acts, emotions=emos,
                                             batch_size=max(cfg.batch_size, 32), seed=cfg.seed,
-                                            vectors=vectors, scale=cfg.scale)
+                                            vectors=vectors, scale=cfg.scale, scale_reference=cfg.scale_reference)
             for table, df in results[name].tables.items():
                 run.write_table(art.table_file(name, table), df)
                 step.output(art.table_file(name, table))

@@ -49,6 +49,9 @@ def test_run_validation_writes_the_summary_the_issue_specifies(tiny_model, tmp_p
     assert on_disk["steering"]["from"] == "config"
     assert on_disk["gates"]["feels_matrix"]["steering"]["from"] == "layer" and on_disk["gates"]["feels_matrix"]["layer"] == 1
     assert on_disk["gates"]["read_back"]["steering"]["scale"] == 0.5
+    # what the scale multiplies: the plain mean residual norm by default, said at both levels
+    assert on_disk["steering"]["scale_reference"] == "norm" == on_disk["config"]["scale_reference"]
+    assert on_disk["gates"]["read_back"]["steering"]["scale_reference"] == "norm"
     assert on_disk["total"] == sum(1 for g in on_disk["gates"].values() if g["gated"]) == 6
     assert on_disk["passed"] == sum(g["passed"] for g in on_disk["gates"].values() if g["gated"])
     # the directions: all 24 concepts, every layer, readable by SteeringVector.from_directions
@@ -101,6 +104,12 @@ def test_sweep_vectors_read_each_emotions_layer_and_scale(tiny_model, tmp_path) 
     got, _ = sweep_vectors(run, m, list(EMOTIONS))
     assert {e: v.meta["layer"] for e, v in got.items()} == layers
     assert all(v.meta["scale"] == 0.5 and v.alpha == 2.0 for v in got.values())
+    # a sweep summary without "scale_reference" predates the option: its scales multiplied the plain norm
+    assert all(v.meta["scale_reference"] == "norm" for v in got.values())
+    summary = run.read_json("steering/summary.json")
+    run.write_json("steering/summary.json", {**summary, "scale_reference": "centred"})
+    got, _ = sweep_vectors(run, m, list(EMOTIONS))
+    assert all(v.meta["scale_reference"] == "centred" for v in got.values())
 
 
 @pytest.mark.slow
@@ -113,7 +122,7 @@ def test_run_validation_steers_gates_1_and_6_with_the_sweeps_vectors(tiny_model,
     _save_sweep(run, m, layers)
     cfg = ValidationConfig.quick_config(n_prompts=2, max_new_tokens=3, n_activities=4, n_contexts=3, layer=1)
     s = run_validation(m, run, cfg)
-    assert s["steering"]["from"] == "sweep"
+    assert s["steering"]["from"] == "sweep" and s["steering"]["scale_reference"] == "norm"  # the sweep's, not the config's
     assert {e: v["layer"] for e, v in s["steering"]["vectors"].items()} == layers
     for gate in ("feels_matrix", "read_back"):
         assert s["gates"][gate]["steering"]["from"] == "vectors"

@@ -1,0 +1,163 @@
+"""``scale_reference``: the plain mean residual norm and the centred one (massive activations removed).
+
+Known answer: a constant offset of norm 1000 planted in ``resid_post`` (what Gemma-3's massive dimensions
+are, roughly) raises the plain norm by ~1000 and leaves the centred norm where it was. Controls: without
+an offset the centred norm is below the plain one; on identical tokens it is 0.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from psylens.interventions import Intervention, intervene
+from psylens.runs import create_run
+from psylens.steering import SteeringVector
+from psylens.steering.cli import steer_app
+from psylens.steering.sweep import (
+    SCALE_REFERENCES,
+    SweepConfig,
+    check_scale_reference,
+    reference_norm,
+    residual_norms,
+    run_sweep,
+)
+
+PROMPTS = ["Describe your morning.", "Tell me about the weather.", "Write about the ocean.", "Plan a grocery list."]
+OFFSET = 1000.0
+
+
+def _offset(d_model: int) -> torch.Tensor:
+    v = torch.zeros(d_model)
+    v[0] = OFFSET  # 1000 × e_0: one massive, constant dimension
+    return v
+
+
+def test_the_valid_names_and_the_error_says_how_to_fix():
+    assert SCALE_REFERENCES == ("norm", "centred")
+    for ok in SCALE_REFERENCES:
+        assert check_scale_reference(ok) == ok
+    for bad in ("centered", "Norm", "", None, 1):
+        with pytest.raises(ValueError) as err:
+            check_scale_reference(bad, "scale_reference")
+        msg = str(err.value)
+        assert repr(bad) in msg and "'norm'" in msg and "'centred'" in msg and "--scale-reference" in msg
+
+
+def test_reference_norm_known_values():
+    x = torch.tensor([[3.0, 4.0], [3.0, 4.0], [3.0, 4.0]])
+    assert reference_norm(x, "norm") == pytest.approx(5.0)
+    assert reference_norm(x, "centred") == pytest.approx(0.0, abs=1e-12)  # identical rows: nothing left
+    y = torch.tensor([[1.0, 0.0], [-1.0, 0.0]]) + torch.tensor([100.0, 0.0])  # ±e_0 around a big offset
+    assert reference_norm(y, "norm") == pytest.approx(100.0)
+    assert reference_norm(y, "centred") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not one of"):
+        reference_norm(x, "mean")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_planted_constant_offset_moves_the_norm_not_the_centred_norm(tiny_model, arch):
+    m = tiny_model(arch)
+    layer = 1
+    fmt = [m.format_prompt(p) for p in PROMPTS]
+    plain = residual_norms(m, fmt, [layer])[layer]
+    centred = residual_norms(m, fmt, [layer], reference="centred")[layer]
+    with intervene(m, [Intervention("resid_post", layer, "add", value=_offset(m.d_model))]):
+        plain_hooked = residual_norms(m, fmt, [layer], reference="norm")[layer]
+        centred_hooked = residual_norms(m, fmt, [layer], reference="centred")[layer]
+    # the plain norm becomes the offset's: |mean ||x + c|| - ||c||| ≤ mean ||x|| (triangle inequality)
+    assert abs(plain_hooked - OFFSET) <= plain + 1e-3
+    assert plain_hooked - plain == pytest.approx(OFFSET, rel=1e-2)
+    # the centred norm does not see a constant offset at all
+    assert abs(centred_hooked - centred) <= 1e-3 * centred
+    # the hook is gone and "norm" is the function's old number (the default)
+    assert residual_norms(m, fmt, [layer])[layer] == plain
+
+
+def test_control_no_offset_centred_is_below_norm_and_zero_on_identical_tokens(tiny_model):
+    m = tiny_model("llama")
+    layers = list(range(m.n_layers))
+    fmt = [m.format_prompt(p) for p in PROMPTS]
+    plain = residual_norms(m, fmt, layers)
+    centred = residual_norms(m, fmt, layers, reference="centred")
+    # a mean of norms is not bound to shrink on centring (the RMS is), but on real text it does
+    assert all(0 < centred[v] <= plain[v] for v in layers)
+    # a batch of one repeated two-token prompt: the only token counted (the first is left out) is the same
+    # vector in every row, so nothing is left once the mean token is subtracted
+    text = "hello world"
+    assert len(m.tokenizer(text, add_special_tokens=False)["input_ids"]) == 2
+    same = residual_norms(m, [text] * 4, layers, reference="centred")
+    same_plain = residual_norms(m, [text] * 4, layers)
+    assert all(same[v] <= 1e-5 * same_plain[v] for v in layers)
+
+
+def test_residual_norms_rejects_a_bad_reference(tiny_model):
+    m = tiny_model("llama")
+    with pytest.raises(ValueError, match="'centered' is not one of"):
+        residual_norms(m, [m.format_prompt(PROMPTS[0])], [0], reference="centered")
+
+
+def test_sweep_config_round_trip_and_validation():
+    assert SweepConfig().scale_reference == "norm"
+    cfg = SweepConfig.quick(scale_reference="centred")
+    assert SweepConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.to_dict()["scale_reference"] == "centred"
+    # a config saved before the field existed reads as the old behaviour
+    old = {k: v for k, v in SweepConfig.full().to_dict().items() if k != "scale_reference"}
+    assert SweepConfig.from_dict(old).scale_reference == "norm"
+    with pytest.raises(ValueError, match="scale_reference 'centered' is not one of"):
+        SweepConfig(scale_reference="centered")
+
+
+class _Directions:
+    site = "resid_post"
+    method = "mean_diff"
+
+    def __init__(self, d: int = 32, layers=(0, 1, 2), emotions=("joy", "fear")):
+        self.emotions, self.layers = tuple(emotions), tuple(layers)
+        v = torch.randn(len(self.emotions), len(self.layers), d, generator=torch.Generator().manual_seed(0))
+        self.vectors = v / v.norm(dim=-1, keepdim=True)
+
+    def __getitem__(self, key):
+        e, layer = key
+        return self.vectors[self.emotions.index(e), self.layers.index(layer)].clone()
+
+
+def test_sweep_scales_by_the_centred_norm_and_says_so(tiny_model, tmp_path):
+    m = tiny_model("llama")
+    run = create_run(tmp_path / "run", command="test", model=m.describe())
+    cfg = SweepConfig(emotions=("joy", "fear"), layers=(1,), scales=(0.5,), n_dev=2, n_test=2, max_new_tokens=3,
+                      scale_reference="centred")
+    summary = run_sweep(m, run, directions=_Directions(), prompts=PROMPTS, config=cfg, progress=False)
+    assert summary["scale_reference"] == "centred" and summary["config"]["scale_reference"] == "centred"
+    gens = [json.loads(x) for x in run.file("steering/generations.jsonl").read_text().splitlines()]
+    dev = list(dict.fromkeys(g["prompt"] for g in gens if g["split"] == "dev"))
+    fmt = [m.format_prompt(p) for p in dev]
+    want = residual_norms(m, fmt, [1], reference="centred")[1]
+    assert summary["residual_norms"]["1"] == pytest.approx(want, rel=1e-5)
+    assert want < residual_norms(m, fmt, [1])[1]  # control: not the plain norm
+    for e in ("joy", "fear"):
+        v = summary["emotions"][e]
+        assert v["best_alpha"] == pytest.approx(0.5 * want, rel=1e-5)
+        sv = SteeringVector.load(run.file(f"steering/vectors/{e}.safetensors"))
+        assert sv.meta["scale_reference"] == "centred"
+
+
+def test_cli_rejects_a_bad_reference_before_loading_a_model(tmp_path, monkeypatch):
+    import psylens.models
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(psylens.models, "load_model", no_load)
+    out = tmp_path / "new-run"
+    res = CliRunner().invoke(steer_app, ["sweep", "--run", str(out), "--scale-reference", "centered"])
+    assert res.exit_code != 0 and isinstance(res.exception, ValueError), res.output
+    assert "'centered' is not one of" in str(res.exception) and "centred" in str(res.exception)
+    assert not out.exists()
+    # the flag is there and documented
+    helped = CliRunner().invoke(steer_app, ["sweep", "--help"])
+    assert helped.exit_code == 0 and "--scale-reference" in helped.output
