@@ -14,10 +14,11 @@ every layer serves later reads of one layer): the numbers are those of separate 
 
     python -m benchmarks.validation_sources --probes-from runs/demo
     python -m benchmarks.validation_sources --models gemma-3-270m --sources stories
-    python -m benchmarks.validation_sources --models gemma-3-270m --sources stories --scale-reference centred
+    python -m benchmarks.validation_sources --models gemma-3-270m --sources stories --scale-reference median
 
 ``--scale-reference centred`` scales the steered gates by the residual norm after subtracting the mean
-token vector (for models with massive activations such as Gemma-3; ``ValidationConfig.scale_reference``).
+token vector, ``median`` by √d × the median dimension's root-mean-square (for models with massive
+activations such as Gemma-3; ``ValidationConfig.scale_reference``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default="{}", help='JSON of ValidationConfig fields to change, e.g. {"n_activities": 20}')
     ap.add_argument("--scale-reference", default=None,
                     help="what the steered gates' scale multiplies: norm (default) | centred (the residual norm after "
-                         "subtracting the mean token vector; for models with massive activations such as Gemma-3)")
+                         "subtracting the mean token vector) | median (√d × the median dimension's RMS; for models "
+                         "with massive activations such as Gemma-3)")
     args = ap.parse_args(argv)
 
     from psylens.models import load_model

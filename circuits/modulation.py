@@ -6,7 +6,7 @@ Three ways to make the model express emotion ``e``, each at a few strengths:
   (``op="scale"`` at every position, prompt and generated tokens);
 - ``steering``: ``e``'s unit direction × ``scale`` × the read-out layer's mean residual norm added to
   ``resid_post`` at the read-out layer (as :func:`psylens.validation.gates.read_back` steers; the norm is
-  the plain or the centred one, ``ModulationConfig.scale_reference``);
+  the plain, centred or median one, ``ModulationConfig.scale_reference``);
 - ``prompting``: the system prompt ``"Always reply in {emotion}."`` (one strength).
 
 Judges (the validation suite's measures, run on the same prompts for every method):
@@ -73,7 +73,8 @@ class ModulationConfig:
     residual norm (the sweep's grid and beyond), so each method has weak strengths that can pass the criterion.
     ``scale_reference``: which norm ``steer_scales`` multiply (:data:`psylens.steering.sweep.SCALE_REFERENCES`):
     ``"norm"`` (default), the mean per-token norm; ``"centred"``, the mean per-token norm after subtracting the
-    mean token vector (for models with massive activations such as Gemma-3; see
+    mean token vector; ``"median"``, √d × the median dimension's root-mean-square (for models with massive
+    activations such as Gemma-3; see
     :func:`psylens.steering.sweep.residual_norms`).
     """
 

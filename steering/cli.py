@@ -6,7 +6,7 @@
     psylens steer sweep --model M --run RUN [--prompts FILE.jsonl] [--full] [--source expression|stories|probes]
                         [--layer-band K] [--positions all|prompt|generated] [--max-new-tokens N]
                         [--fluency relative|relative_greedy|absolute] [--max-perplexity-ratio R] [--pick-by model|judge]
-                        [--scale-reference norm|centred]
+                        [--scale-reference norm|centred|median]
 
 ``steer_app`` is a ``typer.Typer``; the main CLI registers it as ``steer``. Bad arguments raise
 ``ValueError`` (the main CLI prints them as one line).
@@ -260,7 +260,8 @@ def sweep(
     scale_reference: Optional[str] = typer.Option(
         None, "--scale-reference",
         help="What the scales multiply: norm (the layer's mean per-token residual norm; the config's default) | centred "
-             "(the mean norm after subtracting the mean token vector; for models with massive activations such as Gemma-3).",
+             "(the mean norm after subtracting the mean token vector) | median (√d × the median dimension's RMS; for "
+             "models with massive activations such as Gemma-3).",
     ),
     full: bool = typer.Option(False, "--full/--quick", help="The thorough grid (greedy + sampled) or the quick one."),
     judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (a model judges) | probe (a probe on a model reads the text)"),

@@ -131,8 +131,10 @@ DIRECTION_SOURCES = ("probes", "expression", "stories")
 FLUENCY_CRITERIA = ("relative", "relative_greedy", "absolute")
 PICK_BY = ("model", "judge")
 #: What a steering scale multiplies (:func:`residual_norms`): ``"norm"``, the mean per-token residual norm;
-#: ``"centred"``, the mean per-token norm of the residual minus the mean token vector (massive activations removed).
-SCALE_REFERENCES = ("norm", "centred")
+#: ``"centred"``, the mean per-token norm of the residual minus the mean token vector (a shared offset removed);
+#: ``"median"``, √d × the median over dimensions of each dimension's root-mean-square (a few massive dimensions
+#: cannot move it).
+SCALE_REFERENCES = ("norm", "centred", "median")
 CONDITIONS = ("steer", "random", "prompting", "none")
 
 
@@ -404,20 +406,29 @@ def check_scale_reference(reference: object, name: str = "reference") -> str:
         raise ValueError(
             f"{name} {reference!r} is not one of {SCALE_REFERENCES}: 'norm' (a scale multiplies the layer's mean "
             "per-token residual norm, the default) or 'centred' (the mean per-token norm after subtracting the mean "
-            "token vector, for models with massive activations such as Gemma-3); e.g. --scale-reference centred"
+            "token vector) or 'median' (√d × the median dimension's root-mean-square, for models with massive "
+            "activations such as Gemma-3); e.g. --scale-reference median"
         )
     return reference
 
 
 def reference_norm(x: Float[Tensor, "token d_model"], reference: str = "norm") -> float:
-    """Mean per-token L2 norm of the rows of ``x`` (``"norm"``), or of ``x`` minus its mean row (``"centred"``).
+    """Mean per-token L2 norm of the rows of ``x`` (``"norm"``), of ``x`` minus its mean row (``"centred"``),
+    or ``√d × median_j rms_j`` with ``rms_j`` the root-mean-square of column ``j`` over the rows (``"median"``).
 
-    ``"centred"`` removes what every token shares (a constant offset such as massive activations); it is
-    computed in float64, since the offset can be thousands of times the centred norm. ``nan`` for no rows."""
+    ``"centred"`` removes what every token shares (a constant offset); ``"median"`` is the norm an
+    isotropic vector would have if every dimension were as large as the median one, so a few massive
+    dimensions — constant or not — do not move it (on isotropic activations it is about ``"norm"``).
+    Computed in float64, since massive dimensions can be thousands of times the rest. ``nan`` for no rows."""
     check_scale_reference(reference)
     if reference == "norm":
         return float(x.float().norm(dim=-1).mean())
     xd = x.double()
+    if reference == "median":
+        if xd.shape[0] == 0:
+            return float("nan")
+        rms = xd.pow(2).mean(dim=0).sqrt()
+        return float(rms.median() * xd.shape[-1] ** 0.5)
     return float((xd - xd.mean(dim=0, keepdim=True)).norm(dim=-1).mean())
 
 
@@ -435,7 +446,10 @@ def residual_norms(
     token to token stays (on Gemma-3-270M the centred norm is about half the plain one, see
     ``docs/steering.md``). It is usually below
     ``"norm"`` (always so for the root-mean-square; a mean of norms can exceed it on a few outlying tokens)
-    and 0 on identical tokens.
+    and 0 on identical tokens. ``"median"``: √d × the median over dimensions of each dimension's
+    root-mean-square over the tokens — what the typical dimension carries, untouched by a few massive ones
+    (Gemma-3-270M after layer 8: 580 against a plain norm of 7,183; SmolLM2-135M after layer 13: 68 against 155).
+    See :func:`reference_norm`.
     """
     check_scale_reference(reference)
     tok = model.tokenizer

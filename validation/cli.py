@@ -1,7 +1,7 @@
 """``psylens validate``: the emotion-validation suite on one model, direction source and layer.
 
     psylens validate --model M --run RUN [--source stories|expression|probes] [--layer L] [--quick]
-                     [--steer-with auto|sweep|layer] [--scale S] [--scale-reference norm|centred]
+                     [--steer-with auto|sweep|layer] [--scale S] [--scale-reference norm|centred|median]
 
 Writes ``RUN/validation/summary.json``, the tables behind each gate and
 ``RUN/validation/directions.safetensors`` (:mod:`psylens.validation.suite`). When the run holds a
@@ -47,7 +47,8 @@ def validate(
     scale_reference: str = typer.Option(
         "norm", "--scale-reference",
         help="What --scale multiplies: norm (the layer's mean per-token residual norm, default) | centred (the mean "
-             "norm after subtracting the mean token vector; for models with massive activations such as Gemma-3)."),
+             "norm after subtracting the mean token vector) | median (√d × the median dimension's RMS; for models "
+             "with massive activations such as Gemma-3)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
 ) -> None:

@@ -19,7 +19,8 @@ and writes, through ``run.step("validation", config)``:
 run holds the sweep's vectors (``RUN/steering/vectors/<emotion>.safetensors``, with each emotion's
 ``best_layer`` / ``best_scale`` in ``RUN/steering/summary.json``) each emotion's vector is used as it
 is; otherwise the directions at ``layer`` × ``scale`` × the residual norm (the plain mean norm, or with
-``scale_reference="centred"`` the norm after subtracting the mean token vector). ``summary["steering"]``
+``scale_reference="centred"`` the norm after subtracting the mean token vector, with ``"median"`` √d × the
+median dimension's root-mean-square). ``summary["steering"]``
 says which (``"from": "sweep" | "config"``, and the ``"scale_reference"``) and each of the two gates
 carries its own ``steering`` record. ``summary["layer"]`` stays the layer the reading gates use.
 
@@ -86,8 +87,9 @@ class ValidationConfig:
     at those layers only (about half the reading time at the default layer; ``quick`` does this).
     ``scale_reference``: what ``scale`` multiplies when the gates steer with the directions at ``layer``
     (:data:`psylens.steering.sweep.SCALE_REFERENCES`): ``"norm"`` (default), the layer's mean per-token
-    residual norm; ``"centred"``, the mean per-token norm after subtracting the mean token vector — for
-    models with massive activations (Gemma-3), see :func:`psylens.steering.sweep.residual_norms`. The
+    residual norm; ``"centred"``, the mean per-token norm after subtracting the mean token vector;
+    ``"median"``, √d × the median dimension's root-mean-square — for models with massive activations
+    (Gemma-3), see :func:`psylens.steering.sweep.residual_norms`. The
     sweep's picked vectors carry their own alpha and ignore it.
     """
 
@@ -337,7 +339,7 @@ def run_validation(
                     if vectors is not None else
                     {"from": "config", "layer": int(layer), "scale": cfg.scale, "scale_reference": cfg.scale_reference,
                      "note": f"the directions at layer {layer} × {cfg.scale} the "
-                             f"{'centred ' if cfg.scale_reference == 'centred' else ''}residual norm ({why})"})
+                             f"{'' if cfg.scale_reference == 'norm' else cfg.scale_reference + ' '}residual norm ({why})"})
         log.info("feels_matrix and read_back steer with %s", steering["note"])
         results: dict[str, Any] = {}
         skipped: dict[str, str] = {}

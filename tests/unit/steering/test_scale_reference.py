@@ -37,14 +37,15 @@ def _offset(d_model: int) -> torch.Tensor:
 
 
 def test_the_valid_names_and_the_error_says_how_to_fix():
-    assert SCALE_REFERENCES == ("norm", "centred")
+    assert SCALE_REFERENCES == ("norm", "centred", "median")
     for ok in SCALE_REFERENCES:
         assert check_scale_reference(ok) == ok
     for bad in ("centered", "Norm", "", None, 1):
         with pytest.raises(ValueError) as err:
             check_scale_reference(bad, "scale_reference")
         msg = str(err.value)
-        assert repr(bad) in msg and "'norm'" in msg and "'centred'" in msg and "--scale-reference" in msg
+        assert repr(bad) in msg and "'norm'" in msg and "'centred'" in msg and "'median'" in msg
+        assert "--scale-reference" in msg
 
 
 def test_reference_norm_known_values():
@@ -58,6 +59,21 @@ def test_reference_norm_known_values():
         reference_norm(x, "mean")
 
 
+def test_median_reference_ignores_a_few_massive_dimensions_known_values():
+    """``median`` = √d × the median column RMS: one column of RMS 1000 among columns of RMS 1 leaves it at √d,
+    varying from row to row or not; on isotropic activations it is about the plain norm (the control)."""
+    g = torch.Generator().manual_seed(0)
+    signs = torch.where(torch.rand(64, 9, generator=g) < 0.5, -1.0, 1.0)  # every column RMS exactly 1
+    assert reference_norm(signs, "median") == pytest.approx(3.0)
+    massive = signs.clone()
+    massive[:, 0] = 1000.0 * torch.linspace(0.5, 1.5, 64)  # one massive, non-constant dimension
+    assert reference_norm(massive, "median") == pytest.approx(3.0)
+    assert reference_norm(massive, "norm") > 300 and reference_norm(massive, "centred") > 100  # the others see it
+    iso = torch.randn(4000, 64, generator=g)
+    assert reference_norm(iso, "median") == pytest.approx(reference_norm(iso, "norm"), rel=0.05)
+    assert reference_norm(torch.zeros(0, 4), "median") != reference_norm(torch.zeros(0, 4), "median")  # nan
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_a_planted_constant_offset_moves_the_norm_not_the_centred_norm(tiny_model, arch):
     m = tiny_model(arch)
@@ -65,14 +81,18 @@ def test_a_planted_constant_offset_moves_the_norm_not_the_centred_norm(tiny_mode
     fmt = [m.format_prompt(p) for p in PROMPTS]
     plain = residual_norms(m, fmt, [layer])[layer]
     centred = residual_norms(m, fmt, [layer], reference="centred")[layer]
+    median = residual_norms(m, fmt, [layer], reference="median")[layer]
     with intervene(m, [Intervention("resid_post", layer, "add", value=_offset(m.d_model))]):
         plain_hooked = residual_norms(m, fmt, [layer], reference="norm")[layer]
         centred_hooked = residual_norms(m, fmt, [layer], reference="centred")[layer]
+        median_hooked = residual_norms(m, fmt, [layer], reference="median")[layer]
     # the plain norm becomes the offset's: |mean ||x + c|| - ||c||| ≤ mean ||x|| (triangle inequality)
     assert abs(plain_hooked - OFFSET) <= plain + 1e-3
     assert plain_hooked - plain == pytest.approx(OFFSET, rel=1e-2)
     # the centred norm does not see a constant offset at all
     assert abs(centred_hooked - centred) <= 1e-3 * centred
+    # one massive dimension moves the median dimension by at most one order statistic of 32
+    assert abs(median_hooked - median) <= 0.2 * median and median_hooked < plain_hooked / 100
     # the hook is gone and "norm" is the function's old number (the default)
     assert residual_norms(m, fmt, [layer])[layer] == plain
 
