@@ -26,6 +26,8 @@ from psylens.steering.sweep import (
     run_sweep,
 )
 
+from tests.unit.steering.test_steering_sweep import StandInDirections
+
 PROMPTS = ["Describe your morning.", "Tell me about the weather.", "Write about the ocean.", "Plan a grocery list."]
 OFFSET = 1000.0
 
@@ -132,26 +134,12 @@ def test_sweep_config_round_trip_and_validation():
         SweepConfig(scale_reference="centered")
 
 
-class _Directions:
-    site = "resid_post"
-    method = "mean_diff"
-
-    def __init__(self, d: int = 32, layers=(0, 1, 2), emotions=("joy", "fear")):
-        self.emotions, self.layers = tuple(emotions), tuple(layers)
-        v = torch.randn(len(self.emotions), len(self.layers), d, generator=torch.Generator().manual_seed(0))
-        self.vectors = v / v.norm(dim=-1, keepdim=True)
-
-    def __getitem__(self, key):
-        e, layer = key
-        return self.vectors[self.emotions.index(e), self.layers.index(layer)].clone()
-
-
 def test_sweep_scales_by_the_centred_norm_and_says_so(tiny_model, tmp_path):
     m = tiny_model("llama")
     run = create_run(tmp_path / "run", command="test", model=m.describe())
     cfg = SweepConfig(emotions=("joy", "fear"), layers=(1,), scales=(0.5,), n_dev=2, n_test=2, max_new_tokens=3,
                       scale_reference="centred")
-    summary = run_sweep(m, run, directions=_Directions(), prompts=PROMPTS, config=cfg, progress=False)
+    summary = run_sweep(m, run, directions=StandInDirections(emotions=("joy", "fear")), prompts=PROMPTS, config=cfg, progress=False)
     assert summary["scale_reference"] == "centred" and summary["config"]["scale_reference"] == "centred"
     gens = [json.loads(x) for x in run.file("steering/generations.jsonl").read_text().splitlines()]
     dev = list(dict.fromkeys(g["prompt"] for g in gens if g["split"] == "dev"))
