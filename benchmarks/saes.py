@@ -134,7 +134,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             folder = train_step_sae(args.run, layer=layer, arch=args.arch, d_sae=size, k=args.k, name=name,
                                     pooling=args.pooling, segmentation=args.segmentation,
                                     train_overrides={"epochs": args.epochs, "batch_size": args.batch_size},
-                                    progress=False)
+                                    overwrite=True, progress=False)  # not in --json: a leftover of a stopped sweep
             m = json.loads((folder / "metrics.json").read_text())
             info = json.loads((folder / "step_sae.json").read_text())
             feats = json.loads((folder / "features.json").read_text())

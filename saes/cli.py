@@ -1,7 +1,7 @@
 """``psylens sae``: SAEs on reasoning steps.
 
     psylens sae train --run RUN --layer L [--site resid_post] [--pooling delimiter|mean]
-                      [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME]
+                      [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME] [--overwrite]
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
     psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
     psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...]
@@ -48,6 +48,7 @@ def train_cmd(
     d_sae: int = typer.Option(1024, "--d-sae", help="Number of SAE latents."),
     k: int = typer.Option(16, "--k", help="Active latents (topk: per step; batchtopk: on average)."),
     name: Optional[str] = typer.Option(None, "--name", help="Folder name under RUN/saes (default from the settings)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE already saved under that name."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
     segmentation: str = typer.Option("sentence", "--segmentation", help="sentence | paragraph"),
     tokens: bool = typer.Option(False, "--tokens", help="Train on every reasoning token; adds CE loss recovered."),
@@ -72,7 +73,7 @@ def train_cmd(
     SAETrainConfig(arch=arch, d_sae=d_sae, k=k, seed=seed, **overrides)  # validates before any model loads
     folder = train_step_sae(run, layer=layer, site=site, pooling=pooling, arch=arch, d_sae=d_sae, k=k, name=name,
                             model=model, segmentation=segmentation, held_out=held_out, seed=seed, tokens=tokens,
-                            features=features, train_overrides=overrides, progress=progress)
+                            features=features, train_overrides=overrides, overwrite=overwrite, progress=progress)
     import json
 
     m = json.loads((folder / "metrics.json").read_text())

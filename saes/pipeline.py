@@ -147,6 +147,7 @@ def train_step_sae(
     tokens: bool = False,
     features: bool = True,
     train_overrides: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Train one SAE on a run's traces and write its folder; returns ``RUN/saes/<name>``.
@@ -154,6 +155,8 @@ def train_step_sae(
     ``run``: a run directory (or ``psylens.runs.Run``) holding ``traces/traces.jsonl``.
     ``model``: a loaded psylens ``Model``, a spec, or ``None`` (the run's model).
     ``train_overrides``: other :class:`SAETrainConfig` fields (``epochs``, ``lr``, ``batch_size``, ...).
+    ``overwrite``: replace an SAE already saved under ``name`` (its whole folder, steering results
+    included); without it an existing SAE is a ``ValueError`` before anything loads.
     """
     from psylens.runs import Run, open_run
     from psylens.saes.traces import read_traces
@@ -166,6 +169,20 @@ def train_step_sae(
     cfg = SAETrainConfig(arch=arch, d_sae=d_sae, k=k, seed=seed, **dict(train_overrides or {}))
     name = name or default_name(layer, site, pooling, arch, d_sae, tokens)
     folder_rel = art.sae_dir(name)
+    existing = r.file(folder_rel)
+    if existing.exists() and not overwrite:
+        what = ""
+        if (existing / art.STEP_SAE).is_file():
+            import json
+
+            try:
+                old = json.loads((existing / art.STEP_SAE).read_text())
+                what = (f" (layer {old.get('layer')}, {old.get('site')}, {old.get('pooling')} pooling, {old.get('arch')} "
+                        f"{old.get('d_sae')} latents, {old.get('n_train_steps')} training steps)")
+            except (ValueError, OSError):
+                what = " (its step_sae.json is unreadable)"
+        raise ValueError(f"{existing} already holds an SAE{what}; give another --name, or --overwrite "
+                         "(overwrite=True) to replace it and everything in its folder")
     spec = _model_spec(r, model)
     lazy = _LazyModel(model, spec)
     traces = read_traces(r.path)
@@ -178,6 +195,10 @@ def train_step_sae(
               "train": cfg.to_json()}
     with r.step(f"sae-{name}", config) as step:
         folder = r.file(folder_rel)
+        if overwrite and folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)  # nothing of the old SAE (features, steering) may sit beside the new one
         if tokens:
             from psylens.saes.tokens import token_activations
 

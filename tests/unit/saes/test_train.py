@@ -134,6 +134,18 @@ def test_train_step_sae_writes_a_folder_saelens_opens(tiny_model, tmp_path):
     cache = list((run.path / "saes" / "steps").glob("*.safetensors"))
     assert len(cache) == 1  # step activations are cached for the next SAE of this layer
 
+    # the same name again: refused before anything trains, saying what is there and how to replace it
+    with pytest.raises(ValueError, match=r"already holds an SAE \(layer 1, resid_post, delimiter pooling, topk 16"):
+        train_step_sae(run.path, layer=2, arch="topk", d_sae=8, k=2, name="tiny", model=m, progress=False)
+    assert SAE.load_from_disk(str(folder)).cfg.d_sae == 16
+    stale = folder / "steering" / "summary.json"
+    stale.parent.mkdir()
+    stale.write_text("{}")
+    again = train_step_sae(run.path, layer=1, arch="topk", d_sae=8, k=2, name="tiny", model=m, held_out=0.25,
+                           train_overrides={"epochs": 1, "batch_size": 8}, features=False, overwrite=True, progress=False)
+    assert again == folder and SAE.load_from_disk(str(folder)).cfg.d_sae == 8
+    assert not stale.exists() and not (folder / "features.json").exists()  # nothing of the old SAE is left
+
 
 def test_ce_loss_recovered_known_answers(tiny_model):
     """A perfect reconstruction recovers 1; one that outputs zeros recovers 0 (the splice is a replace intervention)."""
