@@ -4,7 +4,7 @@
                       [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME] [--overwrite]
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
     psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
-    psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...]
+    psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...] [--ablate]
                       [--split test] [--samples 2] [--max-new-tokens T]
 
 Writes ``RUN/saes/<name>/`` (see :mod:`psylens.saes.artifacts`): SAELens' own files
@@ -150,6 +150,7 @@ def steer_cmd(
     temperature: float = typer.Option(0.7, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", help="Traces a generate call."),
+    ablate: bool = typer.Option(False, "--ablate", help="Also project the feature's direction (and a random one) out."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -162,7 +163,7 @@ def steer_cmd(
     rep = run_feature_steering(run, name, label, feature=feature, strengths=strength, model=model,
                                split=None if split == "all" else split, samples=samples,
                                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size, ablate=ablate, progress=progress)
     console = Console()
     table = Table(title=f"{label}: feature {rep['feature']} of {name} at layer {rep['layer']}")
     for col in ("condition", f"{label} steps/trace", "ratio vs none", "accuracy", "Δ accuracy", "distinct-2"):
@@ -175,8 +176,8 @@ def steer_cmd(
         table.add_row(cond, f"{c['label_steps_per_trace']:.3f}", ratio, f"{c['accuracy']:.3f}", dacc,
                       f"{c['distinct_2']:.3f}" if c["distinct_2"] is not None else "—")
     console.print(table)
-    t = rep.get("target")
-    if t:
-        console.print(f"target (≤ {t['threshold_ratio']} of the steps, accuracy within {t['threshold_accuracy']}): "
-                      f"{'met' if t['met'] else 'not met'}")
+    for t in (rep.get("target"), rep.get("target_ablate")):
+        if t:
+            console.print(f"target, {t['condition']} (≤ {t['threshold_ratio']} of the steps, accuracy within "
+                          f"{t['threshold_accuracy']}): {'met' if t['met'] else 'not met'}")
     console.print(f"wrote {run / 'saes' / name / 'steering' / 'summary.json'}")

@@ -6,7 +6,10 @@
 
 Conditions: ``none`` (no steering), ``feature@<alpha>`` (``SteeringVector.from_sae(sae_dir,
 feature, alpha=alpha)``) and ``random@<alpha>`` (a random direction of the same norm at the same
-layer and alpha — the control). Each condition generates traces with ``psylens.saes.generate_traces``
+layer and alpha — the control); with ``ablate=True`` also ``feature@ablate`` (the decoder column's
+direction projected out of the residual at every position, ``mode="ablate"``: directional ablation,
+which removes what the stream carries along it instead of pushing it negative) and ``random@ablate``
+(a random direction projected out — the control). Each condition generates traces with ``psylens.saes.generate_traces``
 into ``out/<condition>/`` (a run directory each: resumable after a kill), then segments and labels
 every step. Per condition: the label's steps per trace (mean, bootstrap 95% interval over traces)
 and their share of all steps, every label's steps per trace, task accuracy (Wilson interval), and
@@ -16,7 +19,8 @@ Against ``none`` (``effects``, :func:`paired_effect`): the same traces (same ids
 the change of the label's steps per trace and of accuracy with intervals from a bootstrap over tasks,
 and the ratio of the label's steps (steered ÷ unsteered) with its interval. ``target`` reads the
 strongest suppression: the label's steps at most halved (ratio ≤ 0.5) while accuracy moves by at
-most 5 points — and the random vector of the same norm beside it.
+most 5 points — and the random vector of the same norm beside it; ``target_ablate`` reads
+``feature@ablate`` against the same target, with ``random@ablate`` beside it.
 
 Footgun: a steering vector is global state of the model while it is applied — nothing else may use
 the model during a condition. Every trace of every condition uses the same seeds, so differences
@@ -135,18 +139,20 @@ def paired_effect(
     }
 
 
-def _target(effects: dict[str, Any], alphas: Sequence[float]) -> dict[str, Any] | None:
-    """The strongest suppression against the target (label steps ≤ half, accuracy within 5 points)."""
-    neg = [a for a in alphas if a < 0]
-    if not neg:
-        return None
-    a = min(neg)
-    feat, rand = effects.get(f"feature@{a:g}"), effects.get(f"random@{a:g}")
+def _target(effects: dict[str, Any], alphas: Sequence[float], which: str | None = None) -> dict[str, Any] | None:
+    """The strongest suppression against the target (label steps ≤ half, accuracy within 5 points);
+    ``which="ablate"``: the directional ablation instead."""
+    if which is None:
+        neg = [a for a in alphas if a < 0]
+        if not neg:
+            return None
+        which = f"{min(neg):g}"
+    feat, rand = effects.get(f"feature@{which}"), effects.get(f"random@{which}")
     if feat is None:
         return None
     ratio, acc = feat["label_steps_ratio"], feat["accuracy_diff"]["diff"]
     return {
-        "condition": f"feature@{a:g}",
+        "condition": f"feature@{which}",
         "ratio": ratio,
         "ratio_ci": feat["label_steps_ratio_ci"],
         "accuracy_diff": acc,
@@ -175,14 +181,16 @@ def feature_steering(
     batch_size: int = 16,
     segmentation: str = "sentence",
     random_seed: int = 0,
+    ablate: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate traces under each condition (see the module docstring) and summarise them.
 
-    ``out``: where the per-condition trace runs go (default ``<sae_dir>/steering``). Returns
-    ``{"feature", "label", "alphas", "layer", "conditions": {name: summary}, "effects": {name:
-    paired_effect vs none}, "target": ... | None}``; the same dict is written to ``<out>/summary.json``
-    after every condition (a killed run keeps what it finished).
+    ``out``: where the per-condition trace runs go (default ``<sae_dir>/steering``). ``ablate``: also
+    project the feature's direction (and, as the control, a random one) out of the stream. Returns
+    ``{"feature", "label", "alphas", "ablate", "layer", "conditions": {name: summary}, "effects": {name:
+    paired_effect vs none}, "target": ... | None, "target_ablate": ... | None}``; the same dict is written
+    to ``<out>/summary.json`` after every condition (a killed run keeps what it finished).
     """
     from psylens.io import write_json
     from psylens.saes.labels import LABELS
@@ -191,16 +199,21 @@ def feature_steering(
 
     if label not in LABELS:
         raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
-    if not alphas:
-        raise ValueError("give at least one alpha (negative suppresses, positive amplifies)")
+    if not alphas and not ablate:
+        raise ValueError("give at least one alpha (negative suppresses, positive amplifies) or ablate=True")
     base = Path(out) if out is not None else Path(sae_dir) / "steering"
     conditions: dict[str, Any] = {"none": None}
     for a in alphas:
         sv = SteeringVector.from_sae(sae_dir, feature, alpha=float(a))
         conditions[f"feature@{a:g}"] = sv
         conditions[f"random@{a:g}"] = sv.random_like(seed=random_seed)
+    if ablate:
+        sv = SteeringVector.from_sae(sae_dir, feature, mode="ablate")
+        conditions["feature@ablate"] = sv
+        conditions["random@ablate"] = sv.random_like(seed=random_seed)
     result: dict[str, Any] = {"feature": int(feature), "label": label, "alphas": [float(a) for a in alphas],
-                              "layer": None, "conditions": {}, "effects": {}, "target": None}
+                              "ablate": bool(ablate), "layer": None, "conditions": {}, "effects": {}, "target": None,
+                              "target_ablate": None}
     unsteered: list[dict[str, Any]] = []
     for name, sv in conditions.items():
         folder = base / name.replace("@", "_at_")
@@ -214,13 +227,15 @@ def feature_steering(
                 generate_traces(model, tasks, folder, **kwargs)
         records = read_traces(folder)
         summary = condition_summary(records, label, segmentation)
-        summary["vector_norm"] = float(sv.norms()[0] * abs(sv.alpha)) if sv is not None else 0.0
+        # what was added (ablation adds nothing of fixed norm: it removes a projection)
+        summary["vector_norm"] = float(sv.norms()[0] * abs(sv.alpha)) if sv is not None and sv.mode == "add" else 0.0
         result["conditions"][name] = summary
         if sv is None:
             unsteered = records
         else:
             result["effects"][name] = paired_effect(unsteered, records, label, segmentation, seed=seed)
             result["target"] = _target(result["effects"], [float(a) for a in alphas])
+            result["target_ablate"] = _target(result["effects"], [], "ablate") if ablate else None
         write_json(base / "summary.json", result, nan="null")
     return result
 
@@ -239,6 +254,7 @@ def run_feature_steering(
     temperature: float = 0.7,
     seed: int = 0,
     batch_size: int = 16,
+    ablate: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """``psylens sae steer`` as a function: steer new traces of the run's task set with one of the
@@ -247,7 +263,8 @@ def run_feature_steering(
     ``feature``: ``None`` picks the label's best feature from ``features.json`` (chosen on training
     steps). ``strengths`` are in units of the feature's mean activation where it fires (from
     ``features.json``): ``-1`` subtracts its typical contribution, ``-4`` four times that; the
-    decoder-unit ``alpha`` of each is recorded. Recorded as step ``sae-steer-<name>`` (a re-run with the
+    decoder-unit ``alpha`` of each is recorded. ``ablate``: also the directional ablation of the
+    feature (and of a random direction, the control). Recorded as step ``sae-steer-<name>`` (a re-run with the
     same settings resumes the condition runs).
     """
     from psylens.runs import Run, open_run
@@ -280,7 +297,8 @@ def run_feature_steering(
     alphas = [float(s) * float(scale) for s in strengths]
     config = {"name": name, "label": label, "feature": int(feature), "strengths": [float(s) for s in strengths],
               "alphas": alphas, "mean_activation": float(scale), "split": split, "samples": samples,
-              "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "batch_size": batch_size}
+              "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "batch_size": batch_size,
+              "ablate": bool(ablate)}
     # the task set the run's traces came from (its split is this function's own: held-out tasks by default)
     tasks = r.read_json(TRACES_CONFIG_FILE).get("tasks", "psych") if r.has(TRACES_CONFIG_FILE) else "psych"
     config["tasks"] = tasks
@@ -288,7 +306,8 @@ def run_feature_steering(
     with r.step(f"sae-steer-{name}", config) as step:
         result = feature_steering(lazy.get(), folder, int(feature), label, alphas=alphas, out=folder / art.STEERING,
                                   tasks=tasks, split=split, samples=samples, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, seed=seed, batch_size=batch_size, progress=progress)
+                                  temperature=temperature, seed=seed, batch_size=batch_size, ablate=ablate,
+                                  progress=progress)
         result.update({"strengths": config["strengths"], "mean_activation": float(scale), "sae": name})
         rel = art.sae_file(name, art.STEERING_SUMMARY)
         r.write_json(rel, result, nan="null")

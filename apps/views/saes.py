@@ -549,13 +549,14 @@ def render_steering(summary: dict[str, Any]) -> None:
     st.subheader(f"Feature steering: {label} with feature {summary.get('feature', '?')} at layer {summary.get('layer', '?')}")
     st.plotly_chart(steering_figure(summary), width="stretch")
     st.dataframe(steering_table(summary), hide_index=True, width="stretch")
-    t = kit.as_dict(summary.get("target"))
-    if t:
-        verdict = "met" if t.get("met") else "not met"
-        st.caption(f"Target ({t.get('condition')}): the label's steps at most {t.get('threshold_ratio')} of the "
-                   f"unsteered ones with accuracy within {t.get('threshold_accuracy')} — **{verdict}** "
-                   f"(ratio {kit.num(t.get('ratio')):.2f}, random vector {kit.num(t.get('random_ratio')):.2f}, "
-                   f"Δ accuracy {kit.num(t.get('accuracy_diff')):+.3f}).")
+    for key, control in (("target", "random vector"), ("target_ablate", "random direction ablated")):
+        t = kit.as_dict(summary.get(key))
+        if t:
+            verdict = "met" if t.get("met") else "not met"
+            st.caption(f"Target ({t.get('condition')}): the label's steps at most {t.get('threshold_ratio')} of the "
+                       f"unsteered ones with accuracy within {t.get('threshold_accuracy')} — **{verdict}** "
+                       f"(ratio {kit.num(t.get('ratio')):.2f}, {control} {kit.num(t.get('random_ratio')):.2f}, "
+                       f"Δ accuracy {kit.num(t.get('accuracy_diff')):+.3f}).")
     st.caption("Every condition generates the same tasks with the same seeds, so steering is the only difference; "
                "pairs are matched trace by trace and the intervals resample tasks. The labels are the rule "
                "labeller's (docs/saes.md gives its accuracy).")

@@ -382,6 +382,15 @@ def test_feature_steering_section(run_dir: Path, tmp_path: Path, monkeypatch: py
     assert not at.exception and not at.warning, messages(at)
     assert len(at.get("plotly_chart")) == 4 and len(at.dataframe) == 3
     assert any("**met**" in str(c.value) for c in at.caption)
+    # with the directional ablation, its own verdict beside its control
+    ablated = {**summary, "target_ablate": {"condition": "feature@ablate", "ratio": 0.9, "accuracy_diff": 0.0,
+                                             "random_ratio": 1.0, "threshold_ratio": 0.5, "threshold_accuracy": 0.05,
+                                             "met": False}}
+    run.file(rel).write_text(json.dumps(ablated))
+    at = render(monkeypatch, run)
+    assert not at.exception and not at.warning, messages(at)
+    caps = [str(c.value) for c in at.caption]
+    assert any("feature@ablate" in c and "**not met**" in c and "random direction ablated 1.00" in c for c in caps), caps
     _truncate(run.file(rel))
     at = render(monkeypatch, run)
     assert not at.exception and len(at.get("plotly_chart")) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +59,48 @@ def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_pa
     plain = [json.loads(x)["text"] for x in (tmp_path / "again" / "none" / "traces" / "traces.jsonl").read_text().splitlines()]
     assert plain == texts["none"] and again["conditions"]["none"]["n_traces"] == 2
     assert json.loads((d / "steering" / "summary.json").read_text())["feature"] == 3
+
+
+def test_feature_ablation_projects_the_direction_out_beside_a_random_one(tiny_model, tmp_path, monkeypatch):
+    """``ablate=True``: while ``feature@ablate`` generates, the stream carries nothing along the decoder column
+    (a known answer, read inside each condition's generate call); ``random@ablate`` leaves it (the control);
+    the target reads the ablation."""
+    import psylens.saes.traces as traces_mod
+    from psylens.interventions import record
+    from psylens.tasks import Task
+
+    m = tiny_model("llama")
+    d = tmp_path / "sae"
+    d.mkdir()
+    w_dec = torch.randn(8, m.d_model, generator=torch.Generator().manual_seed(0))
+    save_file({"W_dec": w_dec, "W_enc": w_dec.T.contiguous(), "b_enc": torch.zeros(8), "b_dec": torch.zeros(m.d_model)},
+              str(d / "sae_weights.safetensors"))
+    (d / "step_sae.json").write_text(json.dumps({"model": "tiny-llama", "site": "resid_post", "layer": 1}))
+    u = w_dec[3] / w_dec[3].norm()
+    enc = m.tokenizer([m.format_prompt("Ann lost her keys. How does Ann feel?")], return_tensors="pt",
+                      add_special_tokens=False)
+    seen: dict[str, float] = {}
+    real = traces_mod.generate_traces
+
+    def spy(model, tasks, folder, **kw):
+        with torch.no_grad(), record(model.hf_model, ["resid_post"], [1]) as rec:
+            model.hf_model(**enc)
+        seen[Path(folder).name] = float((rec["resid_post", 1][0] @ u).abs().max())
+        return real(model, tasks, folder, **kw)
+
+    monkeypatch.setattr(traces_mod, "generate_traces", spy)
+    tasks = [Task(id=f"t{i}", kind="emotion_inference", story="Ann lost her keys.", question="How does Ann feel?",
+                  choices=("calm", "upset"), answer="upset", split="test") for i in range(2)]
+    rep = feature_steering(m, d, 3, "reflection", alphas=[], ablate=True, tasks=tasks, samples=1, max_new_tokens=6,
+                           batch_size=2, progress=False)
+    assert set(rep["conditions"]) == {"none", "feature@ablate", "random@ablate"} and rep["ablate"] is True
+    assert seen["feature_at_ablate"] < 1e-4 < 0.01 < seen["none"]  # nothing left along the feature
+    assert seen["random_at_ablate"] == pytest.approx(seen["none"], rel=0.5)  # the control keeps it
+    assert rep["conditions"]["feature@ablate"]["vector_norm"] == 0.0  # nothing of fixed norm is added
+    assert rep["target"] is None and rep["target_ablate"]["condition"] == "feature@ablate"
+    assert set(rep["effects"]) == {"feature@ablate", "random@ablate"}
+    with pytest.raises(ValueError, match="ablate=True"):
+        feature_steering(m, d, 3, "reflection", alphas=[], tasks=tasks, progress=False)
 
 
 def _recs(n_reflect: list[int], correct: list[bool]) -> list[dict]:
