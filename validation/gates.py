@@ -271,8 +271,8 @@ def feels_matrix(
     """Shift of each emotion's words' next-token log-probability after "…I feel", steered minus unsteered.
 
     Each emotion's unit direction at ``layer``, times ``alpha`` (default ``scale`` × the mean residual
-    norm at ``layer`` over the prompts; with ``scale_reference="centred"`` × the mean norm after
-    subtracting the mean token vector, see :func:`psylens.steering.sweep.residual_norms`; the summary's
+    norm at ``layer`` over the prompts; with ``scale_reference="centred"`` or ``"median"`` × that
+    reference norm over the same tokens, see :func:`psylens.steering.sweep.residual_norms`; the summary's
     ``residual_norm`` stays the plain one, ``scale_norm`` is the one multiplied), is added at every
     position (``resid_post``) through :func:`psylens.interventions.intervene`; the prompts are ``contexts`` ending in "I feel", as raw
     text. ``matrix[r, c]`` is the mean over contexts of the shift of emotion ``c``'s words under
