@@ -210,7 +210,7 @@ def preferences(
 
     With ``steer`` (default), every pair is asked again steered by each emotion — by ``vectors[e]``
     as it is (e.g. the steering sweep's picked vectors), else by the direction at ``layer`` × ``scale``
-    × the layer's mean residual norm on the pair prompts (``scale_reference``: ``"norm"`` or ``"centred"``,
+    × the layer's mean residual norm on the pair prompts (``scale_reference``: ``"norm"``, ``"centred"`` or ``"median"``,
     see :func:`psylens.steering.sweep.residual_norms`) — and by a same-norm random control per
     emotion (``random_like`` of the vector, or a random unit direction × the same alpha). Reported per
     emotion in ``summary["steering"]``: the Spearman correlation between each activity's Elo shift and
