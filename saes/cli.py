@@ -166,18 +166,24 @@ def steer_cmd(
                                batch_size=batch_size, ablate=ablate, progress=progress)
     console = Console()
     table = Table(title=f"{label}: feature {rep['feature']} of {name} at layer {rep['layer']}")
-    for col in ("condition", f"{label} steps/trace", "ratio vs none", "accuracy", "Δ accuracy", "distinct-2"):
+    for col in ("condition", f"{label} steps/trace", "ratio vs none", "accuracy", "Δ accuracy", "distinct-2",
+                "perplexity ratio"):
         table.add_column(col)
     for cond, c in rep["conditions"].items():
         e = rep["effects"].get(cond)
         ratio = "—" if not e or e["label_steps_ratio"] is None else (
             f"{e['label_steps_ratio']:.2f} [{e['label_steps_ratio_ci'][0]:.2f}, {e['label_steps_ratio_ci'][1]:.2f}]")
         dacc = "—" if not e else f"{e['accuracy_diff']['diff']:+.3f} [{e['accuracy_diff']['ci95'][0]:+.3f}, {e['accuracy_diff']['ci95'][1]:+.3f}]"
+        ppl = e.get("perplexity_ratio") if e else None
         table.add_row(cond, f"{c['label_steps_per_trace']:.3f}", ratio, f"{c['accuracy']:.3f}", dacc,
-                      f"{c['distinct_2']:.3f}" if c["distinct_2"] is not None else "—")
+                      f"{c['distinct_2']:.3f}" if c["distinct_2"] is not None else "—",
+                      "—" if ppl is None else f"{ppl:.2f}")
     console.print(table)
     for t in (rep.get("target"), rep.get("target_ablate")):
         if t:
             console.print(f"target, {t['condition']} (≤ {t['threshold_ratio']} of the steps, accuracy within "
-                          f"{t['threshold_accuracy']}): {'met' if t['met'] else 'not met'}")
+                          f"{t['threshold_accuracy']}, perplexity ratio ≤ {t['max_perplexity_ratio']}): "
+                          f"{'met' if t['met'] else 'not met'}"
+                          + (" (steps and accuracy alone: met; the text is not fluent)"
+                             if t["met_ignoring_fluency"] and not t["met"] else ""))
     console.print(f"wrote {run / 'saes' / name / 'steering' / 'summary.json'}")

@@ -20,7 +20,12 @@ the change of the label's steps per trace and of accuracy with intervals from a 
 and the ratio of the label's steps (steered ÷ unsteered) with its interval. ``target`` reads the
 strongest suppression: the label's steps at most halved (ratio ≤ 0.5) while accuracy moves by at
 most 5 points — and the random vector of the same norm beside it; ``target_ablate`` reads
-``feature@ablate`` against the same target, with ``random@ablate`` beside it.
+``feature@ablate`` against the same target, with ``random@ablate`` beside it. Fluency is part of the
+verdict: each condition's reasoning texts are scored by the *unsteered* model (token-pooled perplexity
+after the same formatted prompt), and a target is ``met`` only when the steered texts' perplexity is at
+most :data:`MAX_PERPLEXITY_RATIO` (1.5, the steering sweep's ``absolute`` criterion) × the unsteered
+texts' on the same traces — breaking the text removes every behaviour, the targeted one included, and
+at chance accuracy the accuracy bar cannot tell. ``met_ignoring_fluency`` keeps the bare reading.
 
 Footgun: a steering vector is global state of the model while it is applied — nothing else may use
 the model during a condition. Every trace of every condition uses the same seeds, so differences
@@ -40,6 +45,8 @@ __all__ = ["feature_steering", "run_feature_steering", "condition_summary", "pai
 
 #: the feature-steering target: the label's steps at most halved, accuracy within 5 points
 TARGET_RATIO, TARGET_ACCURACY = 0.5, 0.05
+#: fluency guard of the target: steered texts' perplexity (under the unsteered model) ÷ the unsteered texts'
+MAX_PERPLEXITY_RATIO = 1.5
 
 
 def _label_counts(records: Sequence[dict[str, Any]], segmentation: str) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +158,9 @@ def _target(effects: dict[str, Any], alphas: Sequence[float], which: str | None 
     if feat is None:
         return None
     ratio, acc = feat["label_steps_ratio"], feat["accuracy_diff"]["diff"]
+    ppl = feat.get("perplexity_ratio")
+    bare = ratio is not None and ratio <= TARGET_RATIO and abs(acc) <= TARGET_ACCURACY
+    fluent = ppl is not None and bool(np.isfinite(ppl)) and ppl <= MAX_PERPLEXITY_RATIO
     return {
         "condition": f"feature@{which}",
         "ratio": ratio,
@@ -160,7 +170,12 @@ def _target(effects: dict[str, Any], alphas: Sequence[float], which: str | None 
         "random_ratio": rand["label_steps_ratio"] if rand else None,
         "threshold_ratio": TARGET_RATIO,
         "threshold_accuracy": TARGET_ACCURACY,
-        "met": ratio is not None and ratio <= TARGET_RATIO and abs(acc) <= TARGET_ACCURACY,
+        "perplexity_ratio": ppl,
+        "random_perplexity_ratio": rand.get("perplexity_ratio") if rand else None,
+        "max_perplexity_ratio": MAX_PERPLEXITY_RATIO,
+        "fluent": fluent,
+        "met_ignoring_fluency": bare,
+        "met": bare and fluent,
     }
 
 
@@ -211,6 +226,16 @@ def feature_steering(
         sv = SteeringVector.from_sae(sae_dir, feature, mode="ablate")
         conditions["feature@ablate"] = sv
         conditions["random@ablate"] = sv.random_like(seed=random_seed)
+    def perplexity_of(records: Sequence[dict[str, Any]], ids: Sequence[str]) -> float:
+        """Token-pooled perplexity of the records' texts (those of ``ids``) under the unsteered model."""
+        from psylens.saes.traces import format_trace_prompt
+        from psylens.steering.metrics import perplexity
+
+        by_id = {str(r.get("id")): r for r in records}
+        rows = [by_id[i] for i in ids if i in by_id]
+        return perplexity(model, [format_trace_prompt(model, str(r.get("prompt") or "")) for r in rows],
+                          [str(r.get("text") or "") for r in rows], format="raw", batch_size=batch_size)
+
     result: dict[str, Any] = {"feature": int(feature), "label": label, "alphas": [float(a) for a in alphas],
                               "ablate": bool(ablate), "layer": None, "conditions": {}, "effects": {}, "target": None,
                               "target_ablate": None}
@@ -227,6 +252,8 @@ def feature_steering(
                 generate_traces(model, tasks, folder, **kwargs)
         records = read_traces(folder)
         summary = condition_summary(records, label, segmentation)
+        ids = [str(r.get("id")) for r in (unsteered or records)]
+        summary["perplexity"] = perplexity_of(records, ids)  # after the block: the unsteered model reads
         # what was added (ablation adds nothing of fixed norm: it removes a projection)
         summary["vector_norm"] = float(sv.norms()[0] * abs(sv.alpha)) if sv is not None and sv.mode == "add" else 0.0
         result["conditions"][name] = summary
@@ -234,6 +261,9 @@ def feature_steering(
             unsteered = records
         else:
             result["effects"][name] = paired_effect(unsteered, records, label, segmentation, seed=seed)
+            none_ppl = result["conditions"]["none"]["perplexity"]
+            result["effects"][name]["perplexity_ratio"] = (summary["perplexity"] / none_ppl
+                                                           if none_ppl and np.isfinite(none_ppl) else None)
             result["target"] = _target(result["effects"], [float(a) for a in alphas])
             result["target_ablate"] = _target(result["effects"], [], "ablate") if ablate else None
         write_json(base / "summary.json", result, nan="null")

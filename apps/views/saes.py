@@ -504,7 +504,8 @@ def render(run: Run) -> None:
 
 def steering_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """One row a condition of ``steering/summary.json``: the label's steps per trace, the paired ratio and
-    accuracy change against no steering (with intervals), accuracy and distinct-2."""
+    accuracy change against no steering (with intervals), accuracy, distinct-2 and the perplexity ratio
+    (the condition's texts read by the unsteered model ÷ the unsteered texts)."""
     conds = kit.as_dict(summary.get("conditions"))
     effects = kit.as_dict(summary.get("effects"))
     rows = []
@@ -518,6 +519,7 @@ def steering_table(summary: Mapping[str, Any]) -> pd.DataFrame:
             "accuracy": kit.fmt_interval(c.get("accuracy"), _ci(c.get("accuracy_ci"))),
             "Δ accuracy vs none": kit.fmt_interval(acc.get("diff"), _ci(acc.get("ci95")), digits=3),
             "distinct-2": kit.num(c.get("distinct_2")),
+            "perplexity ratio vs none": kit.num(e.get("perplexity_ratio")),
             "traces": kit.num(c.get("n_traces")),
         })
     return pd.DataFrame(rows)
@@ -553,10 +555,14 @@ def render_steering(summary: dict[str, Any]) -> None:
         t = kit.as_dict(summary.get(key))
         if t:
             verdict = "met" if t.get("met") else "not met"
+            fluency = (f"; perplexity ratio {kit.num(t.get('perplexity_ratio')):.2f} (fluent at ≤ "
+                       f"{t.get('max_perplexity_ratio')})" if "fluent" in t else "")
+            bare = (" — the steps and accuracy bars alone hold, the text does not"
+                    if t.get("met_ignoring_fluency") and not t.get("met") else "")
             st.caption(f"Target ({t.get('condition')}): the label's steps at most {t.get('threshold_ratio')} of the "
-                       f"unsteered ones with accuracy within {t.get('threshold_accuracy')} — **{verdict}** "
+                       f"unsteered ones with accuracy within {t.get('threshold_accuracy')}, fluent — **{verdict}**{bare} "
                        f"(ratio {kit.num(t.get('ratio')):.2f}, {control} {kit.num(t.get('random_ratio')):.2f}, "
-                       f"Δ accuracy {kit.num(t.get('accuracy_diff')):+.3f}).")
+                       f"Δ accuracy {kit.num(t.get('accuracy_diff')):+.3f}{fluency}).")
     st.caption("Every condition generates the same tasks with the same seeds, so steering is the only difference; "
                "pairs are matched trace by trace and the intervals resample tasks. The labels are the rule "
                "labeller's (docs/saes.md gives its accuracy).")

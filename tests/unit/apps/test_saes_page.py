@@ -371,6 +371,7 @@ def test_feature_steering_section(run_dir: Path, tmp_path: Path, monkeypatch: py
     t = page.steering_table(summary)
     assert t["condition"].tolist() == ["none", "feature@-8", "random@-8"]
     assert t["ratio vs none"].tolist() == ["—", "0.40 [0.25, 0.60]", "0.96 [0.80, 1.10]"]
+    assert t["perplexity ratio vs none"].isna().all()  # a summary written before fluency was read
     fig = page.steering_figure(summary)
     assert list(fig.data[0].y) == [0.5, 0.2, 0.48] and list(fig.data[0].error_y.arrayminus) == pytest.approx([0.1, 0.1, 0.1])
     # the page shows the section when the file is there, nothing when it is not, one line when it is corrupt
@@ -383,14 +384,16 @@ def test_feature_steering_section(run_dir: Path, tmp_path: Path, monkeypatch: py
     assert len(at.get("plotly_chart")) == 4 and len(at.dataframe) == 3
     assert any("**met**" in str(c.value) for c in at.caption)
     # with the directional ablation, its own verdict beside its control
-    ablated = {**summary, "target_ablate": {"condition": "feature@ablate", "ratio": 0.9, "accuracy_diff": 0.0,
+    ablated = {**summary, "target_ablate": {"condition": "feature@ablate", "ratio": 0.0, "accuracy_diff": -0.04,
                                              "random_ratio": 1.0, "threshold_ratio": 0.5, "threshold_accuracy": 0.05,
-                                             "met": False}}
+                                             "perplexity_ratio": 4.2, "max_perplexity_ratio": 1.5, "fluent": False,
+                                             "met_ignoring_fluency": True, "met": False}}
     run.file(rel).write_text(json.dumps(ablated))
     at = render(monkeypatch, run)
     assert not at.exception and not at.warning, messages(at)
     caps = [str(c.value) for c in at.caption]
-    assert any("feature@ablate" in c and "**not met**" in c and "random direction ablated 1.00" in c for c in caps), caps
+    assert any("feature@ablate" in c and "**not met**" in c and "random direction ablated 1.00" in c
+               and "the text does not" in c and "perplexity ratio 4.20" in c for c in caps), caps
     _truncate(run.file(rel))
     at = render(monkeypatch, run)
     assert not at.exception and len(at.get("plotly_chart")) == 3

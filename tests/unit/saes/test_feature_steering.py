@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -53,11 +54,15 @@ def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_pa
     c = rep["conditions"]
     assert c["random@50"]["vector_norm"] == pytest.approx(c["feature@50"]["vector_norm"], rel=1e-5)
     assert c["feature@50"]["vector_norm"] == pytest.approx(50 * float(w_dec[3].norm()), rel=1e-5)
+    # fluency, read by the unsteered model (perplexity itself is tested in the steering metrics' tests)
+    assert all(np.isfinite(v["perplexity"]) and v["perplexity"] > 1 for v in c.values())
+    assert rep["effects"]["feature@50"]["perplexity_ratio"] == pytest.approx(c["feature@50"]["perplexity"] / c["none"]["perplexity"])
     # control: the unsteered condition is reproducible (same seeds) — steering is the only difference
     again = feature_steering(m, d, 3, "reflection", alphas=[50.0], tasks=tasks, samples=1, max_new_tokens=6,
                              batch_size=2, out=tmp_path / "again", progress=False)
     plain = [json.loads(x)["text"] for x in (tmp_path / "again" / "none" / "traces" / "traces.jsonl").read_text().splitlines()]
     assert plain == texts["none"] and again["conditions"]["none"]["n_traces"] == 2
+    assert again["conditions"]["none"]["perplexity"] == pytest.approx(c["none"]["perplexity"], rel=1e-6)
     assert json.loads((d / "steering" / "summary.json").read_text())["feature"] == 3
 
 
@@ -122,14 +127,20 @@ def test_paired_effect_recovers_a_planted_halving_and_a_null_control():
     assert lo <= 0.5 <= hi and hi < 1.0
     assert e["label_steps_diff"]["diff"] == pytest.approx(-sum(counts) / 24) and e["label_steps_diff"]["ci95"][1] < 0
     assert e["accuracy_diff"]["diff"] == 0.0
-    t = _target({"feature@-4": e, "random@-4": paired_effect(none, none, "reflection")}, [-4.0, 4.0])
-    assert t["met"] and t["random_ratio"] == pytest.approx(1.0)
+    t = _target({"feature@-4": {**e, "perplexity_ratio": 1.1},
+                 "random@-4": paired_effect(none, none, "reflection")}, [-4.0, 4.0])
+    assert t["met"] and t["fluent"] and t["random_ratio"] == pytest.approx(1.0)
+    # the same halving with broken text (perplexity 3× the unsteered text's): not met, though the bare bar holds
+    broken = _target({"feature@-4": {**e, "perplexity_ratio": 3.0}}, [-4.0])
+    assert broken["met_ignoring_fluency"] and not broken["fluent"] and not broken["met"]
+    assert not _target({"feature@-4": e}, [-4.0])["met"]  # fluency not measured: not met
     # control: the same traces against themselves change nothing
     same = paired_effect(none, none, "reflection")
     assert same["label_steps_ratio"] == pytest.approx(1.0) and same["label_steps_diff"]["ci95"] == [0.0, 0.0]
     # an accuracy drop of more than 5 points fails the target even when the label halves
     worse = _recs([k // 2 for k in counts], [False] * 12)
-    assert not _target({"feature@-4": paired_effect(none, worse, "reflection")}, [-4.0])["met"]
+    worse_t = _target({"feature@-4": {**paired_effect(none, worse, "reflection"), "perplexity_ratio": 1.0}}, [-4.0])
+    assert worse_t["fluent"] and not worse_t["met"]
     with pytest.raises(ValueError, match="no trace id"):
         paired_effect(none, [dict(r, id="other") for r in none], "reflection")
     with pytest.raises(ValueError, match="not one of"):
