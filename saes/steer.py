@@ -25,7 +25,9 @@ verdict: each condition's reasoning texts are scored by the *unsteered* model (t
 after the same formatted prompt), and a target is ``met`` only when the steered texts' perplexity is at
 most :data:`MAX_PERPLEXITY_RATIO` (1.5, the steering sweep's ``absolute`` criterion) × the unsteered
 texts' on the same traces — breaking the text removes every behaviour, the targeted one included, and
-at chance accuracy the accuracy bar cannot tell. ``met_ignoring_fluency`` keeps the bare reading.
+at chance accuracy the accuracy bar cannot tell. The random control must fail the bar
+(``control_fails``: its ratio above 0.5): when a random direction also halves the label, the count
+cannot tell the feature from any perturbation. ``met_ignoring_fluency`` keeps the bare reading.
 
 Footgun: a steering vector is global state of the model while it is applied — nothing else may use
 the model during a condition. Every trace of every condition uses the same seeds, so differences
@@ -161,21 +163,24 @@ def _target(effects: dict[str, Any], alphas: Sequence[float], which: str | None 
     ppl = feat.get("perplexity_ratio")
     bare = ratio is not None and ratio <= TARGET_RATIO and abs(acc) <= TARGET_ACCURACY
     fluent = ppl is not None and bool(np.isfinite(ppl)) and ppl <= MAX_PERPLEXITY_RATIO
+    r_ratio = rand["label_steps_ratio"] if rand else None
+    control_fails = r_ratio is not None and r_ratio > TARGET_RATIO  # the random control must not halve it too
     return {
         "condition": f"feature@{which}",
         "ratio": ratio,
         "ratio_ci": feat["label_steps_ratio_ci"],
         "accuracy_diff": acc,
         "accuracy_diff_ci": feat["accuracy_diff"]["ci95"],
-        "random_ratio": rand["label_steps_ratio"] if rand else None,
+        "random_ratio": r_ratio,
         "threshold_ratio": TARGET_RATIO,
         "threshold_accuracy": TARGET_ACCURACY,
         "perplexity_ratio": ppl,
         "random_perplexity_ratio": rand.get("perplexity_ratio") if rand else None,
         "max_perplexity_ratio": MAX_PERPLEXITY_RATIO,
         "fluent": fluent,
+        "control_fails": control_fails,
         "met_ignoring_fluency": bare,
-        "met": bare and fluent,
+        "met": bare and fluent and control_fails,
     }
 
 

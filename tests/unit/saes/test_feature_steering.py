@@ -127,19 +127,23 @@ def test_paired_effect_recovers_a_planted_halving_and_a_null_control():
     assert lo <= 0.5 <= hi and hi < 1.0
     assert e["label_steps_diff"]["diff"] == pytest.approx(-sum(counts) / 24) and e["label_steps_diff"]["ci95"][1] < 0
     assert e["accuracy_diff"]["diff"] == 0.0
-    t = _target({"feature@-4": {**e, "perplexity_ratio": 1.1},
-                 "random@-4": paired_effect(none, none, "reflection")}, [-4.0, 4.0])
+    same_e = paired_effect(none, none, "reflection")
+    t = _target({"feature@-4": {**e, "perplexity_ratio": 1.1}, "random@-4": same_e}, [-4.0, 4.0])
     assert t["met"] and t["fluent"] and t["random_ratio"] == pytest.approx(1.0)
     # the same halving with broken text (perplexity 3× the unsteered text's): not met, though the bare bar holds
-    broken = _target({"feature@-4": {**e, "perplexity_ratio": 3.0}}, [-4.0])
+    broken = _target({"feature@-4": {**e, "perplexity_ratio": 3.0}, "random@-4": same_e}, [-4.0])
     assert broken["met_ignoring_fluency"] and not broken["fluent"] and not broken["met"]
-    assert not _target({"feature@-4": e}, [-4.0])["met"]  # fluency not measured: not met
+    assert not _target({"feature@-4": e, "random@-4": same_e}, [-4.0])["met"]  # fluency not measured: not met
+    # the random control halving the label too: the count cannot tell the feature from noise
+    noisy = _target({"feature@-4": {**e, "perplexity_ratio": 1.0}, "random@-4": {**e, "perplexity_ratio": 1.0}}, [-4.0])
+    assert noisy["fluent"] and not noisy["control_fails"] and not noisy["met"]
     # control: the same traces against themselves change nothing
     same = paired_effect(none, none, "reflection")
     assert same["label_steps_ratio"] == pytest.approx(1.0) and same["label_steps_diff"]["ci95"] == [0.0, 0.0]
     # an accuracy drop of more than 5 points fails the target even when the label halves
     worse = _recs([k // 2 for k in counts], [False] * 12)
-    worse_t = _target({"feature@-4": {**paired_effect(none, worse, "reflection"), "perplexity_ratio": 1.0}}, [-4.0])
+    worse_t = _target({"feature@-4": {**paired_effect(none, worse, "reflection"), "perplexity_ratio": 1.0},
+                       "random@-4": same_e}, [-4.0])
     assert worse_t["fluent"] and not worse_t["met"]
     with pytest.raises(ValueError, match="no trace id"):
         paired_effect(none, [dict(r, id="other") for r in none], "reflection")
