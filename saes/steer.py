@@ -231,6 +231,7 @@ def feature_steering(
         sv = SteeringVector.from_sae(sae_dir, feature, mode="ablate")
         conditions["feature@ablate"] = sv
         conditions["random@ablate"] = sv.random_like(seed=random_seed)
+
     def perplexity_of(records: Sequence[dict[str, Any]], ids: Sequence[str]) -> float:
         """Token-pooled perplexity of the records' texts (those of ``ids``) under the unsteered model."""
         from psylens.saes.traces import format_trace_prompt
