@@ -54,7 +54,16 @@ def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_pa
     c = rep["conditions"]
     assert c["random@50"]["vector_norm"] == pytest.approx(c["feature@50"]["vector_norm"], rel=1e-5)
     assert c["feature@50"]["vector_norm"] == pytest.approx(50 * float(w_dec[3].norm()), rel=1e-5)
-    # fluency, read by the unsteered model (perplexity itself is tested in the steering metrics' tests)
+    # fluency, read by the unsteered model after the trace's own formatted prompt (known answer: the same number
+    # computed directly, outside any steering; perplexity itself is tested in the steering metrics' tests)
+    from psylens.saes.traces import format_trace_prompt
+    from psylens.steering.metrics import perplexity
+
+    for name in ("none", "feature@50"):
+        recs = [json.loads(x) for x in (d / "steering" / name.replace("@", "_at_") / "traces" / "traces.jsonl")
+                .read_text().splitlines()]
+        want = perplexity(m, [format_trace_prompt(m, r["prompt"]) for r in recs], [r["text"] for r in recs], format="raw")
+        assert c[name]["perplexity"] == pytest.approx(want, rel=1e-5), name
     assert all(np.isfinite(v["perplexity"]) and v["perplexity"] > 1 for v in c.values())
     assert rep["effects"]["feature@50"]["perplexity_ratio"] == pytest.approx(c["feature@50"]["perplexity"] / c["none"]["perplexity"])
     # control: the unsteered condition is reproducible (same seeds) — steering is the only difference
