@@ -4,7 +4,7 @@
                       [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME] [--overwrite]
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
     psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
-    psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...] [--ablate]
+    psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...] [--ablate] [--clamp 0 ...]
                       [--split test] [--samples 2] [--max-new-tokens T]
 
 Writes ``RUN/saes/<name>/`` (see :mod:`psylens.saes.artifacts`): SAELens' own files
@@ -151,6 +151,9 @@ def steer_cmd(
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", help="Traces a generate call."),
     ablate: bool = typer.Option(False, "--ablate", help="Also project the feature's direction (and a random one) out."),
+    clamp: list[float] = typer.Option([], "--clamp",
+                                      help="Also hold the latent at this value through the SAE (units of its mean "
+                                           "activation; 0 switches it off), beside a latent of similar frequency. Repeatable."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -163,7 +166,7 @@ def steer_cmd(
     rep = run_feature_steering(run, name, label, feature=feature, strengths=strength, model=model,
                                split=None if split == "all" else split, samples=samples,
                                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                               batch_size=batch_size, ablate=ablate, progress=progress)
+                               batch_size=batch_size, ablate=ablate, clamps=clamp, progress=progress)
     console = Console()
     table = Table(title=f"{label}: feature {rep['feature']} of {name} at layer {rep['layer']}")
     for col in ("condition", f"{label} steps/trace", "ratio vs none", "accuracy", "Δ accuracy", "distinct-2",
@@ -179,7 +182,7 @@ def steer_cmd(
                       f"{c['distinct_2']:.3f}" if c["distinct_2"] is not None else "—",
                       "—" if ppl is None else f"{ppl:.2f}")
     console.print(table)
-    for t in (rep.get("target"), rep.get("target_ablate")):
+    for t in (rep.get("target"), rep.get("target_ablate"), rep.get("target_clamp")):
         if t:
             console.print(f"target, {t['condition']} (≤ {t['threshold_ratio']} of the steps, accuracy within "
                           f"{t['threshold_accuracy']}, perplexity ratio ≤ {t['max_perplexity_ratio']}): "

@@ -9,7 +9,11 @@ feature, alpha=alpha)``) and ``random@<alpha>`` (a random direction of the same 
 layer and alpha — the control); with ``ablate=True`` also ``feature@ablate`` (the decoder column's
 direction projected out of the residual at every position, ``mode="ablate"``: directional ablation,
 which removes what the stream carries along it instead of pushing it negative) and ``random@ablate``
-(a random direction projected out — the control). Each condition generates traces with ``psylens.saes.generate_traces``
+(a random direction projected out — the control); with ``clamps`` also ``feature@clamp<v>`` (the
+latent's activation held at ``v`` at every position through the SAE, its error term kept:
+:class:`psylens.saes.FeatureClamp`; ``v = 0`` removes the latent's own contribution only where it
+fires) and ``random@clamp<v>`` (a latent that fires about as often, clamped the same way — the
+control, :func:`psylens.saes.clamp.matched_control_feature`). Each condition generates traces with ``psylens.saes.generate_traces``
 into ``out/<condition>/`` (a run directory each: resumable after a kill), then segments and labels
 every step. Per condition: the label's steps per trace (mean, bootstrap 95% interval over traces)
 and their share of all steps, every label's steps per trace, task accuracy (Wilson interval), and
@@ -20,7 +24,8 @@ the change of the label's steps per trace and of accuracy with intervals from a 
 and the ratio of the label's steps (steered ÷ unsteered) with its interval. ``target`` reads the
 strongest suppression: the label's steps at most halved (ratio ≤ 0.5) while accuracy moves by at
 most 5 points — and the random vector of the same norm beside it; ``target_ablate`` reads
-``feature@ablate`` against the same target, with ``random@ablate`` beside it. Fluency is part of the
+``feature@ablate`` against the same target, with ``random@ablate`` beside it, and ``target_clamp``
+the lowest clamp. Fluency is part of the
 verdict: each condition's reasoning texts are scored by the *unsteered* model (token-pooled perplexity
 after the same formatted prompt), and a target is ``met`` only when the steered texts' perplexity is at
 most :data:`MAX_PERPLEXITY_RATIO` (1.5, the steering sweep's ``absolute`` criterion) × the unsteered
@@ -150,7 +155,7 @@ def paired_effect(
 
 def _target(effects: dict[str, Any], alphas: Sequence[float], which: str | None = None) -> dict[str, Any] | None:
     """The strongest suppression against the target (label steps ≤ half, accuracy within 5 points);
-    ``which="ablate"``: the directional ablation instead."""
+    ``which="ablate"``: the directional ablation instead; ``which="clamp<v>"``: that clamp."""
     if which is None:
         neg = [a for a in alphas if a < 0]
         if not neg:
@@ -202,15 +207,20 @@ def feature_steering(
     segmentation: str = "sentence",
     random_seed: int = 0,
     ablate: bool = False,
+    clamps: Sequence[float] = (),
+    control_feature: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate traces under each condition (see the module docstring) and summarise them.
 
     ``out``: where the per-condition trace runs go (default ``<sae_dir>/steering``). ``ablate``: also
-    project the feature's direction (and, as the control, a random one) out of the stream. Returns
-    ``{"feature", "label", "alphas", "ablate", "layer", "conditions": {name: summary}, "effects": {name:
-    paired_effect vs none}, "target": ... | None, "target_ablate": ... | None}``; the same dict is written
-    to ``<out>/summary.json`` after every condition (a killed run keeps what it finished).
+    project the feature's direction (and, as the control, a random one) out of the stream. ``clamps``:
+    values (the latent's activation units) to clamp the latent to; ``control_feature``: the latent
+    clamped as their control (default: one of similar frequency from ``<sae_dir>/features.json``, drawn
+    with ``random_seed``). Returns ``{"feature", "label", "alphas", "ablate", "clamps",
+    "control_feature", "layer", "conditions": {name: summary}, "effects": {name: paired_effect vs none},
+    "target": ... | None, "target_ablate": ... | None, "target_clamp": ... | None}``; the same dict is
+    written to ``<out>/summary.json`` after every condition (a killed run keeps what it finished).
     """
     from psylens.io import write_json
     from psylens.saes.labels import LABELS
@@ -219,8 +229,11 @@ def feature_steering(
 
     if label not in LABELS:
         raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
-    if not alphas and not ablate:
-        raise ValueError("give at least one alpha (negative suppresses, positive amplifies) or ablate=True")
+    if not alphas and not ablate and not clamps:
+        raise ValueError("give at least one alpha (negative suppresses, positive amplifies), ablate=True or a clamp value")
+    bad = [c for c in clamps if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c)]
+    if bad:
+        raise ValueError(f"clamp values must be finite numbers (the latent's activation to hold), got {bad}")
     base = Path(out) if out is not None else Path(sae_dir) / "steering"
     conditions: dict[str, Any] = {"none": None}
     for a in alphas:
@@ -231,6 +244,23 @@ def feature_steering(
         sv = SteeringVector.from_sae(sae_dir, feature, mode="ablate")
         conditions["feature@ablate"] = sv
         conditions["random@ablate"] = sv.random_like(seed=random_seed)
+    if clamps:
+        from psylens.saes.clamp import FeatureClamp, matched_control_feature
+
+        if control_feature is None:
+            feats_path = Path(sae_dir) / "features.json"
+            if not feats_path.is_file():
+                raise ValueError(f"no features.json in {str(sae_dir)!r} to match a control latent; give control_feature")
+            import json
+
+            feats = json.loads(feats_path.read_text(encoding="utf-8")).get("features", [])
+            control_feature = matched_control_feature(feats, int(feature), seed=random_seed)
+        if int(control_feature) == int(feature):
+            raise ValueError(f"control_feature must differ from the feature ({feature})")
+        for c in clamps:
+            fc = FeatureClamp.from_sae(sae_dir, feature, value=float(c))
+            conditions[f"feature@clamp{float(c):g}"] = fc
+            conditions[f"random@clamp{float(c):g}"] = fc.with_feature(int(control_feature))
 
     def perplexity_of(records: Sequence[dict[str, Any]], ids: Sequence[str]) -> float:
         """Token-pooled perplexity of the records' texts (those of ``ids``) under the unsteered model."""
@@ -243,8 +273,10 @@ def feature_steering(
                           [str(r.get("text") or "") for r in rows], format="raw", batch_size=batch_size)
 
     result: dict[str, Any] = {"feature": int(feature), "label": label, "alphas": [float(a) for a in alphas],
-                              "ablate": bool(ablate), "layer": None, "conditions": {}, "effects": {}, "target": None,
-                              "target_ablate": None}
+                              "ablate": bool(ablate), "clamps": [float(c) for c in clamps],
+                              "control_feature": None if control_feature is None else int(control_feature),
+                              "layer": None, "conditions": {}, "effects": {}, "target": None,
+                              "target_ablate": None, "target_clamp": None}
     unsteered: list[dict[str, Any]] = []
     for name, sv in conditions.items():
         folder = base / name.replace("@", "_at_")
@@ -253,15 +285,16 @@ def feature_steering(
         if sv is None:
             generate_traces(model, tasks, folder, **kwargs)
         else:
-            result["layer"] = sv.layers[0]
+            result["layer"] = sv.layer if hasattr(sv, "layer") else sv.layers[0]
             with sv.apply(model):
                 generate_traces(model, tasks, folder, **kwargs)
         records = read_traces(folder)
         summary = condition_summary(records, label, segmentation)
         ids = [str(r.get("id")) for r in (unsteered or records)]
         summary["perplexity"] = perplexity_of(records, ids)  # after the block: the unsteered model reads
-        # what was added (ablation adds nothing of fixed norm: it removes a projection)
-        summary["vector_norm"] = float(sv.norms()[0] * abs(sv.alpha)) if sv is not None and sv.mode == "add" else 0.0
+        # what was added (ablation and clamps add nothing of fixed norm: they remove what is there)
+        summary["vector_norm"] = (float(sv.norms()[0] * abs(sv.alpha)) if sv is not None and getattr(sv, "mode", None) == "add"
+                                  else 0.0)
         result["conditions"][name] = summary
         if sv is None:
             unsteered = records
@@ -272,6 +305,7 @@ def feature_steering(
                                                            if none_ppl and np.isfinite(none_ppl) else None)
             result["target"] = _target(result["effects"], [float(a) for a in alphas])
             result["target_ablate"] = _target(result["effects"], [], "ablate") if ablate else None
+            result["target_clamp"] = _target(result["effects"], [], f"clamp{min(float(c) for c in clamps):g}") if clamps else None
         write_json(base / "summary.json", result, nan="null")
     return result
 
@@ -291,6 +325,7 @@ def run_feature_steering(
     seed: int = 0,
     batch_size: int = 16,
     ablate: bool = False,
+    clamps: Sequence[float] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """``psylens sae steer`` as a function: steer new traces of the run's task set with one of the
@@ -300,7 +335,10 @@ def run_feature_steering(
     steps). ``strengths`` are in units of the feature's mean activation where it fires (from
     ``features.json``): ``-1`` subtracts its typical contribution, ``-4`` four times that; the
     decoder-unit ``alpha`` of each is recorded. ``ablate``: also the directional ablation of the
-    feature (and of a random direction, the control). Recorded as step ``sae-steer-<name>`` (a re-run with the
+    feature (and of a random direction, the control). ``clamps``: hold the latent's activation at each
+    value (in units of its mean activation, like ``strengths``; ``0`` switches it off where it fires)
+    through the SAE, beside a latent of similar firing frequency clamped the same way (the control).
+    Recorded as step ``sae-steer-<name>`` (a re-run with the
     same settings resumes the condition runs).
     """
     from psylens.runs import Run, open_run
@@ -311,8 +349,9 @@ def run_feature_steering(
 
     if label not in LABELS:
         raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
-    if not strengths or any(s == 0 for s in strengths):
-        raise ValueError(f"strengths must be non-zero (negative suppresses, positive amplifies), got {list(strengths)}")
+    if any(s == 0 for s in strengths) or not (strengths or ablate or clamps):
+        raise ValueError(f"strengths must be non-zero (negative suppresses, positive amplifies), got {list(strengths)}; "
+                         "give at least one strength, ablate or a clamp")
     r = run if isinstance(run, Run) else open_run(run)
     folder = r.file(art.sae_dir(name))
     if not (folder / art.FEATURES).is_file():
@@ -331,10 +370,20 @@ def run_feature_steering(
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"feature {feature} never fires on the run's steps (mean activation {scale!r}); pick a live feature")
     alphas = [float(s) * float(scale) for s in strengths]
+    bad = [c for c in clamps if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c)]
+    if bad:
+        raise ValueError(f"clamp values must be finite numbers (units of the feature's mean activation), got {bad}")
+    clamp_values = [float(c) * float(scale) for c in clamps]
+    control = None
+    if clamps:
+        from psylens.saes.clamp import matched_control_feature
+
+        control = matched_control_feature(feats.get("features", []), int(feature), seed=0)
     config = {"name": name, "label": label, "feature": int(feature), "strengths": [float(s) for s in strengths],
               "alphas": alphas, "mean_activation": float(scale), "split": split, "samples": samples,
               "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "batch_size": batch_size,
-              "ablate": bool(ablate)}
+              "ablate": bool(ablate), "clamps": [float(c) for c in clamps], "clamp_values": clamp_values,
+              "control_feature": control}
     # the task set the run's traces came from (its split is this function's own: held-out tasks by default)
     tasks = r.read_json(TRACES_CONFIG_FILE).get("tasks", "psych") if r.has(TRACES_CONFIG_FILE) else "psych"
     config["tasks"] = tasks
@@ -343,7 +392,7 @@ def run_feature_steering(
         result = feature_steering(lazy.get(), folder, int(feature), label, alphas=alphas, out=folder / art.STEERING,
                                   tasks=tasks, split=split, samples=samples, max_new_tokens=max_new_tokens,
                                   temperature=temperature, seed=seed, batch_size=batch_size, ablate=ablate,
-                                  progress=progress)
+                                  clamps=clamp_values, control_feature=control, progress=progress)
         result.update({"strengths": config["strengths"], "mean_activation": float(scale), "sae": name})
         rel = art.sae_file(name, art.STEERING_SUMMARY)
         r.write_json(rel, result, nan="null")

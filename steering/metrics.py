@@ -82,7 +82,8 @@ def token_nll(
     Prompts are formatted as :meth:`Model.generate` formats them (chat template by default).
     Empty texts give ``(0.0, 0)``. Texts that share a prompt share one forward pass over it (its KV
     cache is reused), so scoring many continuations of few prompts costs little more than the
-    continuations themselves. ``progress`` shows a bar (stderr) counting the scored tokens.
+    continuations themselves; texts with a prompt of their own are scored as whole sequences,
+    ``batch_size`` at a time (left-padded with explicit position ids, sorted by length). ``progress`` shows a bar (stderr) counting the scored tokens.
     """
     if len(prompts) != len(texts):
         raise ValueError(f"got {len(prompts)} prompts for {len(texts)} texts; give one prompt per text")
@@ -104,10 +105,44 @@ def token_nll(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(sum(len(cont[i]) for rows in by_prompt.values() for i in rows)), desc=desc, unit="tok", leave=False)
-    for p, rows in by_prompt.items():
-        p_ids = tok(model.format_prompt(p, format=format, system_prompt=system_prompt), add_special_tokens=False)["input_ids"]
-        if not p_ids:
+
+    def prompt_ids(p: str) -> list[int]:
+        ids = tok(model.format_prompt(p, format=format, system_prompt=system_prompt), add_special_tokens=False)["input_ids"]
+        if not ids:
             raise ValueError(f"prompt {p!r} formats to no tokens; give a non-empty prompt")
+        return ids
+
+    # prompts with one text each: whole sequences (prompt + text) batched together, no cache to share;
+    # left padding puts every text at the end, so only the last positions' logits are computed
+    single = [(rows[0], prompt_ids(p)) for p, rows in by_prompt.items() if len(rows) == 1]
+    single.sort(key=lambda item: len(item[1]) + len(cont[item[0]]))
+    keep_arg = "logits_to_keep" in inspect.signature(type(hf).forward).parameters
+    for start in range(0, len(single), batch_size):
+        chunk = single[start : start + batch_size]
+        width = max(len(p_ids) + len(cont[i]) for i, p_ids in chunk)
+        keep = max(len(cont[i]) for i, _ in chunk) + 1  # the last `keep` positions predict every text token
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, (i, p_ids) in enumerate(chunk):
+            seq = p_ids + cont[i]
+            ids[r, width - len(seq) :] = torch.tensor(seq)
+            attn[r, width - len(seq) :] = 1
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)  # each row's real tokens at 0, 1, …
+        extra = {"logits_to_keep": keep} if keep_arg else {}
+        logits = hf(input_ids=ids.to(model.device), attention_mask=attn.to(model.device),
+                    position_ids=positions.to(model.device), use_cache=False, **extra).logits[:, -keep:]
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # [B, keep, V]: column k predicts column k+1
+        for r, (i, _) in enumerate(chunk):
+            t = torch.tensor(cont[i])
+            nll[i] = -logp[r, torch.arange(keep - len(t) - 1, keep - 1), t].double().sum()
+        if bar is not None:
+            bar.update(sum(len(cont[i]) for i, _ in chunk))
+
+    # prompts shared by several texts: one forward over the prompt, its KV cache reused by each batch
+    for p, rows in by_prompt.items():
+        if len(rows) == 1:
+            continue
+        p_ids = prompt_ids(p)
         pre = hf(input_ids=torch.tensor([p_ids], device=model.device), use_cache=True)
         first_logp = torch.log_softmax(pre.logits[0, -1].float(), dim=-1).cpu()  # predicts each text's first token
         prompt_cache = _returned_cache(pre)

@@ -551,7 +551,8 @@ def render_steering(summary: dict[str, Any]) -> None:
     st.subheader(f"Feature steering: {label} with feature {summary.get('feature', '?')} at layer {summary.get('layer', '?')}")
     st.plotly_chart(steering_figure(summary), width="stretch")
     st.dataframe(steering_table(summary), hide_index=True, width="stretch")
-    for key, control in (("target", "random vector"), ("target_ablate", "random direction ablated")):
+    for key, control in (("target", "random vector"), ("target_ablate", "random direction ablated"),
+                         ("target_clamp", f"latent {summary.get('control_feature', '?')} clamped")):
         t = kit.as_dict(summary.get(key))
         if t:
             verdict = "met" if t.get("met") else "not met"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 
+import pytest
 import torch
 
 from psylens.steering.metrics import token_nll
@@ -65,3 +66,25 @@ def test_token_nll_matches_plain_forward_without_deprecations(tiny_model) -> Non
     # the progress bar only reports: the numbers are the same
     again, _ = token_nll(model, [prompt, prompt], texts, progress=True, desc="test")
     assert torch.equal(again, nll)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_token_nll_batches_texts_with_their_own_prompts(tiny_model, arch) -> None:
+    """One text per prompt (a trace set): left-padded whole sequences, batched — the same numbers as a
+    plain forward over each prompt + text, whatever the batch size; mixed with a shared prompt too."""
+    model = tiny_model(arch)
+    prompts = ["Hi", "Tell me a long story about a dragon and a knight.", "Why?", "Tell me about the weather."]
+    texts = ["Fine, thanks, and you?", "Once upon a time.", "Because the sky scatters blue light more than red.", "Sunny."]
+    nll, n = token_nll(model, prompts, texts, batch_size=3)
+    assert n.tolist() == [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    for i in range(len(texts)):
+        assert abs(float(nll[i]) - _plain_nll(model, prompts[i], texts[i])) < 1e-3 * max(1.0, abs(float(nll[i])))
+    one_at_a_time, _ = token_nll(model, prompts, texts, batch_size=1)
+    torch.testing.assert_close(one_at_a_time, nll, atol=1e-3, rtol=1e-4)
+    # a shared prompt beside single ones: each text keeps its own number
+    mixed, _ = token_nll(model, prompts + [prompts[0]], texts + ["Not bad."], batch_size=2)
+    torch.testing.assert_close(mixed[:4], nll, atol=1e-3, rtol=1e-4)
+    assert abs(float(mixed[4]) - _plain_nll(model, prompts[0], "Not bad.")) < 1e-3 * max(1.0, abs(float(mixed[4])))
+    # control: a text scored after another prompt is not the same number
+    swapped, _ = token_nll(model, prompts[::-1], texts, batch_size=3)
+    assert not torch.allclose(swapped, nll, atol=1e-3)
