@@ -4,7 +4,7 @@ sweep judged by the model (issue #10 §3).
     python -m benchmarks.steering [--tokens 64] [--repeats 5] [--threads N]
     python -m benchmarks.steering --sweep quick|full --out RUN     # run the sweep, print its table
     python -m benchmarks.steering --report RUN                     # print the table of an existing sweep
-    python -m benchmarks.steering --perplexity [--texts 32]         # token_nll: batched vs one text at a time
+    python -m benchmarks.steering --perplexity [--texts 32]         # token_nll: batch sizes 1, 4, 16 side by side
 
 The sweep table, per emotion: the picked (layer, scale), the feels_matrix row value (own words' shift minus
 the others', nats; on the held-out contexts, beside the random draws' shift of the same words), the read-back
@@ -128,23 +128,21 @@ def sweep_report(summary: dict) -> list[str]:
     return lines
 
 
-def perplexity_bench(model, *, n_texts: int, tokens: int, repeats: int, batch_size: int = 16) -> dict[str, float]:
-    """``token_nll`` on texts that each have a prompt of their own (a trace set): batched whole sequences
-    against one text at a time, interleaved repeats; the texts are the model's own greedy continuations
-    of the ``psych`` tasks' chain-of-thought prompts."""
+def perplexity_bench(model, *, n_texts: int, tokens: int, repeats: int, sizes: tuple[int, ...] = (1, 4, 16)) -> dict[int, tuple[float, float]]:
+    """``token_nll`` on texts that each have a prompt of their own (a trace set) at each batch size of
+    ``sizes``, interleaved repeats → ``{size: (median wall s, median CPU s)}``; the texts are the model's
+    own greedy continuations of the ``psych`` tasks' chain-of-thought prompts."""
     from psylens.steering.metrics import token_nll
     from psylens.tasks import choice_prompt, load
 
     prompts = [choice_prompt(t, chain_of_thought=True) for t in load("psych", split="test")[:n_texts]]
     texts = model.generate(prompts, max_new_tokens=tokens)
     token_nll(model, prompts[:2], texts[:2], batch_size=2)  # warm-up
-    one, batched = [], []
+    times: dict[int, list[tuple[float, float]]] = {b: [] for b in sizes}
     for _ in range(repeats):
-        one.append(_time(lambda: token_nll(model, prompts, texts, batch_size=1)))
-        batched.append(_time(lambda: token_nll(model, prompts, texts, batch_size=batch_size)))
-    a, b = statistics.median(w for w, _ in one), statistics.median(w for w, _ in batched)
-    ac, bc = statistics.median(c for _, c in one), statistics.median(c for _, c in batched)
-    return {"one_median_s": a, "batched_median_s": b, "speedup_wall": a / b, "speedup_cpu": ac / bc}
+        for b in sizes:
+            times[b].append(_time(lambda: token_nll(model, prompts, texts, batch_size=b)))
+    return {b: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for b, t in times.items()}
 
 
 def run_sweep_bench(out: str, mode: str, model_spec: str) -> dict:
@@ -192,12 +190,11 @@ def main() -> None:
     model = psylens.load_model(args.model, device="cpu")
     if args.perplexity:
         r = perplexity_bench(model, n_texts=args.texts, tokens=args.tokens, repeats=args.repeats)
-        print(
-            f"token_nll, {args.texts} texts with a prompt each ({args.model}, ≤ {args.tokens} tokens a text, "
-            f"{args.repeats} interleaved repeats, {torch.get_num_threads()} threads): one at a time "
-            f"{r['one_median_s']:.2f} s, batched (16) {r['batched_median_s']:.2f} s — "
-            f"{r['speedup_wall']:.2f}x faster wall, {r['speedup_cpu']:.2f}x CPU time"
-        )
+        one = r[1]
+        print(f"token_nll, {args.texts} texts with a prompt each ({args.model}, ≤ {args.tokens} tokens a text, "
+              f"{args.repeats} interleaved repeats, {torch.get_num_threads()} threads):")
+        for b, (wall, cpu) in r.items():
+            print(f"  batch {b:>2}: {wall:.2f} s wall, {cpu:.2f} s CPU — {one[0] / wall:.2f}x / {one[1] / cpu:.2f}x batch 1")
         return
     g = torch.Generator().manual_seed(0)
     v = torch.randn(model.d_model, generator=g)

@@ -98,9 +98,9 @@ class FeatureClamp:
             self._placed[key] = self.sae if str(device) == "cpu" else _copy_to(self.sae, device)
         return self._placed[key]
 
-    @torch.no_grad()
     def edit(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        """``x + (value - a) · W_dec[feature]`` with ``a`` the latent's activation on ``x``."""
+        """``x + (value - a) · W_dec[feature]`` with ``a`` the latent's activation on ``x`` (differentiable in
+        ``x``; the SAE's own parameters are not trained by it)."""
         if x.shape[-1] != int(self.sae.W_dec.shape[1]):
             raise ValueError(f"the SAE reads vectors of size {int(self.sae.W_dec.shape[1])}; the site gives {x.shape[-1]}")
         sae = self._sae_on(x.device)
