@@ -41,6 +41,7 @@ come from the steering, not from sampling.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -251,8 +252,6 @@ def feature_steering(
             feats_path = Path(sae_dir) / "features.json"
             if not feats_path.is_file():
                 raise ValueError(f"no features.json in {str(sae_dir)!r} to match a control latent; give control_feature")
-            import json
-
             feats = json.loads(feats_path.read_text(encoding="utf-8")).get("features", [])
             control_feature = matched_control_feature(feats, int(feature), seed=random_seed)
         if int(control_feature) == int(feature):
