@@ -27,6 +27,11 @@ Step importance (``psylens sae anchors``, :mod:`psylens.saes.anchors`)::
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 __all__ = [
     "SCHEMA_VERSION",
     "DIR",
@@ -45,6 +50,7 @@ __all__ = [
     "sae_dir",
     "sae_file",
     "steps_file",
+    "read_step_info",
 ]
 
 SCHEMA_VERSION = 1
@@ -82,3 +88,20 @@ def sae_file(name: str, file: str) -> str:
 def steps_file(site: str, layer: int, pooling: str) -> str:
     """``saes/steps/<site>-L<layer>-<pooling>.safetensors`` — cached step activations with their index."""
     return f"{STEPS_DIR}/{_plain(site, 'site')}-L{int(layer)}-{_plain(pooling, 'pooling')}.safetensors"
+
+
+def read_step_info(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """``<folder>/step_sae.json`` checked: a dict with a non-negative integer ``layer``; ``ValueError``s
+    say which file is missing or corrupt and how to fix it."""
+    d = Path(folder)
+    path = d / STEP_SAE
+    if not path.is_file():
+        raise ValueError(f"{str(d)!r} is not an SAE folder written by `psylens sae train`: {STEP_SAE} is missing")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e}); re-run `psylens sae train`") from None
+    layer = info.get("layer") if isinstance(info, dict) else None
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ValueError(f"{str(path)!r} has no integer 'layer'; it is corrupt or not from `psylens sae train`")
+    return info

@@ -21,7 +21,6 @@ activation's dtype, so bf16/fp16 models on GPU work.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,19 +57,12 @@ class FeatureClamp:
     @classmethod
     def from_sae(cls, sae_dir: str | os.PathLike[str], feature: int, value: float = 0.0) -> FeatureClamp:
         """Load the SAE folder written by ``psylens sae train`` (``step_sae.json`` gives site and layer)."""
+        from psylens.saes.artifacts import read_step_info
         from psylens.saes.train import load_sae
 
         d = Path(sae_dir)
-        info_path = d / "step_sae.json"
-        if not info_path.is_file():
-            raise ValueError(f"{str(d)!r} is not an SAE folder written by `psylens sae train`: step_sae.json is missing")
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{str(info_path)!r} is not valid JSON ({e}); re-run `psylens sae train`") from None
-        layer, site = info.get("layer") if isinstance(info, dict) else None, str((info or {}).get("site", "resid_post"))
-        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-            raise ValueError(f"{str(info_path)!r} has no integer 'layer'; it is corrupt or not from `psylens sae train`")
+        info = read_step_info(d)
+        layer, site = int(info["layer"]), str(info.get("site", "resid_post"))
         if site not in CLAMP_SITES:
             raise ValueError(f"the SAE in {str(d)!r} reads {site!r}; clamping works on residual SAEs ({', '.join(CLAMP_SITES)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):

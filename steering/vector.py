@@ -272,17 +272,13 @@ class SteeringVector:
         """
         from safetensors import safe_open
 
+        from psylens.saes.artifacts import read_step_info
+
         d = Path(sae_dir)
-        info_path, weights = d / "step_sae.json", d / "sae_weights.safetensors"
-        for f in (info_path, weights):
-            if not f.is_file():
-                raise ValueError(f"{str(d)!r} is not an SAE folder written by `psylens sae train`: {f.name} is missing")
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{str(info_path)!r} is not valid JSON ({e}); re-run `psylens sae train`") from None
-        if not isinstance(info, dict) or not _is_index(info.get("layer")):
-            raise ValueError(f"{str(info_path)!r} has no integer 'layer'; it is corrupt or not from `psylens sae train`")
+        info = read_step_info(d)
+        weights = d / "sae_weights.safetensors"
+        if not weights.is_file():
+            raise ValueError(f"{str(d)!r} is not an SAE folder written by `psylens sae train`: {weights.name} is missing")
         with safe_open(str(weights), framework="pt", device="cpu") as f:
             if "W_dec" not in f.keys():
                 raise ValueError(f"{str(weights)!r} has no 'W_dec' tensor; it is not a SAELens SAE")

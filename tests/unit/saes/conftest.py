@@ -25,3 +25,21 @@ def planted_sae(tmp_path_factory):
     folder = tmp_path_factory.mktemp("planted_sae")
     save_sae(result.sae, folder)
     return data, train_ids, held_ids, load_sae(folder), result
+
+
+@pytest.fixture
+def task_run(tmp_path):
+    """A run whose traces came from a two-task file (``traces/config.json``), ready for an SAE folder under
+    ``RUN/saes/``."""
+    import json
+
+    from psylens.runs import create_run
+
+    run = create_run(tmp_path / "run", command="psylens traces", model="tiny-llama")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": f"t{i}", "kind": "emotion_inference", "story": "Ann lost her keys.",
+                                         "question": "How does Ann feel?", "choices": ["calm", "upset", "proud", "bored"],
+                                         "answer": "upset", "split": "test"}) + "\n" for i in range(2)))
+    (run.path / "traces").mkdir()
+    (run.path / "traces" / "config.json").write_text(json.dumps({"tasks": str(tasks), "split": "train"}))
+    return run

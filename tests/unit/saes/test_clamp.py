@@ -145,21 +145,14 @@ def test_feature_steering_with_a_clamp_reads_the_latent_off_beside_a_control(tin
 
 
 @pytest.mark.slow
-def test_run_feature_steering_clamps_in_units_of_the_mean_activation(tiny_model, tmp_path):
+def test_run_feature_steering_clamps_in_units_of_the_mean_activation(tiny_model, task_run):
     from typer.testing import CliRunner
 
     from psylens.cli import app
-    from psylens.runs import create_run
     from psylens.saes.steer import run_feature_steering
 
     m = tiny_model("llama")
-    run = create_run(tmp_path / "run", command="psylens traces", model="tiny-llama")
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps({"id": f"t{i}", "kind": "emotion_inference", "story": "Ann lost her keys.",
-                                         "question": "How does Ann feel?", "choices": ["calm", "upset", "proud", "bored"],
-                                         "answer": "upset", "split": "test"}) + "\n" for i in range(2)))
-    (run.path / "traces").mkdir()
-    (run.path / "traces" / "config.json").write_text(json.dumps({"tasks": str(tasks)}))
+    run = task_run
     enc = m.tokenizer([m.format_prompt(PROMPT)], return_tensors="pt", add_special_tokens=False)
     d = run.path / "saes" / "tiny"
     _planted_sae(m, d, enc)

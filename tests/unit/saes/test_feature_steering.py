@@ -160,17 +160,8 @@ def test_paired_effect_recovers_a_planted_halving_and_a_null_control():
         paired_effect(none, none, "nostalgia")
 
 
-def _run_with_sae(tmp_path, d_model: int):
-    """A run holding an SAE folder written by hand (weights, step_sae.json, features.json) and a task file."""
-    from psylens.runs import create_run
-
-    run = create_run(tmp_path / "run", command="psylens traces", model="tiny-llama")
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps({"id": f"t{i}", "kind": "emotion_inference", "story": "Ann lost her keys.",
-                                         "question": "How does Ann feel?", "choices": ["calm", "upset", "proud", "bored"],
-                                         "answer": "upset", "split": "test"}) + "\n" for i in range(2)))
-    (run.path / "traces").mkdir()
-    (run.path / "traces" / "config.json").write_text(json.dumps({"tasks": str(tasks), "split": "train"}))
+def _run_with_sae(run, d_model: int):
+    """The run with an SAE folder written by hand (weights, step_sae.json, features.json)."""
     d = run.path / "saes" / "tiny"
     d.mkdir(parents=True)
     w_dec = torch.randn(8, d_model, generator=torch.Generator().manual_seed(0))
@@ -184,14 +175,14 @@ def _run_with_sae(tmp_path, d_model: int):
 
 
 @pytest.mark.slow
-def test_run_feature_steering_picks_the_best_feature_and_scales_by_its_activation(tiny_model, tmp_path):
+def test_run_feature_steering_picks_the_best_feature_and_scales_by_its_activation(tiny_model, task_run):
     from typer.testing import CliRunner
 
     from psylens.cli import app
     from psylens.saes.steer import run_feature_steering
 
     m = tiny_model("llama")
-    run, w_dec = _run_with_sae(tmp_path, m.d_model)
+    run, w_dec = _run_with_sae(task_run, m.d_model)
     rep = run_feature_steering(run.path, "tiny", "reflection", strengths=[-4.0], model=m, samples=1,
                                max_new_tokens=5, batch_size=2, progress=False)
     assert rep["feature"] == 5 and rep["alphas"] == [pytest.approx(-10.0)]  # -4 x mean activation 2.5
