@@ -41,6 +41,7 @@ come from the steering, not from sampling.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -261,15 +262,29 @@ def feature_steering(
             conditions[f"feature@clamp{float(c):g}"] = fc
             conditions[f"random@clamp{float(c):g}"] = fc.with_feature(int(control_feature))
 
-    def perplexity_of(records: Sequence[dict[str, Any]], ids: Sequence[str]) -> float:
-        """Token-pooled perplexity of the records' texts (those of ``ids``) under the unsteered model."""
+    def perplexity_of(records: Sequence[dict[str, Any]], ids: Sequence[str], folder: Path) -> float:
+        """Token-pooled perplexity of the records' texts (those of ``ids``) under the unsteered model; kept
+        in ``<folder>/perplexity.json`` beside a digest of what was read, so a resumed run re-reads nothing."""
+        import hashlib
+
+        from psylens.io import write_json
         from psylens.saes.traces import format_trace_prompt
         from psylens.steering.metrics import perplexity
 
         by_id = {str(r.get("id")): r for r in records}
         rows = [by_id[i] for i in ids if i in by_id]
-        return perplexity(model, [format_trace_prompt(model, str(r.get("prompt") or "")) for r in rows],
-                          [str(r.get("text") or "") for r in rows], format="raw", batch_size=batch_size)
+        prompts = [format_trace_prompt(model, str(r.get("prompt") or "")) for r in rows]
+        texts = [str(r.get("text") or "") for r in rows]
+        digest = hashlib.sha256(json.dumps([str(getattr(model, "spec", "")), prompts, texts]).encode()).hexdigest()
+        cache = folder / "perplexity.json"
+        if cache.is_file():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                kept = json.loads(cache.read_text(encoding="utf-8"))
+                if kept["digest"] == digest and isinstance(kept["perplexity"], (int, float)):
+                    return float(kept["perplexity"])
+        value = perplexity(model, prompts, texts, format="raw", batch_size=batch_size)
+        write_json(cache, {"digest": digest, "perplexity": value, "n_texts": len(texts)}, nan="null")
+        return value
 
     result: dict[str, Any] = {"feature": int(feature), "label": label, "alphas": [float(a) for a in alphas],
                               "ablate": bool(ablate), "clamps": [float(c) for c in clamps],
@@ -290,7 +305,7 @@ def feature_steering(
         records = read_traces(folder)
         summary = condition_summary(records, label, segmentation)
         ids = [str(r.get("id")) for r in (unsteered or records)]
-        summary["perplexity"] = perplexity_of(records, ids)  # after the block: the unsteered model reads
+        summary["perplexity"] = perplexity_of(records, ids, folder)  # after the block: the unsteered model reads
         # what was added (ablation and clamps add nothing of fixed norm: they remove what is there)
         summary["vector_norm"] = (float(sv.norms()[0] * abs(sv.alpha)) if sv is not None and getattr(sv, "mode", None) == "add"
                                   else 0.0)

@@ -29,7 +29,7 @@ def test_condition_summary_counts_the_label_per_trace():
 
 
 @pytest.mark.slow
-def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_path):
+def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_path, monkeypatch):
     from psylens.tasks import Task
 
     m = tiny_model("llama")
@@ -73,6 +73,24 @@ def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_pa
     assert plain == texts["none"] and again["conditions"]["none"]["n_traces"] == 2
     assert again["conditions"]["none"]["perplexity"] == pytest.approx(c["none"]["perplexity"], rel=1e-6)
     assert json.loads((d / "steering" / "summary.json").read_text())["feature"] == 3
+    # a resumed run re-reads no perplexity: each condition's is kept beside a digest of its texts
+    import psylens.steering.metrics as metrics
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("perplexity read again")
+
+    monkeypatch.setattr(metrics, "perplexity", no_read)
+    resumed = feature_steering(m, d, 3, "reflection", alphas=[50.0], tasks=tasks, samples=1, max_new_tokens=6,
+                               batch_size=2, progress=False)
+    assert {k: v["perplexity"] for k, v in resumed["conditions"].items()} == {k: v["perplexity"] for k, v in c.items()}
+    # control: changed texts are read again
+    path = d / "steering" / "feature_at_50" / "traces" / "traces.jsonl"
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    recs[0]["text"] += " More."
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(AssertionError, match="read again"):
+        feature_steering(m, d, 3, "reflection", alphas=[50.0], tasks=tasks, samples=1, max_new_tokens=6,
+                         batch_size=2, progress=False)
 
 
 def test_feature_ablation_projects_the_direction_out_beside_a_random_one(tiny_model, tmp_path, monkeypatch):
