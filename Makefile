@@ -87,6 +87,7 @@ bench: setup-full
 	$(PY) -m benchmarks.load
 	$(PY) -m benchmarks.harvest
 	$(PY) -m benchmarks.steering
+	$(PY) -m benchmarks.steering --perplexity
 	$(PY) -m benchmarks.steering_ceiling
 	$(PY) -m benchmarks.tasks
 	$(PY) -m benchmarks.traces
