@@ -1,7 +1,7 @@
 """``psylens sae``: SAEs on reasoning steps.
 
     psylens sae train --run RUN --layer L [--site resid_post] [--pooling delimiter|mean]
-                      [--arch batchtopk|jumprelu|topk|standard] [--d-sae N] [--k K] [--name NAME] [--overwrite]
+                      [--arch batchtopk|jumprelu|topk|standard|matryoshka] [--d-sae N] [--k K] [--matryoshka-widths 32,128,512] [--name NAME] [--overwrite]
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
     psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
     psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...] [--ablate] [--clamp 0 ...]
@@ -18,7 +18,7 @@ CLI registers it as ``sae``. Importing this module is cheap: SAELens is imported
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -30,6 +30,14 @@ sae_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    """``"32,128,512"`` → ``(32, 128, 512)``, or a ``ValueError`` naming the flag."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} is not a comma-separated list of integers; e.g. {flag} 32,128,512") from None
 
 
 @sae_app.callback()
@@ -44,9 +52,13 @@ def train_cmd(
     layer: int = typer.Option(..., "--layer", "-l", help="Decoder layer to read."),
     site: str = typer.Option("resid_post", "--site", help="Site to read (psylens.SITES)."),
     pooling: str = typer.Option("delimiter", "--pooling", help="delimiter (the step's last token) | mean"),
-    arch: str = typer.Option("batchtopk", "--arch", help="batchtopk | jumprelu | topk | standard"),
+    arch: str = typer.Option("batchtopk", "--arch", help="batchtopk | jumprelu | topk | standard | matryoshka"),
     d_sae: int = typer.Option(1024, "--d-sae", help="Number of SAE latents."),
-    k: int = typer.Option(16, "--k", help="Active latents (topk: per step; batchtopk: on average)."),
+    k: int = typer.Option(16, "--k", help="Active latents (topk: per step; batchtopk, matryoshka: on average)."),
+    matryoshka_widths: Optional[str] = typer.Option(
+        None, "--matryoshka-widths",
+        help="matryoshka: nested prefix sizes, comma-separated, ending at --d-sae (default: ×4 ladder, e.g. 32,128,512).",
+    ),
     name: Optional[str] = typer.Option(None, "--name", help="Folder name under RUN/saes (default from the settings)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE already saved under that name."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
@@ -69,7 +81,9 @@ def train_cmd(
 
     if pooling not in ("delimiter", "mean"):
         raise ValueError(f"--pooling {pooling!r} is not one of delimiter, mean")
-    overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "sparsity_coefficient": sparsity}
+    overrides: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "sparsity_coefficient": sparsity}
+    if matryoshka_widths is not None:
+        overrides["matryoshka_widths"] = _int_list(matryoshka_widths, "--matryoshka-widths")
     SAETrainConfig(arch=arch, d_sae=d_sae, k=k, seed=seed, **overrides)  # validates before any model loads
     folder = train_step_sae(run, layer=layer, site=site, pooling=pooling, arch=arch, d_sae=d_sae, k=k, name=name,
                             model=model, segmentation=segmentation, held_out=held_out, seed=seed, tokens=tokens,

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from psylens.saes.data import StepSet
 
-__all__ = ["PlantedSteps", "planted_steps", "recovered"]
+__all__ = ["PlantedSteps", "planted_steps", "planted_hierarchy", "recovered"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +71,52 @@ def planted_steps(
     trace = [f"t{i // steps_per_trace:05d}" for i in range(n_steps)]
     step = [i % steps_per_trace for i in range(n_steps)]
     return PlantedSteps(StepSet(acts, tuple(trace), tuple(step)), dirs, codes, labels)
+
+
+def planted_hierarchy(
+    n_steps: int = 4096,
+    d: int = 64,
+    n_parents: int = 4,
+    n_children: int = 4,
+    n_other: int = 24,
+    parent_rate: float = 0.25,
+    other_rate: float = 0.08,
+    noise: float = 0.02,
+    steps_per_trace: int = 8,
+    seed: int = 0,
+) -> PlantedSteps:
+    """Steps with a planted *hierarchy*, the case that splits a behaviour over several latents.
+
+    Each parent feature fires on a share ``parent_rate`` of the steps, and whenever it fires exactly one of
+    its ``n_children`` child features fires with it (magnitudes in [1, 1.2]); ``n_other`` independent
+    features fire at ``other_rate``. All directions are orthonormal (``d`` ≥ ``n_parents × (1 + n_children)
+    + n_other``). ``labels["parent<p>"]`` marks the steps where parent ``p`` fires, ``directions`` holds the
+    parents first. A sparse dictionary can reconstruct these steps equally well with one latent per
+    parent + child pair (the parent *absorbed*) as with a parent latent and child latents; only the
+    second has a single latent that separates each parent's label.
+    """
+    need = n_parents * (1 + n_children) + n_other
+    if min(n_steps, n_parents, n_children) < 1 or n_other < 0 or d < need:
+        raise ValueError(f"planted_hierarchy needs positive sizes and d >= n_parents*(1+n_children)+n_other = {need}; "
+                         f"got n_steps={n_steps}, d={d}, n_parents={n_parents}, n_children={n_children}, n_other={n_other}")
+    if not 0 < parent_rate < 1 or not 0 <= other_rate < 1:
+        raise ValueError(f"parent_rate must lie in (0, 1) and other_rate in [0, 1), got {parent_rate}, {other_rate}")
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(d, d, generator=g))[0].T[:need]  # orthonormal rows
+    on_parent = torch.rand(n_steps, n_parents, generator=g) < parent_rate
+    child = torch.randint(n_children, (n_steps, n_parents), generator=g)
+    on_child = torch.zeros(n_steps, n_parents * n_children, dtype=torch.bool)
+    rows = torch.arange(n_steps)
+    for p in range(n_parents):
+        on_child[rows, p * n_children + child[:, p]] = on_parent[:, p]
+    on_other = torch.rand(n_steps, n_other, generator=g) < other_rate
+    on = torch.cat([on_parent, on_child, on_other], dim=1)
+    codes = on.float() * (1.0 + 0.2 * torch.rand(n_steps, need, generator=g))
+    acts = codes @ basis + noise * torch.randn(n_steps, d, generator=g)
+    labels = {f"parent{p}": on_parent[:, p].clone() for p in range(n_parents)}
+    trace = [f"t{i // steps_per_trace:05d}" for i in range(n_steps)]
+    step = [i % steps_per_trace for i in range(n_steps)]
+    return PlantedSteps(StepSet(acts, tuple(trace), tuple(step)), basis, codes, labels)
 
 
 def recovered(directions: Float[Tensor, "f d"], decoder: Float[Tensor, "s d"], threshold: float = 0.9) -> Tensor:

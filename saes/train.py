@@ -14,7 +14,9 @@ level (``psylens sae train``: step activations, the held-out split, the files) i
 Architectures (``arch``): ``batchtopk`` (k active on average over a batch; SAELens saves it as a
 **JumpReLU** SAE, so ``load_sae`` gives a ``JumpReLUSAE``), ``jumprelu`` (L0 penalty
 ``sparsity_coefficient``), ``topk`` (exactly k per step), ``standard`` (ReLU + L1 penalty
-``sparsity_coefficient``).
+``sparsity_coefficient``), ``matryoshka`` (Bussmann et al. 2025, arXiv 2503.17547: BatchTopK whose
+nested prefixes of ``matryoshka_widths`` latents must each reconstruct the input on their own, so the
+first latents learn general features instead of splitting them into narrow ones; saved as JumpReLU too).
 
 .. warning:: ``k`` only binds ``topk`` / ``batchtopk``; ``jumprelu`` and ``standard`` reach their L0
    through ``sparsity_coefficient``, which needs tuning per layer — read ``l0`` in the metrics.
@@ -43,6 +45,7 @@ from psylens.saes.data import StepDataProvider, StepSet
 
 __all__ = [
     "ARCHS",
+    "default_matryoshka_widths",
     "SAETrainConfig",
     "TrainResult",
     "build_training_sae",
@@ -56,7 +59,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("batchtopk", "jumprelu", "topk", "standard")
+ARCHS = ("batchtopk", "jumprelu", "topk", "standard", "matryoshka")
+TOPK_ARCHS = ("topk", "batchtopk", "matryoshka")  # the architectures whose L0 is set by ``k``
+
+
+def default_matryoshka_widths(d_sae: int, k: int) -> tuple[int, ...]:
+    """Nested widths growing 4× up to ``d_sae``, the smallest at least ``max(k, 8)`` latents
+    (512 latents, k 24 → ``(32, 128, 512)``), as in Bussmann et al.'s ×4 ladders."""
+    widths = [d_sae]
+    while widths[0] // 4 >= max(k, 8):
+        widths.insert(0, widths[0] // 4)
+    return tuple(widths)
 NORMALIZE = ("expected_average_only_in", "none")
 
 
@@ -80,6 +93,9 @@ class SAETrainConfig:
             ``dead_feature_window``; top-k's auxiliary loss revives dead latents).
         seed: initialisation and shuffling seed.
         device: ``"cpu"`` or a torch device string.
+        matryoshka_widths: ``matryoshka`` only — strictly increasing prefix sizes ending at ``d_sae``
+            (``None``: :func:`default_matryoshka_widths`; filled in on construction, so the saved
+            config records the ladder used).
     """
 
     arch: str = "batchtopk"
@@ -96,6 +112,7 @@ class SAETrainConfig:
     dead_window: int = 400
     seed: int = 0
     device: str = "cpu"
+    matryoshka_widths: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -104,8 +121,9 @@ class SAETrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.arch in ("topk", "batchtopk") and self.k > self.d_sae:
+        if self.arch in TOPK_ARCHS and self.k > self.d_sae:
             raise ValueError(f"k={self.k} is larger than d_sae={self.d_sae}; choose k <= d_sae (e.g. --k 16)")
+        self._check_widths()
         if self.n_samples is not None and (isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int)
                                            or self.n_samples < self.batch_size):
             raise ValueError(f"n_samples must be an integer >= batch_size ({self.batch_size}) or None, got {self.n_samples!r}")
@@ -120,8 +138,31 @@ class SAETrainConfig:
         if self.normalize not in NORMALIZE:
             raise ValueError(f"normalize {self.normalize!r} is not one of {', '.join(NORMALIZE)}")
 
+    def _check_widths(self) -> None:
+        w = self.matryoshka_widths
+        if self.arch != "matryoshka":
+            if w is not None:
+                raise ValueError(f"matryoshka_widths {list(w)} given for arch {self.arch!r}; they apply to arch "
+                                 "'matryoshka' only: drop them or choose --arch matryoshka")
+            return
+        if w is None:
+            object.__setattr__(self, "matryoshka_widths", default_matryoshka_widths(self.d_sae, self.k))
+            return
+        if isinstance(w, (str, bytes)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in w):
+            raise ValueError(f"matryoshka_widths must be integers, got {w!r}; e.g. (32, 128, {self.d_sae})")
+        w = tuple(w)
+        if not w or w[-1] != self.d_sae or w[0] < 1 or any(a >= b for a, b in zip(w, w[1:])):
+            raise ValueError(
+                f"matryoshka_widths {list(w)} must be strictly increasing positive prefix sizes ending at d_sae="
+                f"{self.d_sae}; e.g. {list(default_matryoshka_widths(self.d_sae, self.k))}"
+            )
+        object.__setattr__(self, "matryoshka_widths", w)
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["matryoshka_widths"] is not None:
+            d["matryoshka_widths"] = list(d["matryoshka_widths"])
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SAETrainConfig:
@@ -129,6 +170,9 @@ class SAETrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown SAE training settings {unknown}; valid: {sorted(names)}")
+        d = dict(d)
+        if d.get("matryoshka_widths") is not None:
+            d["matryoshka_widths"] = tuple(d["matryoshka_widths"])
         return cls(**d)
 
     def total_samples(self, n_train: int) -> int:
@@ -144,6 +188,8 @@ def build_training_sae(cfg: SAETrainConfig, d_in: int) -> Any:
         BatchTopKTrainingSAEConfig,
         JumpReLUTrainingSAE,
         JumpReLUTrainingSAEConfig,
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
         StandardTrainingSAE,
         StandardTrainingSAEConfig,
         TopKTrainingSAE,
@@ -156,6 +202,10 @@ def build_training_sae(cfg: SAETrainConfig, d_in: int) -> Any:
     torch.manual_seed(cfg.seed)
     if cfg.arch == "batchtopk":
         return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=float(cfg.k), **common))
+    if cfg.arch == "matryoshka":
+        widths = list(cfg.matryoshka_widths or default_matryoshka_widths(cfg.d_sae, cfg.k))
+        return MatryoshkaBatchTopKTrainingSAE(
+            MatryoshkaBatchTopKTrainingSAEConfig(k=float(cfg.k), matryoshka_widths=widths, **common))
     if cfg.arch == "topk":
         return TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, **common))
     if cfg.arch == "jumprelu":
@@ -248,7 +298,7 @@ def train_sae(
 def save_sae(sae: Any, path: str | Path) -> Path:
     """Save the inference SAE in SAELens' format (``cfg.json`` + ``sae_weights.safetensors``).
 
-    A ``batchtopk`` SAE is saved as JumpReLU (SAELens' choice); ``load_sae`` reads it back.
+    A ``batchtopk`` or ``matryoshka`` SAE is saved as JumpReLU (SAELens' choice); ``load_sae`` reads it back.
     """
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
