@@ -35,6 +35,13 @@ class PlantedSteps:
     labels: dict[str, Bool[Tensor, " n"]]
 
 
+def _in_traces(acts: Float[Tensor, "n d"], steps_per_trace: int) -> StepSet:
+    """The rows as consecutive traces of ``steps_per_trace`` steps."""
+    n = int(acts.shape[0])
+    trace = tuple(f"t{i // steps_per_trace:05d}" for i in range(n))
+    return StepSet(acts, trace, tuple(i % steps_per_trace for i in range(n)))
+
+
 def planted_steps(
     n_steps: int = 8192,
     d: int = 64,
@@ -68,9 +75,7 @@ def planted_steps(
         on[:, f] = lab & (torch.rand(n_steps, generator=g) < label_recall)
     codes = on.float() * mags
     acts = codes @ dirs + noise * torch.randn(n_steps, d, generator=g)
-    trace = [f"t{i // steps_per_trace:05d}" for i in range(n_steps)]
-    step = [i % steps_per_trace for i in range(n_steps)]
-    return PlantedSteps(StepSet(acts, tuple(trace), tuple(step)), dirs, codes, labels)
+    return PlantedSteps(_in_traces(acts, steps_per_trace), dirs, codes, labels)
 
 
 def planted_hierarchy(
@@ -114,9 +119,7 @@ def planted_hierarchy(
     codes = on.float() * (1.0 + 0.2 * torch.rand(n_steps, need, generator=g))
     acts = codes @ basis + noise * torch.randn(n_steps, d, generator=g)
     labels = {f"parent{p}": on_parent[:, p].clone() for p in range(n_parents)}
-    trace = [f"t{i // steps_per_trace:05d}" for i in range(n_steps)]
-    step = [i % steps_per_trace for i in range(n_steps)]
-    return PlantedSteps(StepSet(acts, tuple(trace), tuple(step)), basis, codes, labels)
+    return PlantedSteps(_in_traces(acts, steps_per_trace), basis, codes, labels)
 
 
 def recovered(directions: Float[Tensor, "f d"], decoder: Float[Tensor, "s d"], threshold: float = 0.9) -> Tensor:
