@@ -1,7 +1,8 @@
 """``psylens sae``: SAEs on reasoning steps.
 
     psylens sae train --run RUN --layer L [--site resid_post] [--pooling delimiter|mean]
-                      [--arch batchtopk|jumprelu|topk|standard|matryoshka] [--d-sae N] [--k K] [--matryoshka-widths 32,128,512] [--name NAME] [--overwrite]
+                      [--arch batchtopk|jumprelu|topk|standard|matryoshka] [--d-sae N] [--k K]
+                      [--matryoshka-widths 32,128,512] [--name NAME] [--overwrite]
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
     psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
     psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...] [--ablate] [--clamp 0 ...]

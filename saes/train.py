@@ -18,7 +18,7 @@ Architectures (``arch``): ``batchtopk`` (k active on average over a batch; SAELe
 nested prefixes of ``matryoshka_widths`` latents must each reconstruct the input on their own, so the
 first latents learn general features instead of splitting them into narrow ones; saved as JumpReLU too).
 
-.. warning:: ``k`` only binds ``topk`` / ``batchtopk``; ``jumprelu`` and ``standard`` reach their L0
+.. warning:: ``k`` only binds ``topk`` / ``batchtopk`` / ``matryoshka``; ``jumprelu`` and ``standard`` reach their L0
    through ``sparsity_coefficient``, which needs tuning per layer — read ``l0`` in the metrics.
    Inputs are rescaled to norm ``sqrt(d_in)`` during training (``normalize``) and the scale is
    folded back into the saved weights, so the saved SAE reads raw activations.
@@ -61,16 +61,17 @@ log = logging.getLogger(__name__)
 
 ARCHS = ("batchtopk", "jumprelu", "topk", "standard", "matryoshka")
 TOPK_ARCHS = ("topk", "batchtopk", "matryoshka")  # the architectures whose L0 is set by ``k``
+NORMALIZE = ("expected_average_only_in", "none")
 
 
 def default_matryoshka_widths(d_sae: int, k: int) -> tuple[int, ...]:
     """Nested widths growing 4× up to ``d_sae``, the smallest at least ``max(k, 8)`` latents
-    (512 latents, k 24 → ``(32, 128, 512)``), as in Bussmann et al.'s ×4 ladders."""
+    (512 latents, k 24 → ``(32, 128, 512)``), as in Bussmann et al.'s ×4 ladders. Below
+    ``d_sae = 4 · max(k, 8)`` there is one level only, i.e. plain BatchTopK (SAELens warns)."""
     widths = [d_sae]
     while widths[0] // 4 >= max(k, 8):
         widths.insert(0, widths[0] // 4)
     return tuple(widths)
-NORMALIZE = ("expected_average_only_in", "none")
 
 
 @dataclass(frozen=True)
