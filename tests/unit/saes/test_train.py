@@ -195,3 +195,13 @@ def test_cli_sae_train_on_a_saved_tiny_model(tmp_path, tiny_model, smollm_tokeni
     folder = run.path / "saes" / "cli"
     assert json.loads((folder / "step_sae.json").read_text())["arch"] == "standard"
     assert not (folder / "features.json").exists()
+    # --matryoshka-widths reaches the trained SAE: the ladder is in step_sae.json and in SAELens' own cfg.json
+    res = CliRunner().invoke(sae_app, ["train", "--run", str(run.path), "--layer", "1", "--arch", "matryoshka",
+                                       "--d-sae", "8", "--k", "2", "--matryoshka-widths", "4,8", "--model", str(model_dir),
+                                       "--epochs", "1", "--batch-size", "8", "--name", "mat", "--no-features", "--no-progress"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    folder = run.path / "saes" / "mat"
+    info = json.loads((folder / "step_sae.json").read_text())
+    assert info["arch"] == "matryoshka" and info["train"]["matryoshka_widths"] == [4, 8]
+    details = json.loads((folder / "cfg.json").read_text())["metadata"]["training_architecture_details"]
+    assert details["matryoshka_widths"] == [4, 8]
