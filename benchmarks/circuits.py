@@ -13,7 +13,8 @@ Two measurements, each written as JSON to ``--out-dir`` (default ``/tmp/circuits
   modulation  circuit modulation vs steering vs prompting re-judged on the circuits of a finished run
             (``--run``, e.g. ``OUT/run`` of an earlier ``--only run``) under the fluency criterion
             ``--config '{"modulation_fluency": ...}'`` (also ``n_modulation_prompts``, ``n_modulation_contexts``,
-            ``seed``); writes ``modulation_<criterion>.json``.
+            ``seed``, ``modulation_op``: ``"shift"`` adds each unit's emotion contrast instead of scaling);
+            writes ``modulation_<criterion>.json`` (``modulation_<criterion>_shift.json`` for the shift op).
 
     python -m benchmarks.circuits --only cost
     python -m benchmarks.circuits --probes-from RUN --layer 16 --emotions joy,anger
@@ -80,11 +81,14 @@ def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: s
     t0 = time.time()
     res = modulate_run(model, open_run(run_dir), emotions.split(","), n_prompts=cfg.n_modulation_prompts,
                        n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
-                       progress=True)
-    out = {"run": str(run_dir), "fluency": cfg.modulation_fluency, "seconds": round(time.time() - t0, 1),
+                       progress=True, scale_reference=cfg.modulation_scale_reference, op=cfg.modulation_op,
+                       batch_size=cfg.batch_size)
+    out = {"run": str(run_dir), "fluency": cfg.modulation_fluency, "circuit_op": cfg.modulation_op,
+           "seconds": round(time.time() - t0, 1),
            "circuit_at_least_steering": sum(bool(m["circuit_at_least_steering"]) for m in res.values()),
            "emotions": res}
-    (out_dir / f"modulation_{cfg.modulation_fluency}.json").write_text(json.dumps(out, indent=2))
+    suffix = "" if cfg.modulation_op == "scale" else f"_{cfg.modulation_op}"
+    (out_dir / f"modulation_{cfg.modulation_fluency}{suffix}.json").write_text(json.dumps(out, indent=2))
     return out
 
 

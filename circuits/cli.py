@@ -2,7 +2,7 @@
 
     psylens circuits --model M --run RUN [--emotions joy,anger] [--source probes|expression|stories]
                      [--layer L] [--eval FILE.jsonl] [--selection threshold|top_k|drop] [--drop 0.5]
-                     [--modulation] [--scale-reference norm|centred|median] [--quick]
+                     [--modulation] [--modulation-op scale|shift] [--scale-reference norm|centred|median] [--quick]
 
 Writes ``RUN/circuits/summary.json``, ``RUN/circuits/<emotion>.json``, ``directions.safetensors``,
 ``scores.safetensors`` and the tables of :mod:`psylens.circuits.artifacts` (see
@@ -41,6 +41,8 @@ def circuits(
                                   "(the fewest threshold candidates whose ablation removes --drop of the discovery signal)."),
     drop: float = typer.Option(0.5, "--drop", help="With --selection drop: the share of the discovery signal to remove."),
     modulation: bool = typer.Option(False, "--modulation", help="Also judge circuit modulation vs steering vs prompting while generating (slow)."),
+    modulation_op: str = typer.Option("scale", "--modulation-op", help="With --modulation: scale (multiply the circuit's "
+                                      "units by 1.5/2/4) | shift (add 1/2/4/8 × each unit's emotion contrast)."),
     scale_reference: str = typer.Option("norm", "--scale-reference", help="With --modulation: what steering's scales multiply: "
                                         "norm | centred | median (for models with massive activations such as Gemma-3)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer scenarios, patched units and sublayer strengths (a smoke run)."),
@@ -64,7 +66,8 @@ def circuits(
     extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
     cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
                          seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop),
-                         modulation_scale_reference=scale_reference, **extra)  # bad settings fail before a model loads
+                         modulation_scale_reference=scale_reference, modulation_op=modulation_op,
+                         **extra)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():
         meta_model = open_run(run).meta.get("model")

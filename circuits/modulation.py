@@ -2,8 +2,13 @@
 
 Three ways to make the model express emotion ``e``, each at a few strengths:
 
-- ``circuit``: every unit of ``e``'s :class:`~psylens.circuits.circuit.Circuit` multiplied by a factor
-  (``op="scale"`` at every position, prompt and generated tokens);
+- ``circuit``: ``e``'s :class:`~psylens.circuits.circuit.Circuit` changed at every position (prompt and
+  generated tokens), by ``ModulationConfig.circuit_op``: ``"scale"`` (default) multiplies every unit by a
+  factor (``factors``); ``"shift"`` adds a multiple (``shift_factors``) of each unit's own emotion contrast
+  (:func:`psylens.circuits.signal.unit_contrast`: the unit's mean on ``e``'s stimuli minus the other emotions'
+  stimuli of the same scenarios, from the discovery scenarios). Scaling amplifies what the units already write
+  on a text, so it adds little to a neutral prompt; shifting writes the emotion's unit-level difference into
+  any prompt — activation addition restricted to the circuit's units;
 - ``steering``: ``e``'s unit direction × ``scale`` × the read-out layer's mean residual norm added to
   ``resid_post`` at the read-out layer (as :func:`psylens.validation.gates.read_back` steers; the norm is
   the plain, centred or median one, ``ModulationConfig.scale_reference``);
@@ -52,13 +57,16 @@ import pandas as pd
 from torch import Tensor
 
 from psylens.circuits.circuit import Circuit
+from psylens.circuits.signal import Baseline
 from psylens.interventions import Intervention
 from psylens.validation.gates import greedy_new_ids
 
-__all__ = ["ModulationConfig", "modulation", "circuit_interventions", "choose", "paired_vs", "METHODS", "FLUENCY"]
+__all__ = ["ModulationConfig", "modulation", "circuit_interventions", "choose", "paired_vs", "METHODS", "FLUENCY",
+           "CIRCUIT_OPS"]
 
 METHODS = ("circuit", "steering", "prompting")
 FLUENCY = ("relative", "relative_greedy", "drop")
+CIRCUIT_OPS = ("scale", "shift")
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class ModulationConfig:
     unmodified model), ``"relative_greedy"`` (the sweep's option of that name: perplexity as ``relative``,
     distinct-2 and zlib ratio against the unmodified model's own greedy text) or ``"drop"`` (mean log-prob per token at most ``max_fluency_drop`` nats below the
     unmodified text's). ``seed``: the reference's sampling and the paired bootstrap. Strengths:
-    ``factors`` scale the circuit's units, ``steer_scales`` are multiples of the read-out layer's mean
+    ``circuit_op``: how the circuit is modulated (:data:`CIRCUIT_OPS`): ``"scale"`` multiplies its units by each of
+    ``factors``; ``"shift"`` adds each of ``shift_factors`` × the units' emotion contrast. ``steer_scales`` are multiples of the read-out layer's mean
     residual norm (the sweep's grid and beyond), so each method has weak strengths that can pass the criterion.
     ``scale_reference``: which norm ``steer_scales`` multiply (:data:`psylens.steering.sweep.SCALE_REFERENCES`):
     ``"norm"`` (default), the mean per-token norm; ``"centred"``, the mean per-token norm after subtracting the
@@ -79,6 +88,8 @@ class ModulationConfig:
     """
 
     factors: tuple[float, ...] = (1.5, 2.0, 4.0)
+    circuit_op: str = "scale"
+    shift_factors: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     steer_scales: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.5)  # the sweep's grid (0.1–0.2) and beyond
     max_new_tokens: int = 24
     max_fluency_drop: float = 1.0
@@ -94,8 +105,15 @@ class ModulationConfig:
         check_scale_reference(self.scale_reference, "scale_reference")
         object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
         object.__setattr__(self, "steer_scales", tuple(float(s) for s in self.steer_scales))
-        if not self.factors or not self.steer_scales:
-            raise ValueError("factors and steer_scales need at least one strength each")
+        object.__setattr__(self, "shift_factors", tuple(float(s) for s in self.shift_factors))
+        if not self.factors or not self.steer_scales or not self.shift_factors:
+            raise ValueError("factors, shift_factors and steer_scales need at least one strength each")
+        if self.circuit_op not in CIRCUIT_OPS:
+            raise ValueError(f"circuit_op {self.circuit_op!r} is not one of {CIRCUIT_OPS}: 'scale' (multiply the circuit's "
+                             "units by each of factors) or 'shift' (add shift_factors × each unit's emotion contrast)")
+        bad = [x for x in (*self.factors, *self.shift_factors, *self.steer_scales) if not math.isfinite(x)]
+        if bad:
+            raise ValueError(f"strengths must be finite numbers, got {bad}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be at least 1")
         if self.max_fluency_drop < 0:
@@ -112,10 +130,22 @@ class ModulationConfig:
         return asdict(self)
 
 
-def circuit_interventions(circuit: Circuit, factor: float) -> list[Intervention]:
-    """The circuit's units scaled by ``factor`` at every position (one intervention per site and layer)."""
-    return [Intervention(site, layer, "scale", units=tuple(idx), value=float(factor))
-            for (site, layer), idx in sorted(circuit.units.by_site().items())]
+def circuit_interventions(circuit: Circuit, factor: float, shift: Baseline | None = None) -> list[Intervention]:
+    """The circuit's units at every position (one intervention per site and layer): scaled by ``factor``, or, with
+    ``shift`` (per-unit values, e.g. :func:`~psylens.circuits.signal.unit_contrast`), ``factor × shift`` added —
+    ``[n_units, d_head]`` per layer's heads, ``[n_units]`` per layer's neurons."""
+    out = []
+    for (site, layer), idx in sorted(circuit.units.by_site().items()):
+        if shift is None:
+            out.append(Intervention(site, layer, "scale", units=tuple(idx), value=float(factor)))
+            continue
+        table = shift.heads if site == "head_out" else shift.neurons
+        if layer >= table.shape[0] or max(idx) >= table.shape[1]:
+            raise ValueError(f"the shift has {table.shape[0]} layers × {table.shape[1]} units of {site}; the circuit "
+                             f"needs layer {layer}, unit {max(idx)} — compute it on the circuit's model")
+        value = float(factor) * table[layer, list(idx)].float()
+        out.append(Intervention(site, layer, "add", units=tuple(idx), value=value))
+    return out
 
 
 def _generate(model: Any, formatted: Sequence[str], ivs: Sequence[Intervention], max_new_tokens: int,
@@ -208,13 +238,17 @@ def modulation(
     words: Mapping[str, Sequence[str]],
     contexts: Sequence[str],
     config: ModulationConfig | None = None,
+    shift: Baseline | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Rows of :data:`psylens.circuits.artifacts.MODULATION_COLUMNS` for ``circuit.emotion``: ``none``, then
     each method at each strength (see the module doc); then ``perplexity_ratio``, ``distinct_2``,
     ``zlib_ratio``, ``read_back_wins`` (per prompt), ``feels_margins`` (per context), ``n_fluency_failed``,
     ``fluent`` and ``chosen``. ``df.attrs``: ``fluency_criterion``, ``fluency_reference``, ``scale_reference``
-    and ``residual_norm`` (the norm the steering strengths multiply)."""
+    and ``residual_norm`` (the norm the steering strengths multiply), ``circuit_op``.
+
+    ``shift``: per-unit values the ``"shift"`` circuit op adds (needed then, e.g.
+    :func:`~psylens.circuits.signal.unit_contrast` of the emotion on its discovery stimuli)."""
     from psylens.stats import wilson_ci
     from psylens.steering.expression import SYSTEM_TEMPLATE
     from psylens.steering.judges import LexiconJudge, success_rate
@@ -228,6 +262,9 @@ def modulation(
         raise ValueError(f"the circuit's emotion {e!r} is not among the judged emotions {emos}")
     if not prompts or not contexts:
         raise ValueError("modulation needs prompts (to generate from) and '… I feel' contexts")
+    if cfg.circuit_op == "shift" and shift is None:
+        raise ValueError("circuit_op 'shift' adds each unit's emotion contrast: pass shift= (e.g. "
+                         "psylens.circuits.signal.unit_contrast(model, discovery, contrast_weights(...), layers))")
     layer = circuit.readout_layer
     v = direction.detach().float()
     plain = [model.format_prompt(p) for p in prompts]
@@ -243,7 +280,10 @@ def modulation(
     x_none = _reread(model, plain, gens_none, layer, cfg.batch_size).double() @ v.double()
 
     trials: list[tuple[str, float, list[Intervention], list[str], list[str]]] = [("none", 0.0, [], plain, feel)]
-    trials += [("circuit", f, circuit_interventions(circuit, f), plain, feel) for f in cfg.factors]
+    if cfg.circuit_op == "shift":
+        trials += [("circuit", f, circuit_interventions(circuit, f, shift), plain, feel) for f in cfg.shift_factors]
+    else:
+        trials += [("circuit", f, circuit_interventions(circuit, f), plain, feel) for f in cfg.factors]
     trials += [("steering", s, [Intervention("resid_post", layer, "add", value=(s * norm * v))], plain, feel)
                for s in cfg.steer_scales]
     trials.append(("prompting", 1.0, [], prompted, [f"{system}\n{p}" for p in feel]))
@@ -301,4 +341,5 @@ def modulation(
     df.attrs["fluency_criterion"] = cfg.fluency
     df.attrs["scale_reference"] = cfg.scale_reference
     df.attrs["residual_norm"] = float(norm)
+    df.attrs["circuit_op"] = cfg.circuit_op
     return choose(df)

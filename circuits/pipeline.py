@@ -52,7 +52,16 @@ from psylens.circuits.ablation import (
 )
 from psylens.circuits.circuit import Circuit, Selection, select
 from psylens.circuits.scores import UnitScores, attribution, patching, spearman
-from psylens.circuits.signal import Edit, Prepared, contrast_weights, is_grouped, prepare, projections, unit_baseline
+from psylens.circuits.signal import (
+    Edit,
+    Prepared,
+    contrast_weights,
+    is_grouped,
+    prepare,
+    projections,
+    unit_baseline,
+    unit_contrast,
+)
 from psylens.circuits.sublayers import sublayer_influence
 from psylens.stimuli import EMOTIONS
 
@@ -74,7 +83,9 @@ class CircuitsConfig:
     ``seed``). ``patch_heads`` / ``patch_neurons``: units verified by real patching. ``n_random`` (≥ 5):
     random sets per size; ``curve_points``: sizes on the ablation curve; ``factor``: enhancement
     scale; ``alphas``: sublayer injection strengths (empty: skip); ``n_top_neurons`` neurons shown
-    with their ``n_top_stimuli`` top-activating stimuli. ``n_expression_prompts``: with ``source``
+    with their ``n_top_stimuli`` top-activating stimuli. ``modulation`` (slow: generation): also judge circuit
+    modulation (``modulation_op``: ``scale`` or ``shift``, see :mod:`psylens.circuits.modulation`) vs steering vs
+    prompting, under ``modulation_fluency``. ``n_expression_prompts``: with ``source``
     ``expression``, the first that many of its extraction prompts (``None``: all 24; fewer is cheaper
     and noisier).
     """
@@ -105,6 +116,7 @@ class CircuitsConfig:
     modulation_fluency: str = "relative"
     n_expression_prompts: int | None = None
     modulation_scale_reference: str = "norm"
+    modulation_op: str = "scale"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -133,6 +145,11 @@ class CircuitsConfig:
         from psylens.steering.sweep import check_scale_reference
 
         check_scale_reference(self.modulation_scale_reference, "modulation_scale_reference")
+        from psylens.circuits.modulation import CIRCUIT_OPS
+
+        if self.modulation_op not in CIRCUIT_OPS:
+            raise ValueError(f"modulation_op {self.modulation_op!r} is not one of {CIRCUIT_OPS}: scale (multiply the "
+                             "circuit's units) or shift (add each unit's emotion contrast)")
         if isinstance(self.selection, Mapping):
             object.__setattr__(self, "selection", Selection.from_dict(self.selection))
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -526,9 +543,11 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
     mod = pd.DataFrame(columns=list(art.MODULATION_COLUMNS))
     mod_s: dict[str, Any] | None = None
     if cfg.modulation and len(circ.units):
+        shift = unit_contrast(model, disc, w_d, range(layer + 1)) if cfg.modulation_op == "shift" else None
         mod, mod_s = modulate(model, circ, v, contrast, n_prompts=cfg.n_modulation_prompts,
                               n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
-                              progress=progress, scale_reference=cfg.modulation_scale_reference)
+                              progress=progress, scale_reference=cfg.modulation_scale_reference,
+                              op=cfg.modulation_op, shift=shift)
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -573,27 +592,34 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
 def modulate(
     model: Any, circ: Circuit, v: torch.Tensor, emotions: Sequence[str], *, n_prompts: int = 12, n_contexts: int = 12,
     fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
+    op: str = "scale", shift: Any = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Circuit modulation vs steering with ``v`` (``[d_model]``, read-out layer) vs prompting for ``circ``'s emotion on
     the first ``n_prompts`` built-in steering prompts and ``n_contexts`` "… I feel" contexts, judged against
     ``emotions``' words: the table (:data:`~psylens.circuits.artifacts.MODULATION_COLUMNS`) and the summary's
-    ``modulation`` block (see :func:`_modulation_summary`)."""
+    ``modulation`` block (see :func:`_modulation_summary`). ``op``/``shift``: the circuit op
+    (:class:`~psylens.circuits.modulation.ModulationConfig`'s ``circuit_op``) and, for ``"shift"``, the per-unit
+    contrast it adds (:func:`~psylens.circuits.signal.unit_contrast`)."""
     from psylens import stimuli
     from psylens.circuits.modulation import METHODS, ModulationConfig, modulation, paired_vs
     from psylens.concepts import feel_contexts, feel_words
 
     mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[:n_prompts], emotions=emotions,
                      words=feel_words(), contexts=feel_contexts()[:n_contexts],
-                     config=ModulationConfig(seed=seed, fluency=fluency, scale_reference=scale_reference), progress=progress)
+                     config=ModulationConfig(seed=seed, fluency=fluency, scale_reference=scale_reference, circuit_op=op),
+                     shift=shift, progress=progress)
     return mod, _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=seed))
 
 
 def modulate_run(
     model: Any, run: Any, emotions: Sequence[str] | None = None, *, n_prompts: int = 12, n_contexts: int = 12,
     fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
+    op: str = "scale", batch_size: int = 16,
 ) -> dict[str, dict[str, Any]]:
     """:func:`modulate` on the circuits a finished ``psylens circuits`` run holds (``emotions``: default all of them),
-    e.g. under another fluency criterion; returns ``{emotion: modulation block}`` and writes nothing."""
+    e.g. under another fluency criterion or circuit ``op``; returns ``{emotion: modulation block}`` and writes
+    nothing. With ``op="shift"`` the units' contrasts are recomputed on the run's discovery scenarios (its
+    summary's ``splits``)."""
     from psylens.probes import Directions
 
     done = run.read_json(art.SUMMARY)["emotions"]
@@ -604,13 +630,30 @@ def modulate_run(
                          "run `psylens circuits` for them first or leave them out")
     dirs = Directions.load(run.file(art.DIRECTIONS))
     contrast = [e for e in EMOTIONS if e in dirs.emotions]
+    disc = _discovery(model, run, contrast, batch_size) if op == "shift" else None
     out: dict[str, dict[str, Any]] = {}
     for e in emos:
         circ = Circuit.load(run.file(art.circuit_file(e)))
+        shift = None
+        if disc is not None:
+            shift = unit_contrast(model, disc, contrast_weights(disc.labels, disc.groups, e, contrast),
+                                  range(circ.readout_layer + 1))
         out[e] = modulate(model, circ, dirs[e, circ.readout_layer], contrast, n_prompts=n_prompts,
                           n_contexts=n_contexts, fluency=fluency, seed=seed, progress=progress,
-                          scale_reference=scale_reference)[1]
+                          scale_reference=scale_reference, op=op, shift=shift)[1]
     return out
+
+
+def _discovery(model: Any, run: Any, contrast: Sequence[str], batch_size: int) -> Prepared:
+    """The discovery stimuli of a finished circuits run (its summary's ``splits``)."""
+    from psylens import stimuli
+
+    split = run.read_json(art.SUMMARY).get("splits", {}).get("discovery", {})
+    if split.get("set") != "emotions" or not split.get("scenarios"):
+        raise ValueError(f"the circuits summary at {run.path} records no discovery scenarios of the 'emotions' set "
+                         f"(got {split!r}); re-run `psylens circuits` with this version")
+    keep = set(split["scenarios"])
+    return _prep(model, [s for s in stimuli.load("emotions") if s.group in keep and s.label in contrast], batch_size)
 
 
 def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mapping[str, Any]) -> dict[str, Any]:
@@ -627,6 +670,7 @@ def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mappi
     out["fluency_criterion"] = mod.attrs.get("fluency_criterion")
     out["fluency_reference"] = mod.attrs.get("fluency_reference")
     out["scale_reference"] = mod.attrs.get("scale_reference", "norm")  # what steering's strengths multiply
+    out["circuit_op"] = mod.attrs.get("circuit_op", "scale")
     out["circuit_minus_steering"] = dict(paired)
     c, s = out["circuit"], out["steering"]
     out["circuit_at_least_steering"] = bool(c["fluent"] and s["fluent"] and c["row_win"] >= s["row_win"]

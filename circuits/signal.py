@@ -45,6 +45,8 @@ __all__ = [
     "edit_interventions",
     "masked",
     "unit_baseline",
+    "unit_contrast",
+    "unit_means",
 ]
 
 Unit = tuple[str, int, int]  # (site "head_out" | "mlp_post", layer, index)
@@ -366,6 +368,33 @@ def unit_baseline(model: Any, data: Prepared, layers: Sequence[int], *, progress
 
     The baseline of ``atp``, ``patching`` and mean ablation: the issue's "mean over neutral stimuli".
     """
+    return unit_means(model, data, layers, progress=progress)
+
+
+def unit_contrast(model: Any, data: Prepared, weights: np.ndarray, layers: Sequence[int], *,
+                  progress: bool = False) -> Baseline:
+    """Each unit's own emotion signal: ``Σ_i w_i ā_i``, where ``ā_i`` is the unit's mean ``head_out`` /
+    ``mlp_post`` over stimulus ``i``'s text tokens and ``w`` the :func:`contrast_weights` of an emotion.
+
+    With those weights it is, per unit, the mean over scenarios of (the emotion's stimuli minus the other
+    emotions' stimuli of the same scenario) — the unit-level analogue of the signal, and the shift that
+    ``op="shift"`` circuit modulation adds (:mod:`psylens.circuits.modulation`). Zeros outside ``layers``.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(data),) or not np.isfinite(w).all():
+        raise ValueError(f"weights must be {len(data)} finite numbers, one per stimulus (contrast_weights gives them); "
+                         f"got shape {list(w.shape)}")
+    return unit_means(model, data, layers, weights=w, progress=progress)
+
+
+@torch.no_grad()
+def unit_means(model: Any, data: Prepared, layers: Sequence[int], *, weights: np.ndarray | None = None,
+               progress: bool = False) -> Baseline:
+    """``head_out`` / ``mlp_post`` averaged over ``data``'s text tokens at ``layers`` (zeros elsewhere).
+
+    ``weights`` ``None``: the mean over every text token (:func:`unit_baseline`); else ``Σ_i w_i ā_i`` over
+    per-stimulus token means ``ā_i`` (:func:`unit_contrast`).
+    """
     hf = model.hf_model if hasattr(model, "hf_model") else model
     cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
     n_layers = int(cfg.num_hidden_layers)
@@ -376,14 +405,22 @@ def unit_baseline(model: Any, data: Prepared, layers: Sequence[int], *, progress
     neurons = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
     count = 0.0
     layers = sorted(set(int(x) for x in layers))
+    if not layers or layers[0] < 0 or layers[-1] >= n_layers:
+        raise ValueError(f"layers {layers} must be non-empty and within 0–{n_layers - 1}")
     top = max(layers)
-    for b in _batches(data, progress, "baseline"):
+    for b in _batches(data, progress, "baseline" if weights is None else "unit contrast"):
         m = b.text_mask
+        # per row: 1 per token (plain mean) or w_i / n_tokens_i (weighted per-stimulus means)
+        if weights is None:
+            tw = m.double()
+        else:
+            wr = torch.as_tensor(weights[list(b.rows)], dtype=torch.float64)
+            tw = m.double() * (wr / m.sum(1).clamp(min=1).double())[:, None]
         acc: dict[tuple[str, int], Tensor] = {}
 
-        def keep(site: str, lay: int, x: Tensor, m: Tensor = m) -> None:
-            mm = m.to(x.device)
-            acc[(site, lay)] = x[mm].double().sum(0).cpu()
+        def keep(site: str, lay: int, x: Tensor, tw: Tensor = tw) -> None:
+            t = tw.to(x.device)
+            acc[(site, lay)] = torch.einsum("bt,bt...->...", t, x.double()).cpu()
             if site == "mlp_post" and lay == top:
                 raise StopForward
 
@@ -397,7 +434,9 @@ def unit_baseline(model: Any, data: Prepared, layers: Sequence[int], *, progress
             heads[lay] += acc[("head_out", lay)]
             neurons[lay] += acc[("mlp_post", lay)]
         count += float(m.sum())
-    return Baseline(heads=(heads / count).float(), neurons=(neurons / count).float())
+    if weights is None:
+        heads, neurons = heads / count, neurons / count
+    return Baseline(heads=heads.float(), neurons=neurons.float())
 
 
 def group_labels(data: Prepared) -> Mapping[str, list[int]]:
