@@ -543,7 +543,11 @@ def render_modulation(run: Run, summary: dict[str, Any]) -> None:
         st.info(f"`{CA.MODULATION}` is empty (no generation was judged).")
         return
     st.plotly_chart(modulation_figure(table), width="stretch")
-    st.caption("Same prompts for every method. feels row margin: the emotion's “… I feel” word shift minus the "
+    ops = sorted({str((m or {}).get("circuit_op", "scale")) for m in
+                  (e.get("modulation") for e in summary.get("emotions", {}).values()) if m})
+    how = {"scale": "the circuit's units multiplied by the strength",
+           "shift": "the strength × each unit's emotion contrast added to the circuit's units"}
+    st.caption("Circuit: " + "; ".join(how.get(o, o) for o in ops or ["scale"]) + ". Same prompts for every method. feels row margin: the emotion's “… I feel” word shift minus the "
                "other emotions' (nats); row win: that margin is the row's largest; read-back win rate: generated text "
                "re-read projects higher than the unsteered text (95% interval); fluency: log-prob per token under "
                "the unmodified model — compare methods at equal fluency. `none` is the unsteered control.")
