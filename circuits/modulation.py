@@ -12,7 +12,10 @@ Three ways to make the model express emotion ``e``, each at a few strengths:
 - ``steering``: ``e``'s unit direction × ``scale`` × the read-out layer's mean residual norm added to
   ``resid_post`` at the read-out layer (as :func:`psylens.validation.gates.read_back` steers; the norm is
   the plain, centred or median one, ``ModulationConfig.scale_reference``);
-- ``prompting``: the system prompt ``"Always reply in {emotion}."`` (one strength).
+- ``prompting``: the system prompt ``"Always reply in {emotion}."`` (one strength);
+- ``random`` (the control, ``n_random`` draws): size-matched random units of the circuit's layers
+  (:func:`~psylens.circuits.ablation.random_like`) changed the same way at the circuit's chosen strength — a
+  shifted random unit gets its own contrast. Never ``chosen``; the summary reports their mean.
 
 Judges (the validation suite's measures, run on the same prompts for every method):
 
@@ -80,7 +83,8 @@ class ModulationConfig:
     ``circuit_op``: how the circuit is modulated (:data:`CIRCUIT_OPS`): ``"scale"`` multiplies its units by each of
     ``factors``; ``"shift"`` adds each of ``shift_factors`` × the units' emotion contrast. ``steer_scales`` are multiples of the read-out layer's mean
     residual norm (the sweep's grid and beyond), so each method has weak strengths that can pass the criterion.
-    ``scale_reference``: which norm ``steer_scales`` multiply (:data:`psylens.steering.sweep.SCALE_REFERENCES`):
+    ``n_random``: random unit sets (size-matched per layer) judged at the circuit's chosen strength, the control
+    (0: none). ``scale_reference``: which norm ``steer_scales`` multiply (:data:`psylens.steering.sweep.SCALE_REFERENCES`):
     ``"norm"`` (default), the mean per-token norm; ``"centred"``, the mean per-token norm after subtracting the
     mean token vector; ``"median"``, √d × the median dimension's root-mean-square (for models with massive
     activations such as Gemma-3; see
@@ -98,6 +102,7 @@ class ModulationConfig:
     n_reference: int = 3
     seed: int = 0
     scale_reference: str = "norm"
+    n_random: int = 3
 
     def __post_init__(self) -> None:
         from psylens.steering.sweep import check_scale_reference
@@ -123,6 +128,9 @@ class ModulationConfig:
                              "perplexity ratio, distinct-2 and zlib ratio no worse than the model's own T=1 text), "
                              "'relative_greedy' (diversity against the model's own greedy text instead) or 'drop' "
                              "(log-prob per token at most max_fluency_drop below the unmodified text's)")
+        if isinstance(self.n_random, bool) or not isinstance(self.n_random, int) or self.n_random < 0:
+            raise ValueError(f"n_random must be a non-negative integer (random unit sets judged at the circuit's chosen "
+                             f"strength; 0 = none), got {self.n_random!r}")
         if self.n_reference < 1:
             raise ValueError(f"n_reference must be at least 1 (T=1 draws of the unmodified model), got {self.n_reference}")
 
@@ -244,7 +252,8 @@ def modulation(
     """Rows of :data:`psylens.circuits.artifacts.MODULATION_COLUMNS` for ``circuit.emotion``: ``none``, then
     each method at each strength (see the module doc); then ``perplexity_ratio``, ``distinct_2``,
     ``zlib_ratio``, ``read_back_wins`` (per prompt), ``feels_margins`` (per context), ``n_fluency_failed``,
-    ``fluent`` and ``chosen``. ``df.attrs``: ``fluency_criterion``, ``fluency_reference``, ``scale_reference``
+    ``fluent`` and ``chosen``; last, ``n_random`` ``random`` rows (the control, at the circuit's chosen strength,
+    never chosen). ``df.attrs``: ``fluency_criterion``, ``fluency_reference``, ``scale_reference``
     and ``residual_norm`` (the norm the steering strengths multiply), ``circuit_op``.
 
     ``shift``: per-unit values the ``"shift"`` circuit op adds (needed then, e.g.
@@ -274,72 +283,100 @@ def modulation(
     ids = word_token_ids(model.tokenizer, {x: words[x] for x in emos})
     token_ids = [ids[x] for x in emos]
     norm = residual_norms(model, plain, [layer], reference=cfg.scale_reference)[layer]
-    judge = LexiconJudge()
     lp_none, _ = _word_logprobs(model, feel, token_ids, [], cfg.batch_size)
     gens_none = _generate(model, plain, [], cfg.max_new_tokens, cfg.batch_size)
     x_none = _reread(model, plain, gens_none, layer, cfg.batch_size).double() @ v.double()
 
     trials: list[tuple[str, float, list[Intervention], list[str], list[str]]] = [("none", 0.0, [], plain, feel)]
-    if cfg.circuit_op == "shift":
-        trials += [("circuit", f, circuit_interventions(circuit, f, shift), plain, feel) for f in cfg.shift_factors]
-    else:
-        trials += [("circuit", f, circuit_interventions(circuit, f), plain, feel) for f in cfg.factors]
+    strengths = cfg.shift_factors if cfg.circuit_op == "shift" else cfg.factors
+    trials += [("circuit", f, circuit_interventions(circuit, f, shift if cfg.circuit_op == "shift" else None), plain, feel)
+               for f in strengths]
     trials += [("steering", s, [Intervention("resid_post", layer, "add", value=(s * norm * v))], plain, feel)
                for s in cfg.steer_scales]
     trials.append(("prompting", 1.0, [], prompted, [f"{system}\n{p}" for p in feel]))
     tok = model.tokenizer
     i = emos.index(e)
     others = [j for j in range(len(emos)) if j != i]
-    rows = []
-    stats_none: dict[str, float] | None = None
-    from tqdm.auto import tqdm
+    state: dict[str, Any] = {}
 
-    for method, strength, ivs, fmt, fprompts in tqdm(trials, desc=f"modulation {e}", disable=not progress, leave=False):
-        lp, _ = _word_logprobs(model, fprompts, token_ids, ivs, cfg.batch_size)
+    def judge(method: str, strength: float, ivs: Sequence[Intervention], fmt: Sequence[str],
+              fprompts: Sequence[str]) -> dict[str, Any]:
+        lp, _ = _word_logprobs(model, list(fprompts), token_ids, list(ivs), cfg.batch_size)
         shift_c = lp - lp_none  # [context, E]
         margins = (shift_c[:, i] - shift_c[:, others].mean(1)) if others else shift_c[:, i]  # [context]
-        shift = shift_c.mean(0)  # [E]
+        shift_e = shift_c.mean(0)  # [E]
         gens = gens_none if method == "none" else _generate(model, fmt, ivs, cfg.max_new_tokens, cfg.batch_size)
         texts = [tok.decode(g, skip_special_tokens=True) for g in gens]
         x = x_none if method == "none" else _reread(model, plain, gens, layer, cfg.batch_size).double() @ v.double()
         wins = np.nan_to_num((x > x_none).numpy().astype(float))
-        k = int(wins.sum())
-        lo, hi = wilson_ci(k, len(wins))
-        scores = judge.score(texts)
+        lo, hi = wilson_ci(int(wins.sum()), len(wins))
         st = _text_stats(model, prompts, texts, cfg.batch_size)
         if method == "none":
-            stats_none = st
-        ppl_ratio = _ppl(st) / _ppl(stats_none) if stats_none and _ppl(stats_none) > 0 else float("nan")
-        rows.append({"emotion": e, "method": method, "strength": float(strength),
-                     "feels_shift": float(margins.mean()),
-                     # strictly the row's largest: a tie (no shift at all) is not a win
-                     "row_win": bool(method != "none" and shift[i] > (shift[others].max() if others else 0.0)),
-                     "read_back_win": float(wins.mean()), "read_back_win_ci_low": float(lo), "read_back_win_ci_high": float(hi),
-                     "fluency": st["fluency"],
-                     "lexicon_hit_rate": float(success_rate(scores, e)), "n_prompts": len(prompts),
-                     "perplexity_ratio": float(ppl_ratio), "distinct_2": st["distinct_2"], "zlib_ratio": st["zlib_ratio"],
-                     "read_back_wins": [float(w) for w in wins], "feels_margins": [float(m) for m in margins]})
+            state["none"] = st
+        ref = state.get("none")
+        ppl_ratio = _ppl(st) / _ppl(ref) if ref and _ppl(ref) > 0 else float("nan")
+        return {"emotion": e, "method": method, "strength": float(strength),
+                "feels_shift": float(margins.mean()),
+                # strictly the row's largest: a tie (no shift at all) is not a win
+                "row_win": bool(method != "none" and shift_e[i] > (shift_e[others].max() if others else 0.0)),
+                "read_back_win": float(wins.mean()), "read_back_win_ci_low": float(lo), "read_back_win_ci_high": float(hi),
+                "fluency": st["fluency"],
+                "lexicon_hit_rate": float(success_rate(judge_text.score(texts), e)), "n_prompts": len(prompts),
+                "perplexity_ratio": float(ppl_ratio), "distinct_2": st["distinct_2"], "zlib_ratio": st["zlib_ratio"],
+                "read_back_wins": [float(w) for w in wins], "feels_margins": [float(m) for m in margins]}
+
+    from tqdm.auto import tqdm
+
+    judge_text = LexiconJudge()
+    rows = [judge(*t) for t in tqdm(trials, desc=f"modulation {e}", disable=not progress, leave=False)]
     df = pd.DataFrame(rows)
+    stats_none = state["none"]
     if cfg.fluency in ("relative", "relative_greedy"):
         from psylens.steering.sweep import SweepConfig, _fluency_checks, _fluency_reference
 
         sweep_cfg = SweepConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, fluency=cfg.fluency)
-        reference = _fluency_reference(model, plain, list(prompts), sweep_cfg, cfg.seed,
-                                       _ppl(stats_none) if stats_none else float("nan"),
+        reference = _fluency_reference(model, plain, list(prompts), sweep_cfg, cfg.seed, _ppl(stats_none),
                                        draws=cfg.n_reference)
         none_row = df[df.method == "none"].iloc[0]
         reference["unsteered_greedy"] = {"distinct_2": float(none_row["distinct_2"]), "zlib_ratio": float(none_row["zlib_ratio"])}
-        checks = [_fluency_checks(r, reference, sweep_cfg) for r in df.to_dict(orient="records")]
-        df["n_fluency_failed"] = [sum(not c for c in ch.values()) for ch in checks]
-        df.attrs["fluency_reference"] = {k: reference[k] for k in ("perplexity_ratio", "distinct_2", "zlib_ratio",
-                                                                   "temperature", "draws", "n", "unsteered_greedy")}
+
+        def failed(d: pd.DataFrame) -> list[int]:
+            return [sum(not c for c in _fluency_checks(r, reference, sweep_cfg).values()) for r in d.to_dict(orient="records")]
+
+        attrs_ref = {k: reference[k] for k in ("perplexity_ratio", "distinct_2", "zlib_ratio", "temperature", "draws", "n",
+                                               "unsteered_greedy")}
     else:
         floor = float(df[df.method == "none"]["fluency"].iloc[0]) - cfg.max_fluency_drop
-        df["n_fluency_failed"] = (df.fluency < floor).astype(int)
-        df.attrs["fluency_reference"] = {"fluency_floor": floor}
+
+        def failed(d: pd.DataFrame) -> list[int]:
+            return (d.fluency < floor).astype(int).tolist()
+
+        attrs_ref = {"fluency_floor": floor}
+    df["n_fluency_failed"] = failed(df)
     df["fluent"] = df.n_fluency_failed == 0
+    df = choose(df)
+    if cfg.n_random:
+        # the control: size-matched random units of the same layers, changed the same way at the circuit's chosen
+        # strength (a shifted random unit gets its own contrast)
+        from psylens.circuits.ablation import random_like
+        from psylens.circuits.signal import unit_widths
+
+        _, n_heads, _, d_mlp = unit_widths(model)
+        f = float(df[(df.method == "circuit") & df.chosen].strength.iloc[0])
+        rnd = []
+        for d in range(cfg.n_random):
+            units = random_like(circuit.units, n_heads, d_mlp, seed=cfg.seed + 1 + d)
+            rc = Circuit(e, "random", layer, heads=units.heads, neurons=units.neurons)
+            rnd.append(judge("random", f, circuit_interventions(rc, f, shift if cfg.circuit_op == "shift" else None),
+                             plain, feel))
+        extra = pd.DataFrame(rnd)
+        extra["n_fluency_failed"] = failed(extra)
+        extra["fluent"] = extra.n_fluency_failed == 0
+        extra["chosen"] = False
+        df = pd.concat([df, extra], ignore_index=True)
+    df.attrs["fluency_reference"] = attrs_ref
     df.attrs["fluency_criterion"] = cfg.fluency
     df.attrs["scale_reference"] = cfg.scale_reference
     df.attrs["residual_norm"] = float(norm)
     df.attrs["circuit_op"] = cfg.circuit_op
-    return choose(df)
+    return df

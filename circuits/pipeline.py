@@ -658,7 +658,8 @@ def _discovery(model: Any, run: Any, contrast: Sequence[str], batch_size: int) -
 
 def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mapping[str, Any]) -> dict[str, Any]:
     """``summary["emotions"][e]["modulation"]``: each method at its chosen strength, the fluency criterion and its
-    reference, ``circuit_minus_steering`` (paired intervals) and ``circuit_at_least_steering`` (the issue's test:
+    reference, ``random`` (the size-matched random sets at the circuit's strength: their count, mean feels shift,
+    row wins, mean read-back win rate, how many were fluent), ``circuit_minus_steering`` (paired intervals) and ``circuit_at_least_steering`` (the issue's test:
     circuit's row win and read-back win rate ≥ steering's, both at strengths that pass the criterion)."""
     keys = ("strength", "feels_shift", "row_win", "read_back_win", "read_back_win_ci_low", "read_back_win_ci_high",
             "fluency", "perplexity_ratio", "distinct_2", "zlib_ratio", "lexicon_hit_rate", "fluent", "n_fluency_failed")
@@ -671,6 +672,11 @@ def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mappi
     out["fluency_reference"] = mod.attrs.get("fluency_reference")
     out["scale_reference"] = mod.attrs.get("scale_reference", "norm")  # what steering's strengths multiply
     out["circuit_op"] = mod.attrs.get("circuit_op", "scale")
+    rnd = mod[mod.method == "random"]
+    out["random"] = ({"n": int(len(rnd)), "strength": float(rnd.strength.iloc[0]),
+                      "feels_shift": float(rnd.feels_shift.mean()), "row_wins": int(rnd.row_win.astype(bool).sum()),
+                      "read_back_win": float(rnd.read_back_win.mean()), "fluent": int(rnd.fluent.astype(bool).sum())}
+                     if len(rnd) else None)
     out["circuit_minus_steering"] = dict(paired)
     c, s = out["circuit"], out["steering"]
     out["circuit_at_least_steering"] = bool(c["fluent"] and s["fluent"] and c["row_win"] >= s["row_win"]

@@ -47,6 +47,7 @@ __all__ = [
     "unit_baseline",
     "unit_contrast",
     "unit_means",
+    "unit_widths",
 ]
 
 Unit = tuple[str, int, int]  # (site "head_out" | "mlp_post", layer, index)
@@ -387,6 +388,15 @@ def unit_contrast(model: Any, data: Prepared, weights: np.ndarray, layers: Seque
     return unit_means(model, data, layers, weights=w, progress=progress)
 
 
+def unit_widths(model: Any) -> tuple[int, int, int, int]:
+    """``(n_layers, n_heads, d_head, d_mlp)`` of a psylens ``Model`` or a Hugging Face causal LM."""
+    hf = model.hf_model if hasattr(model, "hf_model") else model
+    cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+    n_heads = int(cfg.num_attention_heads)
+    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
+    return int(cfg.num_hidden_layers), n_heads, d_head, int(cfg.intermediate_size)
+
+
 @torch.no_grad()
 def unit_means(model: Any, data: Prepared, layers: Sequence[int], *, weights: np.ndarray | None = None,
                progress: bool = False) -> Baseline:
@@ -395,12 +405,7 @@ def unit_means(model: Any, data: Prepared, layers: Sequence[int], *, weights: np
     ``weights`` ``None``: the mean over every text token (:func:`unit_baseline`); else ``Σ_i w_i ā_i`` over
     per-stimulus token means ``ā_i`` (:func:`unit_contrast`).
     """
-    hf = model.hf_model if hasattr(model, "hf_model") else model
-    cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
-    n_layers = int(cfg.num_hidden_layers)
-    n_heads = int(cfg.num_attention_heads)
-    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
-    d_mlp = int(cfg.intermediate_size)
+    n_layers, n_heads, d_head, d_mlp = unit_widths(model)
     heads = torch.zeros(n_layers, n_heads, d_head, dtype=torch.float64)
     neurons = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
     count = 0.0

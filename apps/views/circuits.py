@@ -71,7 +71,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "eval random drop": ("<=", 0.10),
 }
 COST_TARGET = 4.0
-METHOD_COLORS = {"circuit": kit.REAL, "steering": kit.SELECT, "prompting": kit.LEXICAL, "none": kit.CONTROL}
+METHOD_COLORS = {"circuit": kit.REAL, "steering": kit.SELECT, "prompting": kit.LEXICAL, "random": "#c7c7c7",
+                 "none": kit.CONTROL}
 SUBLAYER_COLORS = {"attn": "#1f77b4", "mlp": "#ff7f0e"}
 MODULATION_METRICS = (("feels_shift", "feels row margin (nats)"), ("row_win", "feels row win"),
                       ("read_back_win", "read-back win rate"), ("fluency", "fluency (log-prob / token)"),
@@ -348,7 +349,8 @@ def modulation_figure(table: pd.DataFrame, emotions: list[str] | None = None) ->
     """Circuit modulation vs steering vs prompting (and none): one panel a measure (feels row margin, row win,
     read-back win rate with its 95% interval, fluency, lexicon hit rate), bars grouped by method per emotion.
     When the table marks each method's ``chosen`` strength (the best read-back among the fluent ones), only
-    those rows are drawn — methods compared at equal fluency; else the first row of each (emotion, method)."""
+    those rows are drawn — methods compared at equal fluency; else the first row of each (emotion, method).
+    ``random`` rows (the control: random units at the circuit's strength) are drawn as their mean per emotion."""
     from plotly.subplots import make_subplots
 
     need = {"emotion", "method"}
@@ -358,8 +360,14 @@ def modulation_figure(table: pd.DataFrame, emotions: list[str] | None = None) ->
     if not metrics:
         raise ValueError(f"the modulation table has none of {[c for c, _ in MODULATION_METRICS]}")
     t = table if emotions is None else table[table["emotion"].astype(str).isin(emotions)]
+    is_rnd = t["method"].astype(str) == "random"
+    rnd, t = t[is_rnd], t[~is_rnd]
     if "chosen" in t.columns and t["chosen"].map(lambda v: v is True or v == 1).any():
         t = t[t["chosen"].map(lambda v: v is True or v == 1)]  # each method at its strength of equal fluency
+    if len(rnd):  # the control's draws, averaged (bools as rates); no interval of its own
+        cols = [c for c, _ in metrics]
+        mean = rnd[["emotion"] + cols].assign(**{c: rnd[c].map(_number) for c in cols}).groupby("emotion", sort=False).mean()
+        t = pd.concat([t, mean.reset_index().assign(method="random")], ignore_index=True)
     emos = list(dict.fromkeys(t["emotion"].astype(str)))
     methods = [m for m in METHOD_COLORS if m in set(t["method"].astype(str))] + \
         [m for m in dict.fromkeys(t["method"].astype(str)) if m not in METHOD_COLORS]
@@ -550,4 +558,5 @@ def render_modulation(run: Run, summary: dict[str, Any]) -> None:
     st.caption("Circuit: " + "; ".join(how.get(o, o) for o in ops or ["scale"]) + ". Same prompts for every method. feels row margin: the emotion's “… I feel” word shift minus the "
                "other emotions' (nats); row win: that margin is the row's largest; read-back win rate: generated text "
                "re-read projects higher than the unsteered text (95% interval); fluency: log-prob per token under "
-               "the unmodified model — compare methods at equal fluency. `none` is the unsteered control.")
+               "the unmodified model — compare methods at equal fluency. `none` is the unsteered control; `random` is "
+               "size-matched random units changed the same way at the circuit's strength (mean of the draws).")

@@ -233,6 +233,12 @@ def test_modulation_grouped_bars_with_read_back_intervals(run_dir: Path) -> None
     flipped = [t for t in page.modulation_figure(both.assign(chosen=~both.chosen.astype(bool))).data
                if t.name == "circuit" and t.xaxis == "x"][0]
     assert list(flipped.y) == pytest.approx([9.0, 9.0])  # control: the pick follows `chosen`
+    # the random-units control rows are drawn as one bar an emotion: their mean, whatever `chosen` says
+    rnd = pd.concat([table[table.method == "circuit"].assign(method="random", feels_shift=f, chosen=False) for f in (0.1, 0.3)],
+                    ignore_index=True)
+    with_rnd = page.modulation_figure(pd.concat([table.assign(chosen=True), rnd], ignore_index=True))
+    r = [t for t in with_rnd.data if t.name == "random" and t.xaxis == "x"]
+    assert len(r) == 1 and list(r[0].y) == pytest.approx([0.2, 0.2])
 
 
 def test_summary_table_and_targets(run_dir: Path) -> None:

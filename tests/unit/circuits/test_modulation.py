@@ -26,14 +26,19 @@ def test_modulation_table_and_the_identity_control(planted):
     df = modulation(model, circ, v, ["Tell me about your day.", "Describe a morning walk."],
                     emotions=("joy", "anger", "fear"), words=WORDS,
                     contexts=["I opened the letter and felt joy. I feel", "The room was quiet. I feel"], config=cfg)
-    assert list(df.method) == ["none", "circuit", "circuit", "steering", "prompting"]
+    assert list(df.method) == ["none", "circuit", "circuit", "steering", "prompting", "random", "random", "random"]
+    # the control rows: random units at the circuit's chosen strength, never chosen themselves
+    chosen_f = df[(df.method == "circuit") & df.chosen].strength.iloc[0]
+    rnd = df[df.method == "random"]
+    assert (rnd.strength == chosen_f).all() and not rnd.chosen.any()
     ident = df[(df.method == "circuit") & (df.strength == 1.0)].iloc[0]
     # scaling the circuit by 1 changes nothing: no shift, no read-back win (ties are not wins)
     assert ident.feels_shift == pytest.approx(0.0, abs=1e-6) and ident.read_back_win == 0.0
     # scaling the planted units by 8 moves the "joy" context's next-token distribution
     strong = df[(df.method == "circuit") & (df.strength == 8.0)].iloc[0]
     assert abs(strong.feels_shift) > 1e-4
-    assert df.groupby("method")["chosen"].sum().to_dict() == {"circuit": 1, "none": 1, "prompting": 1, "steering": 1}
+    assert df.groupby("method")["chosen"].sum().to_dict() == {"circuit": 1, "none": 1, "prompting": 1, "steering": 1,
+                                                          "random": 0}
     assert ((df.read_back_win_ci_low <= df.read_back_win) & (df.read_back_win <= df.read_back_win_ci_high)).all()
 
 

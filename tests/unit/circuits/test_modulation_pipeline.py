@@ -74,8 +74,9 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     assert isinstance(m["circuit"]["fluent"], bool) and isinstance(m["circuit"]["perplexity_ratio"], float)
     table = run.read_table(art.MODULATION)
     assert list(table.columns[: len(art.MODULATION_COLUMNS)]) == list(art.MODULATION_COLUMNS)
-    assert list(table.method) == ["none", "circuit", "steering", "prompting"] and table.chosen.sum() == 4
-    assert [len(w) for w in table.read_back_wins] == [2] * 4
+    assert list(table.method) == ["none", "circuit", "steering", "prompting"] + ["random"] * 3 and table.chosen.sum() == 4
+    assert [len(w) for w in table.read_back_wins] == [2] * 7
+    assert m["random"]["n"] == 3 and m["random"]["strength"] == m["circuit"]["strength"] and m["circuit_op"] == "scale"
     # the finished run's circuit modulated again (e.g. under another fluency criterion) gives the same block
     # with the same settings, and names the other criterion when asked for it
     again = modulate_run(model, run, n_prompts=2, n_contexts=2)
@@ -85,6 +86,10 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     assert greedy["fluency_criterion"] == "relative_greedy" and greedy["circuit"]["feels_shift"] == m["circuit"]["feels_shift"]
     with pytest.raises(ValueError, match=r"no circuit for \['anger'\]"):
         modulate_run(model, run, ["anger"])
+    # the shift op re-judged on the finished run: the contrasts come from its recorded discovery scenarios
+    shifted = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, op="shift")["joy"]
+    assert shifted["circuit_op"] == "shift" and shifted["circuit"]["strength"] in ModulationConfig().shift_factors
+    assert shifted["random"]["n"] == 3 and shifted["steering"] == again["joy"]["steering"]
 
 
 def test_top_neurons_stop_at_their_layer_and_find_the_planted_neuron_stimuli(planted):
