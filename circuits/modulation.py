@@ -78,13 +78,15 @@ class ModulationConfig:
 
     ``fluency``: ``"relative"`` (the steering sweep's criterion against ``n_reference`` T=1 draws of the
     unmodified model), ``"relative_greedy"`` (the sweep's option of that name: perplexity as ``relative``,
-    distinct-2 and zlib ratio against the unmodified model's own greedy text) or ``"drop"`` (mean log-prob per token at most ``max_fluency_drop`` nats below the
-    unmodified text's). ``seed``: the reference's sampling and the paired bootstrap. Strengths:
-    ``circuit_op``: how the circuit is modulated (:data:`CIRCUIT_OPS`): ``"scale"`` multiplies its units by each of
-    ``factors``; ``"shift"`` adds each of ``shift_factors`` × the units' emotion contrast. ``steer_scales`` are multiples of the read-out layer's mean
-    residual norm (the sweep's grid and beyond), so each method has weak strengths that can pass the criterion.
+    distinct-2 and zlib ratio against the unmodified model's own greedy text) or ``"drop"`` (mean log-prob per
+    token at most ``max_fluency_drop`` nats below the unmodified text's). ``seed``: the reference's sampling and the paired bootstrap. Strengths:
+    ``circuit_op``: how the circuit is modulated (:data:`CIRCUIT_OPS`): ``"scale"`` multiplies its units by each
+    of ``factors``; ``"shift"`` adds each of ``shift_factors`` × the units' emotion contrast. ``steer_scales``
+    are multiples of the read-out layer's mean residual norm (the sweep's grid and beyond), so each method has
+    weak strengths that can pass the criterion.
     ``n_random``: random unit sets (size-matched per layer) judged at the circuit's chosen strength, the control
-    (0: none). ``scale_reference``: which norm ``steer_scales`` multiply (:data:`psylens.steering.sweep.SCALE_REFERENCES`):
+    (0: none). ``scale_reference``: which norm ``steer_scales`` multiply
+    (:data:`psylens.steering.sweep.SCALE_REFERENCES`):
     ``"norm"`` (default), the mean per-token norm; ``"centred"``, the mean per-token norm after subtracting the
     mean token vector; ``"median"``, √d × the median dimension's root-mean-square (for models with massive
     activations such as Gemma-3; see
@@ -341,10 +343,11 @@ def modulation(
         reference["unsteered_greedy"] = {"distinct_2": float(none_row["distinct_2"]), "zlib_ratio": float(none_row["zlib_ratio"])}
 
         def failed(d: pd.DataFrame) -> list[int]:
-            return [sum(not c for c in _fluency_checks(r, reference, sweep_cfg).values()) for r in d.to_dict(orient="records")]
+            return [sum(not c for c in _fluency_checks(r, reference, sweep_cfg).values())
+                    for r in d.to_dict(orient="records")]
 
-        attrs_ref = {k: reference[k] for k in ("perplexity_ratio", "distinct_2", "zlib_ratio", "temperature", "draws", "n",
-                                               "unsteered_greedy")}
+        attrs_ref = {k: reference[k] for k in ("perplexity_ratio", "distinct_2", "zlib_ratio", "temperature", "draws",
+                                               "n", "unsteered_greedy")}
     else:
         floor = float(df[df.method == "none"]["fluency"].iloc[0]) - cfg.max_fluency_drop
 

@@ -606,7 +606,8 @@ def modulate(
 
     mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[:n_prompts], emotions=emotions,
                      words=feel_words(), contexts=feel_contexts()[:n_contexts],
-                     config=ModulationConfig(seed=seed, fluency=fluency, scale_reference=scale_reference, circuit_op=op),
+                     config=ModulationConfig(seed=seed, fluency=fluency, scale_reference=scale_reference,
+                                             circuit_op=op),
                      shift=shift, progress=progress)
     return mod, _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=seed))
 
@@ -659,8 +660,9 @@ def _discovery(model: Any, run: Any, contrast: Sequence[str], batch_size: int) -
 def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mapping[str, Any]) -> dict[str, Any]:
     """``summary["emotions"][e]["modulation"]``: each method at its chosen strength, the fluency criterion and its
     reference, ``random`` (the size-matched random sets at the circuit's strength: their count, mean feels shift,
-    row wins, mean read-back win rate, how many were fluent), ``circuit_minus_steering`` (paired intervals) and ``circuit_at_least_steering`` (the issue's test:
-    circuit's row win and read-back win rate ≥ steering's, both at strengths that pass the criterion)."""
+    row wins, mean read-back win rate, how many were fluent), ``circuit_op``, ``circuit_minus_steering`` (paired
+    intervals) and ``circuit_at_least_steering`` (the issue's test: circuit's row win and read-back win rate ≥
+    steering's, both at strengths that pass the criterion)."""
     keys = ("strength", "feels_shift", "row_win", "read_back_win", "read_back_win_ci_low", "read_back_win_ci_high",
             "fluency", "perplexity_ratio", "distinct_2", "zlib_ratio", "lexicon_hit_rate", "fluent", "n_fluency_failed")
     chosen = mod[mod.chosen]
