@@ -82,12 +82,14 @@ def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: s
     res = modulate_run(model, open_run(run_dir), emotions.split(","), n_prompts=cfg.n_modulation_prompts,
                        n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
                        progress=True, scale_reference=cfg.modulation_scale_reference, op=cfg.modulation_op,
-                       batch_size=cfg.batch_size)
+                       batch_size=cfg.batch_size, factors=cfg.modulation_factors)
     out = {"run": str(run_dir), "fluency": cfg.modulation_fluency, "circuit_op": cfg.modulation_op,
            "seconds": round(time.time() - t0, 1),
            "circuit_at_least_steering": sum(bool(m["circuit_at_least_steering"]) for m in res.values()),
            "emotions": res}
     suffix = "" if cfg.modulation_op == "scale" else f"_{cfg.modulation_op}"
+    if cfg.modulation_factors is not None:
+        suffix += "_" + "-".join(f"{f:g}" for f in cfg.modulation_factors)
     (out_dir / f"modulation_{cfg.modulation_fluency}{suffix}.json").write_text(json.dumps(out, indent=2))
     return out
 

@@ -2,7 +2,8 @@
 
     psylens circuits --model M --run RUN [--emotions joy,anger] [--source probes|expression|stories]
                      [--layer L] [--eval FILE.jsonl] [--selection threshold|top_k|drop] [--drop 0.5]
-                     [--modulation] [--modulation-op scale|shift] [--scale-reference norm|centred|median] [--quick]
+                     [--modulation] [--modulation-op scale|shift] [--modulation-factors 0.5,1,2]
+                     [--scale-reference norm|centred|median] [--quick]
 
 Writes ``RUN/circuits/summary.json``, ``RUN/circuits/<emotion>.json``, ``directions.safetensors``,
 ``scores.safetensors`` and the tables of :mod:`psylens.circuits.artifacts` (see
@@ -43,6 +44,8 @@ def circuits(
     modulation: bool = typer.Option(False, "--modulation", help="Also judge circuit modulation vs steering vs prompting while generating (slow)."),
     modulation_op: str = typer.Option("scale", "--modulation-op", help="With --modulation: scale (multiply the circuit's "
                                       "units by 1.5/2/4) | shift (add 1/2/4/8 × each unit's emotion contrast)."),
+    modulation_factors: Optional[str] = typer.Option(None, "--modulation-factors", help="With --modulation: the "
+                                                     "circuit's strengths, comma-separated (default: the op's grid)."),
     scale_reference: str = typer.Option("norm", "--scale-reference", help="With --modulation: what steering's scales multiply: "
                                         "norm | centred | median (for models with massive activations such as Gemma-3)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer scenarios, patched units and sublayer strengths (a smoke run)."),
@@ -63,10 +66,18 @@ def circuits(
     emos = tuple(e.strip() for e in emotions.split(",") if e.strip()) if emotions else EMOTIONS
     if eval_file is not None and not eval_file.is_file():
         raise ValueError(f"--eval {str(eval_file)!r} does not exist; give a stimuli JSONL file (text, label, group per line)")
+    factors = None
+    if modulation_factors is not None:
+        try:
+            factors = tuple(float(x) for x in modulation_factors.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"--modulation-factors {modulation_factors!r} must be comma-separated numbers, "
+                             "e.g. 0.5,1,2") from None
     extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
     cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
                          seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop),
                          modulation_scale_reference=scale_reference, modulation_op=modulation_op,
+                         modulation_factors=factors,
                          **extra)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():

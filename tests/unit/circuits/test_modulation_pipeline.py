@@ -90,6 +90,9 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     shifted = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, op="shift")["joy"]
     assert shifted["circuit_op"] == "shift" and shifted["circuit"]["strength"] in ModulationConfig().shift_factors
     assert shifted["random"]["n"] == 3 and shifted["steering"] == again["joy"]["steering"]
+    # the circuit's strengths given by hand: the chosen one and the random control's are among them
+    half = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, op="shift", factors=(0.5,))["joy"]
+    assert half["circuit"]["strength"] == 0.5 == half["random"]["strength"]
 
 
 def test_top_neurons_stop_at_their_layer_and_find_the_planted_neuron_stimuli(planted):

@@ -83,6 +83,10 @@ def test_shift_interventions_add_the_units_contrast_times_the_factor():
         CircuitsConfig(modulation_op="boost")
     with pytest.raises(ValueError, match="finite"):
         ModulationConfig(shift_factors=(float("nan"),))
+    with pytest.raises(ValueError, match="modulation_factors"):
+        CircuitsConfig(modulation_factors=())
+    cfg = CircuitsConfig(modulation_op="shift", modulation_factors=[0.5, 1])
+    assert CircuitsConfig.from_dict(cfg.to_dict()) == cfg and cfg.modulation_factors == (0.5, 1.0)
 
 
 def _run(model, v, circ, op, shift, factors):

@@ -115,7 +115,10 @@ def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
     res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), "--emotions", "bliss"])
     assert res.exit_code != 0 and "bliss" in str(res.exception)
     for flags, said in ((["--selection", "best"], "selection mode"), (["--selection", "drop", "--drop", "1.5"], "drop"),
-                        (["--scale-reference", "mean"], "modulation_scale_reference")):
+                        (["--scale-reference", "mean"], "modulation_scale_reference"),
+                        (["--modulation-op", "boost"], "modulation_op"),
+                        (["--modulation-factors", "1,x"], "comma-separated numbers"),
+                        (["--modulation-factors", "1,inf"], "modulation_factors")):
         res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), *flags])
         assert res.exit_code != 0 and said in str(res.exception), (flags, res.exception)
     assert not (tmp_path / "r").exists()  # refused before a run or a model
