@@ -62,6 +62,7 @@ from torch import Tensor
 from psylens.circuits.circuit import Circuit
 from psylens.circuits.signal import Baseline
 from psylens.interventions import Intervention
+from psylens.models import prompt_special_tokens
 from psylens.validation.gates import greedy_new_ids
 
 __all__ = ["ModulationConfig", "modulation", "circuit_interventions", "choose", "paired_vs", "METHODS", "FLUENCY",
@@ -167,7 +168,7 @@ def _generate(model: Any, formatted: Sequence[str], ivs: Sequence[Intervention],
     try:
         for s in range(0, len(formatted), batch_size):
             enc = tok(list(formatted[s : s + batch_size]), return_tensors="pt", padding=True,
-                      add_special_tokens=False).to(model.device)
+                      add_special_tokens=prompt_special_tokens(model)).to(model.device)
             outs.extend(greedy_new_ids(model, enc, ivs, max_new_tokens))
     finally:
         tok.padding_side = old

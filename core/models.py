@@ -38,12 +38,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Model", "load_model", "REGISTRY", "ModelSource", "cache_dir", "pick_device", "DEFAULT_MODEL",
-    "CacheEntry", "cache_entries", "clean_cache", "gguf_key", "ORGANISMS", "OrganismSource",
+    "CacheEntry", "cache_entries", "clean_cache", "gguf_key", "ORGANISMS", "OrganismSource", "prompt_special_tokens",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def prompt_special_tokens(model: Any, format: str = "auto") -> bool:
+    """``add_special_tokens`` for text ``model.format_prompt(..., format=format)`` returned: a psylens ``Model``'s
+    :meth:`Model.prompt_special_tokens` (True for a raw prompt, False for a chat template's); False for other
+    objects (test doubles, wrappers without the method), whose prompts are taken as carrying their own."""
+    fn = getattr(model, "prompt_special_tokens", None)
+    return bool(fn(format)) if callable(fn) else False
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,6 +549,15 @@ class Model:
             raise ValueError(f"model {self.spec!r} has no chat template; use format='raw'")
         return format
 
+    def prompt_special_tokens(self, format: str = "auto") -> bool:
+        """Whether text from :meth:`format_prompt` must be tokenized with ``add_special_tokens=True``.
+
+        A chat template writes its own special tokens (BOS included), so its text is tokenized without them; a
+        raw prompt has none, so the tokenizer must add them — Gemma-3 without its ``<bos>`` degenerates into
+        repeated tokens (" of of of …" under greedy decoding).
+        """
+        return self.resolve_format(format) == "raw"
+
     def format_prompt(
         self,
         text: str,
@@ -605,11 +622,12 @@ class Model:
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            return self._generate(texts, single, max_new_tokens, do_sample, temperature, top_p, batch_size)
+            return self._generate(texts, single, max_new_tokens, do_sample, temperature, top_p, batch_size,
+                                  self.prompt_special_tokens(format))
 
     def _generate(
         self, texts: list[str], single: bool, max_new_tokens: int, do_sample: bool, temperature: float,
-        top_p: float, batch_size: int,
+        top_p: float, batch_size: int, special: bool = False,
     ) -> list[str]:
         tok = self.tokenizer
         old_side = tok.padding_side
@@ -618,7 +636,7 @@ class Model:
         try:
             for i in range(0, len(texts), batch_size):
                 chunk = texts[i : i + batch_size]
-                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=special).to(self.device)
                 gen_kwargs: dict[str, Any] = {
                     "max_new_tokens": max_new_tokens,
                     "do_sample": do_sample,

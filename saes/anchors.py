@@ -71,6 +71,8 @@ import numpy as np
 from jaxtyping import Float
 from torch import Tensor
 
+from psylens.models import prompt_special_tokens
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -242,7 +244,7 @@ def step_importance(
         raise ValueError(f"mode {mode!r} is not one of 'sentence', 'paragraph'")
     if generator is None:
         def generator(prompts: list[str], seeds: list[int], n: int, t: float) -> list[str]:
-            return _generate_batch(model, prompts, seeds, n, t)
+            return _generate_batch(model, prompts, seeds, n, t, special=prompt_special_tokens(model, format))
 
     # the traces: steps, cut points, formatted prompts
     items: list[dict[str, Any]] = []

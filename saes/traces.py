@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from psylens.models import prompt_special_tokens
+
 if TYPE_CHECKING:
     import torch
 
@@ -153,9 +155,10 @@ class _RowGumbel:
 
 def _generate_batch(
     model: Model, prompts: list[str], seeds: list[int], max_new_tokens: int, temperature: float,
-    min_new_tokens: int | None = None,
+    min_new_tokens: int | None = None, special: bool = False,
 ) -> list[str]:
-    """Continue each formatted prompt (left-padded batch); row ``i`` is sampled with ``seeds[i]``."""
+    """Continue each formatted prompt (left-padded batch); row ``i`` is sampled with ``seeds[i]``. ``special``:
+    tokenize with the tokenizer's special tokens (a raw prompt, :meth:`psylens.models.Model.prompt_special_tokens`)."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -163,7 +166,7 @@ def _generate_batch(
     old_side = tok.padding_side
     tok.padding_side = "left"
     try:
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=special).to(model.device)
     finally:
         tok.padding_side = old_side
     kwargs: dict[str, Any] = {
@@ -321,7 +324,8 @@ def generate_traces(
     # fixed batches: samples of one task sit together (same prompt, no padding), tasks by prompt length
     prompts = {t.id: T.choice_prompt(t, chain_of_thought=True) for t in items}
     formatted = {tid: format_trace_prompt(model, p, format) for tid, p in prompts.items()}
-    n_tok = {tid: len(model.tokenizer(s, add_special_tokens=False)["input_ids"]) for tid, s in formatted.items()}
+    special = prompt_special_tokens(model, format)
+    n_tok = {tid: len(model.tokenizer(s, add_special_tokens=special)["input_ids"]) for tid, s in formatted.items()}
     jobs.sort(key=lambda j: (-n_tok[j[0].id], j[0].id, j[1]))
     batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
 
@@ -336,7 +340,7 @@ def generate_traces(
                 continue
             t0 = time.perf_counter()
             texts = _generate_batch(model, [formatted[j[0].id] for j in batch], [j[3] for j in batch],
-                                    max_new_tokens, float(temperature))
+                                    max_new_tokens, float(temperature), special=special)
             seconds += time.perf_counter() - t0
             recs = []
             for (task, _k, tid, s), text in zip(batch, texts):

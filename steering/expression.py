@@ -36,6 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from psylens.interventions import record
+from psylens.models import prompt_special_tokens
 from psylens.stimuli import EMOTIONS
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ def expression_activations(
     try:
         for start in range(0, len(formatted), batch_size):
             chunk = formatted[start : start + batch_size]
-            enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            enc = tok(chunk, return_tensors="pt", padding=True,
+                      add_special_tokens=prompt_special_tokens(model)).to(model.device)
             # the block outputs (where steering adds), not HF hidden_states: at the last layer those
             # come after the final norm
             with torch.no_grad(), record(model.hf_model, ["resid_post"], ls) as rec:

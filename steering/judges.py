@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from psylens.models import prompt_special_tokens
 from psylens.stimuli import EMOTIONS
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class LLMJudge:
         seqs: list[tuple[list[int], int]] = []  # (ids, number of answer tokens at the end)
         for text in texts:
             prompt = self.model.format_prompt(self.template.format(text=text[: self.max_text_chars]))
-            p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            p_ids = tok(prompt, add_special_tokens=prompt_special_tokens(self.model))["input_ids"]
             seqs.extend((p_ids + a, len(a)) for a in answer_ids)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         logl = torch.zeros(len(seqs), dtype=torch.float64)

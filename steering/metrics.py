@@ -32,6 +32,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from psylens.models import prompt_special_tokens
+
 if TYPE_CHECKING:
     from psylens.models import Model
 
@@ -107,7 +109,8 @@ def token_nll(
         bar = tqdm(total=int(sum(len(cont[i]) for rows in by_prompt.values() for i in rows)), desc=desc, unit="tok", leave=False)
 
     def prompt_ids(p: str) -> list[int]:
-        ids = tok(model.format_prompt(p, format=format, system_prompt=system_prompt), add_special_tokens=False)["input_ids"]
+        ids = tok(model.format_prompt(p, format=format, system_prompt=system_prompt),
+                  add_special_tokens=prompt_special_tokens(model, format))["input_ids"]
         if not ids:
             raise ValueError(f"prompt {p!r} formats to no tokens; give a non-empty prompt")
         return ids

@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from psylens.models import prompt_special_tokens
 from psylens.modules import decoder_layers, unwrap_hf_model
 from psylens.interventions import edit_function
 from psylens.steering.apply import check_compatible, interventions_for
@@ -142,7 +143,8 @@ def nnsight_generate(
     old_side = tok.padding_side
     tok.padding_side = "left"
     try:
-        enc = tok(items, return_tensors="pt", padding=True, add_special_tokens=False)
+        special = format is not None and prompt_special_tokens(model, format)
+        enc = tok(items, return_tensors="pt", padding=True, add_special_tokens=special)
     finally:
         tok.padding_side = old_side
     if tok.pad_token_id is None:

@@ -79,6 +79,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from psylens.io import atomic_write_text
+from psylens.models import prompt_special_tokens
 from psylens.stimuli import EMOTIONS
 from psylens.interventions import record
 from psylens.steering.apply import attach_rows
@@ -359,7 +360,8 @@ def generate_rows(
         if d.shape[0] != n:
             raise ValueError(f"deltas[{layer}] has {d.shape[0]} rows for {n} prompts")
     tok = model.tokenizer
-    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in formatted]
+    special = prompt_special_tokens(model)  # the prompts were formatted with format="auto"
+    lengths = [len(tok(t, add_special_tokens=special)["input_ids"]) for t in formatted]
     order = sorted(range(n), key=lambda i: (lengths[i], i))
     outs: list[str] = [""] * n
     old_side = tok.padding_side
@@ -368,7 +370,7 @@ def generate_rows(
     bar = _progress(chunks, progress, desc)
     try:
         for c, rows in enumerate(bar):
-            enc = tok([formatted[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok([formatted[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=special)
             enc = enc.to(model.device)
             idx = torch.tensor(rows)
             chunk_deltas = {layer: d[idx] for layer, d in deltas.items() if bool(d[idx].abs().sum() > 0)}
@@ -456,7 +458,8 @@ def residual_norms(
     old = tok.padding_side
     tok.padding_side = "left"
     try:
-        enc = tok(list(formatted), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        enc = tok(list(formatted), return_tensors="pt", padding=True,
+                  add_special_tokens=prompt_special_tokens(model)).to(model.device)
     finally:
         tok.padding_side = old
     # block outputs (where steering adds), not HF hidden_states (after the final norm at the last layer)

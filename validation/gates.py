@@ -42,6 +42,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from psylens.interventions import Intervention, intervene, record
+from psylens.models import prompt_special_tokens
 from psylens.stats import bootstrap_ci, rate_ci, wilson_ci
 from psylens.stimuli import EMOTIONS
 
@@ -758,7 +759,8 @@ def _generate_ids(model: Model, formatted: Sequence[str], values: Sequence[Tenso
         for s in range(0, len(formatted), batch_size):
             chunk = list(formatted[s : s + batch_size])
             vals = list(values[s : s + batch_size])
-            enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            enc = tok(chunk, return_tensors="pt", padding=True,
+                      add_special_tokens=prompt_special_tokens(model)).to(model.device)
             per = [({layer: v} if isinstance(v, Tensor) else dict(v)) if v is not None else {} for v in vals]
             ivs = []
             for lay in sorted({k for d in per for k in d}):
@@ -799,7 +801,7 @@ def _reread(model: Model, formatted: Sequence[str], gens: Sequence[Sequence[int]
     else:
         lays, outs = [int(layer)], None
     tok = model.tokenizer
-    prompts = [tok(f, add_special_tokens=False)["input_ids"] for f in formatted]
+    prompts = [tok(f, add_special_tokens=prompt_special_tokens(model))["input_ids"] for f in formatted]
     out = torch.full((len(gens), int(model.d_model)), float("nan"))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for s in range(0, len(gens), batch_size):

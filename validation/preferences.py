@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from psylens.models import prompt_special_tokens
 from psylens.stimuli import EMOTIONS
 from psylens.validation.gates import GateResult, _num
 
@@ -121,7 +122,8 @@ def _p_first(model: Model, prompts: Sequence[str], batch_size: int, ivs: Sequenc
     out = []
     try:
         for s in range(0, len(texts), batch_size):
-            enc = tok(texts[s : s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            enc = tok(texts[s : s + batch_size], return_tensors="pt", padding=True,
+                      add_special_tokens=prompt_special_tokens(model)).to(model.device)
             with intervene(model.hf_model, list(ivs)):
                 logits = last_logits(model.hf_model, **enc).float()
             out.append(torch.softmax(logits[:, [a_id, b_id]], dim=-1)[:, 0].cpu())

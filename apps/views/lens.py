@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from psylens.apps.views import kit
+from psylens.models import prompt_special_tokens
 from psylens.probes import artifacts as PA
 from psylens.runs import Run
 from psylens.steering import artifacts as SA
@@ -157,7 +158,8 @@ def generate_and_read(model: Any, dirs: Any, layer: int, prompt: str, *, max_new
                 text = model.generate(prompt, max_new_tokens=max_new_tokens)[0]
         else:
             text = model.generate(prompt, max_new_tokens=max_new_tokens)[0]
-        lens = token_lens(model, text or " ", dirs, layer, prompt=formatted, add_special_tokens=False,
+        lens = token_lens(model, text or " ", dirs, layer, prompt=formatted,
+                          add_special_tokens=prompt_special_tokens(model),
                           steer=sv if read_steered else None)
     return lens, text, alpha
 

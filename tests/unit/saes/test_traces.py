@@ -27,7 +27,7 @@ def test_records_have_exactly_the_fields_and_parse_answers(tiny_model, tmp_path,
     model = tiny_model("llama")
     # planted outputs: the parsing and scoring use psylens.tasks
     texts = iter(["She lost it.\nAnswer: B", "No idea", "Answer: D", "so (A)", "Answer: C", "Answer: A"])
-    monkeypatch.setattr(tr, "_generate_batch", lambda m, prompts, seeds, n, t: [next(texts) for _ in prompts])
+    monkeypatch.setattr(tr, "_generate_batch", lambda m, prompts, seeds, n, t, **kw: [next(texts) for _ in prompts])
     summary = generate_traces(model, ITEMS, tmp_path / "run", **KW)
     recs = read_traces(tmp_path / "run")
     assert summary["n"] == len(recs) == 6
