@@ -291,9 +291,8 @@ def modulation(
     x_none = _reread(model, plain, gens_none, layer, cfg.batch_size).double() @ v.double()
 
     trials: list[tuple[str, float, list[Intervention], list[str], list[str]]] = [("none", 0.0, [], plain, feel)]
-    strengths = cfg.shift_factors if cfg.circuit_op == "shift" else cfg.factors
-    trials += [("circuit", f, circuit_interventions(circuit, f, shift if cfg.circuit_op == "shift" else None), plain, feel)
-               for f in strengths]
+    strengths, unit_shift = (cfg.shift_factors, shift) if cfg.circuit_op == "shift" else (cfg.factors, None)
+    trials += [("circuit", f, circuit_interventions(circuit, f, unit_shift), plain, feel) for f in strengths]
     trials += [("steering", s, [Intervention("resid_post", layer, "add", value=(s * norm * v))], plain, feel)
                for s in cfg.steer_scales]
     trials.append(("prompting", 1.0, [], prompted, [f"{system}\n{p}" for p in feel]))
@@ -371,8 +370,7 @@ def modulation(
         for d in range(cfg.n_random):
             units = random_like(circuit.units, n_heads, d_mlp, seed=cfg.seed + 1 + d)
             rc = Circuit(e, "random", layer, heads=units.heads, neurons=units.neurons)
-            rnd.append(judge("random", f, circuit_interventions(rc, f, shift if cfg.circuit_op == "shift" else None),
-                             plain, feel))
+            rnd.append(judge("random", f, circuit_interventions(rc, f, unit_shift), plain, feel))
         extra = pd.DataFrame(rnd)
         extra["n_fluency_failed"] = failed(extra)
         extra["fluent"] = extra.n_fluency_failed == 0
