@@ -559,6 +559,12 @@ def _bootstrap(correct: Any, n_boot: int, rng: Any) -> list[float]:
     return [float(lo), float(hi)]
 
 
+def _position_shares(choices: Sequence[int | None], n_positions: int) -> dict[str, float]:
+    """The share of ``choices`` at each position, by letter (``None``, unparsed, counts in the denominator)."""
+    n = len(choices)
+    return {LETTERS[i]: sum(c == i for c in choices) / n for i in range(n_positions)}
+
+
 def summarize(
     tasks: Sequence[Task],
     predictions: Sequence[Prediction],
@@ -571,8 +577,12 @@ def summarize(
 
     Returns ``accuracy``, ``by_kind`` (kinds in :data:`KINDS` order, then any others), ``chance``
     (mean of 1/number of choices), ``n``, ``parsed`` (fraction of predictions with a choice),
-    ``ci95`` and ``by_kind_ci95`` (bootstrap 95% intervals over items, seeded), and with
-    ``return_items`` a ``per_item`` list.
+    ``ci95`` and ``by_kind_ci95`` (bootstrap 95% intervals over items, seeded), ``letters`` (the
+    share of all predictions that chose each position, ``{"A": ..., "B": ...}``, beside
+    ``answer_letters``, the same for the answers) and with ``return_items`` a ``per_item`` list.
+
+    ``letters`` shows a position habit at a glance: a model that answers "D" to everything scores
+    exactly the share of "D" answers (``answer_letters["D"]``), which is chance on a balanced set.
     """
     import numpy as np
 
@@ -603,6 +613,8 @@ def summarize(
         "parsed": float(np.mean([p.choice is not None for p in preds])),
         "ci95": _bootstrap(correct, n_boot, np.random.default_rng(seed)),
         "by_kind_ci95": by_kind_ci,
+        "letters": _position_shares([p.choice for p in preds], max(len(t.choices) for t in items)),
+        "answer_letters": _position_shares([t.answer_index for t in items], max(len(t.choices) for t in items)),
     }
     if return_items:
         result["per_item"] = [
@@ -635,7 +647,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``tasks`` (a list of :class:`Task`, ``"psych"`` or a JSONL path).
 
-    Returns ``{"accuracy", "by_kind", "chance", "n", "parsed", "ci95", "by_kind_ci95"}`` (and
+    Returns ``{"accuracy", "by_kind", "chance", "n", "parsed", "ci95", "by_kind_ci95", "letters",
+    "answer_letters"}`` (and
     ``"per_item"`` with ``return_items=True``); see :func:`predict` for the methods and options
     and :func:`summarize` for the fields. ``seed`` fixes the bootstrap.
     """

@@ -86,6 +86,9 @@ def eval_cmd(
                   f"(chance {result['chance']:.2f}, parsed {result['parsed']:.2f})")
     for kind, acc in result["by_kind"].items():
         console.print(f"  {kind:<20} {acc:.3f}")
+    chosen = " ".join(f"{k} {v:.2f}" for k, v in result["letters"].items())
+    answers = " ".join(f"{k} {v:.2f}" for k, v in result["answer_letters"].items())
+    console.print(f"chosen by position: {chosen} (answers: {answers})")
     console.print(f"wrote {out}")
 
 

@@ -17,7 +17,7 @@ EXE = Path(sys.executable).parent / "psylens"
 if not EXE.exists():
     EXE = ROOT / ".venv" / "bin" / "psylens"
 
-KEYS = {"accuracy", "by_kind", "chance", "n", "parsed", "ci95", "by_kind_ci95"}
+KEYS = {"accuracy", "by_kind", "chance", "n", "parsed", "ci95", "by_kind_ci95", "letters", "answer_letters"}
 
 
 @pytest.fixture(scope="module")

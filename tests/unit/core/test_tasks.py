@@ -221,13 +221,29 @@ def test_summarize_counts_unparsed_as_wrong() -> None:
     items = _synthetic(4)
     preds = [Prediction(t.id, t.answer_index) for t in items[:2]] + [Prediction(t.id, None, output="?") for t in items[2:]]
     r = summarize(items, preds)
-    assert set(r) == {"accuracy", "by_kind", "chance", "n", "parsed", "ci95", "by_kind_ci95"}
+    assert set(r) == {"accuracy", "by_kind", "chance", "n", "parsed", "ci95", "by_kind_ci95", "letters",
+                      "answer_letters"}
     assert r["accuracy"] == 0.5 and r["parsed"] == 0.5 and r["n"] == 4 and r["chance"] == 0.25
     assert list(r["by_kind"]) == list(KINDS[:4])
     assert "per_item" in summarize(items, preds, return_items=True)
     with pytest.raises(ValueError, match="task order"):
         summarize(items, preds[::-1])
 
+
+
+def test_summarize_shows_a_position_habit() -> None:
+    """Known answer: a model that always answers "D" scores exactly the share of D answers; the letters say why."""
+    items = shuffle_answers(_synthetic(240), seed=3)
+    habit = summarize(items, [Prediction(t.id, 3) for t in items])
+    assert habit["letters"] == {"A": 0.0, "B": 0.0, "C": 0.0, "D": 1.0}
+    assert habit["accuracy"] == pytest.approx(habit["answer_letters"]["D"])
+    assert sum(habit["answer_letters"].values()) == pytest.approx(1.0)
+    # control: a model that knows the answers chooses each position as often as it is the answer
+    oracle = summarize(items, [Prediction(t.id, t.answer_index) for t in items])
+    assert oracle["letters"] == oracle["answer_letters"] and max(oracle["letters"].values()) < 0.5
+    # unparsed answers stay in the denominator
+    half = summarize(items, [Prediction(t.id, 3 if i % 2 else None) for i, t in enumerate(items)])
+    assert half["letters"]["D"] == 0.5 and sum(half["letters"].values()) == 0.5
 
 # ---------------------------------------------------------------- loglik on tiny models
 def _reference_scores(model: Model, task: Task, fmt: str) -> list[float]:
