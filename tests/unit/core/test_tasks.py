@@ -230,7 +230,6 @@ def test_summarize_counts_unparsed_as_wrong() -> None:
         summarize(items, preds[::-1])
 
 
-
 def test_summarize_shows_a_position_habit() -> None:
     """Known answer: a model that always answers "D" scores exactly the share of D answers; the letters say why."""
     items = shuffle_answers(_synthetic(240), seed=3)
@@ -244,6 +243,7 @@ def test_summarize_shows_a_position_habit() -> None:
     # unparsed answers stay in the denominator
     half = summarize(items, [Prediction(t.id, 3 if i % 2 else None) for i, t in enumerate(items)])
     assert half["letters"]["D"] == 0.5 and sum(half["letters"].values()) == 0.5
+
 
 # ---------------------------------------------------------------- loglik on tiny models
 def _reference_scores(model: Model, task: Task, fmt: str) -> list[float]:
