@@ -598,6 +598,7 @@ def summarize(
     correct = np.array([p.choice is not None and t.choices[p.choice] == t.answer for t, p in zip(items, preds)], float)
     kinds = [k for k in KINDS if any(t.kind == k for t in items)]
     kinds += sorted({t.kind for t in items} - set(kinds))
+    n_positions = max(len(t.choices) for t in items)
     rng = np.random.default_rng(seed)
     by_kind: dict[str, float] = {}
     by_kind_ci: dict[str, list[float]] = {}
@@ -613,8 +614,8 @@ def summarize(
         "parsed": float(np.mean([p.choice is not None for p in preds])),
         "ci95": _bootstrap(correct, n_boot, np.random.default_rng(seed)),
         "by_kind_ci95": by_kind_ci,
-        "letters": _position_shares([p.choice for p in preds], max(len(t.choices) for t in items)),
-        "answer_letters": _position_shares([t.answer_index for t in items], max(len(t.choices) for t in items)),
+        "letters": _position_shares([p.choice for p in preds], n_positions),
+        "answer_letters": _position_shares([t.answer_index for t in items], n_positions),
     }
     if return_items:
         result["per_item"] = [
