@@ -4,8 +4,10 @@
   as the circuit, drawn from the other units of those layers (a control that keeps the layer profile).
 - :func:`ablation_curve`: drop (``1 − S_after / S_before``) vs the number of top units ablated (zero or
   mean ablation), the circuit against ``n_random`` (≥ 5) size-matched random sets at each size.
+- :func:`drop_ci`: the scenario-bootstrap interval of a drop.
 - :func:`smallest_prefix`: the circuit cut to its fewest top units whose ablation removes a given share
-  of the signal (selection mode ``drop``; run on the discovery stimuli, never on the held-out ones).
+  of the signal — optionally with confidence: the interval's lower end must reach it (selection mode
+  ``drop``; run on the discovery stimuli, never on the held-out ones).
 - :func:`enhancement`: gain (``S_after / S_before − 1``) when the circuit's units are scaled by
   ``factor``, and the same for random sets.
 - :func:`faithfulness_completeness`: faithfulness = the share of the signal kept when every *other*
@@ -21,11 +23,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
 from psylens.circuits.circuit import Circuit
-from psylens.circuits.signal import Baseline, Edit, Prepared, Units, drop, signal
+from psylens.circuits.signal import Baseline, Edit, Prepared, Units, drop, projections, signal
 
-__all__ = ["random_like", "curve_sizes", "ablation_curve", "smallest_prefix", "enhancement", "faithfulness_completeness"]
+__all__ = ["random_like", "curve_sizes", "ablation_curve", "drop_ci", "smallest_prefix", "enhancement",
+           "faithfulness_completeness"]
 
 
 def random_like(units: Units, n_heads: int, d_mlp: int, seed: int) -> Units:
@@ -101,6 +106,26 @@ def ablation_curve(
     return pd.DataFrame(rows)
 
 
+def drop_ci(p_before: Tensor, p_after: Tensor, weights: np.ndarray, groups: Sequence[Any], *,
+            seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Scenario-bootstrap interval (two-sided, ``level``) of ``1 − S_after / S_before``: the scenarios in
+    ``groups`` with a non-zero weight are resampled, each contributing its weighted sums before and after."""
+    from psylens.stats import bootstrap_ci
+
+    w = np.asarray(weights, float)
+    g = np.asarray([str(x) for x in groups])
+    names = sorted(set(g[w != 0]))
+    cb = np.array([float((w[g == n] * p_before.double().numpy()[g == n]).sum()) for n in names])
+    ca = np.array([float((w[g == n] * p_after.double().numpy()[g == n]).sum()) for n in names])
+
+    def stat(ix: np.ndarray) -> float:
+        ix = ix.astype(int)
+        den = cb[ix].sum()
+        return float(1 - ca[ix].sum() / den) if den != 0 else float("nan")
+
+    return bootstrap_ci(np.arange(len(names), dtype=float), stat, seed=seed, n_boot=1000, level=level)
+
+
 def smallest_prefix(
     model: Any,
     data: Prepared,
@@ -112,48 +137,76 @@ def smallest_prefix(
     target: float = 0.5,
     method: str = "mean",
     before: float | None = None,
+    confidence: float | None = None,
+    seed: int = 0,
 ) -> tuple[Circuit, dict[str, Any]]:
     """The fewest of ``circuit``'s top units (heads and neurons merged by score) whose ``method`` ablation
     drops the signal on ``data`` by at least ``target``, and a record of the search.
 
-    Bisection on the prefix size, so it assumes the drop grows with the size (the record lists every size
-    it evaluated; the chosen size's own drop is always ≥ ``target``). When the whole circuit does not reach
-    ``target`` the circuit comes back whole with ``"reached": False``. Use the *discovery* stimuli: cutting
-    on held-out data would tune the circuit to the numbers that then judge it.
+    With ``confidence`` (e.g. 0.95) the cut asks more: the *lower end* of the two-sided ``confidence``
+    scenario-bootstrap interval of the drop (:func:`drop_ci` over ``data.groups``) must reach ``target``,
+    so a circuit cut on a few discovery scenarios clears the bar with a margin instead of on the nose
+    (a cut that lands exactly on ``target`` lands below it on new scenarios about half the time). ``before``
+    is ignored then (the interval needs the per-stimulus projections).
 
-    Returns ``(circuit, {"target", "method", "n_candidates", "n", "drop", "reached", "evaluated": [[n, drop], …]})``.
+    Bisection on the prefix size, so it assumes the criterion grows with the size (the record lists every
+    size it evaluated; the chosen size always meets the criterion). When the whole circuit does not, the
+    circuit comes back whole with ``"reached": False``. Use the *discovery* stimuli: cutting on held-out
+    data would tune the circuit to the numbers that then judge it.
+
+    Returns ``(circuit, {"target", "method", "confidence", "n_candidates", "n", "drop", "drop_lower", "reached",
+    "evaluated": [[n, drop], …], "evaluated_lower": [[n, lower end], …]})`` (the ``lower`` entries are NaN /
+    empty without ``confidence``).
     """
     if not 0 < target < 1:
         raise ValueError(f"target must be in (0, 1) (a share of the signal), got {target}")
     if method not in ("mean", "zero"):
         raise ValueError(f"method {method!r} is not 'mean' or 'zero'")
+    if confidence is not None and not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1) (the level of the interval whose lower end must reach "
+                         f"the target, e.g. 0.95) or None, got {confidence}")
     L = circuit.readout_layer
-    s0 = before if before is not None else signal(model, data, weights, direction, L)
+    w = torch.from_numpy(np.asarray(weights, dtype=np.float64))
+    p0 = projections(model, data, direction, L) if confidence is not None else None
+    if p0 is not None:
+        s0 = float(w @ p0.double())
+    else:
+        s0 = before if before is not None else signal(model, data, weights, direction, L)
     if not s0 > 0:
         raise ValueError(f"the signal before ablation is {s0:.4g}; a share of it is only defined for a positive signal "
                          "(check the direction's sign and the stimuli's labels)")
     seen: dict[int, float] = {0: 0.0}
+    lower: dict[int, float] = {0: 0.0}
 
-    def drop_at(n: int) -> float:
+    def meets(n: int) -> bool:
         if n not in seen:
-            after = signal(model, data, weights, direction, L, Edit(circuit.top(n), method), baseline)
-            seen[n] = drop(s0, after)
-        return seen[n]
+            edit = Edit(circuit.top(n), method)
+            if p0 is None:
+                seen[n] = drop(s0, signal(model, data, weights, direction, L, edit, baseline))
+            else:
+                p1 = projections(model, data, direction, L, edit, baseline)
+                seen[n] = drop(s0, float(w @ p1.double()))
+                lower[n] = drop_ci(p0, p1, weights, data.groups, seed=seed, level=confidence)[0]
+        return (seen[n] if p0 is None else lower[n]) >= target
 
     n_all = len(circuit.units)
-    record: dict[str, Any] = {"target": float(target), "method": method, "n_candidates": n_all}
-    if n_all == 0 or drop_at(n_all) < target:
-        return circuit, {**record, "n": n_all, "drop": seen.get(n_all, float("nan")), "reached": False,
-                         "evaluated": [[k, v] for k, v in sorted(seen.items()) if k]}
-    lo, hi = 0, n_all  # drop_at(lo) < target <= drop_at(hi)
+    record: dict[str, Any] = {"target": float(target), "method": method, "confidence": confidence, "n_candidates": n_all}
+
+    def done(n: int, reached: bool) -> dict[str, Any]:
+        return {**record, "n": n, "drop": seen.get(n, float("nan")), "drop_lower": lower.get(n, float("nan")),
+                "reached": reached, "evaluated": [[k, v] for k, v in sorted(seen.items()) if k],
+                "evaluated_lower": [[k, v] for k, v in sorted(lower.items()) if k]}
+
+    if n_all == 0 or not meets(n_all):
+        return circuit, done(n_all, False)
+    lo, hi = 0, n_all  # not meets(lo), meets(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if drop_at(mid) >= target:
+        if meets(mid):
             hi = mid
         else:
             lo = mid
-    return circuit.prefix(hi), {**record, "n": hi, "drop": seen[hi], "reached": True,
-                                "evaluated": [[k, v] for k, v in sorted(seen.items()) if k]}
+    return circuit.prefix(hi), done(hi, True)
 
 
 def enhancement(

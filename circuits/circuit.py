@@ -34,7 +34,8 @@ class Selection:
     """How units enter a circuit. ``mode``: ``threshold`` (cumulative positive score ≥ ``threshold`` of the
     total), ``top_k`` (``k_heads`` heads and ``k_neurons`` neurons) or ``drop`` (the fewest of the
     threshold candidates whose mean ablation removes ≥ ``drop`` of the *discovery* signal, found by
-    bisection on the prefix size); ``by``: the score ranked."""
+    bisection on the prefix size; with ``confidence``, e.g. 0.95, the lower end of the drop's two-sided
+    scenario-bootstrap interval at that level must reach ``drop``); ``by``: the score ranked."""
 
     mode: str = "threshold"
     threshold: float = 0.5
@@ -44,6 +45,7 @@ class Selection:
     max_neurons: int = 2000
     by: str = "atp"
     drop: float = 0.5
+    confidence: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -53,6 +55,9 @@ class Selection:
         if not 0 < self.drop < 1:
             raise ValueError(f"drop must be in (0, 1) (the share of the discovery signal the circuit's ablation "
                              f"must remove), got {self.drop}")
+        if self.confidence is not None and not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1) (the level of the discovery drop's interval whose lower "
+                             f"end must reach `drop`, e.g. 0.95) or None for the point drop, got {self.confidence}")
         if self.by not in ("atp", "direct", "patching"):
             raise ValueError(f"by {self.by!r} is not one of atp, direct, patching")
         for name in ("k_heads", "k_neurons", "max_heads", "max_neurons"):

@@ -2,6 +2,7 @@
 
     psylens circuits --model M --run RUN [--emotions joy,anger] [--source probes|expression|stories]
                      [--layer L] [--eval FILE.jsonl] [--selection threshold|top_k|drop] [--drop 0.5]
+                     [--confidence 0.95]
                      [--modulation] [--modulation-op scale|shift] [--modulation-factors 0.5,1,2]
                      [--scale-reference norm|centred|median] [--quick]
 
@@ -41,6 +42,9 @@ def circuits(
     selection: str = typer.Option("threshold", "--selection", help="threshold (cumulative attribution) | top_k | drop "
                                   "(the fewest threshold candidates whose ablation removes --drop of the discovery signal)."),
     drop: float = typer.Option(0.5, "--drop", help="With --selection drop: the share of the discovery signal to remove."),
+    confidence: Optional[float] = typer.Option(None, "--confidence", help="With --selection drop: the lower end of the "
+                                               "drop's scenario-bootstrap interval at this level (e.g. 0.95) must reach "
+                                               "--drop, not only the point drop."),
     modulation: bool = typer.Option(False, "--modulation", help="Also judge circuit modulation vs steering vs prompting while generating (slow)."),
     modulation_op: str = typer.Option("scale", "--modulation-op", help="With --modulation: scale (multiply the circuit's "
                                       "units by 1.5/2/4) | shift (add 1/2/4/8 × each unit's emotion contrast)."),
@@ -75,7 +79,7 @@ def circuits(
                              "e.g. 0.5,1,2") from None
     extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
     cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
-                         seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop),
+                         seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop, confidence=confidence),
                          modulation_scale_reference=scale_reference, modulation_op=modulation_op,
                          modulation_factors=factors,
                          **extra)  # bad settings fail before a model loads

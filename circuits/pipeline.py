@@ -46,6 +46,7 @@ from psylens.circuits import artifacts as art
 from psylens.circuits.ablation import (
     ablation_curve,
     curve_sizes,
+    drop_ci,
     enhancement,
     faithfulness_completeness,
     smallest_prefix,
@@ -251,25 +252,6 @@ def _load_directions(model: Any, run: Any, source: str, layer: int, batch_size: 
 def _prep(model: Any, stim: Any, batch_size: int) -> Prepared:
     return prepare(model, [s.text for s in stim], labels=[s.label for s in stim], groups=[s.group for s in stim],
                    ids=[s.id for s in stim], batch_size=batch_size)
-
-
-def drop_ci(p_before: torch.Tensor, p_after: torch.Tensor, weights: np.ndarray, groups: Sequence[Any], *,
-            seed: int = 0) -> tuple[float, float]:
-    """95% scenario-bootstrap interval of ``1 − S_after / S_before`` (scenarios resampled)."""
-    from psylens.stats import bootstrap_ci
-
-    w = np.asarray(weights, float)
-    g = np.asarray([str(x) for x in groups])
-    names = sorted(set(g[w != 0]))
-    cb = np.array([float((w[g == n] * p_before.double().numpy()[g == n]).sum()) for n in names])
-    ca = np.array([float((w[g == n] * p_after.double().numpy()[g == n]).sum()) for n in names])
-
-    def stat(ix: np.ndarray) -> float:
-        ix = ix.astype(int)
-        den = cb[ix].sum()
-        return float(1 - ca[ix].sum() / den) if den != 0 else float("nan")
-
-    return bootstrap_ci(np.arange(len(names), dtype=float), stat, seed=seed, n_boot=1000)
 
 
 def attribution_cost(model: Any, texts: Sequence[str], *, repeats: int = 3, batch_size: int = 16) -> dict[str, float]:
@@ -512,7 +494,8 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
     sel_rec: dict[str, Any] = {"mode": cfg.selection.mode, "n_candidates": len(circ.units)}
     if cfg.selection.mode == "drop" and len(circ.units):
         if sc.signal > 0:
-            circ, found = smallest_prefix(model, disc, w_d, v, circ, baseline, target=cfg.selection.drop)
+            circ, found = smallest_prefix(model, disc, w_d, v, circ, baseline, target=cfg.selection.drop,
+                                          confidence=cfg.selection.confidence, seed=cfg.seed)
             sel_rec.update(found)
         else:
             sel_rec.update(reached=False, reason=f"discovery signal {sc.signal:.4g} is not positive; circuit left uncut")

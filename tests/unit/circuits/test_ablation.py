@@ -106,6 +106,63 @@ def test_smallest_prefix_cuts_to_the_fewest_units_that_reach_the_target(setup):
     assert smallest_prefix(model, data, w, v, circ, base, target=0.5, method="zero")[1]["n"] == 4
 
 
+def test_smallest_prefix_with_confidence_agrees_when_the_scenarios_agree(setup):
+    """On the planted model every scenario loses the signal with the planted neuron, so the lower end of
+    the interval reaches the target at the same size as the point drop."""
+    model, v, data, w, base, _ = setup
+    circ = Circuit("joy", "test", READOUT, heads=((HEAD_LAYER, PLANT_HEAD),),
+                   neurons=_decoys(3) + ((PLANT_LAYER, PLANT_NEURON),) + _decoys(8)[3:],
+                   head_scores=(0.3,), neuron_scores=(9.0, 8.0, 7.0, 4.5, 0.2, 0.1, 0.05, 0.01, 0.005))
+    cut, rec = smallest_prefix(model, data, w, v, circ, base, target=0.5, confidence=0.95)
+    assert rec["reached"] and rec["n"] == 4 and rec["confidence"] == 0.95
+    assert 0.5 <= rec["drop_lower"] <= rec["drop"]
+    lower = dict(rec["evaluated_lower"])
+    assert lower[3] < 0.5 <= lower[4]
+
+
+def _synthetic_projections(per_size: dict[int, list[float]]):
+    """A stand-in for ``projections``: 8 scenarios of one joy and one anger stimulus; before any ablation
+    joy reads 1 and anger 0 in each; ablating the top ``n`` units removes ``per_size[n][s]`` of scenario
+    ``s``'s joy reading (the planted truth of the test below)."""
+
+    def fake(model, data, direction, layer, edit=None, baseline=None, **kw):
+        n = 0 if edit is None else len(edit.units)
+        removed = per_size[n] if n else [0.0] * 8
+        return torch.tensor([x for r in removed for x in (1.0 - r, 0.0)])
+
+    return fake
+
+
+def test_smallest_prefix_with_confidence_keeps_units_until_the_interval_clears(monkeypatch):
+    """Planted: two units remove 0.9 of half the scenarios and 0.2 of the rest (mean 0.55: the point drop
+    clears 0.5, its interval does not); three remove 0.6 of every scenario. The point cut keeps 2 units,
+    the confidence cut 3."""
+    import types
+
+    import psylens.circuits.ablation as ab
+
+    per_size = {1: [0.3] * 8, 2: [0.9, 0.2] * 4, 3: [0.6] * 8, 4: [0.9] * 8}
+    monkeypatch.setattr(ab, "projections", _synthetic_projections(per_size))
+    monkeypatch.setattr(ab, "signal", lambda m, d, w, v, L, edit=None, b=None: float(
+        torch.from_numpy(np.asarray(w, float)) @ _synthetic_projections(per_size)(m, d, v, L, edit).double()))
+    groups = [f"s{i}" for i in range(8) for _ in range(2)]
+    data = types.SimpleNamespace(groups=groups)
+    w = np.array([0.125, -0.125] * 8)
+    circ = Circuit("joy", "test", 3, heads=(), neurons=((0, 0), (0, 1), (0, 2), (0, 3)),
+                   neuron_scores=(4.0, 3.0, 2.0, 1.0))
+    point = smallest_prefix(None, data, w, None, circ, None, target=0.5)[1]
+    assert point["n"] == 2 and point["drop"] == pytest.approx(0.55)
+    cut, rec = smallest_prefix(None, data, w, None, circ, None, target=0.5, confidence=0.95)
+    assert rec["n"] == 3 and cut.neurons == ((0, 0), (0, 1), (0, 2))
+    assert rec["drop_lower"] == pytest.approx(0.6)
+    lower = dict(rec["evaluated_lower"])
+    assert lower[2] < 0.5 < dict(rec["evaluated"])[2]
+    # control: when every size's scenarios agree, confidence changes nothing
+    flat = {1: [0.3] * 8, 2: [0.55] * 8, 3: [0.6] * 8, 4: [0.9] * 8}
+    monkeypatch.setattr(ab, "projections", _synthetic_projections(flat))
+    assert smallest_prefix(None, data, w, None, circ, None, target=0.5, confidence=0.95)[1]["n"] == 2
+
+
 def test_smallest_prefix_of_decoys_never_reaches_the_target(setup):
     """Control: a circuit of units that write nothing is returned whole, marked as not reaching the target."""
     model, v, data, w, base, _ = setup
@@ -122,6 +179,8 @@ def test_smallest_prefix_rejects_bad_input(setup):
         smallest_prefix(model, data, w, v, circ, base, method="resample")
     with pytest.raises(ValueError, match="positive signal"):
         smallest_prefix(model, data, -w, v, circ, base)
+    with pytest.raises(ValueError, match="confidence"):
+        smallest_prefix(model, data, w, v, circ, base, confidence=95)
 
 
 def test_ablation_needs_five_random_draws(setup):

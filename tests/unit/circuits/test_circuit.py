@@ -54,7 +54,7 @@ def test_prefix_keeps_the_best_units_with_their_scores():
 
 def test_selection_drop_mode_keeps_the_threshold_candidates():
     """``select`` cannot ablate; in ``drop`` mode it returns the threshold candidates for the cut."""
-    a = select("joy", "probes", _scores(), Selection(mode="drop", threshold=0.8, drop=0.6))
+    a = select("joy", "probes", _scores(), Selection(mode="drop", threshold=0.8, drop=0.6, confidence=0.9))
     b = select("joy", "probes", _scores(), Selection(mode="threshold", threshold=0.8))
     assert (a.heads, a.neurons) == (b.heads, b.neurons)
     assert Selection.from_dict(a.selection.to_dict()) == a.selection
@@ -72,6 +72,9 @@ def test_circuit_and_selection_reject_bad_values():
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match="drop"):
             Selection(mode="drop", drop=bad)
+    for bad in (0.0, 1.0, 95):
+        with pytest.raises(ValueError, match="confidence"):
+            Selection(mode="drop", confidence=bad)
     with pytest.raises(ValueError, match="unknown selection settings"):
         Selection.from_dict({"mode": "drop", "share": 0.5})
 
