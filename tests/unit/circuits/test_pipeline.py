@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -115,6 +116,7 @@ def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
     res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), "--emotions", "bliss"])
     assert res.exit_code != 0 and "bliss" in str(res.exception)
     for flags, said in ((["--selection", "best"], "selection mode"), (["--selection", "drop", "--drop", "1.5"], "drop"),
+                        (["--selection", "drop", "--confidence", "95"], "confidence"),
                         (["--scale-reference", "mean"], "modulation_scale_reference"),
                         (["--modulation-op", "boost"], "modulation_op"),
                         (["--modulation-factors", "1,x"], "comma-separated numbers"),
@@ -153,6 +155,17 @@ def test_drop_selection_cuts_on_discovery_and_records_the_search(tiny_model, tmp
     assert len(cut) == 1 and sum("not positive" in r.get("reason", "") for r in recs) == 1
     rec = cut[0]
     assert rec["target"] == 0.3 and rec["n_candidates"] >= rec["n"] >= 1
+    assert rec["confidence"] is None
     if rec["reached"]:
         tried = dict(rec["evaluated"])
         assert tried[rec["n"]] >= 0.3 and (rec["n"] == 1 or tried[rec["n"] - 1] < 0.3)
+    # with confidence the pipeline cuts on the interval's lower end instead (never fewer units)
+    sign = 1.0 if "target" in recs[0] else -1.0
+    run = create_run(tmp_path / "run_conf", command="test", model=model)
+    Directions.from_raw(sign * raw, emos, [0, 1, 2], model=model.spec).save(run.file("probes/directions.safetensors"))
+    run.write_json("probes/summary.json", {"best_layer": 1})
+    conf = replace(cfg, selection=Selection(mode="drop", drop=0.3, confidence=0.9))
+    rc = run_circuits(model, run, conf)["emotions"]["joy"]["selection"]
+    assert rc["confidence"] == 0.9 and rc["n"] >= rec["n"] and rc["evaluated_lower"]
+    if rc["reached"]:
+        assert dict(rc["evaluated_lower"])[rc["n"]] >= 0.3
