@@ -99,7 +99,8 @@ def _emotions(summary: Any) -> list[str]:
 # -- summary table --------------------------------------------------------------------------------
 def selection_text(record: Any) -> str:
     """How the circuit was selected, in a few words (the summary's per-emotion ``selection``; "—" when absent):
-    the mode, and for ``drop`` the cut (units kept of the candidates, and the discovery drop it reached)."""
+    the mode, and for ``drop`` the cut (units kept of the candidates, and the discovery drop it reached — with
+    its interval's lower end when the cut asked for ``confidence``)."""
     r = kit.as_dict(record)
     mode = r.get("mode")
     if not isinstance(mode, str):
@@ -109,9 +110,12 @@ def selection_text(record: Any) -> str:
     cand, n, target = kit.num(r.get("n_candidates")), kit.num(r.get("n")), kit.num(r.get("target"))
     if "target" not in r:
         return f"drop: left uncut ({r.get('reason', 'no search recorded')})"
+    conf = kit.num(r.get("confidence"))
+    bar = f"drop {target:g}" + (f" at {conf:.0%} confidence" if np.isfinite(conf) else "")
     if not r.get("reached"):
-        return f"drop {target:g}: not reached, all {cand:.0f} candidates kept"
-    return f"drop {target:g}: {n:.0f} of {cand:.0f} candidates (discovery drop {kit.num(r.get('drop')):.2f})"
+        return f"{bar}: not reached, all {cand:.0f} candidates kept"
+    low = f", lower end {kit.num(r.get('drop_lower')):.2f}" if np.isfinite(conf) else ""
+    return f"{bar}: {n:.0f} of {cand:.0f} candidates (discovery drop {kit.num(r.get('drop')):.2f}{low})"
 
 
 def summary_table(summary: Any) -> pd.DataFrame:

@@ -261,6 +261,9 @@ def test_selection_text_says_how_the_circuit_was_cut() -> None:
     assert page.selection_text({**cut, "reached": False, "n": 2060}) == "drop 0.5: not reached, all 2060 candidates kept"
     assert page.selection_text({"mode": "drop", "n_candidates": 5, "reason": "signal -1 is not positive"}) == (
         "drop: left uncut (signal -1 is not positive)")
+    sure = {**cut, "confidence": 0.95, "drop_lower": 0.503, "drop": 0.61}
+    assert page.selection_text(sure) == "drop 0.5 at 95% confidence: 96 of 2060 candidates (discovery drop 0.61, lower end 0.50)"
+    assert page.selection_text({**sure, "confidence": None}) == "drop 0.5: 96 of 2060 candidates (discovery drop 0.61)"
     assert page.selection_text({"mode": "threshold", "n_candidates": 9}) == "threshold"
     assert page.selection_text(None) == "—" and page.selection_text({"mode": 3}) == "—"
 
