@@ -107,23 +107,44 @@ def ablation_curve(
 
 
 def drop_ci(p_before: Tensor, p_after: Tensor, weights: np.ndarray, groups: Sequence[Any], *,
-            seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Scenario-bootstrap interval (two-sided, ``level``) of ``1 − S_after / S_before``: the scenarios in
-    ``groups`` with a non-zero weight are resampled, each contributing its weighted sums before and after."""
-    from psylens.stats import bootstrap_ci
+            strata: Sequence[Any] | None = None, seed: int = 0, level: float = 0.95,
+            n_boot: int = 1000) -> tuple[float, float]:
+    """Bootstrap interval (two-sided, ``level``) of ``1 − S_after / S_before`` over the units of ``groups``
+    with a non-zero weight (scenarios; each contributes its weighted sums before and after).
 
+    ``strata`` (one per stimulus, e.g. the labels) resamples within each stratum, keeping its count: use it
+    when each stimulus is its own group (a pooled set, :func:`~psylens.circuits.signal.contrast_weights`
+    ``pooled=True``). Resampling such a set freely changes how many texts of the emotion are drawn, and with
+    fixed weights ``S`` then swings with the projections' overall level rather than the contrast — the
+    interval comes out meaninglessly wide."""
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"level must be in (0, 1) and n_boot positive, got level={level}, n_boot={n_boot}")
     w = np.asarray(weights, float)
     g = np.asarray([str(x) for x in groups])
+    if len(g) != len(w) or (strata is not None and len(strata) != len(w)):
+        raise ValueError(f"groups ({len(g)}) and strata ({'none' if strata is None else len(strata)}) must have one "
+                         f"entry per stimulus ({len(w)})")
     names = sorted(set(g[w != 0]))
+    if not names:
+        raise ValueError("no stimulus has a non-zero weight: the signal is empty, so its drop has no interval")
     cb = np.array([float((w[g == n] * p_before.double().numpy()[g == n]).sum()) for n in names])
     ca = np.array([float((w[g == n] * p_after.double().numpy()[g == n]).sum()) for n in names])
-
-    def stat(ix: np.ndarray) -> float:
-        ix = ix.astype(int)
-        den = cb[ix].sum()
-        return float(1 - ca[ix].sum() / den) if den != 0 else float("nan")
-
-    return bootstrap_ci(np.arange(len(names), dtype=float), stat, seed=seed, n_boot=1000, level=level)
+    st = np.zeros(len(names), dtype=int)
+    if strata is not None:
+        s_of = np.asarray([str(x) for x in strata])
+        for k, n in enumerate(names):
+            own = set(s_of[g == n])
+            if len(own) != 1:
+                raise ValueError(f"group {n!r} spans strata {sorted(own)}; each group must sit inside one stratum")
+        st = np.unique([s_of[g == n][0] for n in names], return_inverse=True)[1]
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([m[rng.integers(0, len(m), size=(n_boot, len(m)))]
+                           for m in (np.nonzero(st == k)[0] for k in range(int(st.max()) + 1))], axis=1)
+    den = cb[pick].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        samples = np.where(den != 0, 1 - ca[pick].sum(axis=1) / den, np.nan)
+    lo, hi = np.quantile(samples, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
 
 
 def smallest_prefix(

@@ -520,7 +520,8 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
                            split="eval", before=se0, sizes=[len(circ.units)] if len(circ.units) else [])
     if len(circ.units):
         pe1 = projections(model, ev, v, layer, Edit(circ.units, "mean"), baseline)
-        ci_e = drop_ci(pe0, pe1, w_e, ev.ids if ev_pooled else ev.groups, seed=cfg.seed)
+        ci_e = drop_ci(pe0, pe1, w_e, ev.ids if ev_pooled else ev.groups, strata=ev.labels if ev_pooled else None,
+                       seed=cfg.seed)
     else:
         ci_e = (float("nan"), float("nan"))
     enh = enhancement(model, held, w_h, v, circ, baseline, factors=(cfg.factor,), n_random=cfg.n_random, seed=cfg.seed,

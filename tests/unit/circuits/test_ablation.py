@@ -12,6 +12,7 @@ from psylens.circuits.ablation import (
     enhancement,
     faithfulness_completeness,
     random_like,
+    drop_ci,
     smallest_prefix,
 )
 from psylens.circuits.circuit import Circuit
@@ -161,6 +162,29 @@ def test_smallest_prefix_with_confidence_keeps_units_until_the_interval_clears(m
     flat = {1: [0.3] * 8, 2: [0.55] * 8, 3: [0.6] * 8, 4: [0.9] * 8}
     monkeypatch.setattr(ab, "projections", _synthetic_projections(flat))
     assert smallest_prefix(None, data, w, None, circ, None, target=0.5, confidence=0.95)[1]["n"] == 2
+
+
+def test_drop_ci_of_a_pooled_set_resamples_within_labels():
+    """Planted: 8 joy texts read 101 before and 100.5 after, 40 others read 100 throughout — every joy text
+    loses exactly half of its contrast, so the drop is 0.5 in every resample that keeps the label counts.
+    Resampling the texts freely (each its own group, no strata) lets the count of joy texts vary, so the common
+    level leaks into the contrast and the interval spreads; stratified by label it is the point."""
+    from psylens.circuits.signal import contrast_weights
+
+    labels = ["joy"] * 8 + ["anger", "fear", "sadness", "disgust", "surprise"] * 8
+    ids = [f"t{i}" for i in range(len(labels))]
+    w = contrast_weights(labels, ids, "joy", ("joy", "anger", "fear", "sadness", "disgust", "surprise"), pooled=True)
+    p0 = torch.tensor([101.0] * 8 + [100.0] * 40)
+    p1 = torch.tensor([100.5] * 8 + [100.0] * 40)
+    lo, hi = drop_ci(p0, p1, w, ids, strata=labels)
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    free = drop_ci(p0, p1, w, ids)
+    assert free[1] - free[0] > 0.4 and free[0] < 0.1  # the control: unstratified, it spans nearly all of [0, 0.5]
+    # grouped sets (one stratum) are unchanged by strata=None, and bad input is refused
+    with pytest.raises(ValueError, match="spans strata"):
+        drop_ci(p0, p1, w, ["g"] * 48, strata=labels)
+    with pytest.raises(ValueError, match="one entry per stimulus"):
+        drop_ci(p0, p1, w, ids[:-1])
 
 
 def test_smallest_prefix_of_decoys_never_reaches_the_target(setup):
