@@ -132,7 +132,7 @@ def drop_ci(p_before: Tensor, p_after: Tensor, weights: np.ndarray, groups: Sequ
     st = np.zeros(len(names), dtype=int)
     if strata is not None:
         s_of = np.asarray([str(x) for x in strata])
-        for k, n in enumerate(names):
+        for n in names:
             own = set(s_of[g == n])
             if len(own) != 1:
                 raise ValueError(f"group {n!r} spans strata {sorted(own)}; each group must sit inside one stratum")
