@@ -13,7 +13,8 @@ Two measurements, each written as JSON to ``--out-dir`` (default ``/tmp/circuits
   modulation  circuit modulation vs steering vs prompting re-judged on the circuits of a finished run
             (``--run``, e.g. ``OUT/run`` of an earlier ``--only run``) under the fluency criterion
             ``--config '{"modulation_fluency": ...}'`` (also ``n_modulation_prompts``, ``n_modulation_contexts``,
-            ``seed``, ``modulation_op``: ``"shift"`` adds each unit's emotion contrast instead of scaling);
+            ``seed``, ``modulation_op``: ``"shift"`` adds each unit's emotion contrast instead of scaling;
+            ``modulation_factors`` / ``modulation_steer_scales``: the circuit's / steering's strengths);
             writes ``modulation_<criterion>.json`` (``modulation_<criterion>_shift.json`` for the shift op).
 
     python -m benchmarks.circuits --only cost
@@ -82,7 +83,8 @@ def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: s
     res = modulate_run(model, open_run(run_dir), emotions.split(","), n_prompts=cfg.n_modulation_prompts,
                        n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
                        progress=True, scale_reference=cfg.modulation_scale_reference, op=cfg.modulation_op,
-                       batch_size=cfg.batch_size, factors=cfg.modulation_factors)
+                       batch_size=cfg.batch_size, factors=cfg.modulation_factors,
+                       steer_scales=cfg.modulation_steer_scales)
     out = {"run": str(run_dir), "fluency": cfg.modulation_fluency, "circuit_op": cfg.modulation_op,
            "seconds": round(time.time() - t0, 1),
            "circuit_at_least_steering": sum(bool(m["circuit_at_least_steering"]) for m in res.values()),
@@ -90,6 +92,8 @@ def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: s
     suffix = "" if cfg.modulation_op == "scale" else f"_{cfg.modulation_op}"
     if cfg.modulation_factors is not None:
         suffix += "_" + "-".join(f"{f:g}" for f in cfg.modulation_factors)
+    if cfg.modulation_steer_scales is not None:
+        suffix += "_steer" + "-".join(f"{s:g}" for s in cfg.modulation_steer_scales)
     (out_dir / f"modulation_{cfg.modulation_fluency}{suffix}.json").write_text(json.dumps(out, indent=2))
     return out
 

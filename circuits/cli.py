@@ -50,6 +50,9 @@ def circuits(
                                       "units by 1.5/2/4) | shift (add 1/2/4/8 × each unit's emotion contrast)."),
     modulation_factors: Optional[str] = typer.Option(None, "--modulation-factors", help="With --modulation: the "
                                                      "circuit's strengths, comma-separated (default: the op's grid)."),
+    modulation_steer_scales: Optional[str] = typer.Option(None, "--modulation-steer-scales", help="With --modulation: "
+                                                          "steering's strengths, multiples of the read-out layer's "
+                                                          "residual norm, comma-separated (default: 0.1,0.15,0.2,0.25,0.5)."),
     scale_reference: str = typer.Option("norm", "--scale-reference", help="With --modulation: what steering's scales multiply: "
                                         "norm | centred | median (for models with massive activations such as Gemma-3)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer scenarios, patched units and sublayer strengths (a smoke run)."),
@@ -70,18 +73,13 @@ def circuits(
     emos = tuple(e.strip() for e in emotions.split(",") if e.strip()) if emotions else EMOTIONS
     if eval_file is not None and not eval_file.is_file():
         raise ValueError(f"--eval {str(eval_file)!r} does not exist; give a stimuli JSONL file (text, label, group per line)")
-    factors = None
-    if modulation_factors is not None:
-        try:
-            factors = tuple(float(x) for x in modulation_factors.split(",") if x.strip())
-        except ValueError:
-            raise ValueError(f"--modulation-factors {modulation_factors!r} must be comma-separated numbers, "
-                             "e.g. 0.5,1,2") from None
+    factors = _numbers(modulation_factors, "--modulation-factors")
+    steer_scales = _numbers(modulation_steer_scales, "--modulation-steer-scales")
     extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
     cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
                          seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop, confidence=confidence),
                          modulation_scale_reference=scale_reference, modulation_op=modulation_op,
-                         modulation_factors=factors,
+                         modulation_factors=factors, modulation_steer_scales=steer_scales,
                          **extra)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():
@@ -104,3 +102,13 @@ def circuits(
                       f(s["atp_vs_patching_spearman"]), f(s["eval"]["drop"]))
     Console().print(table)
     typer.echo(f"cost ratio (atp / forward): {f(summary['cost_ratio'])}; wrote {r.path / 'circuits' / 'summary.json'}")
+
+
+def _numbers(text: str | None, flag: str) -> tuple[float, ...] | None:
+    """``"0.5,1,2"`` → ``(0.5, 1.0, 2.0)``; ``None`` stays ``None`` (the default grid)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} must be comma-separated numbers, e.g. 0.5,1,2") from None

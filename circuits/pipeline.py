@@ -86,7 +86,9 @@ class CircuitsConfig:
     scale; ``alphas``: sublayer injection strengths (empty: skip); ``n_top_neurons`` neurons shown
     with their ``n_top_stimuli`` top-activating stimuli. ``modulation`` (slow: generation): also judge circuit
     modulation (``modulation_op``: ``scale`` or ``shift``, see :mod:`psylens.circuits.modulation`; its strengths
-    ``modulation_factors``, ``None``: the op's default grid) vs steering vs prompting, under ``modulation_fluency``. ``n_expression_prompts``: with ``source``
+    ``modulation_factors``, ``None``: the op's default grid) vs steering vs prompting (its scales
+    ``modulation_steer_scales``, multiples of the read-out layer's residual norm; ``None``:
+    ``ModulationConfig().steer_scales``), under ``modulation_fluency``. ``n_expression_prompts``: with ``source``
     ``expression``, the first that many of its extraction prompts (``None``: all 24; fewer is cheaper
     and noisier).
     """
@@ -119,6 +121,7 @@ class CircuitsConfig:
     modulation_scale_reference: str = "norm"
     modulation_op: str = "scale"
     modulation_factors: tuple[float, ...] | None = None
+    modulation_steer_scales: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -152,11 +155,13 @@ class CircuitsConfig:
         if self.modulation_op not in CIRCUIT_OPS:
             raise ValueError(f"modulation_op {self.modulation_op!r} is not one of {CIRCUIT_OPS}: scale (multiply the "
                              "circuit's units) or shift (add each unit's emotion contrast)")
-        if self.modulation_factors is not None:
-            object.__setattr__(self, "modulation_factors", tuple(float(f) for f in self.modulation_factors))
-            if not self.modulation_factors or not all(np.isfinite(self.modulation_factors)):
-                raise ValueError(f"modulation_factors must be one or more finite strengths (or None for the op's "
-                                 f"default grid), got {self.modulation_factors}")
+        for name, default in (("modulation_factors", "the op's default grid"),
+                              ("modulation_steer_scales", "ModulationConfig's steering grid")):
+            val = getattr(self, name)
+            if val is not None:
+                object.__setattr__(self, name, tuple(float(f) for f in val))
+                if not getattr(self, name) or not all(np.isfinite(getattr(self, name))):
+                    raise ValueError(f"{name} must be one or more finite strengths (or None for {default}), got {val}")
         if isinstance(self.selection, Mapping):
             object.__setattr__(self, "selection", Selection.from_dict(self.selection))
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -178,8 +183,9 @@ class CircuitsConfig:
         for k in ("emotions", "methods", "alphas"):
             if k in kw:
                 kw[k] = tuple(kw[k])
-        if kw.get("modulation_factors") is not None:
-            kw["modulation_factors"] = tuple(kw["modulation_factors"])
+        for k in ("modulation_factors", "modulation_steer_scales"):
+            if kw.get(k) is not None:
+                kw[k] = tuple(kw[k])
         return cls(**kw)
 
 
@@ -539,7 +545,8 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
         mod, mod_s = modulate(model, circ, v, contrast, n_prompts=cfg.n_modulation_prompts,
                               n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
                               progress=progress, scale_reference=cfg.modulation_scale_reference,
-                              op=cfg.modulation_op, shift=shift, factors=cfg.modulation_factors)
+                              op=cfg.modulation_op, shift=shift, factors=cfg.modulation_factors,
+                              steer_scales=cfg.modulation_steer_scales)
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -585,6 +592,7 @@ def modulate(
     model: Any, circ: Circuit, v: torch.Tensor, emotions: Sequence[str], *, n_prompts: int = 12, n_contexts: int = 12,
     fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
     op: str = "scale", shift: Any = None, factors: Sequence[float] | None = None,
+    steer_scales: Sequence[float] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Circuit modulation vs steering with ``v`` (``[d_model]``, read-out layer) vs prompting for ``circ``'s emotion on
     the first ``n_prompts`` built-in steering prompts and ``n_contexts`` "… I feel" contexts, judged against
@@ -592,7 +600,8 @@ def modulate(
     ``modulation`` block (see :func:`_modulation_summary`). ``op``/``shift``: the circuit op
     (:class:`~psylens.circuits.modulation.ModulationConfig`'s ``circuit_op``) and, for ``"shift"``, the per-unit
     contrast it adds (:func:`~psylens.circuits.signal.unit_contrast`); ``factors``: the circuit's strengths (``None``:
-    the op's default grid, ``ModulationConfig().factors`` or ``.shift_factors``)."""
+    the op's default grid, ``ModulationConfig().factors`` or ``.shift_factors``); ``steer_scales``: steering's
+    strengths (``None``: ``ModulationConfig().steer_scales``)."""
     from psylens import stimuli
     from psylens.circuits.modulation import METHODS, ModulationConfig, modulation, paired_vs
     from psylens.concepts import feel_contexts, feel_words
@@ -600,22 +609,27 @@ def modulate(
     mod = modulation(model, circ, v, stimuli.load("steering_prompts").texts[:n_prompts], emotions=emotions,
                      words=feel_words(), contexts=feel_contexts()[:n_contexts],
                      config=ModulationConfig(seed=seed, fluency=fluency, scale_reference=scale_reference,
-                                             circuit_op=op, **_strengths(op, factors)),
+                                             circuit_op=op, **_strengths(op, factors, steer_scales)),
                      shift=shift, progress=progress)
     return mod, _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=seed))
 
 
-def _strengths(op: str, factors: Sequence[float] | None) -> dict[str, tuple[float, ...]]:
-    """``ModulationConfig`` keyword for the circuit's strengths under ``op`` (none: its default grid)."""
-    if factors is None:
-        return {}
-    return {"shift_factors" if op == "shift" else "factors": tuple(float(f) for f in factors)}
+def _strengths(op: str, factors: Sequence[float] | None,
+               steer_scales: Sequence[float] | None = None) -> dict[str, tuple[float, ...]]:
+    """``ModulationConfig`` keywords for the circuit's strengths under ``op`` and steering's (``None``: the default grid)."""
+    out: dict[str, tuple[float, ...]] = {}
+    if factors is not None:
+        out["shift_factors" if op == "shift" else "factors"] = tuple(float(f) for f in factors)
+    if steer_scales is not None:
+        out["steer_scales"] = tuple(float(s) for s in steer_scales)
+    return out
 
 
 def modulate_run(
     model: Any, run: Any, emotions: Sequence[str] | None = None, *, n_prompts: int = 12, n_contexts: int = 12,
     fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
     op: str = "scale", batch_size: int = 16, factors: Sequence[float] | None = None,
+    steer_scales: Sequence[float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`modulate` on the circuits a finished ``psylens circuits`` run holds (``emotions``: default all of them),
     e.g. under another fluency criterion or circuit ``op``; returns ``{emotion: modulation block}`` and writes
@@ -641,7 +655,8 @@ def modulate_run(
                                   range(circ.readout_layer + 1))
         out[e] = modulate(model, circ, dirs[e, circ.readout_layer], contrast, n_prompts=n_prompts,
                           n_contexts=n_contexts, fluency=fluency, seed=seed, progress=progress,
-                          scale_reference=scale_reference, op=op, shift=shift, factors=factors)[1]
+                          scale_reference=scale_reference, op=op, shift=shift, factors=factors,
+                          steer_scales=steer_scales)[1]
     return out
 
 

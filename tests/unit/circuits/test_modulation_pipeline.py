@@ -93,6 +93,10 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     # the circuit's strengths given by hand: the chosen one and the random control's are among them
     half = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, op="shift", factors=(0.5,))["joy"]
     assert half["circuit"]["strength"] == 0.5 == half["random"]["strength"]
+    # steering's strengths given by hand: its chosen one is among them, and the circuit's side is untouched
+    weak = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, steer_scales=(0.05,))["joy"]
+    assert weak["steering"]["strength"] == 0.05 != again["joy"]["steering"]["strength"]
+    assert json.dumps(weak["circuit"], sort_keys=True) == json.dumps(again["joy"]["circuit"], sort_keys=True)
 
 
 def test_top_neurons_stop_at_their_layer_and_find_the_planted_neuron_stimuli(planted):

@@ -85,8 +85,11 @@ def test_shift_interventions_add_the_units_contrast_times_the_factor():
         ModulationConfig(shift_factors=(float("nan"),))
     with pytest.raises(ValueError, match="modulation_factors"):
         CircuitsConfig(modulation_factors=())
-    cfg = CircuitsConfig(modulation_op="shift", modulation_factors=[0.5, 1])
+    with pytest.raises(ValueError, match="modulation_steer_scales"):
+        CircuitsConfig(modulation_steer_scales=(0.1, float("inf")))
+    cfg = CircuitsConfig(modulation_op="shift", modulation_factors=[0.5, 1], modulation_steer_scales=[0.025, 0.05])
     assert CircuitsConfig.from_dict(cfg.to_dict()) == cfg and cfg.modulation_factors == (0.5, 1.0)
+    assert cfg.modulation_steer_scales == (0.025, 0.05)
 
 
 def _run(model, v, circ, op, shift, factors):

@@ -120,7 +120,9 @@ def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
                         (["--scale-reference", "mean"], "modulation_scale_reference"),
                         (["--modulation-op", "boost"], "modulation_op"),
                         (["--modulation-factors", "1,x"], "comma-separated numbers"),
-                        (["--modulation-factors", "1,inf"], "modulation_factors")):
+                        (["--modulation-factors", "1,inf"], "modulation_factors"),
+                        (["--modulation-steer-scales", "0.1,x"], "comma-separated numbers"),
+                        (["--modulation-steer-scales", ""], "modulation_steer_scales")):
         res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), *flags])
         assert res.exit_code != 0 and said in str(res.exception), (flags, res.exception)
     assert not (tmp_path / "r").exists()  # refused before a run or a model
