@@ -45,6 +45,9 @@ def circuits(
     confidence: Optional[float] = typer.Option(None, "--confidence", help="With --selection drop: the lower end of the "
                                                "drop's scenario-bootstrap interval at this level (e.g. 0.95) must reach "
                                                "--drop, not only the point drop."),
+    baseline: str = typer.Option("neutral", "--baseline", help="What atp and patching patch a unit to: neutral (the mean "
+                                 "over the discovery scenarios' neutral events) | scenario (each stimulus' own "
+                                 "scenario's neutral event)."),
     modulation: bool = typer.Option(False, "--modulation", help="Also judge circuit modulation vs steering vs prompting while generating (slow)."),
     modulation_op: str = typer.Option("scale", "--modulation-op", help="With --modulation: scale (multiply the circuit's "
                                       "units by 1.5/2/4) | shift (add 1/2/4/8 × each unit's emotion contrast)."),
@@ -78,6 +81,7 @@ def circuits(
     extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
     cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
                          seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop, confidence=confidence),
+                         baseline=baseline,
                          modulation_scale_reference=scale_reference, modulation_op=modulation_op,
                          modulation_factors=factors, modulation_steer_scales=steer_scales,
                          **extra)  # bad settings fail before a model loads

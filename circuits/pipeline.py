@@ -7,7 +7,8 @@
    ``stories`` = the validation suite's story directions), and the signal of :mod:`psylens.circuits.signal`;
 2. scores on the *discovery* scenarios of the built-in ``emotions`` set (``direct`` and ``atp`` for
    every head and neuron, ``patching`` for the top ``patch_heads`` / ``patch_neurons`` by ``atp``),
-   with the baseline = mean over those scenarios' ``neutral`` events;
+   with the baseline = mean over those scenarios' ``neutral`` events (``baseline="scenario"``: each
+   stimulus' own scenario's neutral event, for ``atp`` and ``patching``; ablations keep the mean);
 3. the circuit (:func:`psylens.circuits.circuit.select`; with selection mode ``drop``, cut on the
    discovery scenarios by :func:`psylens.circuits.ablation.smallest_prefix` — the summary's ``selection``
    records the search);
@@ -54,23 +55,26 @@ from psylens.circuits.ablation import (
 from psylens.circuits.circuit import Circuit, Selection, select
 from psylens.circuits.scores import UnitScores, attribution, patching, spearman
 from psylens.circuits.signal import (
+    Baseline,
     Edit,
     Prepared,
     contrast_weights,
     is_grouped,
     prepare,
     projections,
+    scenario_baseline,
     unit_baseline,
     unit_contrast,
 )
 from psylens.circuits.sublayers import sublayer_influence
 from psylens.stimuli import EMOTIONS
 
-__all__ = ["CircuitsConfig", "run_circuits", "SOURCES", "default_readout_layer", "split_scenarios",
+__all__ = ["CircuitsConfig", "run_circuits", "SOURCES", "BASELINES", "default_readout_layer", "split_scenarios",
            "stories_eval", "attribution_cost", "drop_ci"]
 
 log = logging.getLogger(__name__)
 SOURCES = ("probes", "expression", "stories")
+BASELINES = ("neutral", "scenario")  # what atp and patching patch a unit to (CircuitsConfig.baseline)
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,10 @@ class CircuitsConfig:
     ``modulation_steer_scales``, multiples of the read-out layer's residual norm; ``None``:
     ``ModulationConfig().steer_scales``), under ``modulation_fluency``. ``n_expression_prompts``: with ``source``
     ``expression``, the first that many of its extraction prompts (``None``: all 24; fewer is cheaper
-    and noisier).
+    and noisier). ``baseline``: what ``atp`` and ``patching`` patch a unit to — ``"neutral"`` (default), the
+    mean over the discovery scenarios' neutral events; ``"scenario"``, each stimulus' own scenario's neutral
+    event (:func:`psylens.circuits.signal.scenario_baseline`). Mean ablation always writes the mean (the
+    held-out and eval sets have no neutral event of the discovery scenarios).
     """
 
     emotions: tuple[str, ...] = EMOTIONS
@@ -100,6 +107,7 @@ class CircuitsConfig:
     n_discovery: int = 40
     n_heldout: int = 20
     selection: Selection = field(default_factory=Selection)
+    baseline: str = "neutral"
     patch_heads: int = 50
     patch_neurons: int = 50
     methods: tuple[str, ...] = ("mean", "zero")
@@ -134,6 +142,9 @@ class CircuitsConfig:
             raise ValueError(f"layer must be a non-negative integer or None, got {self.layer!r}")
         if self.n_discovery < 2 or self.n_heldout < 2:
             raise ValueError(f"n_discovery and n_heldout must be at least 2 scenarios, got {self.n_discovery}, {self.n_heldout}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline {self.baseline!r} is not one of {BASELINES}: neutral (the mean over the discovery "
+                             "scenarios' neutral events) or scenario (each stimulus' own scenario's neutral event)")
         if self.n_random < 5:
             raise ValueError(f"n_random must be at least 5 random sets, got {self.n_random}")
         if self.n_expression_prompts is not None and (isinstance(self.n_expression_prompts, bool)
@@ -402,7 +413,11 @@ def run_circuits(
     if not ev_stim:
         raise ValueError(f"the eval stimuli {eval_name!r} have no texts labelled with {contrast}")
     ev = _prep(model, ev_stim, cfg.batch_size)
-    baseline = unit_baseline(model, neutral, range(layer + 1), progress=progress)
+    if cfg.baseline == "scenario":
+        score_base = scenario_baseline(model, disc, neutral, range(layer + 1), progress=progress)
+        baseline = Baseline(heads=score_base.heads, neurons=score_base.neurons)  # the pooled mean, for ablations
+    else:
+        score_base = baseline = unit_baseline(model, neutral, range(layer + 1), progress=progress)
 
     fp = _fingerprint(cfg, {"layer": layer, "source": source, "model": getattr(model, "spec", None)})
     n_heads, d_mlp = int(baseline.heads.shape[1]), int(baseline.neurons.shape[1])
@@ -435,7 +450,7 @@ def run_circuits(
                         tables[k].append(pd.DataFrame(saved["tables"].get(k, [])))
                     continue
             res, ten, tab, circ = _one_emotion(model, e, source, dirs[e, layer], layer, contrast, disc, held, ev, baseline,
-                                               cfg, n_heads, d_mlp, progress)
+                                               cfg, n_heads, d_mlp, progress, score_base)
             circ.save(step.output(art.circuit_file(e)))
             step.output(art.circuit_tensors_file(e))
             results[e] = res
@@ -473,6 +488,7 @@ def run_circuits(
             "readout_layer": int(layer),
             "readout_layer_from": layer_why,
             "source": source,
+            "baseline": cfg.baseline,
             "model": getattr(model, "spec", None),
             "splits": {"discovery": {"set": "emotions", "scenarios": disc_g},
                        "heldout": {"set": "emotions", "scenarios": held_g},
@@ -489,13 +505,14 @@ def run_circuits(
 
 def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, contrast: list[str], disc: Prepared,
                  held: Prepared, ev: Prepared, baseline: Any, cfg: CircuitsConfig, n_heads: int, d_mlp: int,
-                 progress: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, pd.DataFrame], Circuit]:
+                 progress: bool, score_base: Any = None) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, pd.DataFrame], Circuit]:
     w_d = contrast_weights(disc.labels, disc.groups, e, contrast)
     w_h = contrast_weights(held.labels, held.groups, e, contrast)
     ev_pooled = not is_grouped(ev.labels, ev.groups, contrast)
     w_e = contrast_weights(ev.labels, ev.groups, e, contrast, pooled=ev_pooled)
-    sc: UnitScores = attribution(model, disc, w_d, v, layer, baseline, progress=progress)
-    sc = patching(model, disc, w_d, v, sc, baseline, top_heads=cfg.patch_heads, top_neurons=cfg.patch_neurons, progress=progress)
+    sb = baseline if score_base is None else score_base
+    sc: UnitScores = attribution(model, disc, w_d, v, layer, sb, progress=progress)
+    sc = patching(model, disc, w_d, v, sc, sb, top_heads=cfg.patch_heads, top_neurons=cfg.patch_neurons, progress=progress)
     circ = select(e, source, sc, cfg.selection, model=getattr(model, "spec", None))
     sel_rec: dict[str, Any] = {"mode": cfg.selection.mode, "n_candidates": len(circ.units)}
     if cfg.selection.mode == "drop" and len(circ.units):

@@ -21,7 +21,8 @@ units above it cannot change the signal and score 0). Scores are signed contribu
 - ``patching``: real activation patching — ``S − S(unit replaced by the baseline at the text
   tokens)`` — for the top-K heads and top-K neurons by ``atp`` (NaN elsewhere): the ground truth.
 
-The baseline is a :class:`~psylens.circuits.signal.Baseline` (the mean over neutral stimuli).
+The baseline is a :class:`~psylens.circuits.signal.Baseline`: the mean over neutral stimuli, or one per
+stimulus (its scenario's neutral event, :func:`~psylens.circuits.signal.scenario_baseline`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def attribution(
     n_layers = len(decoder_layers(hf))
     if not 0 <= layer < n_layers:
         raise ValueError(f"read-out layer {layer} out of range: the model has {n_layers} layers (0–{n_layers - 1})")
+    baseline.check(data)
     n_heads, d_head = baseline.heads.shape[1:]
     d_mlp = baseline.neurons.shape[1]
     layers = list(range(layer + 1))
@@ -136,10 +138,10 @@ def attribution(
             a, ga = acts[2 * k + 1].detach(), grads[2 * k + 1]
             mz = mask.unsqueeze(-1).unsqueeze(-1)
             if gz is not None:
-                dz = (z.double() - baseline.heads[lay].to(dev).double())
+                dz = (z.double() - baseline.heads_at(lay, b.rows).to(dev).double())
                 atp_h[lay] += (gz.double() * dz * mz).sum(dim=(0, 1, 3)).cpu()
             if ga is not None:
-                da = (a.double() - baseline.neurons[lay].to(dev).double())
+                da = (a.double() - baseline.neurons_at(lay, b.rows).to(dev).double())
                 atp_n[lay] += (ga.double() * da * mask.unsqueeze(-1)).sum(dim=(0, 1)).cpu()
             con_h[lay] += torch.einsum("bt,bthd->hd", wm, z.double()).cpu()
             con_n[lay] += torch.einsum("bt,btn->n", wm, a.double()).cpu()

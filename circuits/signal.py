@@ -45,6 +45,7 @@ __all__ = [
     "edit_interventions",
     "masked",
     "unit_baseline",
+    "scenario_baseline",
     "unit_contrast",
     "unit_means",
     "unit_widths",
@@ -223,10 +224,58 @@ class Units:
 
 @dataclass(frozen=True, eq=False)
 class Baseline:
-    """Per-unit baseline activations: ``heads [n_layers, n_heads, d_head]``, ``neurons [n_layers, d_mlp]``."""
+    """Per-unit baseline activations: ``heads [n_layers, n_heads, d_head]``, ``neurons [n_layers, d_mlp]``.
+
+    Optionally one baseline per stimulus of one :class:`Prepared` set, e.g. each stimulus' own scenario's
+    neutral event (:func:`scenario_baseline`): ``table_heads [n_tables, n_layers, n_heads, d_head]``,
+    ``table_neurons [n_tables, n_layers, d_mlp]``, ``row_table`` (per stimulus, its table) and ``row_ids``
+    (the set's stimulus ids); ``heads`` / ``neurons`` then hold the pooled mean. :meth:`heads_at` /
+    :meth:`neurons_at` give what a batch subtracts or writes; :meth:`check` refuses a per-stimulus
+    baseline on another set.
+    """
 
     heads: Float[Tensor, "layer head d_head"]
     neurons: Float[Tensor, "layer d_mlp"]
+    table_heads: Float[Tensor, "table layer head d_head"] | None = None
+    table_neurons: Float[Tensor, "table layer d_mlp"] | None = None
+    row_table: tuple[int, ...] | None = None
+    row_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        per = [x is not None for x in (self.table_heads, self.table_neurons, self.row_table, self.row_ids)]
+        if any(per) and not all(per):
+            raise ValueError("a per-stimulus Baseline needs table_heads, table_neurons, row_table and row_ids together")
+        if all(per):
+            n_t = self.table_heads.shape[0]
+            if self.table_neurons.shape[0] != n_t or len(self.row_table) != len(self.row_ids):
+                raise ValueError(f"table_heads ({n_t}) and table_neurons ({self.table_neurons.shape[0]}) need one entry "
+                                 f"per table, row_table ({len(self.row_table)}) and row_ids ({len(self.row_ids)}) one "
+                                 "per stimulus")
+            if any(not 0 <= t < n_t for t in self.row_table):
+                raise ValueError(f"row_table holds tables outside 0–{n_t - 1}")
+
+    @property
+    def per_stimulus(self) -> bool:
+        return self.row_ids is not None
+
+    def check(self, data: Prepared) -> None:
+        """Raise unless this baseline can be used on ``data`` (a per-stimulus one only on its own set)."""
+        if self.row_ids is not None and tuple(data.ids) != self.row_ids:
+            raise ValueError(f"this per-stimulus baseline was built for {len(self.row_ids)} other stimuli "
+                             f"(ids {list(self.row_ids[:3])}…), not these {len(data)} ({list(data.ids[:3])}…); "
+                             "build it on the same Prepared set, or use the pooled unit_baseline")
+
+    def heads_at(self, layer: int, rows: Sequence[int] | None = None) -> Tensor:
+        """``[n_heads, d_head]`` (pooled), or ``[b, 1, n_heads, d_head]`` for the stimuli ``rows`` (per stimulus)."""
+        if self.table_heads is None or self.row_table is None or rows is None:
+            return self.heads[layer]
+        return self.table_heads[[self.row_table[r] for r in rows], layer].unsqueeze(1)
+
+    def neurons_at(self, layer: int, rows: Sequence[int] | None = None) -> Tensor:
+        """``[d_mlp]`` (pooled), or ``[b, 1, d_mlp]`` for the stimuli ``rows`` (per stimulus)."""
+        if self.table_neurons is None or self.row_table is None or rows is None:
+            return self.neurons[layer]
+        return self.table_neurons[[self.row_table[r] for r in rows], layer].unsqueeze(1)
 
 
 @dataclass(frozen=True)
@@ -265,9 +314,11 @@ def masked(fn: Callable[[Tensor], Tensor], mask: Tensor) -> Callable[[Tensor], T
     return f
 
 
-def edit_interventions(edit: Edit | None, baseline: Baseline | None, mask: Tensor) -> list[Intervention]:
+def edit_interventions(edit: Edit | None, baseline: Baseline | None, mask: Tensor,
+                       rows: Sequence[int] | None = None) -> list[Intervention]:
     """The :class:`Intervention` s of ``edit`` at the ``[batch, pos]`` positions of ``mask`` (``op="replace"``
-    with a masked function per site, units selected by the intervention)."""
+    with a masked function per site, units selected by the intervention). ``rows``: the batch's stimuli
+    (``Batch.rows``), which a per-stimulus baseline needs to write each row its own value."""
     if edit is None or len(edit.units) == 0:
         return []
     out = []
@@ -282,11 +333,15 @@ def edit_interventions(edit: Edit | None, baseline: Baseline | None, mask: Tenso
         else:
             if baseline is None:
                 raise ValueError("a mean ablation needs a Baseline (unit_baseline on neutral stimuli)")
-            table = baseline.heads if site == "head_out" else baseline.neurons
-            rows = table[layer][list(idx)].detach()  # [k, d_head] or [k]
+            if baseline.per_stimulus and rows is None:
+                raise ValueError("a per-stimulus baseline needs the batch's rows (edit_interventions(..., rows=batch.rows))")
+            at = baseline.heads_at if site == "head_out" else baseline.neurons_at
+            # pooled: [k, d_head] or [k]; per stimulus: [b, 1, k, d_head] or [b, 1, k]
+            table = at(layer, rows)
+            vals = (table[..., list(idx), :] if site == "head_out" else table[..., list(idx)]).detach()
 
-            def fn(x: Tensor, rows: Tensor = rows) -> Tensor:
-                return rows.to(device=x.device, dtype=x.dtype).expand_as(x)
+            def fn(x: Tensor, vals: Tensor = vals) -> Tensor:
+                return vals.to(device=x.device, dtype=x.dtype).expand_as(x)
         out.append(Intervention(site, layer, "replace", units=tuple(idx), value=masked(fn, mask)))
     return out
 
@@ -321,6 +376,8 @@ def projections(
 ) -> Float[Tensor, " n"]:
     """``p_i``: mean over each stimulus' text tokens of ``resid_post[layer] · direction`` (float32, CPU),
     with ``edit`` (and ``extra(batch)`` interventions) applied at the text positions."""
+    if baseline is not None:
+        baseline.check(data)
     out = torch.zeros(len(data))
     v = direction.detach().float()
     for b in _batches(data, progress, "projections"):
@@ -330,7 +387,7 @@ def projections(
             got["x"] = x
             raise StopForward
 
-        ivs = edit_interventions(edit, baseline, b.text_mask) + (extra(b) if extra is not None else [])
+        ivs = edit_interventions(edit, baseline, b.text_mask, b.rows) + (extra(b) if extra is not None else [])
         with intervene(model, ivs), tap(model, [("resid_post", layer)], keep):
             try:
                 _forward(model, b)
@@ -397,6 +454,32 @@ def unit_widths(model: Any) -> tuple[int, int, int, int]:
     return int(cfg.num_hidden_layers), n_heads, d_head, int(cfg.intermediate_size)
 
 
+def _unit_reductions(model: Any, data: Prepared, layers: Sequence[int], reduce: Callable[[Batch, Tensor], Tensor],
+                     *, progress: bool, desc: str) -> Iterator[tuple[Batch, dict[tuple[str, int], Tensor]]]:
+    """Per batch, ``reduce(batch, x)`` of every ``head_out`` / ``mlp_post`` tensor ``x`` (``[b, t, *unit]``) at
+    ``layers`` (float64, on the CPU; the forward stops after the top layer)."""
+    n_layers = unit_widths(model)[0]
+    layers = sorted(set(int(x) for x in layers))
+    if not layers or layers[0] < 0 or layers[-1] >= n_layers:
+        raise ValueError(f"layers {layers} must be non-empty and within 0–{n_layers - 1}")
+    top = max(layers)
+    keys = [(s, lay) for lay in layers for s in ("head_out", "mlp_post")]
+    for b in _batches(data, progress, desc):
+        acc: dict[tuple[str, int], Tensor] = {}
+
+        def keep(site: str, lay: int, x: Tensor, b: Batch = b) -> None:
+            acc[(site, lay)] = reduce(b, x.double()).cpu()
+            if site == "mlp_post" and lay == top:
+                raise StopForward
+
+        with tap(model, keys, keep):
+            try:
+                _forward(model, b)
+            except StopForward:
+                pass
+        yield b, acc
+
+
 @torch.no_grad()
 def unit_means(model: Any, data: Prepared, layers: Sequence[int], *, weights: np.ndarray | None = None,
                progress: bool = False) -> Baseline:
@@ -409,39 +492,74 @@ def unit_means(model: Any, data: Prepared, layers: Sequence[int], *, weights: np
     heads = torch.zeros(n_layers, n_heads, d_head, dtype=torch.float64)
     neurons = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
     count = 0.0
-    layers = sorted(set(int(x) for x in layers))
-    if not layers or layers[0] < 0 or layers[-1] >= n_layers:
-        raise ValueError(f"layers {layers} must be non-empty and within 0–{n_layers - 1}")
-    top = max(layers)
-    for b in _batches(data, progress, "baseline" if weights is None else "unit contrast"):
-        m = b.text_mask
-        # per row: 1 per token (plain mean) or w_i / n_tokens_i (weighted per-stimulus means)
+
+    def token_weights(b: Batch) -> Tensor:
+        """Per row: 1 per token (plain mean) or w_i / n_tokens_i (weighted per-stimulus means)."""
+        m = b.text_mask.double()
         if weights is None:
-            tw = m.double()
-        else:
-            wr = torch.as_tensor(weights[list(b.rows)], dtype=torch.float64)
-            tw = m.double() * (wr / m.sum(1).clamp(min=1).double())[:, None]
-        acc: dict[tuple[str, int], Tensor] = {}
+            return m
+        wr = torch.as_tensor(weights[list(b.rows)], dtype=torch.float64)
+        return m * (wr / m.sum(1).clamp(min=1))[:, None]
 
-        def keep(site: str, lay: int, x: Tensor, tw: Tensor = tw) -> None:
-            t = tw.to(x.device)
-            acc[(site, lay)] = torch.einsum("bt,bt...->...", t, x.double()).cpu()
-            if site == "mlp_post" and lay == top:
-                raise StopForward
+    def reduce(b: Batch, x: Tensor) -> Tensor:
+        return torch.einsum("bt,bt...->...", token_weights(b).to(x.device), x)
 
-        keys = [(s, lay) for lay in layers for s in ("head_out", "mlp_post")]
-        with tap(model, keys, keep):
-            try:
-                _forward(model, b)
-            except StopForward:
-                pass
-        for lay in layers:
-            heads[lay] += acc[("head_out", lay)]
-            neurons[lay] += acc[("mlp_post", lay)]
-        count += float(m.sum())
+    for b, acc in _unit_reductions(model, data, layers, reduce, progress=progress,
+                                   desc="baseline" if weights is None else "unit contrast"):
+        for (site, lay), a in acc.items():
+            (heads if site == "head_out" else neurons)[lay] += a
+        count += float(b.text_mask.sum())
     if weights is None:
         heads, neurons = heads / count, neurons / count
     return Baseline(heads=heads.float(), neurons=neurons.float())
+
+
+@torch.no_grad()
+def scenario_baseline(model: Any, data: Prepared, neutral: Prepared, layers: Sequence[int], *,
+                      progress: bool = False) -> Baseline:
+    """Each stimulus of ``data`` gets its own scenario's neutral event as baseline: the ``head_out`` /
+    ``mlp_post`` means over the text tokens of ``neutral``'s stimuli of the same group (several: their
+    mean of means). ``heads`` / ``neurons`` hold the pooled mean over all of ``neutral``'s text tokens
+    (:func:`unit_baseline`'s), for edits on other sets. Zeros outside ``layers``.
+
+    The issue's option beside "the mean over neutral stimuli": a unit's ``a − baseline`` then compares
+    each emotional telling of a scenario with the neutral telling of the *same* scenario, so scenario
+    content that every telling shares is not scored as emotion.
+    """
+    missing = sorted({str(g) for g in data.groups} - {str(g) for g in neutral.groups})
+    if any(g is None for g in data.groups) or missing:
+        raise ValueError(f"every stimulus needs a scenario (group) with a neutral event; "
+                         f"{'some have no group; ' if any(g is None for g in data.groups) else ''}"
+                         f"scenarios without one: {missing[:5]}{'…' if len(missing) > 5 else ''}. "
+                         "Pass the neutral stimuli of the same scenarios, or use the pooled unit_baseline")
+    n_layers, n_heads, d_head, d_mlp = unit_widths(model)
+    n = len(neutral)
+    row_h = torch.zeros(n, n_layers, n_heads, d_head, dtype=torch.float64)
+    row_n = torch.zeros(n, n_layers, d_mlp, dtype=torch.float64)
+    tokens = torch.zeros(n, dtype=torch.float64)
+
+    def reduce(b: Batch, x: Tensor) -> Tensor:  # per row: the sum over its text tokens
+        return torch.einsum("bt,bt...->b...", b.text_mask.double().to(x.device), x)
+
+    for b, acc in _unit_reductions(model, neutral, layers, reduce, progress=progress, desc="scenario baseline"):
+        rows = list(b.rows)
+        for (site, lay), a in acc.items():
+            (row_h if site == "head_out" else row_n)[rows, lay] = a
+        tokens[rows] = b.text_mask.sum(1).double()
+    pooled_h = row_h.sum(0) / tokens.sum()
+    pooled_n = row_n.sum(0) / tokens.sum()
+    mean_h = row_h / tokens.clamp(min=1).view(-1, 1, 1, 1)
+    mean_n = row_n / tokens.clamp(min=1).view(-1, 1, 1)
+    groups = sorted({str(g) for g in neutral.groups})
+    index = {g: k for k, g in enumerate(groups)}
+    members = torch.tensor([index[str(g)] for g in neutral.groups])
+    size = torch.bincount(members, minlength=len(groups)).double()
+    tab_h = torch.zeros(len(groups), *mean_h.shape[1:], dtype=torch.float64).index_add_(0, members, mean_h)
+    tab_n = torch.zeros(len(groups), *mean_n.shape[1:], dtype=torch.float64).index_add_(0, members, mean_n)
+    tab_h, tab_n = tab_h / size.view(-1, 1, 1, 1), tab_n / size.view(-1, 1, 1)
+    return Baseline(heads=pooled_h.float(), neurons=pooled_n.float(), table_heads=tab_h.float(),
+                    table_neurons=tab_n.float(), row_table=tuple(index[str(g)] for g in data.groups),
+                    row_ids=tuple(data.ids))
 
 
 def group_labels(data: Prepared) -> Mapping[str, list[int]]:

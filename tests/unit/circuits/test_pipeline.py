@@ -122,7 +122,8 @@ def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
                         (["--modulation-factors", "1,x"], "comma-separated numbers"),
                         (["--modulation-factors", "1,inf"], "modulation_factors"),
                         (["--modulation-steer-scales", "0.1,x"], "comma-separated numbers"),
-                        (["--modulation-steer-scales", ""], "modulation_steer_scales")):
+                        (["--modulation-steer-scales", ""], "modulation_steer_scales"),
+                        (["--baseline", "zero"], "baseline 'zero' is not one of")):
         res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), *flags])
         assert res.exit_code != 0 and said in str(res.exception), (flags, res.exception)
     assert not (tmp_path / "r").exists()  # refused before a run or a model
@@ -171,3 +172,22 @@ def test_drop_selection_cuts_on_discovery_and_records_the_search(tiny_model, tmp
     assert rc["confidence"] == 0.9 and rc["n"] >= rec["n"] and rc["evaluated_lower"]
     if rc["reached"]:
         assert dict(rc["evaluated_lower"])[rc["n"]] >= 0.3
+
+
+@pytest.mark.slow
+def test_scenario_baseline_changes_atp_not_direct(result, tmp_path):
+    """``baseline="scenario"``: the same run's ``direct`` scores (no baseline in them) are identical, ``atp``
+    (a − baseline) is not, and the summary says which baseline scored the units."""
+    model, base_run, base = result
+    run = create_run(tmp_path / "run", command="test", model=model)
+    for rel in ("probes/directions.safetensors", "probes/summary.json"):
+        run.file(rel).parent.mkdir(parents=True, exist_ok=True)
+        run.file(rel).write_bytes(base_run.file(rel).read_bytes())
+    cfg = CircuitsConfig.from_dict({**base["config"], "baseline": "scenario", "emotions": ["joy"], "measure_cost": False})
+    s = run_circuits(model, run, cfg)
+    assert s["baseline"] == "scenario" and base["baseline"] == "neutral"
+    a, b = run.read_tensors(art.SCORES), base_run.read_tensors(art.SCORES)
+    for kind in ("heads", "neurons"):
+        torch.testing.assert_close(a[art.score_key("joy", "direct", kind)], b[art.score_key("joy", "direct", kind)])
+    d = (a[art.score_key("joy", "atp", "neurons")] - b[art.score_key("joy", "atp", "neurons")]).abs().max()
+    assert d > 1e-4 * b[art.score_key("joy", "atp", "neurons")].abs().max()
