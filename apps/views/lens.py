@@ -1,10 +1,13 @@
 """Emotion lens: every token's projection on each emotion direction at a chosen layer.
 
-Type a text, or generate from a prompt (optionally steered with one emotion's direction at a scale
-of the residual norm), and see a tokens × emotions heatmap and a line per emotion, hover showing the
-token. The directions are the run's own: ``validation/directions.safetensors`` (24 concepts),
-``probes/directions.safetensors`` or ``steering/expression_directions.safetensors`` — whichever are
-present, chosen on the page. The computation is :func:`psylens.validation.lens.token_lens`.
+Type a text, or generate from a prompt (optionally steered), and see a tokens × emotions heatmap and
+a line per emotion, hover showing the token. Steering is either one emotion's direction at a scale of
+the residual norm ("direction × scale"), or — when the run holds a steering sweep — the sweep's picked
+vector of an emotion (``steering/vectors/<emotion>.safetensors``) with its own layer(s) and alpha as
+saved, times a multiplier on that alpha. Both steer through ``SteeringVector.apply``. The directions are
+the run's own: ``validation/directions.safetensors`` (24 concepts), ``probes/directions.safetensors``
+or ``steering/expression_directions.safetensors`` — whichever are present, chosen on the page. The
+computation is :func:`psylens.validation.lens.token_lens`.
 
 The model is the run's own (``run.json``), loaded only when the user presses the button
 (:func:`kit.shared_model`); every use of it — generation and reading — holds :data:`kit.MODEL_LOCK`,
@@ -14,7 +17,7 @@ since steering hooks are global state on a model shared by every browser session
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -25,6 +28,9 @@ from psylens.probes import artifacts as PA
 from psylens.runs import Run
 from psylens.steering import artifacts as SA
 from psylens.validation import artifacts as VA
+
+if TYPE_CHECKING:
+    from psylens.steering.vector import SteeringVector
 
 __all__ = [
     "TITLE",
@@ -37,6 +43,12 @@ __all__ = [
     "read_text",
     "generate_and_read",
     "default_emotions",
+    "DIRECTION_STEERING",
+    "VECTOR_STEERING",
+    "present_vectors",
+    "load_vector",
+    "scaled_vector",
+    "describe_vector",
 ]
 
 TITLE = "Emotion lens"
@@ -51,6 +63,9 @@ DIRECTION_SOURCES: dict[str, kit.Artifact] = {
 }
 BASIC = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
 STATE = "lens_result"
+#: the two ways to steer a generation (the second offered only when the run holds picked vectors)
+DIRECTION_STEERING = "direction × scale"
+VECTOR_STEERING = "picked vector (steering sweep)"
 
 
 def present_sources(run: Run) -> list[str]:
@@ -60,6 +75,69 @@ def present_sources(run: Run) -> list[str]:
 
 def available(run: Run) -> bool:
     return bool(present_sources(run))
+
+
+def present_vectors(run: Run) -> list[str]:
+    """The emotions whose picked steering vector (``steering/vectors/<emotion>.safetensors``, written by
+    ``psylens steer sweep``) is in ``run``: the basic six first, the rest by name. Files are only listed
+    here; :func:`load_vector` reads one."""
+    try:
+        folder = kit.resolve_inside(run, SA.VECTORS)
+    except ValueError:
+        return []
+    if not folder.is_dir():
+        return []
+    names = []
+    for f in folder.iterdir():
+        if f.suffix != ".safetensors" or not f.is_file():
+            continue
+        try:
+            SA.vector_file(f.stem)
+        except ValueError:
+            continue
+        names.append(f.stem)
+    rank = {e: i for i, e in enumerate(BASIC)}
+    return sorted(names, key=lambda e: (rank.get(e, len(BASIC)), e))
+
+
+def load_vector(run: Run, emotion: str) -> SteeringVector:
+    """The picked steering vector of ``emotion`` as the sweep saved it (layers, vectors, alpha, mode, …).
+
+    ``ValueError`` naming the file when it is missing, lies outside the run or is not a steering vector.
+    """
+    from psylens.steering.vector import SteeringVector
+
+    rel = SA.vector_file(emotion)
+    path = kit.resolve_inside(run, rel)
+    if not path.is_file():
+        have = present_vectors(run)
+        raise ValueError(f"no picked vector for {emotion!r} in this run (`{rel}`); the run has vectors for "
+                         f"{have or 'no emotion'} — pick one of those, or run `psylens steer sweep`")
+    return SteeringVector.load(path)
+
+
+def scaled_vector(saved: SteeringVector, multiplier: float) -> SteeringVector:
+    """``saved`` with its alpha multiplied by ``multiplier`` (1: as saved); every other field unchanged."""
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier):
+        raise ValueError(f"the multiplier on the saved alpha must be a finite number, got {multiplier!r}; "
+                         "give e.g. 1.0 (the saved alpha) or 2.0 (twice it)")
+    return saved * float(multiplier)
+
+
+def _span(layers: tuple[int, ...]) -> str:
+    if len(layers) > 2 and list(layers) == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}–{layers[-1]}"
+    return ", ".join(str(v) for v in layers)
+
+
+def describe_vector(sv: SteeringVector) -> str:
+    """One line: the vector's layer(s), alpha (and the sweep's scale of the residual norm), mode, site, positions."""
+    meta = kit.as_dict(dict(sv.meta))
+    scale = kit.num(meta.get("scale"))
+    of = f" = {scale:g} × the residual norm ({meta.get('scale_reference', 'norm')})" if math.isfinite(scale) else ""
+    what = "layer" if len(sv.layers) == 1 else "layers"
+    return (f"{what} {_span(sv.layers)}, alpha {sv.alpha:.3g}{of}, {sv.mode} at {sv.site}, "
+            f"{sv.positions} positions")
 
 
 def default_emotions(emotions: tuple[str, ...] | list[str]) -> list[str]:
@@ -136,10 +214,14 @@ def read_text(model: Any, dirs: Any, layer: int, text: str) -> Any:
 
 def generate_and_read(model: Any, dirs: Any, layer: int, prompt: str, *, max_new_tokens: int = 48,
                       steer_emotion: str | None = None, scale: float = 0.5, steer_layer: int | None = None,
+                      vector: SteeringVector | None = None,
                       read_steered: bool = False) -> tuple[Any, str, float | None]:
-    """Generate from ``prompt`` (chat-formatted when the model has a template), optionally steered with
-    ``steer_emotion``'s unit direction at ``steer_layer`` times ``scale`` × the prompt's mean residual
-    norm there; then read prompt + generation at ``layer`` — by the plain model unless ``read_steered``.
+    """Generate from ``prompt`` (chat-formatted when the model has a template), optionally steered; then
+    read prompt + generation at ``layer`` — by the plain model unless ``read_steered``.
+
+    Steering is one of: ``steer_emotion``'s unit direction at ``steer_layer`` times ``scale`` × the
+    prompt's mean residual norm there; or ``vector``, applied exactly as given (its own layers and
+    alpha — e.g. :func:`scaled_vector` of :func:`load_vector`). Giving both is a ``ValueError``.
 
     Returns ``(lens, generated text, alpha or None)``. Holds :data:`kit.MODEL_LOCK` throughout: the
     steering hooks must not meet another session's forward pass.
@@ -147,13 +229,20 @@ def generate_and_read(model: Any, dirs: Any, layer: int, prompt: str, *, max_new
     from psylens.steering.vector import SteeringVector
     from psylens.validation.lens import mean_residual_norm, token_lens
 
+    if vector is not None and not isinstance(vector, SteeringVector):
+        raise ValueError(f"vector must be a SteeringVector (e.g. SteeringVector.load(path)), "
+                         f"got {type(vector).__name__}")
+    if vector is not None and steer_emotion is not None:
+        raise ValueError(f"steer with one thing: got steer_emotion={steer_emotion!r} and a vector ({vector!r}); "
+                         "pass steer_emotion=None to steer with the vector, or vector=None to steer with the direction")
     formatted = model.format_prompt(prompt)
     with kit.MODEL_LOCK:
-        sv, alpha = None, None
+        sv, alpha = vector, (None if vector is None else float(vector.alpha))
         if steer_emotion is not None:
             s_layer = layer if steer_layer is None else int(steer_layer)
             alpha = float(scale) * mean_residual_norm(model, formatted, s_layer)
             sv = SteeringVector.from_directions(dirs, steer_emotion, layers=[s_layer], alpha=alpha)
+        if sv is not None:
             with sv.apply(model):
                 text = model.generate(prompt, max_new_tokens=max_new_tokens)[0]
         else:
@@ -216,13 +305,31 @@ def _render_text_input(run: Run, spec: tuple[str, str | None], dirs: Any, source
 def _render_generate_input(run: Run, spec: tuple[str, str | None], dirs: Any, source: str, layer: int,
                            summary: dict[str, Any]) -> None:
     prompt = st.text_area("Prompt", value="Describe what you did this morning.", key="lens_prompt")
+    vectors = present_vectors(run)
+    steer_by = DIRECTION_STEERING
+    if vectors:  # without picked vectors the controls are exactly the direction × scale ones
+        steer_by = st.radio("Steer by", [DIRECTION_STEERING, VECTOR_STEERING], horizontal=True, key="lens_steer_by")
     c1, c2, c3, c4 = st.columns(4)
-    steer = c1.selectbox("Steer with", ["(no steering)", *dirs.emotions], key="lens_steer")
-    layers = [int(v) for v in dirs.layers]
-    steer_layer = c2.selectbox("Steering layer", layers, index=layers.index(int(layer)), key="lens_steer_layer")
-    cfg_scale = kit.num(kit.as_dict(summary.get("config")).get("scale"))
-    scale = c3.number_input("Scale (× residual norm)", value=0.5 if math.isnan(cfg_scale) else cfg_scale, step=0.1,
-                            key="lens_scale")
+    steer, steer_layer, scale = "(no steering)", int(layer), 0.5
+    picked: SteeringVector | None = None
+    multiplier = 1.0
+    if steer_by == VECTOR_STEERING:
+        steer = c1.selectbox("Picked vector", vectors, key="lens_vector")
+        multiplier = c2.number_input("× saved alpha", value=1.0, step=0.25, key="lens_vector_mult")
+        try:
+            picked = load_vector(run, steer)
+        except ValueError as e:
+            st.warning(f"`{SA.vector_file(steer)}` cannot be read ({' '.join(str(e).split())}); "
+                       "re-run `psylens steer sweep`, or steer by direction × scale.")
+            return
+        st.caption(f"The sweep's picked {steer} vector as saved: {describe_vector(picked)}.")
+    else:
+        steer = c1.selectbox("Steer with", ["(no steering)", *dirs.emotions], key="lens_steer")
+        layers = [int(v) for v in dirs.layers]
+        steer_layer = c2.selectbox("Steering layer", layers, index=layers.index(int(layer)), key="lens_steer_layer")
+        cfg_scale = kit.num(kit.as_dict(summary.get("config")).get("scale"))
+        scale = c3.number_input("Scale (× residual norm)", value=0.5 if math.isnan(cfg_scale) else cfg_scale,
+                                step=0.1, key="lens_scale")
     n_tokens = c4.slider("New tokens", 4, 128, 40, key="lens_tokens")
     read_steered = st.checkbox("Read with the steering on (off: the plain model reads the steered text)",
                                key="lens_read_steered")
@@ -234,14 +341,23 @@ def _render_generate_input(run: Run, spec: tuple[str, str | None], dirs: Any, so
         return
     emotion = None if steer == "(no steering)" else steer
     try:
+        vector = None if picked is None else scaled_vector(picked, float(multiplier))
         lens, text, alpha = generate_and_read(kit.shared_model(*spec), dirs, int(layer), prompt, max_new_tokens=n_tokens,
-                                              steer_emotion=emotion, scale=float(scale), steer_layer=int(steer_layer),
-                                              read_steered=read_steered)
+                                              steer_emotion=None if picked is not None else emotion, scale=float(scale),
+                                              steer_layer=int(steer_layer), vector=vector, read_steered=read_steered)
     except ValueError as e:
         st.error(f"Cannot generate: {e}")
         return
-    note = (f"Steered with {emotion} at layer {steer_layer}, alpha {alpha:.3g} ({scale:g} × the prompt's residual norm)"
-            + ("; read with the steering on." if read_steered else "; read by the plain model.")) if emotion else "Unsteered."
+    read = "; read with the steering on." if read_steered else "; read by the plain model."
+    if picked is not None:
+        where = ("layer " if len(picked.layers) == 1 else "layers ") + _span(picked.layers)
+        note = (f"Steered with the sweep's picked {emotion} vector at {where}, alpha {alpha:.3g} "
+                f"({float(multiplier):g} × the saved {picked.alpha:.3g})" + read)
+    elif emotion:
+        note = (f"Steered with {emotion} at layer {steer_layer}, alpha {alpha:.3g} "
+                f"({scale:g} × the prompt's residual norm)" + read)
+    else:
+        note = "Unsteered."
     st.session_state[STATE] = {"lens": lens, "key": (str(run.path), source, int(layer)), "note": note, "text": text}
 
 

@@ -16,6 +16,7 @@ from psylens.probes import artifacts as PA  # noqa: E402
 from psylens.probes.directions import Directions  # noqa: E402
 from psylens.runs import Run, create_run  # noqa: E402
 from psylens.steering import artifacts as SA  # noqa: E402
+from psylens.steering.vector import SteeringVector  # noqa: E402
 from psylens.validation import artifacts as VA  # noqa: E402
 from psylens.validation.lens import TokenLens, token_lens  # noqa: E402
 from pages import messages, render_page
@@ -42,6 +43,34 @@ def make_run(root: Path, spec: str, *, sources: tuple[str, ...] = (VA.DIRECTIONS
     for rel in sources:
         _dirs(d, [0, 1, 2]).save(run.file(rel))
     return run
+
+
+def planted_vector(d: int, emotion: str = "joy", layers: tuple[int, ...] = (1, 2),
+                   alpha: float = 3.5) -> SteeringVector:
+    """What `psylens steer sweep` saves: a band of layers, non-unit rows, its own alpha and notes."""
+    g = torch.Generator().manual_seed(7)
+    return SteeringVector(layers=layers, vectors=torch.randn(len(layers), d, generator=g), alpha=alpha,
+                          positions="all", label=emotion,
+                          meta={"source": "psylens steer sweep", "scale": 0.25, "scale_reference": "norm"})
+
+
+def plant(run: Run, sv: SteeringVector) -> SteeringVector:
+    sv.save(run.file(SA.vector_file(str(sv.label))))
+    return sv
+
+
+class ApplySpy:
+    """Records every SteeringVector that is applied — the only way the page steers."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.applied: list[SteeringVector] = []
+        original = SteeringVector.apply
+
+        def apply(sv: SteeringVector, model):  # noqa: ANN001, ANN202
+            self.applied.append(sv)
+            return original(sv, model)
+
+        monkeypatch.setattr(SteeringVector, "apply", apply)
 
 
 
@@ -130,6 +159,54 @@ def test_steered_generation_reads_differently_from_unsteered(tiny_model) -> None
     assert (same.matrix[:n, col] - plain.matrix[:n, col]).min() > 0
 
 
+# -- the sweep's picked vectors ---------------------------------------------------------------------
+def test_picked_vectors_are_listed_loaded_as_saved_and_scaled_on_alpha_only(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", "tiny")
+    assert page.present_vectors(run) == []  # no sweep: nothing to offer
+    calm, joy = plant(run, planted_vector(32, "calm")), plant(run, planted_vector(32, "joy", layers=(0,), alpha=-2.0))
+    run.file(f"{SA.VECTORS}/notes.txt").write_text("not a vector")
+    assert page.present_vectors(run) == ["joy", "calm"]  # the basic six first, other files ignored
+    loaded = page.load_vector(run, "calm")
+    assert loaded.equal(calm)  # exactly as saved: layers, rows, alpha, mode, positions, site, meta
+    doubled = page.scaled_vector(loaded, 2.0)
+    assert doubled.equal(calm.replace(alpha=7.0)) and loaded.alpha == 3.5  # alpha × multiplier, nothing else
+    assert page.scaled_vector(page.load_vector(run, "joy"), 1).equal(joy)
+    assert "layers 1–2" not in page.describe_vector(loaded) and "layers 1, 2" in page.describe_vector(loaded)
+    assert "alpha 3.5 = 0.25 × the residual norm" in page.describe_vector(loaded)
+    with pytest.raises(ValueError, match=r"multiplier .* finite number, got nan.*1\.0"):
+        page.scaled_vector(loaded, float("nan"))
+    with pytest.raises(ValueError, match=r"no picked vector for 'fear'.*\['joy', 'calm'\].*steer sweep"):
+        page.load_vector(run, "fear")
+    run.file(SA.vector_file("joy")).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="joy.safetensors"):
+        page.load_vector(run, "joy")
+
+
+def test_generation_is_steered_by_exactly_the_picked_vector(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = tiny_model("llama")
+    dirs = _dirs(m.d_model, [0, 1, 2])
+    saved = planted_vector(m.d_model, alpha=6.0)
+    expected = saved.replace(alpha=9.0)
+    plain, _, none_alpha = page.generate_and_read(m, dirs, 1, "Say something.", max_new_tokens=4, read_steered=True)
+    spy = ApplySpy(monkeypatch)
+    lens, text, alpha = page.generate_and_read(m, dirs, 1, "Say something.", max_new_tokens=4,
+                                               vector=page.scaled_vector(saved, 1.5), read_steered=True)
+    assert none_alpha is None and alpha == pytest.approx(9.0)
+    assert len(spy.applied) == 2 and all(sv.equal(expected) for sv in spy.applied)  # generation, then the read
+    with expected.apply(m):
+        assert text == m.generate("Say something.", max_new_tokens=4)[0]
+    formatted = m.format_prompt("Say something.")
+    from psylens.models import prompt_special_tokens
+
+    want = token_lens(m, text or " ", dirs, 1, prompt=formatted, add_special_tokens=prompt_special_tokens(m),
+                      steer=expected)
+    assert torch.equal(lens.matrix, want.matrix)
+    n = plain.n_prompt  # the control: the same prompt unsteered reads differently at the steered layer
+    assert not torch.allclose(lens.matrix[:n], plain.matrix[:n])
+    with pytest.raises(ValueError, match="steer with one thing.*steer_emotion=None"):
+        page.generate_and_read(m, dirs, 1, "Say something.", steer_emotion="joy", vector=saved)
+
+
 # -- rendering ------------------------------------------------------------------------------------
 def test_empty_run_and_a_run_without_a_model_say_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = render(monkeypatch, create_run(tmp_path / "empty", command="x"))
@@ -161,6 +238,9 @@ def test_read_and_generate_in_the_page(model_dir: Path, tmp_path: Path, monkeypa
     assert not at.exception and not at.error, (at.exception, messages(at))
     assert len(at.get("plotly_chart")) == 2
     at.radio(key="lens_mode").set_value("Generate from a prompt").run()
+    # no picked vectors in the run: today's controls only
+    assert "lens_steer_by" not in [r.key for r in at.radio] and "lens_vector" not in [s.key for s in at.selectbox]
+    assert page.VECTOR_STEERING not in str([r.options for r in at.radio])
     at.selectbox(key="lens_steer").set_value("joy").run()
     at.slider(key="lens_tokens").set_value(6).run()
     at.button(key="lens_generate").click().run()
@@ -168,3 +248,32 @@ def test_read_and_generate_in_the_page(model_dir: Path, tmp_path: Path, monkeypa
     assert any("Steered with joy at layer" in c for c in at.caption.values), at.caption.values
     at.toggle(key="lens_show_prompt").set_value(True).run()  # the result survives a rerun
     assert not at.exception and len(at.get("plotly_chart")) == 2
+
+
+def test_the_page_offers_picked_vectors_and_steers_with_exactly_them(model_dir: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path / "run", str(model_dir))
+    saved = plant(run, planted_vector(32, "joy", layers=(1, 2), alpha=3.5))
+    plant(run, planted_vector(32, "sadness", layers=(0,), alpha=2.0))
+    spy = ApplySpy(monkeypatch)
+    at = render(monkeypatch, run)
+    at.radio(key="lens_mode").set_value("Generate from a prompt").run()
+    assert not at.exception, at.exception
+    by = at.radio(key="lens_steer_by")
+    assert list(by.options) == [page.DIRECTION_STEERING, page.VECTOR_STEERING]
+    assert by.value == page.DIRECTION_STEERING and at.selectbox(key="lens_steer")  # today's option stays the default
+    by.set_value(page.VECTOR_STEERING).run()
+    assert list(at.selectbox(key="lens_vector").options) == ["joy", "sadness"]
+    assert any("picked joy vector as saved: layers 1, 2, alpha 3.5" in c for c in at.caption.values), at.caption.values
+    at.number_input(key="lens_vector_mult").set_value(2.0).run()
+    at.slider(key="lens_tokens").set_value(4).run()
+    at.button(key="lens_generate").click().run()
+    assert not at.exception and not at.error, (at.exception, messages(at))
+    assert spy.applied and all(sv.equal(saved.replace(alpha=7.0)) for sv in spy.applied)
+    assert any("picked joy vector at layers 1, 2, alpha 7 (2 × the saved 3.5)" in c for c in at.caption.values), \
+        at.caption.values
+    # a corrupt vector file is one line, not a traceback
+    run.file(SA.vector_file("sadness")).write_bytes(b"garbage")
+    at.selectbox(key="lens_vector").set_value("sadness").run()
+    assert not at.exception
+    assert [w for w in at.warning.values if SA.vector_file("sadness") in w and "\n" not in w], messages(at)
