@@ -46,6 +46,8 @@ _LAZY: dict[str, str] = {
     "ce_loss_recovered": "tokens",
     "feature_steering": "steer",
     "run_feature_steering": "steer",
+    "random_control_feature": "steer",
+    "random_feature_like": "steer",
     "FeatureClamp": "clamp",
     "matched_control_feature": "clamp",
     # step importance (Thought Anchors)

@@ -14,7 +14,15 @@ Layout of one SAE (``RUN/saes/<name>/``)::
     held_out.json                          the held-out trace ids (kept out of training)
     steering/summary.json                  feature steering of new traces (``psylens sae steer``):
                                            conditions, paired effects vs no steering, the target
-    steering/<condition>/traces/           each condition's traces (a resumable trace run)
+    steering/<condition>/traces/           each condition's traces (a resumable trace run); the folder
+                                           is the condition's name with ``@`` written ``_at_``
+
+Steering conditions (keys of ``summary.json``'s ``conditions`` and ``effects``) are
+``<kind>@<setting>`` (:func:`steering_condition`), besides ``none`` (no steering): kind ``feature``
+(the steered latent), ``random`` (a random direction of the same norm — the first control; for
+clamps, another latent of similar frequency) and ``random_feature`` (another latent's decoder column
+rescaled to the same norm — the second control of additive steering); setting an alpha (``-8``),
+``ablate`` or ``clamp<v>``.
 
 Step activations are cached per (site, layer, pooling) under ``RUN/saes/steps/`` so a sweep over
 SAE sizes reads the model once.
@@ -47,6 +55,13 @@ __all__ = [
     "ANCHORS_SUMMARY",
     "STEERING",
     "STEERING_SUMMARY",
+    "STEERING_NONE",
+    "FEATURE",
+    "RANDOM",
+    "RANDOM_FEATURE",
+    "STEERING_KINDS",
+    "steering_condition",
+    "condition_folder",
     "sae_dir",
     "sae_file",
     "steps_file",
@@ -67,6 +82,11 @@ ANCHORS = f"{DIR}/anchors.parquet"  # step importance table (psylens sae anchors
 ANCHORS_SUMMARY = f"{DIR}/anchors.json"  # its summary: by label, feature correlations, cost
 STEERING = "steering"  # inside an SAE's folder: feature steering of new traces (psylens sae steer)
 STEERING_SUMMARY = f"{STEERING}/summary.json"
+STEERING_NONE = "none"  # the unsteered condition
+FEATURE = "feature"  # conditions steering with the chosen latent
+RANDOM = "random"  # control: a random direction of the same norm (clamps: a latent of similar frequency)
+RANDOM_FEATURE = "random_feature"  # control: another latent's decoder column rescaled to the same norm
+STEERING_KINDS = (FEATURE, RANDOM, RANDOM_FEATURE)
 
 
 def _plain(name: str, what: str) -> str:
@@ -88,6 +108,24 @@ def sae_file(name: str, file: str) -> str:
 def steps_file(site: str, layer: int, pooling: str) -> str:
     """``saes/steps/<site>-L<layer>-<pooling>.safetensors`` — cached step activations with their index."""
     return f"{STEPS_DIR}/{_plain(site, 'site')}-L{int(layer)}-{_plain(pooling, 'pooling')}.safetensors"
+
+
+def steering_condition(kind: str, setting: float | str) -> str:
+    """A steering condition's name: ``feature@-8``, ``random_feature@-8``, ``random@ablate``, ``feature@clamp0``.
+
+    ``kind`` is one of :data:`STEERING_KINDS`; ``setting`` an alpha (a number, written with ``:g``),
+    ``"ablate"`` or ``"clamp<v>"``.
+    """
+    if kind not in STEERING_KINDS:
+        raise ValueError(f"steering condition kind {kind!r} is not one of {', '.join(STEERING_KINDS)}")
+    if isinstance(setting, bool) or not isinstance(setting, (int, float, str)):
+        raise ValueError(f"a condition's setting is an alpha (a number), 'ablate' or 'clamp<v>', got {setting!r}")
+    return f"{kind}@{setting}" if isinstance(setting, str) else f"{kind}@{float(setting):g}"
+
+
+def condition_folder(condition: str) -> str:
+    """The folder of a condition's trace run inside ``steering/``: ``feature@-8`` → ``feature_at_-8``."""
+    return _plain(condition.replace("@", "_at_"), "steering condition")
 
 
 def read_step_info(folder: str | os.PathLike[str]) -> dict[str, Any]:

@@ -6,7 +6,7 @@
                       [--segmentation sentence|paragraph] [--tokens] [--epochs E] [--lr LR]
     psylens sae anchors --run RUN [--n-rollouts N] [--max-traces K] [--name SAE] [--max-new-tokens T]
     psylens sae steer --run RUN --name SAE [--label reflection] [--feature F] [--strength -4 ...] [--ablate] [--clamp 0 ...]
-                      [--split test] [--samples 2] [--max-new-tokens T]
+                      [--random-feature/--no-random-feature] [--split test] [--samples 2] [--max-new-tokens T]
 
 Writes ``RUN/saes/<name>/`` (see :mod:`psylens.saes.artifacts`): SAELens' own files
 (``SAE.load_from_disk`` opens the folder), ``step_sae.json``, ``metrics.json`` (held-out steps)
@@ -169,10 +169,14 @@ def steer_cmd(
     clamp: list[float] = typer.Option([], "--clamp",
                                       help="Also hold the latent at this value through the SAE (units of its mean "
                                            "activation; 0 switches it off), beside a latent of similar frequency. Repeatable."),
+    random_feature: bool = typer.Option(
+        True, "--random-feature/--no-random-feature",
+        help="Also steer, at each strength, with another latent of the SAE rescaled to the feature's norm (a control).",
+    ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Steer new traces with an SAE feature, beside a random vector of the same norm and no steering."""
+    """Steer new traces with an SAE feature, beside a random direction, a random feature (same norm) and no steering."""
     from rich.console import Console
     from rich.table import Table
 
@@ -181,7 +185,8 @@ def steer_cmd(
     rep = run_feature_steering(run, name, label, feature=feature, strengths=strength, model=model,
                                split=None if split == "all" else split, samples=samples,
                                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                               batch_size=batch_size, ablate=ablate, clamps=clamp, progress=progress)
+                               batch_size=batch_size, ablate=ablate, clamps=clamp, random_feature=random_feature,
+                               progress=progress)
     console = Console()
     table = Table(title=f"{label}: feature {rep['feature']} of {name} at layer {rep['layer']}")
     for col in ("condition", f"{label} steps/trace", "ratio vs none", "accuracy", "Δ accuracy", "distinct-2",
@@ -197,11 +202,16 @@ def steer_cmd(
                       f"{c['distinct_2']:.3f}" if c["distinct_2"] is not None else "—",
                       "—" if ppl is None else f"{ppl:.2f}")
     console.print(table)
+    if rep.get("control_feature") is not None:
+        console.print(f"control latent (random_feature@…, random@clamp…): {rep['control_feature']}")
     for t in (rep.get("target"), rep.get("target_ablate"), rep.get("target_clamp")):
         if t:
             console.print(f"target, {t['condition']} (≤ {t['threshold_ratio']} of the steps, accuracy within "
                           f"{t['threshold_accuracy']}, perplexity ratio ≤ {t['max_perplexity_ratio']}): "
                           f"{'met' if t['met'] else 'not met'}"
                           + (" (steps and accuracy alone: met; the text is not fluent)"
-                             if t["met_ignoring_fluency"] and not t["met"] else ""))
+                             if t["met_ignoring_fluency"] and not t["met"] else "")
+                          + ("" if t["control_fails"] else
+                             f" (a control halves it too: random direction {t['random_ratio']}, "
+                             f"random feature {t.get('random_feature_ratio')})"))
     console.print(f"wrote {run / 'saes' / name / 'steering' / 'summary.json'}")

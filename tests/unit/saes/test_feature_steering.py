@@ -44,15 +44,18 @@ def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_pa
                   choices=("calm", "upset"), answer="upset", split="test") for i in range(2)]
     rep = feature_steering(m, d, 3, "reflection", alphas=[50.0], tasks=tasks, samples=1, max_new_tokens=6,
                            batch_size=2, progress=False)
-    assert set(rep["conditions"]) == {"none", "feature@50", "random@50"} and rep["layer"] == 1
+    assert set(rep["conditions"]) == {"none", "feature@50", "random@50", "random_feature@50"} and rep["layer"] == 1
     texts = {}
     for name in rep["conditions"]:
         lines = (d / "steering" / name.replace("@", "_at_") / "traces" / "traces.jsonl").read_text().splitlines()
         texts[name] = [json.loads(x)["text"] for x in lines]
     assert texts["feature@50"] != texts["none"] and texts["random@50"] != texts["none"]
-    # the random control has the feature vector's norm
+    assert texts["random_feature@50"] != texts["none"]
+    # both random controls have the feature vector's norm
     c = rep["conditions"]
     assert c["random@50"]["vector_norm"] == pytest.approx(c["feature@50"]["vector_norm"], rel=1e-5)
+    assert c["random_feature@50"]["vector_norm"] == pytest.approx(c["feature@50"]["vector_norm"], rel=1e-5)
+    assert c["random_feature@50"]["latent"] == rep["control_feature"] != 3
     assert c["feature@50"]["vector_norm"] == pytest.approx(50 * float(w_dec[3].norm()), rel=1e-5)
     # fluency, read by the unsteered model after the trace's own formatted prompt (known answer: the same number
     # computed directly, outside any steering; perplexity itself is tested in the steering metrics' tests)
@@ -204,13 +207,19 @@ def test_run_feature_steering_picks_the_best_feature_and_scales_by_its_activatio
     rep = run_feature_steering(run.path, "tiny", "reflection", strengths=[-4.0], model=m, samples=1,
                                max_new_tokens=5, batch_size=2, progress=False)
     assert rep["feature"] == 5 and rep["alphas"] == [pytest.approx(-10.0)]  # -4 x mean activation 2.5
-    assert set(rep["conditions"]) == {"none", "feature@-10", "random@-10"}
-    assert set(rep["effects"]) == {"feature@-10", "random@-10"} and rep["effects"]["feature@-10"]["n_pairs"] == 2
+    assert set(rep["conditions"]) == {"none", "feature@-10", "random@-10", "random_feature@-10"}
+    assert set(rep["effects"]) == {"feature@-10", "random@-10", "random_feature@-10"}
+    assert rep["effects"]["feature@-10"]["n_pairs"] == 2
+    # the random feature: a live latent (6 never fires) other than 5, at the feature's norm; recorded in the step
+    assert rep["control_feature"] not in (5, 6) and rep["conditions"]["random_feature@-10"]["latent"] == rep["control_feature"]
+    assert rep["conditions"]["random_feature@-10"]["vector_norm"] == pytest.approx(10 * float(w_dec[5].norm()), rel=1e-5)
     assert rep["conditions"]["feature@-10"]["vector_norm"] == pytest.approx(10 * float(w_dec[5].norm()), rel=1e-5)
     assert rep["target"]["condition"] == "feature@-10"
     saved = json.loads((run.path / "saes" / "tiny" / "steering" / "summary.json").read_text())
     assert saved["feature"] == 5 and saved["mean_activation"] == 2.5
-    assert json.loads((run.path / "steps" / "sae-steer-tiny.json").read_text())["config"]["tasks"].endswith("tasks.jsonl")
+    step_config = json.loads((run.path / "steps" / "sae-steer-tiny.json").read_text())["config"]
+    assert step_config["tasks"].endswith("tasks.jsonl")
+    assert step_config["random_feature"] is True and step_config["control_feature"] == rep["control_feature"]
     # bad input: a dead feature, a label with no best feature, an unknown SAE
     with pytest.raises(ValueError, match="never fires"):
         run_feature_steering(run.path, "tiny", feature=6, model=m)
@@ -223,3 +232,164 @@ def test_run_feature_steering_picks_the_best_feature_and_scales_by_its_activatio
     # the CLI's argument checks reach the same errors before any model loads
     res = CliRunner().invoke(app, ["sae", "steer", "--run", str(run.path), "--name", "other"])
     assert res.exit_code != 0 and "SAEs there" in str(res.exception)
+    res = CliRunner().invoke(app, ["sae", "steer", "--run", str(run.path), "--name", "other", "--no-random-feature"])
+    assert res.exit_code != 0 and "SAEs there" in str(res.exception)  # the flag is accepted
+
+
+def _orthogonal_sae(folder: Path, d_model: int, *, dead: tuple[int, ...] = ()) -> torch.Tensor:
+    """An SAE folder whose 8 decoder columns are orthogonal with norms 1, 2, …, 8 (``dead`` ones zero).
+    Returns ``W_dec`` ``[8, d_model]``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    q, _ = torch.linalg.qr(torch.randn(d_model, 8, generator=torch.Generator().manual_seed(1)))
+    w_dec = (q.T * torch.arange(1, 9, dtype=torch.float32).unsqueeze(-1)).contiguous()  # row j has norm j + 1
+    for j in dead:
+        w_dec[j] = 0.0
+    save_file({"W_dec": w_dec, "W_enc": w_dec.T.contiguous(), "b_enc": torch.zeros(8), "b_dec": torch.zeros(d_model)},
+              str(folder / "sae_weights.safetensors"))
+    (folder / "step_sae.json").write_text(json.dumps({"model": "tiny-llama", "site": "resid_post", "layer": 1}))
+    return w_dec
+
+
+def test_random_feature_control_is_another_decoder_column_of_the_same_norm(tmp_path):
+    """Known answer: the control is exactly one decoder column of the SAE (cosine 1), never the steered latent
+    nor a dead one, rescaled to the steered vector's norm (columns here have norms 1–8), reproducible by seed;
+    with frequencies it fires about as often as the feature (the clamp control's rule)."""
+    from psylens.saes.clamp import matched_control_feature
+    from psylens.saes.steer import random_control_feature, random_feature_like
+    from psylens.steering.vector import SteeringVector
+
+    d = tmp_path / "sae"
+    w_dec = _orthogonal_sae(d, 32, dead=(6,))
+    unit = w_dec / w_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sv = SteeringVector.from_sae(d, 3, alpha=-4.0)
+    picked = set()
+    for seed in range(30):
+        ctrl = random_feature_like(sv, d, seed=seed)
+        cos = unit @ (ctrl.vectors[0] / ctrl.vectors[0].norm())  # [8]
+        j = int(cos.argmax())
+        assert float(cos[j]) == pytest.approx(1.0, abs=1e-5) and j not in (3, 6)  # a live column, not the feature
+        assert ctrl.meta["feature"] == j and ctrl.meta["control_for"] == 3 and ctrl.meta["source"] == "random_feature"
+        assert float(ctrl.norms()[0]) == pytest.approx(float(w_dec[3].norm()), rel=1e-6)  # the steered norm, not |W_dec[j]|
+        assert (ctrl.alpha, ctrl.layers, ctrl.mode, ctrl.site) == (sv.alpha, sv.layers, sv.mode, sv.site)
+        assert torch.equal(ctrl.vectors, random_feature_like(sv, d, seed=seed).vectors)  # reproducible
+        assert random_control_feature(d, 3, seed=seed) == j
+        picked.add(j)
+    assert picked == {0, 1, 2, 4, 5, 7}  # the draw covers every live latent but the feature
+    # the added vector really differs from the random-direction control (which is no decoder column)
+    assert float((unit @ (sv.random_like(0).vectors[0] / sv.random_like(0).vectors[0].norm())).abs().max()) < 0.9
+    # with features.json frequencies: a latent of similar frequency, the same one the clamp control takes
+    freqs = [0.9, 0.05, 0.0, 0.3, 0.8, 0.25, 0.6, 0.01]  # within 2x of latent 3's 0.3: 5 (6 is dead: zero column)
+    feats = [{"feature": j, "frequency": f} for j, f in enumerate(freqs)]
+    for seed in range(5):
+        assert random_control_feature(d, 3, seed=seed, features=feats) == 5
+    assert random_feature_like(sv, d, seed=0, features=feats).meta["feature"] == 5
+    assert matched_control_feature([f for f in feats if f["feature"] != 6], 3, seed=0) == 5
+    # no frequencies recorded: latents with no mean activation are dead
+    live = [{"feature": j, "mean_activation": 2.0 if j in (1, 3) else 0.0} for j in range(8)]
+    assert {random_control_feature(d, 3, seed=s, features=live) for s in range(10)} == {1}
+    # bad input: the feature itself, a dead latent, no other live latent, a vector not from an SAE
+    with pytest.raises(ValueError, match="differ from the steered feature"):
+        random_feature_like(sv, d, 3)
+    with pytest.raises(ValueError, match="dead latent"):
+        random_feature_like(sv, d, 6)
+    with pytest.raises(ValueError, match="no live latent other than 3"):
+        random_control_feature(d, 3, features=[{"feature": 3, "mean_activation": 1.0}])
+    with pytest.raises(ValueError, match="from_sae"):
+        random_feature_like(sv.random_like(0), d)
+    with pytest.raises(ValueError, match="out of range"):
+        random_control_feature(d, 8)
+
+
+def test_planted_behaviour_moves_with_the_feature_not_with_the_random_feature(tiny_model, tmp_path, monkeypatch):
+    """Known answer: a fake generator writes reflection steps only while the stream along latent 3's decoder
+    column (read at the SAE's layer, inside each condition) is not pushed down. Suppressing latent 3 removes
+    them (ratio 0); the random feature — another decoder column, same norm — moves the stream by exactly as much
+    but elsewhere, and leaves them (ratio 1): the control fails the bar, as it must."""
+    import psylens.saes.traces as traces_mod
+    from psylens.interventions import record
+    from psylens.tasks import Task
+
+    m = tiny_model("llama")
+    d = tmp_path / "sae"
+    w_dec = _orthogonal_sae(d, m.d_model)
+    u = w_dec[3] / w_dec[3].norm()
+    enc = m.tokenizer([m.format_prompt("Ann lost her keys. How does Ann feel?")], return_tensors="pt",
+                      add_special_tokens=False)
+
+    def stream() -> torch.Tensor:
+        with torch.no_grad(), record(m.hf_model, ["resid_post"], [1]) as rec:
+            m.hf_model(**enc)
+        return rec["resid_post", 1][0]  # [pos, d_model]
+
+    clean = stream()
+    alpha = -4.0
+    shifts: dict[str, torch.Tensor] = {}
+
+    def fake(model, tasks, folder, **kw):
+        delta = (stream() - clean).mean(0)  # what the condition adds at every position
+        shifts[Path(folder).name] = delta
+        reflect = 2 if float(delta @ u) > 0.5 * alpha * float(w_dec[3].norm()) else 0  # behaviour follows latent 3
+        path = Path(folder) / "traces" / "traces.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({
+            "id": f"{t.id}#0", "task_id": t.id, "prompt": f"{t.story} {t.question}", "correct": True,
+            "text": "The ball is in the box. " + "Let me check that again. " * reflect + "Answer: B"}) + "\n"
+            for t in tasks))
+        return {}
+
+    monkeypatch.setattr(traces_mod, "generate_traces", fake)
+    tasks = [Task(id=f"t{i}", kind="emotion_inference", story="Ann lost her keys.", question="How does Ann feel?",
+                  choices=("calm", "upset"), answer="upset", split="test") for i in range(4)]
+    rep = feature_steering(m, d, 3, "reflection", alphas=[alpha], tasks=tasks, samples=1, max_new_tokens=6,
+                           batch_size=2, random_seed=0, progress=False)
+    assert set(rep["conditions"]) == {"none", "feature@-4", "random@-4", "random_feature@-4"}
+    ctrl = rep["control_feature"]
+    assert ctrl not in (None, 3) and rep["random_feature"] is True
+    assert rep["conditions"]["random_feature@-4"]["latent"] == ctrl and rep["conditions"]["feature@-4"]["latent"] == 3
+    assert rep["conditions"]["random@-4"]["latent"] is None and rep["conditions"]["none"]["latent"] is None
+    # in the model: the control adds -4 x |W_dec[3]| along the control latent's own decoder column
+    rf = shifts["random_feature_at_-4"]
+    assert float(rf.norm()) == pytest.approx(4 * float(w_dec[3].norm()), rel=1e-4)
+    assert float(rf @ w_dec[ctrl]) / float(rf.norm() * w_dec[ctrl].norm()) == pytest.approx(-1.0, abs=1e-4)
+    assert float(shifts["feature_at_-4"] @ u) == pytest.approx(alpha * float(w_dec[3].norm()), rel=1e-4)
+    c = rep["conditions"]
+    assert c["random_feature@-4"]["vector_norm"] == pytest.approx(c["feature@-4"]["vector_norm"], rel=1e-5)
+    # the behaviour moves with the feature, not with the random feature
+    e = rep["effects"]
+    assert c["none"]["label_steps_per_trace"] == 2.0
+    assert e["feature@-4"]["label_steps_ratio"] == 0.0
+    assert e["random_feature@-4"]["label_steps_ratio"] == 1.0
+    t = rep["target"]
+    assert t["random_feature_ratio"] == 1.0 and t["random_feature_fails"] is True and t["met_ignoring_fluency"]
+    assert t["control_fails"] == (t["random_ratio"] > 0.5)
+    saved = json.loads((d / "steering" / "summary.json").read_text())
+    assert saved["control_feature"] == ctrl and "random_feature@-4" in saved["effects"]
+    # control: switched off, the condition is not run
+    off = feature_steering(m, d, 3, "reflection", alphas=[alpha], tasks=tasks, samples=1, random_feature=False,
+                           out=tmp_path / "off", progress=False)
+    assert set(off["conditions"]) == {"none", "feature@-4", "random@-4"} and off["target"]["random_feature_fails"] is None
+    # a given control latent is used; the feature itself is refused
+    given = feature_steering(m, d, 3, "reflection", alphas=[alpha], tasks=tasks, samples=1, control_feature=0,
+                             out=tmp_path / "given", progress=False)
+    assert given["conditions"]["random_feature@-4"]["latent"] == 0
+    with pytest.raises(ValueError, match="differ from the feature"):
+        feature_steering(m, d, 3, "reflection", alphas=[alpha], tasks=tasks, control_feature=3, progress=False)
+
+
+def test_target_needs_the_random_feature_to_fail_too():
+    from psylens.saes.steer import _target, paired_effect
+
+    counts = [2, 4, 0, 2, 6, 2, 4, 0, 2, 2, 4, 2]
+    acc = [True, False] * 6
+    none = _recs(counts, acc)
+    halved = {**paired_effect(none, _recs([k // 2 for k in counts], acc), "reflection"), "perplexity_ratio": 1.0}
+    same = {**paired_effect(none, none, "reflection"), "perplexity_ratio": 1.0}
+    ok = _target({"feature@-4": halved, "random@-4": same, "random_feature@-4": same}, [-4.0])
+    assert ok["met"] and ok["random_feature_fails"] and ok["random_feature_ratio"] == pytest.approx(1.0)
+    # another latent of the same norm halves the label too: not specific to the feature
+    both = _target({"feature@-4": halved, "random@-4": same, "random_feature@-4": halved}, [-4.0])
+    assert both["met_ignoring_fluency"] and not both["control_fails"] and not both["met"]
+    assert both["random_feature_fails"] is False and both["random_feature_ratio"] == pytest.approx(0.5)
+    # an older summary without the condition reads as before
+    old = _target({"feature@-4": halved, "random@-4": same}, [-4.0])
+    assert old["met"] and old["random_feature_fails"] is None and old["random_feature_ratio"] is None
