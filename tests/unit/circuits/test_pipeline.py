@@ -92,7 +92,13 @@ def test_directions_file_steers(result):
 
     _, run, _ = result
     sv = SteeringVector.from_directions(run.file(art.DIRECTIONS), "joy", layers=[1])
-    assert sv.d_model == 32
+    used = Directions.load(run.file(art.DIRECTIONS))
+    probes = Directions.load(run.file("probes/directions.safetensors"))
+    # the file holds the read-out layer's probe directions, and the vector is joy's (not another emotion's)
+    assert list(used.layers) == [1] and set(used.emotions) == set(probes.emotions)
+    torch.testing.assert_close(sv.vectors[0].float(), used["joy", 1].float())
+    torch.testing.assert_close(used["joy", 1], probes["joy", 1])
+    assert not torch.allclose(sv.vectors[0].float(), used["anger", 1].float())
 
 
 def test_config_and_splits_are_checked(tmp_path):
