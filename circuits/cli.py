@@ -45,6 +45,9 @@ def circuits(
     confidence: Optional[float] = typer.Option(None, "--confidence", help="With --selection drop: the lower end of the "
                                                "drop's scenario-bootstrap interval at this level (e.g. 0.95) must reach "
                                                "--drop, not only the point drop."),
+    readout: Optional[str] = typer.Option(None, "--readout", help="Where each stimulus' projection is read: mean (over "
+                                          "its text tokens) | last (its last token); default: the probes' --positions "
+                                          "with probe directions, else mean."),
     baseline: str = typer.Option("neutral", "--baseline", help="What atp and patching patch a unit to: neutral (the mean "
                                  "over the discovery scenarios' neutral events) | scenario (each stimulus' own "
                                  "scenario's neutral event)."),
@@ -81,7 +84,7 @@ def circuits(
     extra = dict(n_discovery=12, n_heldout=8, patch_heads=12, patch_neurons=12, alphas=(1.0,), curve_points=3) if quick else {}
     cfg = CircuitsConfig(emotions=emos, source=source, layer=layer, eval_file=str(eval_file) if eval_file else None,
                          seed=seed, modulation=modulation, selection=Selection(mode=selection, drop=drop, confidence=confidence),
-                         baseline=baseline,
+                         baseline=baseline, readout=readout,
                          modulation_scale_reference=scale_reference, modulation_op=modulation_op,
                          modulation_factors=factors, modulation_steer_scales=steer_scales,
                          **extra)  # bad settings fail before a model loads

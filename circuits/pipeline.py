@@ -55,6 +55,7 @@ from psylens.circuits.ablation import (
 from psylens.circuits.circuit import Circuit, Selection, select
 from psylens.circuits.scores import UnitScores, attribution, patching, spearman
 from psylens.circuits.signal import (
+    READOUTS,
     Baseline,
     Edit,
     Prepared,
@@ -97,7 +98,9 @@ class CircuitsConfig:
     and noisier). ``baseline``: what ``atp`` and ``patching`` patch a unit to — ``"neutral"`` (default), the
     mean over the discovery scenarios' neutral events; ``"scenario"``, each stimulus' own scenario's neutral
     event (:func:`psylens.circuits.signal.scenario_baseline`). Mean ablation always writes the mean (the
-    held-out and eval sets have no neutral event of the discovery scenarios).
+    held-out and eval sets have no neutral event of the discovery scenarios). ``readout``: where each
+    stimulus' projection is read — ``"mean"`` over its text tokens or its ``"last"`` token (``None``: the
+    probes' ``positions`` when the directions are the run's probes, else ``"mean"``).
     """
 
     emotions: tuple[str, ...] = EMOTIONS
@@ -108,6 +111,7 @@ class CircuitsConfig:
     n_heldout: int = 20
     selection: Selection = field(default_factory=Selection)
     baseline: str = "neutral"
+    readout: str | None = None
     patch_heads: int = 50
     patch_neurons: int = 50
     methods: tuple[str, ...] = ("mean", "zero")
@@ -145,6 +149,9 @@ class CircuitsConfig:
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline {self.baseline!r} is not one of {BASELINES}: neutral (the mean over the discovery "
                              "scenarios' neutral events) or scenario (each stimulus' own scenario's neutral event)")
+        if self.readout is not None and self.readout not in READOUTS:
+            raise ValueError(f"readout {self.readout!r} is not one of {READOUTS} (or None: the probes' positions): mean "
+                             "(over each text's tokens) or last (its last token)")
         if self.n_random < 5:
             raise ValueError(f"n_random must be at least 5 random sets, got {self.n_random}")
         if self.n_expression_prompts is not None and (isinstance(self.n_expression_prompts, bool)
@@ -266,9 +273,24 @@ def _load_directions(model: Any, run: Any, source: str, layer: int, batch_size: 
     return dirs
 
 
-def _prep(model: Any, stim: Any, batch_size: int) -> Prepared:
+def _prep(model: Any, stim: Any, batch_size: int, readout: str = "mean") -> Prepared:
     return prepare(model, [s.text for s in stim], labels=[s.label for s in stim], groups=[s.group for s in stim],
-                   ids=[s.id for s in stim], batch_size=batch_size)
+                   ids=[s.id for s in stim], batch_size=batch_size, readout=readout)
+
+
+def default_readout(run: Any, source: str) -> tuple[str, str]:
+    """``(readout, why)``: the probes' ``positions`` when ``source`` is ``"probes"`` and
+    ``RUN/probes/summary.json`` records one, else ``"mean"``."""
+    from psylens.probes import artifacts as pa
+
+    if source == "probes" and run is not None and run.has(pa.SUMMARY):
+        try:
+            pos = run.read_json(pa.SUMMARY).get("positions")
+        except Exception:  # a corrupt summary: fall back, saying so
+            pos = None
+        if pos in READOUTS:
+            return str(pos), "probes positions"
+    return "mean", "default"
 
 
 def attribution_cost(model: Any, texts: Sequence[str], *, repeats: int = 3, batch_size: int = 16) -> dict[str, float]:
@@ -396,12 +418,13 @@ def run_circuits(
     contrast = [e for e in EMOTIONS if e in dirs.emotions]
     if len(contrast) < 2:
         raise ValueError(f"the signal contrasts emotions; the {source} directions hold only {contrast}")
+    readout, readout_why = (cfg.readout, "given") if cfg.readout is not None else default_readout(run, source)
 
     every = stimuli.load("emotions")
     disc_g, held_g = split_scenarios([s.group for s in every], cfg.n_discovery, cfg.n_heldout, cfg.seed)
     sd, sh = set(disc_g), set(held_g)
-    disc = _prep(model, [s for s in every if s.group in sd and s.label in contrast], cfg.batch_size)
-    held = _prep(model, [s for s in every if s.group in sh and s.label in contrast], cfg.batch_size)
+    disc = _prep(model, [s for s in every if s.group in sd and s.label in contrast], cfg.batch_size, readout)
+    held = _prep(model, [s for s in every if s.group in sh and s.label in contrast], cfg.batch_size, readout)
     neutral = _prep(model, [s for s in every if s.group in sd and s.label == "neutral"], cfg.batch_size)
     if cfg.eval_file:
         ev_stim = stimuli.load(cfg.eval_file)
@@ -412,17 +435,17 @@ def run_circuits(
     ev_stim = [s for s in ev_stim if s.label in contrast]
     if not ev_stim:
         raise ValueError(f"the eval stimuli {eval_name!r} have no texts labelled with {contrast}")
-    ev = _prep(model, ev_stim, cfg.batch_size)
+    ev = _prep(model, ev_stim, cfg.batch_size, readout)
     if cfg.baseline == "scenario":
         score_base = scenario_baseline(model, disc, neutral, range(layer + 1), progress=progress)
         baseline = Baseline(heads=score_base.heads, neurons=score_base.neurons)  # the pooled mean, for ablations
     else:
         score_base = baseline = unit_baseline(model, neutral, range(layer + 1), progress=progress)
 
-    fp = _fingerprint(cfg, {"layer": layer, "source": source, "model": getattr(model, "spec", None)})
+    fp = _fingerprint(cfg, {"layer": layer, "source": source, "readout": readout, "model": getattr(model, "spec", None)})
     n_heads, d_mlp = int(baseline.heads.shape[1]), int(baseline.neurons.shape[1])
 
-    step_cfg = {**cfg.to_dict(), "layer": layer, "source": source}
+    step_cfg = {**cfg.to_dict(), "layer": layer, "source": source, "readout": readout}
     with run.step("circuits", step_cfg) as step:
         sel_dirs = dirs.select(emotions=list(dirs.emotions), layers=[layer])
         sel_dirs.save(step.output(art.DIRECTIONS))
@@ -489,6 +512,8 @@ def run_circuits(
             "readout_layer_from": layer_why,
             "source": source,
             "baseline": cfg.baseline,
+            "readout": readout,
+            "readout_from": readout_why,
             "model": getattr(model, "spec", None),
             "splits": {"discovery": {"set": "emotions", "scenarios": disc_g},
                        "heldout": {"set": "emotions", "scenarios": held_g},
@@ -720,5 +745,6 @@ def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mappi
 
 def _concat(a: Prepared, b: Prepared, model: Any, batch_size: int) -> Prepared:
     return prepare(model, list(a.texts) + list(b.texts), labels=list(a.labels) + list(b.labels),
-                   groups=list(a.groups) + list(b.groups), ids=list(a.ids) + list(b.ids), batch_size=batch_size)
+                   groups=list(a.groups) + list(b.groups), ids=list(a.ids) + list(b.ids), batch_size=batch_size,
+                   readout=a.readout)
 

@@ -7,7 +7,8 @@ units above it cannot change the signal and score 0). Scores are signed contribu
 
 - ``direct``: the unit's direct write onto the direction ``v`` through the residual stream,
   ``Σ_i w_i · ā_i · (W_downᵀ v)`` for a neuron (the paper's activation × (W_downᵀ·v), contrasted like
-  the signal) and ``Σ_i w_i · z̄_i,h · (W_O,hᵀ v)`` for a head (``ā``, ``z̄``: means over the text tokens).
+  the signal) and ``Σ_i w_i · z̄_i,h · (W_O,hᵀ v)`` for a head (``ā``, ``z̄``: means over the read-out
+  tokens — every text token, or the last with ``readout="last"``).
   It ignores every path through later layers; on Gemma's sandwich norms the post-norm makes it an
   approximation even for layer ``L``.
 - ``atp``: attribution patching, ``Σ_{i,t} ∂S/∂a_{i,t} · (a_{i,t} − baseline)`` over the text tokens,
@@ -116,7 +117,8 @@ def attribution(
             got["x"] = x
             raise StopForward
 
-        mask = b.text_mask.to(dev)
+        mask = b.text_mask.to(dev)  # where units are patched
+        read = b.readout_mask.to(dev)  # where the projection is read
         pos = (b.attention_mask.cumsum(-1) - 1).clamp(min=0)
         with torch.enable_grad():
             embeds = emb(b.input_ids.to(dev)).detach().requires_grad_(True)
@@ -126,13 +128,14 @@ def attribution(
                 except StopForward:
                     pass
             x = got["x"]
-            mf = mask.to(x.dtype)
-            p = ((x.float() @ v) * mf.float()).sum(1) / mf.float().sum(1)  # [b]
+            mf = read.float()
+            p = ((x.float() @ v) * mf).sum(1) / mf.sum(1)  # [b]
             s_b = (p.double() * w_b.to(dev)).sum()
             acts = [rec[s, lay] for lay in layers for s in ("head_out", "mlp_post")]
             grads = torch.autograd.grad(s_b, acts, allow_unused=True)
         total += float(s_b.detach())
-        wm = (w_b.to(dev).unsqueeze(1) * mask.double()) / mask.double().sum(1, keepdim=True)  # [b, t]: w_i / n_text_i
+        # [b, t]: w_i / n_read_i at the read-out tokens (a unit writes directly only at its own position)
+        wm = (w_b.to(dev).unsqueeze(1) * read.double()) / read.double().sum(1, keepdim=True)
         for k, lay in enumerate(layers):
             z, gz = acts[2 * k].detach(), grads[2 * k]
             a, ga = acts[2 * k + 1].detach(), grads[2 * k + 1]

@@ -1,7 +1,8 @@
 """The emotion signal a circuit is a circuit *for*, and the edits (ablation, enhancement) that move it.
 
 For emotion ``e`` with unit direction ``v`` at read-out layer ``L``, each stimulus ``i`` has a
-projection ``p_i`` = mean over the stimulus' own text tokens of ``resid_post[L] · v``. The signal is
+projection ``p_i`` = mean over the stimulus' own text tokens of ``resid_post[L] · v`` (``prepare(...,
+readout="last")``: at its last text token only, as probes read with ``--positions last``). The signal is
 group-centred like the directions are: per scenario ``g``, ``p(e, g)`` minus the mean of ``p`` over the
 other emotions' stimuli of ``g``, averaged over scenarios. It is linear in the projections,
 ``S = Σ_i w_i p_i`` with the weights of :func:`contrast_weights`, so it can be accumulated batch by
@@ -33,6 +34,7 @@ from psylens.interventions import Intervention, StopForward, intervene, tap
 __all__ = [
     "Batch",
     "Prepared",
+    "READOUTS",
     "prepare",
     "contrast_weights",
     "is_grouped",
@@ -53,16 +55,24 @@ __all__ = [
 
 Unit = tuple[str, int, int]  # (site "head_out" | "mlp_post", layer, index)
 EDIT_OPS = ("zero", "mean", "scale")
+READOUTS = ("mean", "last")  # where a stimulus' projection is read: every text token, or the last
 
 
 @dataclass(frozen=True, eq=False)
 class Batch:
-    """Right-padded token ids of some stimuli; ``text_mask`` marks each row's own text tokens."""
+    """Right-padded token ids of some stimuli; ``text_mask`` marks each row's own text tokens (what edits
+    touch), ``read_mask`` the tokens the read-out averages (``None``: the text tokens)."""
 
     rows: tuple[int, ...]  # indices into the Prepared set
     input_ids: Tensor  # [b, t] long
     attention_mask: Tensor  # [b, t] long
     text_mask: Tensor  # [b, t] bool
+    read_mask: Tensor | None = None  # [b, t] bool
+
+    @property
+    def readout_mask(self) -> Tensor:
+        """``[b, t]`` bool: where the projection is read (:data:`READOUTS`: every text token, or the last)."""
+        return self.text_mask if self.read_mask is None else self.read_mask
 
     @property
     def positions(self) -> tuple[tuple[int, ...], ...]:
@@ -83,11 +93,16 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def readout(self) -> str:
+        """``"mean"`` or ``"last"`` (:data:`READOUTS`): where each stimulus' projection is read."""
+        return str(getattr(self, "_readout", "mean"))
+
     def subset(self, keep: Sequence[int], model: Any, batch_size: int = 16) -> Prepared:
         """The stimuli at ``keep`` (re-batched)."""
         return prepare(model, [self.texts[i] for i in keep], labels=[self.labels[i] for i in keep],
                        groups=[self.groups[i] for i in keep], ids=[self.ids[i] for i in keep], batch_size=batch_size,
-                       format=getattr(self, "_format", "auto"))
+                       format=getattr(self, "_format", "auto"), readout=self.readout)
 
 
 def prepare(
@@ -99,11 +114,17 @@ def prepare(
     ids: Sequence[str] | None = None,
     batch_size: int = 16,
     format: str = "auto",
+    readout: str = "mean",
 ) -> Prepared:
     """Tokenize ``texts`` as the model sees them (:func:`psylens.harvest.encode`: the chat template for
-    an instruct model, cut after the text) into right-padded batches sorted by length."""
+    an instruct model, cut after the text) into right-padded batches sorted by length. ``readout``
+    (:data:`READOUTS`): each stimulus' projection is the mean over its text tokens (``"mean"``) or its
+    last text token's (``"last"``), as ``psylens probe --positions`` reads; edits touch every text token."""
     from psylens.harvest import encode
 
+    if readout not in READOUTS:
+        raise ValueError(f"readout {readout!r} is not one of {READOUTS}: mean (over each text's tokens) or last "
+                         "(its last token), as the probes' --positions")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     texts = list(texts)
@@ -131,9 +152,15 @@ def prepare(
             ids_t[r, : len(e.ids)] = torch.tensor(e.ids)
             att[r, : len(e.ids)] = 1
             txt[r, e.text_start : len(e.ids)] = True
-        batches.append(Batch(tuple(idx), ids_t, att, txt))
+        read = None
+        if readout == "last":
+            read = torch.zeros_like(txt)
+            for r, i in enumerate(idx):
+                read[r, len(encs[i].ids) - 1] = True
+        batches.append(Batch(tuple(idx), ids_t, att, txt, read))
     out = Prepared(tuple(texts), tuple(labels), tuple(groups), tuple(ids), tuple(batches))
     object.__setattr__(out, "_format", format)
+    object.__setattr__(out, "_readout", readout)
     return out
 
 
@@ -394,7 +421,7 @@ def projections(
             except StopForward:
                 pass
         x = got["x"].float()
-        m = b.text_mask.to(x.device).float()
+        m = b.readout_mask.to(x.device).float()
         p = ((x @ v.to(x.device)) * m).sum(1) / m.sum(1)
         out[list(b.rows)] = p.cpu()
     return out

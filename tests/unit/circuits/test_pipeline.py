@@ -60,6 +60,7 @@ def test_summary_has_the_issue_keys_and_types(result):
             assert isinstance(s["eval"][k], float)
     assert on_disk["readout_layer"] == 1 and on_disk["readout_layer_from"] == "probes best_layer"
     assert on_disk["source"] == "probes"
+    assert (on_disk["readout"], on_disk["readout_from"], on_disk["baseline"]) == ("mean", "default", "neutral")
     assert not run.file(art.PARTIAL).exists()
     assert "circuits" in run.steps
 
@@ -129,7 +130,8 @@ def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
                         (["--modulation-factors", "1,inf"], "modulation_factors"),
                         (["--modulation-steer-scales", "0.1,x"], "comma-separated numbers"),
                         (["--modulation-steer-scales", ""], "modulation_steer_scales"),
-                        (["--baseline", "zero"], "baseline 'zero' is not one of")):
+                        (["--baseline", "zero"], "baseline 'zero' is not one of"),
+                        (["--readout", "first"], "readout 'first' is not one of")):
         res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), *flags])
         assert res.exit_code != 0 and said in str(res.exception), (flags, res.exception)
     assert not (tmp_path / "r").exists()  # refused before a run or a model
@@ -197,3 +199,18 @@ def test_scenario_baseline_changes_atp_not_direct(result, tmp_path):
         torch.testing.assert_close(a[art.score_key("joy", "direct", kind)], b[art.score_key("joy", "direct", kind)])
     d = (a[art.score_key("joy", "atp", "neurons")] - b[art.score_key("joy", "atp", "neurons")]).abs().max()
     assert d > 1e-4 * b[art.score_key("joy", "atp", "neurons")].abs().max()
+
+
+def test_the_readout_follows_the_probes_positions(tmp_path):
+    from psylens.circuits.pipeline import default_readout
+
+    run = create_run(tmp_path / "run", command="test")
+    assert default_readout(run, "probes") == ("mean", "default")  # no probes summary
+    run.write_json("probes/summary.json", {"best_layer": 1, "positions": "last"})
+    assert default_readout(run, "probes") == ("last", "probes positions")
+    assert default_readout(run, "expression") == ("mean", "default")  # not the probes' directions
+    run.write_json("probes/summary.json", {"positions": "middle"})
+    assert default_readout(run, "probes") == ("mean", "default")
+    assert CircuitsConfig(readout="last").readout == "last"
+    with pytest.raises(ValueError, match="readout 'first'"):
+        CircuitsConfig(readout="first")
