@@ -59,6 +59,9 @@ def circuits(
     modulation_steer_scales: Optional[str] = typer.Option(None, "--modulation-steer-scales", help="With --modulation: "
                                                           "steering's strengths, multiples of the read-out layer's "
                                                           "residual norm, comma-separated (default: 0.1,0.15,0.2,0.25,0.5)."),
+    modulation_judges: Optional[str] = typer.Option(None, "--modulation-judges", help="With --modulation: text judges "
+                                                    "beside the NRC lexicon, comma-separated: probe | llm (built on the "
+                                                    "model itself)."),
     scale_reference: str = typer.Option("norm", "--scale-reference", help="With --modulation: what steering's scales multiply: "
                                         "norm | centred | median (for models with massive activations such as Gemma-3)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer scenarios, patched units and sublayer strengths (a smoke run)."),
@@ -87,6 +90,7 @@ def circuits(
                          baseline=baseline, readout=readout,
                          modulation_scale_reference=scale_reference, modulation_op=modulation_op,
                          modulation_factors=factors, modulation_steer_scales=steer_scales,
+                         modulation_judges=tuple(j.strip() for j in (modulation_judges or "").split(",") if j.strip()),
                          **extra)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():

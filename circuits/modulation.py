@@ -26,6 +26,8 @@ Judges (the validation suite's measures, run on the same prompts for every metho
   *plain* prompt, projects higher on ``e``'s direction at the read-out layer than the unmodified
   generation (Wilson 95% interval beside it);
 - ``lexicon_hit_rate``: share of generations whose NRC-lexicon emotion is ``e`` (a text judge);
+  ``judge_<name>``: the same share under each further text judge passed (``judges=``: e.g. the probe or
+  LLM judge of :mod:`psylens.steering.judges`) — text judges corroborate, the model-internal measures above decide;
 - ``fluency``: mean log-probability per generated token under the unmodified model after the plain prompt.
 
 Equal fluency (``ModulationConfig.fluency``). ``"relative"`` (default) is the steering sweep's criterion
@@ -250,6 +252,7 @@ def modulation(
     contexts: Sequence[str],
     config: ModulationConfig | None = None,
     shift: Baseline | None = None,
+    judges: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Rows of :data:`psylens.circuits.artifacts.MODULATION_COLUMNS` for ``circuit.emotion``: ``none``, then
@@ -260,7 +263,10 @@ def modulation(
     and ``residual_norm`` (the norm the steering strengths multiply), ``circuit_op``.
 
     ``shift``: per-unit values the ``"shift"`` circuit op adds (needed then, e.g.
-    :func:`~psylens.circuits.signal.unit_contrast` of the emotion on its discovery stimuli)."""
+    :func:`~psylens.circuits.signal.unit_contrast` of the emotion on its discovery stimuli). ``judges``: more
+    text judges beside the NRC lexicon (``{name: judge}``, :class:`psylens.steering.judges.Judge`; e.g.
+    ``make_judge("probe", model)``), each adding a column ``judge_<name>``: the share of generations it
+    names ``e``. They score the texts after generation, with no intervention attached."""
     from psylens.stats import wilson_ci
     from psylens.steering.expression import SYSTEM_TEMPLATE
     from psylens.steering.judges import LexiconJudge, success_rate
@@ -268,6 +274,11 @@ def modulation(
     from psylens.validation.gates import _reread, _word_logprobs, feel_prompt, word_token_ids
 
     cfg = config or ModulationConfig()
+    extra_judges = dict(judges or {})
+    bad = [k for k, j in extra_judges.items() if not str(k).isidentifier() or not callable(getattr(j, "score", None))]
+    if bad:
+        raise ValueError(f"judges must map plain names (letters, digits, _) to objects with score(texts) -> [n, 6]; "
+                         f"got {bad}; build them with psylens.steering.judges.make_judge")
     e = circuit.emotion
     emos = list(emotions)
     if e not in emos:
@@ -325,7 +336,8 @@ def modulation(
                 "fluency": st["fluency"],
                 "lexicon_hit_rate": float(success_rate(judge_text.score(texts), e)), "n_prompts": len(prompts),
                 "perplexity_ratio": float(ppl_ratio), "distinct_2": st["distinct_2"], "zlib_ratio": st["zlib_ratio"],
-                "read_back_wins": [float(w) for w in wins], "feels_margins": [float(m) for m in margins]}
+                "read_back_wins": [float(w) for w in wins], "feels_margins": [float(m) for m in margins],
+                **{f"judge_{k}": float(success_rate(j.score(texts), e)) for k, j in extra_judges.items()}}
 
     from tqdm.auto import tqdm
 

@@ -70,12 +70,14 @@ from psylens.circuits.signal import (
 from psylens.circuits.sublayers import sublayer_influence
 from psylens.stimuli import EMOTIONS
 
-__all__ = ["CircuitsConfig", "run_circuits", "SOURCES", "BASELINES", "default_readout_layer", "split_scenarios",
+__all__ = ["CircuitsConfig", "run_circuits", "SOURCES", "BASELINES", "MODULATION_JUDGES", "modulation_judges",
+           "default_readout_layer", "default_readout", "split_scenarios",
            "stories_eval", "attribution_cost", "drop_ci"]
 
 log = logging.getLogger(__name__)
 SOURCES = ("probes", "expression", "stories")
 BASELINES = ("neutral", "scenario")  # what atp and patching patch a unit to (CircuitsConfig.baseline)
+MODULATION_JUDGES = ("probe", "llm")  # text judges beside the NRC lexicon (CircuitsConfig.modulation_judges)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class CircuitsConfig:
     modulation (``modulation_op``: ``scale`` or ``shift``, see :mod:`psylens.circuits.modulation`; its strengths
     ``modulation_factors``, ``None``: the op's default grid) vs steering vs prompting (its scales
     ``modulation_steer_scales``, multiples of the read-out layer's residual norm; ``None``:
-    ``ModulationConfig().steer_scales``), under ``modulation_fluency``. ``n_expression_prompts``: with ``source``
+    ``ModulationConfig().steer_scales``), under ``modulation_fluency``, judged beside the NRC lexicon by the
+    text judges ``modulation_judges`` (:data:`MODULATION_JUDGES`; built on the model itself). ``n_expression_prompts``: with ``source``
     ``expression``, the first that many of its extraction prompts (``None``: all 24; fewer is cheaper
     and noisier). ``baseline``: what ``atp`` and ``patching`` patch a unit to — ``"neutral"`` (default), the
     mean over the discovery scenarios' neutral events; ``"scenario"``, each stimulus' own scenario's neutral
@@ -134,6 +137,7 @@ class CircuitsConfig:
     modulation_op: str = "scale"
     modulation_factors: tuple[float, ...] | None = None
     modulation_steer_scales: tuple[float, ...] | None = None
+    modulation_judges: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emotions", tuple(self.emotions))
@@ -180,6 +184,12 @@ class CircuitsConfig:
                 object.__setattr__(self, name, tuple(float(f) for f in val))
                 if not getattr(self, name) or not all(np.isfinite(getattr(self, name))):
                     raise ValueError(f"{name} must be one or more finite strengths (or None for {default}), got {val}")
+        object.__setattr__(self, "modulation_judges", tuple(self.modulation_judges))
+        bad_j = [j for j in self.modulation_judges if j not in MODULATION_JUDGES]
+        if bad_j or len(set(self.modulation_judges)) != len(self.modulation_judges):
+            raise ValueError(f"modulation_judges {list(self.modulation_judges)} must be distinct names among "
+                             f"{MODULATION_JUDGES} (the NRC lexicon always judges): probe (a probe reads the text) or "
+                             "llm (the model is asked which emotion the text expresses)")
         if isinstance(self.selection, Mapping):
             object.__setattr__(self, "selection", Selection.from_dict(self.selection))
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -190,6 +200,7 @@ class CircuitsConfig:
         d["emotions"] = list(self.emotions)
         d["methods"] = list(self.methods)
         d["alphas"] = list(self.alphas)
+        d["modulation_judges"] = list(self.modulation_judges)
         return d
 
     @classmethod
@@ -198,7 +209,7 @@ class CircuitsConfig:
         if unknown:
             raise ValueError(f"unknown circuits settings {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
         kw = dict(d)
-        for k in ("emotions", "methods", "alphas"):
+        for k in ("emotions", "methods", "alphas", "modulation_judges"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         for k in ("modulation_factors", "modulation_steer_scales"):
@@ -441,6 +452,7 @@ def run_circuits(
         baseline = Baseline(heads=score_base.heads, neurons=score_base.neurons)  # the pooled mean, for ablations
     else:
         score_base = baseline = unit_baseline(model, neutral, range(layer + 1), progress=progress)
+    judges = modulation_judges(model, cfg.modulation_judges) if cfg.modulation and cfg.modulation_judges else None
 
     fp = _fingerprint(cfg, {"layer": layer, "source": source, "readout": readout, "model": getattr(model, "spec", None)})
     n_heads, d_mlp = int(baseline.heads.shape[1]), int(baseline.neurons.shape[1])
@@ -473,7 +485,7 @@ def run_circuits(
                         tables[k].append(pd.DataFrame(saved["tables"].get(k, [])))
                     continue
             res, ten, tab, circ = _one_emotion(model, e, source, dirs[e, layer], layer, contrast, disc, held, ev, baseline,
-                                               cfg, n_heads, d_mlp, progress, score_base)
+                                               cfg, n_heads, d_mlp, progress, score_base, judges)
             circ.save(step.output(art.circuit_file(e)))
             step.output(art.circuit_tensors_file(e))
             results[e] = res
@@ -530,7 +542,7 @@ def run_circuits(
 
 def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, contrast: list[str], disc: Prepared,
                  held: Prepared, ev: Prepared, baseline: Any, cfg: CircuitsConfig, n_heads: int, d_mlp: int,
-                 progress: bool, score_base: Any = None) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, pd.DataFrame], Circuit]:
+                 progress: bool, score_base: Any = None, judges: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, pd.DataFrame], Circuit]:
     w_d = contrast_weights(disc.labels, disc.groups, e, contrast)
     w_h = contrast_weights(held.labels, held.groups, e, contrast)
     ev_pooled = not is_grouped(ev.labels, ev.groups, contrast)
@@ -588,7 +600,7 @@ def _one_emotion(model: Any, e: str, source: str, v: torch.Tensor, layer: int, c
                               n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
                               progress=progress, scale_reference=cfg.modulation_scale_reference,
                               op=cfg.modulation_op, shift=shift, factors=cfg.modulation_factors,
-                              steer_scales=cfg.modulation_steer_scales)
+                              steer_scales=cfg.modulation_steer_scales, judges=judges)
     both = pd.concat([abl, abl_e], ignore_index=True)
     if len(circ.units):
         a_h = _summarise(both, enh, "heldout")
@@ -634,7 +646,7 @@ def modulate(
     model: Any, circ: Circuit, v: torch.Tensor, emotions: Sequence[str], *, n_prompts: int = 12, n_contexts: int = 12,
     fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
     op: str = "scale", shift: Any = None, factors: Sequence[float] | None = None,
-    steer_scales: Sequence[float] | None = None,
+    steer_scales: Sequence[float] | None = None, judges: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Circuit modulation vs steering with ``v`` (``[d_model]``, read-out layer) vs prompting for ``circ``'s emotion on
     the first ``n_prompts`` built-in steering prompts and ``n_contexts`` "… I feel" contexts, judged against
@@ -643,7 +655,8 @@ def modulate(
     (:class:`~psylens.circuits.modulation.ModulationConfig`'s ``circuit_op``) and, for ``"shift"``, the per-unit
     contrast it adds (:func:`~psylens.circuits.signal.unit_contrast`); ``factors``: the circuit's strengths (``None``:
     the op's default grid, ``ModulationConfig().factors`` or ``.shift_factors``); ``steer_scales``: steering's
-    strengths (``None``: ``ModulationConfig().steer_scales``)."""
+    strengths (``None``: ``ModulationConfig().steer_scales``); ``judges``: text judges beside the NRC lexicon
+    (``{name: judge}``, e.g. :func:`modulation_judges`), each a ``judge_<name>`` hit rate per method."""
     from psylens import stimuli
     from psylens.circuits.modulation import METHODS, ModulationConfig, modulation, paired_vs
     from psylens.concepts import feel_contexts, feel_words
@@ -652,8 +665,19 @@ def modulate(
                      words=feel_words(), contexts=feel_contexts()[:n_contexts],
                      config=ModulationConfig(seed=seed, fluency=fluency, scale_reference=scale_reference,
                                              circuit_op=op, **_strengths(op, factors, steer_scales)),
-                     shift=shift, progress=progress)
+                     shift=shift, judges=judges, progress=progress)
     return mod, _modulation_summary(mod, ("none", *METHODS), paired_vs(mod, "circuit", "steering", seed=seed))
+
+
+def modulation_judges(model: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The text judges ``names`` (:data:`MODULATION_JUDGES`) built on ``model`` itself, unsteered (the probe judge
+    trains a probe on the built-in ``emotions`` set first: about a minute on a small CPU model)."""
+    from psylens.steering.judges import make_judge
+
+    bad = [n for n in names if n not in MODULATION_JUDGES]
+    if bad:
+        raise ValueError(f"unknown modulation judges {bad}; valid: {MODULATION_JUDGES} (the NRC lexicon always judges)")
+    return {n: make_judge(n, model=model) for n in names}
 
 
 def _strengths(op: str, factors: Sequence[float] | None,
@@ -671,7 +695,7 @@ def modulate_run(
     model: Any, run: Any, emotions: Sequence[str] | None = None, *, n_prompts: int = 12, n_contexts: int = 12,
     fluency: str = "relative", seed: int = 0, progress: bool = False, scale_reference: str = "norm",
     op: str = "scale", batch_size: int = 16, factors: Sequence[float] | None = None,
-    steer_scales: Sequence[float] | None = None,
+    steer_scales: Sequence[float] | None = None, judges: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`modulate` on the circuits a finished ``psylens circuits`` run holds (``emotions``: default all of them),
     e.g. under another fluency criterion or circuit ``op``; returns ``{emotion: modulation block}`` and writes
@@ -698,7 +722,7 @@ def modulate_run(
         out[e] = modulate(model, circ, dirs[e, circ.readout_layer], contrast, n_prompts=n_prompts,
                           n_contexts=n_contexts, fluency=fluency, seed=seed, progress=progress,
                           scale_reference=scale_reference, op=op, shift=shift, factors=factors,
-                          steer_scales=steer_scales)[1]
+                          steer_scales=steer_scales, judges=judges)[1]
     return out
 
 
@@ -723,6 +747,7 @@ def _modulation_summary(mod: pd.DataFrame, methods: Sequence[str], paired: Mappi
     keys = ("strength", "feels_shift", "row_win", "read_back_win", "read_back_win_ci_low", "read_back_win_ci_high",
             "fluency", "perplexity_ratio", "distinct_2", "zlib_ratio", "lexicon_hit_rate", "fluent", "n_fluency_failed")
     chosen = mod[mod.chosen]
+    keys += tuple(c for c in mod.columns if str(c).startswith("judge_"))  # further text judges, when asked for
     out: dict[str, Any] = {
         m: {k: (bool(r[k]) if k in ("row_win", "fluent") else int(r[k]) if k == "n_fluency_failed" else float(r[k]))
             for k in keys if k in r}

@@ -97,6 +97,26 @@ def test_run_circuits_with_modulation_writes_the_paired_block(tiny_model, tmp_pa
     weak = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, steer_scales=(0.05,))["joy"]
     assert weak["steering"]["strength"] == 0.05 != again["joy"]["steering"]["strength"]
     assert json.dumps(weak["circuit"], sort_keys=True) == json.dumps(again["joy"]["circuit"], sort_keys=True)
+    # further text judges: each method's generations judged by them too, beside the lexicon
+    judged = modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, judges={"always_joy": _Always("joy"),
+                                                                                  "never": _Always("anger")})["joy"]
+    for m in ("none", *METHODS):
+        assert judged[m]["judge_always_joy"] == 1.0 and judged[m]["judge_never"] == 0.0
+    assert "judge_always_joy" not in again["joy"]["circuit"]
+    with pytest.raises(ValueError, match="plain names"):
+        modulate_run(model, run, ["joy"], n_prompts=2, n_contexts=2, judges={"a b": _Always("joy")})
+
+
+class _Always:
+    """A text judge that names one emotion for every text."""
+
+    def __init__(self, emotion: str) -> None:
+        self.i = ("anger", "disgust", "fear", "joy", "sadness", "surprise").index(emotion)
+
+    def score(self, texts):
+        out = torch.zeros(len(texts), 6)
+        out[:, self.i] = 1.0
+        return out
 
 
 def test_top_neurons_stop_at_their_layer_and_find_the_planted_neuron_stimuli(planted):

@@ -90,6 +90,10 @@ def test_shift_interventions_add_the_units_contrast_times_the_factor():
     cfg = CircuitsConfig(modulation_op="shift", modulation_factors=[0.5, 1], modulation_steer_scales=[0.025, 0.05])
     assert CircuitsConfig.from_dict(cfg.to_dict()) == cfg and cfg.modulation_factors == (0.5, 1.0)
     assert cfg.modulation_steer_scales == (0.025, 0.05)
+    assert CircuitsConfig.from_dict(CircuitsConfig(modulation_judges=["probe"]).to_dict()).modulation_judges == ("probe",)
+    for bad in (["nrc"], ["probe", "probe"]):
+        with pytest.raises(ValueError, match="modulation_judges"):
+            CircuitsConfig(modulation_judges=bad)
 
 
 def _run(model, v, circ, op, shift, factors):

@@ -131,7 +131,8 @@ def test_cli_rejects_a_bad_emotion_before_loading_a_model(tmp_path):
                         (["--modulation-steer-scales", "0.1,x"], "comma-separated numbers"),
                         (["--modulation-steer-scales", ""], "modulation_steer_scales"),
                         (["--baseline", "zero"], "baseline 'zero' is not one of"),
-                        (["--readout", "first"], "readout 'first' is not one of")):
+                        (["--readout", "first"], "readout 'first' is not one of"),
+                        (["--modulation-judges", "nrc"], "modulation_judges ['nrc'] must be distinct names")):
         res = CliRunner().invoke(circuits_app, ["--run", str(tmp_path / "r"), *flags])
         assert res.exit_code != 0 and said in str(res.exception), (flags, res.exception)
     assert not (tmp_path / "r").exists()  # refused before a run or a model
