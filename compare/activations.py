@@ -25,6 +25,15 @@ Per set and layer ``l`` (``d_t = tuned − base`` at token ``t``):
 Per-token KL: ``KL(p_tuned ‖ p_base)`` of the next-token distributions at every position of each task
 trace; its mean over texts with an interval, and the positions where it is largest with their tokens.
 
+Per-layer KL (a logit lens on both models): each layer's ``resid_post`` of each model read through *its own*
+final norm and unembedding (Gemma's final logit soft-cap applied), ``KL(p_base ‖ p_tuned)`` of those
+next-token distributions at each position, averaged over the positions ``layer_kl`` names (``"trace"``: the
+positions predicting the generated trace tokens, the last prompt token when there is no trace; ``"all"``:
+every position of the text) per text, then over texts with a bootstrap interval; written as
+``layer_kl.parquet`` and under ``layer_kl`` in ``activations.json``. At the last layer it is the models' own
+output KL(base ‖ tuned); a change entering at layer ``l`` leaves the layers before ``l`` at exactly 0.
+Cost: one ``[positions, d] × [d, vocab]`` product a layer and model (``layer_kl="off"`` skips it).
+
 The activation-difference lens (diffing-toolkit): the mean difference over the first ``lens_tokens``
 generated tokens of each trace (the prompt's last token when there is no trace), at every layer, passed
 through each model's final norm and unembedding; the top tokens it promotes.
@@ -48,9 +57,11 @@ from tqdm.auto import tqdm
 from psylens.compare import artifacts as art
 
 __all__ = ["ActivationsConfig", "PairedPass", "paired_pass", "balanced_tasks", "task_inputs", "emotion_inputs", "lens_tokens",
-           "activation_diffs", "run_activations"]
+           "lens_log_probs", "layer_kl", "LAYER_KL_POSITIONS", "activation_diffs", "run_activations"]
 
 N_BOOT = 200
+#: positions the per-layer KL averages over (``ActivationsConfig.layer_kl``)
+LAYER_KL_POSITIONS: tuple[str, ...] = ("trace", "all", "off")
 
 
 @dataclass(frozen=True)
@@ -64,9 +75,14 @@ class ActivationsConfig:
     top_tokens: int = 10
     top_positions: int = 20
     format: str = "auto"
+    #: per-layer logit-lens KL over the task traces: "trace" (generated positions), "all" (every position), "off"
+    layer_kl: str = "trace"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.layer_kl not in LAYER_KL_POSITIONS:
+            raise ValueError(f"layer_kl {self.layer_kl!r} is not one of {LAYER_KL_POSITIONS}: 'trace' (the positions "
+                             "predicting the generated trace tokens), 'all' (every position), 'off' (no per-layer KL)")
         for k in ("n_emotion", "n_tasks", "trace_tokens", "lens_tokens", "top_tokens", "top_positions"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -287,6 +303,62 @@ def lens_tokens(model: Any, vec: Float[Tensor, " d"], k: int = 10) -> list[dict[
             for v, i in zip(top.values, top.indices)]
 
 
+@torch.no_grad()
+def lens_log_probs(model: Any, resid: Float[Tensor, "t d"]) -> Float[Tensor, "t vocab"]:
+    """Next-token log-probabilities of ``model`` read off a residual ``[T, d]`` (logit lens): its final norm, its
+    unembedding and, where the model has one, its final logit soft-cap; float32 on the CPU."""
+    hf = model.hf_model
+    head = hf.get_output_embeddings()
+    norm = _final_norm(hf)
+    x = resid.to(head.weight.device, head.weight.dtype)[None]  # [1, T, d]
+    if norm is not None:
+        x = norm(x)
+    logits = head(x)[0].float()  # [T, vocab]
+    cap = getattr(getattr(hf, "config", None), "final_logit_softcapping", None)
+    if isinstance(cap, (int, float)) and cap > 0:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits, -1).cpu()
+
+
+def _kl_positions(p: PairedPass, which: str) -> Int[Tensor, " k"]:
+    """The positions of ``p`` the per-layer KL averages over (see :data:`LAYER_KL_POSITIONS`)."""
+    t = len(p.ids)
+    if which == "all":
+        return torch.arange(t)
+    if t > p.n_prompt:  # the positions whose next token is a generated one
+        return torch.arange(p.n_prompt - 1, t - 1)
+    return torch.tensor([p.n_prompt - 1])
+
+
+@torch.no_grad()
+def layer_kl(pair: Any, p: PairedPass, positions: str = "trace") -> Float[Tensor, " l"]:
+    """Per decoder layer: mean over ``positions`` of KL(p_base ‖ p_tuned), each model's ``resid_post`` at that
+    layer read through its own final norm and unembedding (:func:`lens_log_probs`); ``[n_layers]``, nats."""
+    if positions not in LAYER_KL_POSITIONS[:2]:
+        raise ValueError(f"positions {positions!r} is not one of {LAYER_KL_POSITIONS[:2]}")
+    if p.base.shape[0] == 0:
+        raise ValueError("this PairedPass holds no residuals (they were dropped); compute layer_kl before dropping them")
+    pos = _kl_positions(p, positions)
+    out = torch.zeros(p.base.shape[0] - 1)
+    for layer in range(p.base.shape[0] - 1):
+        lb = lens_log_probs(pair.base, p.base[layer + 1, pos])  # [K, vocab]
+        lt = lens_log_probs(pair.tuned, p.tuned[layer + 1, pos])
+        out[layer] = (lb.exp() * (lb - lt)).sum(-1).clamp_min(0).mean()
+    return out
+
+
+def _layer_kl_rows(per_text: Float[Tensor, "n l"], n_positions: int, seed: int) -> list[dict[str, Any]]:
+    from psylens.stats import bootstrap_ci
+
+    rows = []
+    for layer in range(per_text.shape[1]):
+        v = per_text[:, layer].double().numpy()
+        lo, hi = bootstrap_ci(v, seed=seed) if len(v) > 1 else (float(v[0]), float(v[0]))
+        rows.append({"layer": layer, "kl": float(v.mean()), "kl_lo": float(lo), "kl_hi": float(hi),
+                     "n_texts": int(len(v)), "n_positions": int(n_positions)})
+    return rows
+
+
 def _kl(passes: list[PairedPass], tokenizer: Any, top: int, seed: int) -> dict[str, Any]:
     from psylens.stats import bootstrap_ci
 
@@ -342,6 +414,8 @@ def activation_diffs(
     means: dict[str, Tensor] = {}
     lens_vecs: list[Tensor] = []
     task_passes: list[PairedPass] = []
+    layer_kls: list[Tensor] = []  # [n_layers] per task text
+    n_kl_positions = 0
     sets = [("emotions", emotion_texts, 0), ("tasks", task_texts, cfg.trace_tokens)]
     for name, texts, n_new in sets:
         if not texts:
@@ -355,6 +429,9 @@ def activation_diffs(
             if name == "tasks":
                 start = p.n_prompt if len(full) > p.n_prompt else p.n_prompt - 1
                 lens_vecs.append((p.tuned - p.base)[:, start: start + cfg.lens_tokens].mean(1))  # [L+1, d]
+                if cfg.layer_kl != "off":
+                    layer_kls.append(layer_kl(pair, p, cfg.layer_kl))
+                    n_kl_positions += len(_kl_positions(p, cfg.layer_kl))
                 task_passes.append(replace(p, base=p.base[:0], tuned=p.tuned[:0]))  # KL and tokens only
         stats, means[name] = _set_stats(kept, cfg.seed)
         out["sets"][name] = stats
@@ -366,6 +443,19 @@ def activation_diffs(
         out["cosine_between_sets"] = [float(c) if math.isfinite(float(c)) else 0.0 for c in cos]
     if task_passes:
         out["kl"] = _kl(task_passes, pair.base.tokenizer, cfg.top_positions, cfg.seed)
+        if layer_kls:
+            rows = _layer_kl_rows(torch.stack(layer_kls), n_kl_positions, cfg.seed)
+            noise = 1e-6
+            out["layer_kl"] = {
+                "kind": "KL(base ‖ tuned) of each model's own logit lens (final norm + unembedding) on resid_post",
+                "positions": ("the positions predicting the generated trace tokens" if cfg.trace_tokens
+                              else "the last prompt token") if cfg.layer_kl == "trace" else "every position",
+                "file": art.LAYER_KL,
+                "float_noise_level": noise,
+                "first_nonzero_layer": next((r["layer"] for r in rows if r["kl"] > noise), None),
+                "per_text": [[float(v) for v in t] for t in layer_kls],
+                "layers": rows,
+            }
         lens = torch.stack(lens_vecs).mean(0)  # [L+1, d]
         out["lens"] = {
             "positions": f"first {cfg.lens_tokens} generated tokens" if cfg.trace_tokens else "last prompt token",
@@ -393,6 +483,14 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     if "kl" in result:
         h["mean_kl"] = result["kl"]["mean_kl"]
         h["mean_kl_ci95"] = result["kl"]["mean_kl_ci95"]
+    if result.get("layer_kl"):
+        rows = result["layer_kl"]["layers"]
+        top = max(rows, key=lambda r: r["kl"])
+        h["layer_kl_first_nonzero_layer"] = result["layer_kl"]["first_nonzero_layer"]
+        h["layer_kl_max_layer"] = top["layer"]
+        h["layer_kl_max"] = top["kl"]
+        h["layer_kl_last"] = rows[-1]["kl"]
+        h["layer_kl_last_ci95"] = [rows[-1]["kl_lo"], rows[-1]["kl_hi"]]
     if "lens" in result and result.get("sets", {}).get("tasks", {}).get("layers_ranked"):
         top = result["sets"]["tasks"]["layers_ranked"][0]
         h["lens_top_layer"] = top
@@ -408,6 +506,14 @@ def run_activations(run: Any, pair: Any, config: ActivationsConfig | None = None
         result = activation_diffs(pair, cfg, progress=progress, **texts)
         run.write_json(art.ACTIVATIONS, result)
         step.output(art.ACTIVATIONS)
+        if result.get("layer_kl"):
+            import pandas as pd
+
+            table = pd.DataFrame(result["layer_kl"]["layers"], columns=list(art.LAYER_KL_COLUMNS))
+            run.write_table(art.LAYER_KL, table)
+            step.output(art.LAYER_KL)
+        elif run.has(art.LAYER_KL):  # an earlier run's table would describe other texts or models
+            run.file(art.LAYER_KL).unlink()
         h = headline(result)
         step.note(first_changed_layer=h.get("tasks", h.get("emotions", {})).get("first_changed_layer"))
     return h

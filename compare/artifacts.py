@@ -8,8 +8,12 @@ Layout::
       weight_directions.safetensors   per module name (the "module" of weights.json): top left singular
                                       vector of ΔW, [d_out]
       activations.json                per layer and input set: mean-difference norms and cosines, KL, lens
+      layer_kl.parquet                per-layer logit-lens KL(base ‖ tuned) on the task traces, see below
       base_directions.safetensors     the base model's 24 story directions (emotion and steering sections)
-      steering.json                   the base's vectors on both models, judged by the feels-matrix gate
+      steering.json                   the base's vectors on both models, judged by the feels-matrix and
+                                      read-back gates; "steering" says what steered (sweep vectors or directions)
+      steering_vectors/<emotion>.safetensors  copies of the base's steering-sweep vectors the steering section used
+                                      (only when it steered with them; SteeringVector files)
       features.json                   the "features" section (psylens.compare.features), see below
       feature_frequencies.parquet     one row per step-SAE feature, see below
       feature_traces.jsonl            the traces both models wrote for the features section (one a line)
@@ -22,6 +26,12 @@ Layout::
                                       by the base's vector on both (when the steering section ran)
       summary.json                    every section: status ("done" / "skipped" + reason) and headline numbers
       report.md                       the readable report; PNG plots beside it (``*.png``)
+
+``layer_kl.parquet`` columns (one row per decoder layer): ``layer`` (int), ``kl`` (mean over texts of the
+mean over the text's positions of KL(p_base ‖ p_tuned), nats, where p = softmax(unembed(final_norm(resid_post
+at that layer))) of each model through its own final norm and unembedding), ``kl_lo``, ``kl_hi`` (95% bootstrap
+interval over texts), ``n_texts``, ``n_positions`` (positions averaged, all texts). ``activations.json`` holds
+the same rows under ``layer_kl``.
 
 The features section's files (``psylens.compare.features``; "base"/"tuned" = ``MODEL_NAMES``):
 
@@ -65,6 +75,10 @@ __all__ = [
     "ACTIVATIONS",
     "EMOTIONS",
     "STEERING",
+    "STEERING_VECTORS",
+    "steering_vector_file",
+    "LAYER_KL",
+    "LAYER_KL_COLUMNS",
     "BASE_DIRECTIONS",
     "FEATURES",
     "GENERATIONS",
@@ -89,6 +103,10 @@ WEIGHT_DIRECTIONS = f"{COMPARE_DIR}/weight_directions.safetensors"
 ACTIVATIONS = f"{COMPARE_DIR}/activations.json"
 EMOTIONS = f"{COMPARE_DIR}/emotions.json"
 STEERING = f"{COMPARE_DIR}/steering.json"
+STEERING_VECTORS = f"{COMPARE_DIR}/steering_vectors"
+LAYER_KL = f"{COMPARE_DIR}/layer_kl.parquet"
+#: the columns of ``layer_kl.parquet``, in order
+LAYER_KL_COLUMNS: tuple[str, ...] = ("layer", "kl", "kl_lo", "kl_hi", "n_texts", "n_positions")
 BASE_DIRECTIONS = f"{COMPARE_DIR}/base_directions.safetensors"
 FEATURES = f"{COMPARE_DIR}/features.json"
 GENERATIONS = f"{COMPARE_DIR}/generations.json"
@@ -116,3 +134,12 @@ MODEL_NAMES: tuple[str, str] = ("base", "tuned")
 def plot_file(name: str) -> str:
     """``RUN/compare/<name>.png`` (plots sit beside ``report.md``)."""
     return f"{COMPARE_DIR}/{name}.png"
+
+
+def steering_vector_file(emotion: str) -> str:
+    """``RUN/compare/steering_vectors/<emotion>.safetensors``: the base's sweep vector the steering section used.
+
+    ``ValueError`` when ``emotion`` cannot name a file (a ``/``, ``..``): give a plain name such as ``"joy"``."""
+    if not isinstance(emotion, str) or not emotion or "/" in emotion or "\\" in emotion or emotion in (".", ".."):
+        raise ValueError(f"emotion {emotion!r} cannot name a vector file; give a plain name such as 'joy'")
+    return f"{STEERING_VECTORS}/{emotion}.safetensors"

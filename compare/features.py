@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,9 @@ from psylens.compare import artifacts as art
 __all__ = [
     "FeaturesConfig",
     "find_step_sae",
+    "is_sae_path",
+    "check_sae_folder",
+    "sae_folder",
     "feature_traces",
     "trace_labels",
     "label_frequencies",
@@ -67,8 +72,12 @@ class FeaturesConfig:
 
     Attributes:
         n_tasks, samples, max_new_tokens, temperature, batch_size, format: the traces (per model).
-        sae: the step SAE's folder name under ``RUN/saes/`` (``None``: the only one, else the first by name).
-        without_sae: run the labels and the crosscoder even when the run has no SAE and no traces.
+        sae: the step SAE: its folder name under ``RUN/saes/``, or the path of a step-SAE folder anywhere (a
+            value with a ``/`` — e.g. another run's ``runs/base/saes/step-l15`` — checked here: it must hold
+            ``step_sae.json`` of a step, not token, SAE); ``None``: the run's only one, else the first by name.
+            ``psylens compare --sae``.
+        without_sae: run the labels and the crosscoder even when the run has no SAE and no traces
+            (``psylens compare --without-sae``); with ``sae`` set it is refused (``ValueError``).
         layer, site, pooling, segmentation: where the crosscoder reads without an SAE (``layer=None``: the
             middle layer); with an SAE its own settings are used.
         crosscoder: train the crosscoder (and its noise control).
@@ -118,6 +127,15 @@ class FeaturesConfig:
             raise ValueError(f"features.pooling {self.pooling!r} is not one of 'delimiter', 'mean'")
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0):
             raise ValueError(f"features.layer must be a non-negative integer or None (the middle layer), got {self.layer!r}")
+        if self.sae is not None:
+            if not isinstance(self.sae, str) or not self.sae.strip():
+                raise ValueError(f"features.sae must be a step SAE's folder name under RUN/saes/ or a folder path, got "
+                                 f"{self.sae!r}; leave it None to use the run's own step SAE")
+            if self.without_sae:
+                raise ValueError(f"features.sae={self.sae!r} and features.without_sae=True exclude each other: set sae to "
+                                 "read that step SAE, or without_sae=True (and sae=None) for the labels and crosscoder alone")
+            if is_sae_path(self.sae):
+                check_sae_folder(self.sae)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,10 +144,43 @@ class FeaturesConfig:
 # --------------------------------------------------------------------------------------------
 # what the run holds
 # --------------------------------------------------------------------------------------------
-def find_step_sae(run: Any, name: str | None = None) -> str | None:
-    """The name of a step SAE in ``RUN/saes/`` (one with ``step_sae.json``): ``name`` if given, else the first."""
+def is_sae_path(sae: str) -> bool:
+    """Whether ``FeaturesConfig.sae`` names a folder path (a ``/`` or the OS separator in it, or ``~``-rooted)
+    rather than a folder name under ``RUN/saes/``."""
+    return "/" in sae or os.sep in sae or sae.startswith("~")
+
+
+def check_sae_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """``step_sae.json`` of a step-SAE folder (what ``psylens sae train`` writes), or a ``ValueError`` that says
+    what is wrong with it: no such folder, not an SAE folder, an SAE trained on tokens."""
     from psylens.saes import artifacts as sart
 
+    d = Path(folder).expanduser()
+    if not d.is_dir():
+        raise ValueError(f"step SAE folder {str(folder)!r} does not exist; give the folder `psylens sae train` wrote "
+                         f"(RUN/saes/<name>/, holding {sart.STEP_SAE}), or its name when it is in this run's saes/")
+    info = sart.read_step_info(d)
+    if info.get("tokens") or info.get("pooling") == "tokens":
+        raise ValueError(f"the SAE in {str(folder)!r} was trained on tokens (--tokens); the comparison reads one vector "
+                         "a step: give a step SAE (trained without --tokens)")
+    return info
+
+
+def sae_folder(run: Any, sae: str) -> Path:
+    """The folder of the step SAE ``sae`` (a name under ``RUN/saes/`` or a folder path, see :func:`is_sae_path`)."""
+    from psylens.saes import artifacts as sart
+
+    return Path(sae).expanduser() if is_sae_path(sae) else run.file(sart.sae_dir(sae))
+
+
+def find_step_sae(run: Any, name: str | None = None) -> str | None:
+    """The name of a step SAE in ``RUN/saes/`` (one with ``step_sae.json``): ``name`` if given, else the first.
+    A folder path (:func:`is_sae_path`) is checked (:func:`check_sae_folder`) and returned as given."""
+    from psylens.saes import artifacts as sart
+
+    if name is not None and is_sae_path(name):
+        check_sae_folder(name)
+        return name
     root = run.file(sart.DIR)
     names = sorted(d.name for d in root.iterdir() if d.is_dir() and (d / sart.STEP_SAE).is_file()) if root.is_dir() else []
     if name is not None:
@@ -147,8 +198,9 @@ def features_reason(run: Any, cfg: FeaturesConfig) -> str | None:
     if find_step_sae(run, cfg.sae) is not None or cfg.without_sae or run.has(sart.TRACES):
         return None
     return ("no step SAE in this run (RUN/saes/<name>/step_sae.json) and no traces (RUN/traces/traces.jsonl): train "
-            "one on the base model's traces (`psylens traces`, then `psylens sae train`) into this run, or set "
-            "FeaturesConfig(without_sae=True) for the behaviour labels and the crosscoder alone")
+            "one on the base model's traces (`psylens traces`, then `psylens sae train`) into this run or point at one "
+            "(`psylens compare --sae DIR`, FeaturesConfig(sae=DIR)), or run the behaviour labels and the crosscoder "
+            "alone (`psylens compare --without-sae`, FeaturesConfig(without_sae=True))")
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,15 +368,15 @@ def _steps(model: Any, traces: list[dict[str, Any]], where: dict[str, Any], prog
                             mode=where["segmentation"], progress=progress)
 
 
-def _sae_labels(run: Any, name: str) -> dict[int, str]:
-    """feature → the behaviour label it is the SAE's best latent for (from the SAE's features.json)."""
+def _sae_labels(folder: Path) -> dict[int, str]:
+    """feature → the behaviour label it is the SAE's best latent for (from the SAE folder's features.json)."""
     from psylens.saes import artifacts as sart
 
-    rel = sart.sae_file(name, sart.FEATURES)
-    if not run.has(rel):
+    path = folder / sart.FEATURES
+    if not path.is_file():
         return {}
     try:
-        table = run.read_json(rel).get("labels") or {}
+        table = json.loads(path.read_text(encoding="utf-8")).get("labels") or {}
     except (ValueError, OSError, AttributeError):
         return {}
     out: dict[int, str] = {}
@@ -346,16 +398,19 @@ def run_features(run: Any, pair: Any, cfg: FeaturesConfig | None = None, *, prog
     why = features_reason(run, cfg)
     if why is not None:
         raise ValueError(why)
-    name = find_step_sae(run, cfg.sae)
+    found = find_step_sae(run, cfg.sae)
+    name = folder = None
     sae = sae_info = None
-    if name is not None:
+    if found is not None:
         from psylens.saes.train import load_sae
 
-        sae_info = run.read_json(sart.sae_file(name, sart.STEP_SAE))
+        folder = sae_folder(run, found)
+        name = folder.name
+        sae_info = sart.read_step_info(folder)
         if sae_info.get("tokens") or sae_info.get("pooling") == "tokens":
-            raise ValueError(f"the step SAE {name!r} was trained on tokens (--tokens); the comparison reads one vector "
+            raise ValueError(f"the step SAE {found!r} was trained on tokens (--tokens); the comparison reads one vector "
                              "a step: train a step SAE (without --tokens) or name another with FeaturesConfig(sae=...)")
-        sae = load_sae(run.file(sart.sae_dir(name)))
+        sae = load_sae(folder)
         where = {k: sae_info[k] for k in ("site", "layer", "pooling", "segmentation")}
         base_spec = str(getattr(pair.base, "spec", ""))
         if sae_info.get("model") and base_spec and sae_info["model"] != base_spec:
@@ -384,7 +439,9 @@ def run_features(run: Any, pair: Any, cfg: FeaturesConfig | None = None, *, prog
         result: dict[str, Any] = {
             "schema_version": art.SCHEMA_VERSION,
             "sae": None if name is None else {"name": name, **where, "d_sae": sae_info.get("d_sae"),
-                                              "model": sae_info.get("model")},
+                                              "model": sae_info.get("model"),
+                                              # the folder it was read from when it is not this run's saes/<name>/
+                                              "path": str(folder) if is_sae_path(str(found)) else None},
             "where": where,
             "traces": {"n_tasks": cfg.n_tasks, "samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens,
                        "temperature": cfg.temperature, "n_traces": {m: len(traces[m]) for m in art.MODEL_NAMES},
@@ -402,7 +459,7 @@ def run_features(run: Any, pair: Any, cfg: FeaturesConfig | None = None, *, prog
                 zs[m] = (encode(sae, a)[0], idx[:, 0])
             table, diversity = feature_frequencies(zs["base"][0], zs["base"][1], zs["tuned"][0], zs["tuned"][1],
                                                    n_pairs, n_boot=cfg.n_boot, seed=cfg.seed)
-            lab_of = _sae_labels(run, name)
+            lab_of = _sae_labels(folder)
             table["label"] = [lab_of.get(int(f), "") for f in table["feature"]]
             run.write_table(art.FEATURE_FREQUENCIES, table)
             step.output(art.FEATURE_FREQUENCIES)

@@ -5,15 +5,17 @@ Two kinds, written to ``RUN/compare/generations.json`` (:data:`psylens.compare.a
 - ``prompts``: the first ``n_prompts`` ``psych`` task prompts (chain of thought, the activation
   section's set) — the base's and the tuned model's answer to each;
 - ``steered``: one neutral prompt (the built-in ``steering_prompts``) answered by each model unsteered
-  and steered by the *base* model's ``steer_emotion`` story direction at the steering section's layer
-  and alpha (``steering.json``) — the steering transfer, read as text. Only when the steering section
-  ran in this run (its layer and alpha are needed); else ``null`` with the reason.
+  and steered by what the steering section steered with (``steering.json``): the base's picked sweep vector
+  of ``steer_emotion`` (``RUN/compare/steering_vectors/``, its own layers and alpha; ``"vector"`` names the
+  file) when it used those, else the base's ``steer_emotion`` story direction at the section's layer and
+  alpha — the steering transfer, read as text. Only when the steering section ran in this run; else
+  ``null`` with the reason.
 
 Greedy decoding (``do_sample=False``) makes the texts reproducible: the same pair gives the same texts,
 and a model compared with itself gives identical columns (the control).
 
-.. warning:: The steering alpha is the one the "… I feel" gate used (``scale`` × the base's residual
-   norm): strong enough to move a next-token distribution, it may derail a long generation. The
+.. warning:: The steering alpha is the one the "… I feel" gate used (the sweep vector's own, or ``scale`` ×
+   the base's residual norm): strong enough to move a next-token distribution, it may derail a long generation. The
    text shows what the same vector does to both models, not a tuned steering strength.
 """
 
@@ -54,7 +56,8 @@ class GenerationsConfig:
         return asdict(self)
 
 
-def _steered(pair: Any, cfg: GenerationsConfig, directions: Any, layer: int, alpha: float) -> dict[str, Any]:
+def _steered(pair: Any, cfg: GenerationsConfig, directions: Any, layer: int | None, alpha: float | None,
+             vector: Any = None, vector_file: str | None = None) -> dict[str, Any]:
     from psylens import stimuli
     from psylens.steering import SteeringVector
 
@@ -63,9 +66,15 @@ def _steered(pair: Any, cfg: GenerationsConfig, directions: Any, layer: int, alp
         raise ValueError(f"prompt_index {cfg.prompt_index} out of range: there are {len(prompts)} steering prompts "
                          f"(0–{len(prompts) - 1})")
     prompt = prompts[cfg.prompt_index]
-    sv = SteeringVector.from_directions(directions, str(cfg.steer_emotion), [layer], alpha=alpha)
+    if vector is not None:
+        from psylens.validation.gates import _center_layer
+
+        sv, layer, alpha = vector, _center_layer(vector), float(vector.alpha)
+    else:
+        sv = SteeringVector.from_directions(directions, str(cfg.steer_emotion), [int(layer)], alpha=float(alpha))  # type: ignore[arg-type]
     kw = dict(max_new_tokens=cfg.max_new_tokens, do_sample=False, format=cfg.format)
-    out: dict[str, Any] = {"emotion": cfg.steer_emotion, "layer": layer, "alpha": alpha, "prompt": prompt}
+    out: dict[str, Any] = {"emotion": cfg.steer_emotion, "layer": layer, "alpha": alpha, "prompt": prompt,
+                           "vector": vector_file}
     for name in art.MODEL_NAMES:
         m = getattr(pair, name)
         out[name] = m.generate([prompt], **kw)[0]
@@ -77,10 +86,11 @@ def _steered(pair: Any, cfg: GenerationsConfig, directions: Any, layer: int, alp
 def side_by_side(
     pair: Any, config: GenerationsConfig | None = None, *, directions: Any = None, layer: int | None = None,
     alpha: float | None = None, prompts: list[str] | None = None, kinds: list[str] | None = None,
-    steer_reason: str | None = None,
+    steer_reason: str | None = None, vector: Any = None, vector_file: str | None = None,
 ) -> dict[str, Any]:
-    """Both models' greedy answers to the same prompts, and (given ``directions``, ``layer``, ``alpha``) the
-    steered text of one prompt; the dict ``generations.json`` holds. ``prompts`` default to the task prompts."""
+    """Both models' greedy answers to the same prompts, and (given ``directions``, ``layer``, ``alpha``, or a
+    ``vector``: the base's :class:`~psylens.steering.SteeringVector` of ``steer_emotion``) the steered text of one
+    prompt; the dict ``generations.json`` holds. ``prompts`` default to the task prompts."""
     from psylens.compare.activations import task_inputs
 
     cfg = config or GenerationsConfig()
@@ -96,12 +106,14 @@ def side_by_side(
     reason = steer_reason
     if cfg.steer_emotion is None:
         reason = "no steered text asked for (steer_emotion=None)"
+    elif cfg.n_prompts == 0:
+        reason = "n_prompts=0: no generations"
+    elif vector is not None:
+        steered, reason = _steered(pair, cfg, None, None, None, vector=vector, vector_file=vector_file), None
     elif directions is None or layer is None or alpha is None:
         reason = reason or "no steering layer and alpha (run the steering section: --sections ...,steering)"
     elif cfg.steer_emotion not in getattr(directions, "emotions", []):
         reason = f"the base directions have no {cfg.steer_emotion!r} (they have {list(directions.emotions)})"
-    elif cfg.n_prompts == 0:
-        reason = "n_prompts=0: no generations"
     else:
         steered, reason = _steered(pair, cfg, directions, int(layer), float(alpha)), None
     return {"schema_version": art.SCHEMA_VERSION, "config": cfg.to_dict(), "decoding": "greedy",
@@ -112,9 +124,19 @@ def run_generations(run: Any, pair: Any, config: GenerationsConfig | None = None
     """Write ``RUN/compare/generations.json`` (steered text when this run holds ``steering.json`` and the
     base directions); return the section's headline (how many answers differ between the models)."""
     cfg = config or GenerationsConfig()
-    directions = layer = alpha = None
+    directions = layer = alpha = vector = vfile = None
     reason = None
-    if run.has(art.STEERING) and run.has(art.BASE_DIRECTIONS):
+    used = (run.read_json(art.STEERING).get("steering") or {}) if run.has(art.STEERING) else {}
+    if used.get("from") == "sweep" and cfg.steer_emotion is not None:
+        from psylens.steering import SteeringVector
+
+        vfile = art.steering_vector_file(cfg.steer_emotion)
+        if run.has(vfile):
+            vector = SteeringVector.load(run.file(vfile))
+        else:
+            vfile, reason = None, (f"the steering section steered with the base's sweep vectors but has none for "
+                                   f"{cfg.steer_emotion!r} in {art.STEERING_VECTORS}")
+    elif run.has(art.STEERING) and run.has(art.BASE_DIRECTIONS):
         from psylens.probes import Directions
 
         s = run.read_json(art.STEERING)
@@ -123,7 +145,8 @@ def run_generations(run: Any, pair: Any, config: GenerationsConfig | None = None
     else:
         reason = "the steering section did not run in this run (no compare/steering.json): no layer and alpha to steer with"
     with run.step("compare_generations", cfg.to_dict()) as step:
-        result = side_by_side(pair, cfg, directions=directions, layer=layer, alpha=alpha, steer_reason=reason)
+        result = side_by_side(pair, cfg, directions=directions, layer=layer, alpha=alpha, steer_reason=reason,
+                              vector=vector, vector_file=vfile)
         run.write_json(art.GENERATIONS, result)
         step.output(art.GENERATIONS)
     rows = result["prompts"]

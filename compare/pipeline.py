@@ -71,7 +71,7 @@ class CompareConfig:
         """Fewer texts and tokens: a SmolLM2 pair in a few minutes on a CPU."""
         base = cls(activations=ActivationsConfig(n_emotion=12, n_tasks=12, trace_tokens=16),
                    emotions=EmotionsConfig(n_scenarios=12, n_tasks=18, n_stories=8, n_neutral=32),
-                   steering=SteeringTransferConfig(n_contexts=8),
+                   steering=SteeringTransferConfig(n_contexts=8, n_prompts=4, max_new_tokens=12),
                    features=FeaturesConfig(n_tasks=12, samples=1, max_new_tokens=96, d_latent=256, k=8, steps=800,
                                            n_boot=500))
         return replace(base, **changes)

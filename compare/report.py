@@ -1,8 +1,8 @@
 """``RUN/compare/summary.json`` and ``RUN/compare/report.md`` (with PNG plots beside it).
 
 The report is written from the section files alone (``weights.json``, ``activations.json``,
-``emotions.json``) and the section statuses, so it can be rebuilt without the models
-(:func:`write_report`). Plots are plotly figures exported as PNG through ``kaleido`` (which drives a
+``emotions.json``, ``steering.json``, ``features.json``) and the section statuses, so it can be rebuilt
+without the models (:func:`write_report`). Plots are plotly figures exported as PNG through ``kaleido`` (which drives a
 local Chrome/Chromium); without it the report says so and lists the numbers as tables only.
 """
 
@@ -81,6 +81,15 @@ def _plots(run: Any) -> tuple[dict[str, str], str | None]:
                                 line=dict(dash="dot"))
             fig.update_layout(title="Activation difference by layer (resid_post)", xaxis_title="layer")
             out["activations"] = _save(fig, run, "activation_diff")
+            if res.get("layer_kl"):
+                rows = res["layer_kl"]["layers"]
+                fig = go.Figure(go.Scatter(
+                    x=[r["layer"] for r in rows], y=[r["kl"] for r in rows], mode="lines+markers",
+                    error_y=dict(type="data", symmetric=False, array=[r["kl_hi"] - r["kl"] for r in rows],
+                                 arrayminus=[r["kl"] - r["kl_lo"] for r in rows])))
+                fig.update_layout(title="Logit-lens KL(base ‖ tuned) by layer (95% CI)", xaxis_title="layer",
+                                  yaxis_title="nats")
+                out["layer_kl"] = _save(fig, run, "layer_kl")
         if run.has(art.EMOTIONS):
             res = run.read_json(art.EMOTIONS)
             p = res["probes"]
@@ -188,6 +197,8 @@ def _activations_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[
                    f"{_f(s['first_changed_layer'])}; layers adding the most difference: {ranked or 'none'}")
     if plots.get("activations"):
         out += ["", f"![activation difference]({plots['activations']})"]
+    if plots.get("layer_kl"):
+        out += ["", f"![per-layer KL]({plots['layer_kl']})"]
     sets = res.get("sets", {})
     if sets:
         name, s = next(iter(sets.items()))
@@ -206,6 +217,13 @@ def _activations_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[
         for t in kl["top_positions"][:10]:
             ctx = t["context"].replace("\n", "⏎").replace("|", "\\|")
             out.append(f"| {_f(t['kl'])} | …{ctx} | `{t['base_next']!r}` | `{t['tuned_next']!r}` |")
+    if res.get("layer_kl"):
+        lk = res["layer_kl"]
+        out += ["", f"Per-layer KL(base ‖ tuned) of each model's logit lens (its own final norm and unembedding on "
+                f"resid_post; {lk['positions']}; `layer_kl.parquet`): first layer above float noise "
+                f"{_f(lk['first_nonzero_layer'])}.", "", "| layer | KL (nats) | 95% CI |", "|---|---|---|"]
+        for r in lk["layers"]:
+            out.append(f"| {r['layer']} | {_f(r['kl'])} | {_ci([r['kl_lo'], r['kl_hi']])} |")
     if "lens" in res and h.get("lens_top_layer") is not None:
         layer = h["lens_top_layer"]
         row = res["lens"]["layers"][layer]
@@ -246,8 +264,17 @@ def _emotions_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str
 
 def _steering_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str]:
     res = run.read_json(art.STEERING)
-    out = [f"The base model's story directions steer both models at layer {res['layer']} with the base's alpha "
-           f"{_f(res['alpha'])} (gate: {res['gate']}, {res['n_contexts']} contexts).", "",
+    used = res.get("steering") or {}
+    if used.get("from") == "sweep":
+        vecs = used.get("vectors") or {}
+        how = ("The base model's picked steering vectors (`psylens steer sweep`, from "
+               f"`{used.get('source_run')}`) steer both models, each at its own layer and alpha ("
+               + ", ".join(f"{e} L{v.get('layer')} α {_f(v.get('alpha'))}" for e, v in vecs.items()) + ")")
+    else:
+        why = f"; {used['note']}" if used.get("note") else ""
+        how = (f"The base model's story directions steer both models at layer {res['layer']} with the base's alpha "
+               f"{_f(res['alpha'])}{why.rstrip('.')}")
+    out = [f"{how} (gates: {', '.join(res.get('gates') or [res['gate']])}; feels_matrix on {res['n_contexts']} contexts).", "",
            "| model | gap (nats) | 95% CI | random-direction control | passed | rows won | columns won |",
            "|---|---|---|---|---|---|---|"]
     for name in art.MODEL_NAMES:
@@ -259,6 +286,18 @@ def _steering_md(run: Any, h: dict[str, Any], plots: dict[str, str]) -> list[str
         out.append(f"| {e} | {_f(res['base']['own_shift'].get(e))} | {_f(res['tuned']['own_shift'].get(e))} |")
     out += ["", f"Own shift, tuned − base (paired over emotions): {_f(res['own_shift_difference'])} "
             f"{_ci(res['own_shift_difference_ci95'])} nats."]
+    rb = res.get("read_back")
+    if rb:
+        out += ["", f"Read-back ({rb['n_prompts']} prompts × {len(res['emotions'])} emotions, {rb['max_new_tokens']} tokens): "
+                "the steered text, re-read by the same model unsteered, projects higher on the target direction than "
+                "the unsteered text (win rate; control: a random vector's text against the unsteered one).", "",
+                "| model | win rate | 95% CI | vs random-vector text | random control | passed |", "|---|---|---|---|---|---|"]
+        for name in art.MODEL_NAMES:
+            g = rb[name]
+            out.append(f"| {name} | {_f(g['value'])} | {_ci(g.get('ci95'))} | {_f(g.get('win_rate_vs_random'))} | "
+                       f"{_f(g['control'])} | {g['passed']} |")
+        out += ["", f"Read-back win rate, tuned − base (paired over emotion × prompt): {_f(rb['difference'])} "
+                f"{_ci(rb['difference_ci95'])}."]
     return out
 
 

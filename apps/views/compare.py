@@ -2,8 +2,8 @@
 
 Reads ``compare/summary.json`` and the section files behind it (names from
 ``psylens.compare.artifacts``): the weight-change map (layer × module; relative norm, changed
-fraction, effective rank or principal overlap), activation-difference curves by layer and the
-next-token KL of the task traces, the emotion probe curves of both models with the base probes'
+fraction, effective rank or principal overlap), activation-difference curves by layer, the
+next-token KL of the task traces per text and by layer (each model's logit lens), the emotion probe curves of both models with the base probes'
 transfer to the tuned model, the concept rise/fall table, the steering transfer, side-by-side
 generations (plain and steered), and — when the features section ran — behaviour-label and SAE
 feature frequency shifts and the crosscoder's latent classes. A section the run skipped shows the
@@ -11,9 +11,11 @@ reason ``summary.json`` gives. Every file is read through :func:`kit.load`; a mi
 is one line and the rest of the page goes on. Figure and table builders are plain functions (no
 streamlit), tested without a browser.
 
-Footgun: the KL is between the two models' *final* next-token distributions at each position of the
-task traces (one number a position), not a per-layer quantity; the per-layer view of the change is
-the activation-difference curve. Concept changes use the *base* model's directions on both models.
+Footgun: the per-text KL bars are KL(tuned ‖ base) of the two models' *final* next-token distributions;
+the per-layer KL curve (``layer_kl.parquet``) is KL(base ‖ tuned) of each model's logit lens — its own
+final norm and unembedding applied to that layer's ``resid_post`` — so its last layer is the output KL
+in the other direction, and early layers read through a head they were not trained to feed (a logit
+lens is only a lens). Concept changes use the *base* model's directions on both models.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "top_modules",
     "activation_figure",
     "kl_figure",
+    "layer_kl_figure",
     "kl_top_frame",
     "lens_frame",
     "probe_figure",
@@ -54,6 +57,7 @@ __all__ = [
     "concept_figure",
     "steering_table",
     "steering_figure",
+    "steering_source",
     "generation_rows",
     "label_table",
     "label_figure",
@@ -72,6 +76,7 @@ MAKE_FEATURES = ("`psylens compare ... --sections features` writes it (needs a s
 SUMMARY_ART = kit.Artifact(A.SUMMARY, "json", "comparison summary", MAKE, schema=A.SCHEMA_VERSION)
 WEIGHTS_ART = kit.Artifact(A.WEIGHTS, "json", "weight-change table", MAKE, expect=list)
 ACTIVATIONS_ART = kit.Artifact(A.ACTIVATIONS, "json", "activation differences", MAKE, schema=A.SCHEMA_VERSION)
+LAYER_KL_ART = kit.Artifact(A.LAYER_KL, "table", "per-layer KL table", MAKE)
 EMOTIONS_ART = kit.Artifact(A.EMOTIONS, "json", "emotion comparison", MAKE, schema=A.SCHEMA_VERSION)
 STEERING_ART = kit.Artifact(A.STEERING, "json", "steering transfer", MAKE, schema=A.SCHEMA_VERSION)
 GENERATIONS_ART = kit.Artifact(A.GENERATIONS, "json", "side-by-side generations",
@@ -81,7 +86,7 @@ FEATURES_ART = kit.Artifact(A.FEATURES, "json", "feature comparison", MAKE_FEATU
 FREQUENCIES_ART = kit.Artifact(A.FEATURE_FREQUENCIES, "table", "feature frequency table", MAKE_FEATURES)
 CROSSCODER_ART = kit.Artifact(A.CROSSCODER, "json", "crosscoder summary", MAKE_FEATURES, schema=A.SCHEMA_VERSION)
 LATENTS_ART = kit.Artifact(A.CROSSCODER_LATENTS, "table", "crosscoder latent table", MAKE_FEATURES)
-ARTIFACTS = (SUMMARY_ART, WEIGHTS_ART, ACTIVATIONS_ART, EMOTIONS_ART, STEERING_ART, GENERATIONS_ART, FEATURES_ART,
+ARTIFACTS = (SUMMARY_ART, WEIGHTS_ART, ACTIVATIONS_ART, LAYER_KL_ART, EMOTIONS_ART, STEERING_ART, GENERATIONS_ART, FEATURES_ART,
              FREQUENCIES_ART, CROSSCODER_ART, LATENTS_ART)
 
 #: weights.json measures the map can colour by: key → (label, what it means)
@@ -125,9 +130,10 @@ def _ci_text(value: Any, ci: Any, digits: int = 3) -> str:
 _NUM = (int, float)
 TOP_FIELDS: dict[str, dict[str, Any]] = {
     A.SUMMARY: {"models": dict, "sections": dict, "plots": dict},
-    A.ACTIVATIONS: {"sets": dict, "kl": dict, "lens": dict, "cosine_between_sets": list, "config": dict},
+    A.ACTIVATIONS: {"sets": dict, "kl": dict, "lens": dict, "cosine_between_sets": list, "config": dict, "layer_kl": dict},
     A.EMOTIONS: {"probes": dict, "directions": dict, "concepts": dict},
-    A.STEERING: {"base": dict, "tuned": dict, "emotions": list, "layer": int, "alpha": _NUM},
+    A.STEERING: {"base": dict, "tuned": dict, "emotions": list, "layer": int, "alpha": _NUM, "steering": dict,
+                 "read_back": dict},
     A.GENERATIONS: {"prompts": list, "steered": dict, "steered_reason": str, "config": dict},
     A.FEATURES: {"sae": dict, "traces": dict, "labels": dict, "diversity": dict, "frequencies": dict},
     A.CROSSCODER: {"counts": dict, "noise": dict, "fit": dict, "settings": dict},
@@ -337,6 +343,29 @@ def kl_figure(res: Any) -> go.Figure:
     return fig
 
 
+def layer_kl_figure(table: pd.DataFrame) -> go.Figure:
+    """The per-layer KL(base ‖ tuned) of the two models' logit lenses (``layer_kl.parquet``): a curve by layer with
+    its 95% band (bootstrap over task texts). ``ValueError`` when a column the curve needs is missing."""
+    need = {"layer", "kl"}
+    if not need <= set(table.columns):
+        raise ValueError(f"the per-layer KL table needs columns {sorted(need)}; it has {sorted(table.columns)}")
+    t = table.assign(layer=pd.to_numeric(table["layer"], errors="coerce"), kl=pd.to_numeric(table["kl"], errors="coerce"))
+    t = t.dropna(subset=["layer"]).sort_values("layer")
+    xs = [int(x) for x in t["layer"]]
+    fig = go.Figure()
+    if {"kl_lo", "kl_hi"} <= set(t.columns):
+        lo = [kit.num(v) for v in pd.to_numeric(t["kl_lo"], errors="coerce")]
+        hi = [kit.num(v) for v in pd.to_numeric(t["kl_hi"], errors="coerce")]
+        if not all(math.isnan(v) for v in lo + hi):
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=hi + lo[::-1], fill="toself", fillcolor="rgba(214,39,40,0.15)",
+                                     line={"width": 0}, hoverinfo="skip", name="95% interval"))
+    fig.add_trace(go.Scatter(x=xs, y=[kit.num(v) for v in t["kl"]], mode="lines+markers", name="KL(base ‖ tuned)",
+                             line={"color": kit.EVAL}, hovertemplate="layer %{x}<br>KL %{y:.4g} nats<extra></extra>"))
+    kit.style(fig, "Logit-lens KL by layer: each model's resid_post through its own final norm and unembedding",
+              "layer", "nats", height=340)
+    return kit.layer_ticks(fig, xs)
+
+
 def kl_top_frame(res: Any) -> pd.DataFrame:
     """The positions where the two models' next-token distributions differ most: context, both next tokens."""
     rows = [kit.as_dict(r) for r in kit.as_list(kit.as_dict(kit.as_dict(res).get("kl")).get("top_positions"))]
@@ -467,20 +496,45 @@ def concept_figure(table: pd.DataFrame, q95: float | None = None) -> go.Figure:
 
 
 # -- steering transfer ----------------------------------------------------------------------------
+STEERING_COLUMNS = ["model", "gap (nats)", "95% interval", "random control", "passed", "rows won", "columns won",
+                    "residual norm", "read-back win rate", "read-back 95% interval", "read-back vs random text",
+                    "read-back random control", "read-back passed"]
+
+
 def steering_table(res: Any) -> pd.DataFrame:
     """One row a model: the feels-matrix gap with its interval, the random-direction control, passed, rows and
-    columns won, and the residual norm at the steering layer."""
+    columns won, the residual norm at the steering layer; and the read-back gate's win rate with its interval,
+    against the random-vector text, its random control and passed (NaN / None when the read-back did not run)."""
     rows = []
+    r = kit.as_dict(res)
+    rb = kit.as_dict(r.get("read_back"))
     for name in A.MODEL_NAMES:
-        g = kit.as_dict(kit.as_dict(res).get(name))
+        g = kit.as_dict(r.get(name))
+        b = kit.as_dict(rb.get(name))
         rows.append({"model": name, "gap (nats)": kit.num(g.get("value")),
                      "95% interval": _ci_text(g.get("value"), g.get("gap_ci95")),
                      "random control": kit.num(g.get("control")),
                      "passed": g.get("passed") if isinstance(g.get("passed"), bool) else None,
                      "rows won": kit.num(g.get("rows_won")), "columns won": kit.num(g.get("cols_won")),
-                     "residual norm": kit.num(g.get("residual_norm"))})
-    return pd.DataFrame(rows, columns=["model", "gap (nats)", "95% interval", "random control", "passed", "rows won",
-                                       "columns won", "residual norm"])
+                     "residual norm": kit.num(g.get("residual_norm")),
+                     "read-back win rate": kit.num(b.get("value")),
+                     "read-back 95% interval": _ci_text(b.get("value"), b.get("ci95")) if b else "—",
+                     "read-back vs random text": kit.num(b.get("win_rate_vs_random")),
+                     "read-back random control": kit.num(b.get("control")),
+                     "read-back passed": b.get("passed") if isinstance(b.get("passed"), bool) else None})
+    return pd.DataFrame(rows, columns=STEERING_COLUMNS)
+
+
+def steering_source(res: Any) -> str:
+    """What steered, in words: the base's sweep vectors (each emotion's layer and alpha) or its story directions
+    at one layer with the base's alpha."""
+    r = kit.as_dict(res)
+    used = kit.as_dict(r.get("steering"))
+    if used.get("from") == "sweep":
+        vecs = kit.as_dict(used.get("vectors"))
+        each = ", ".join(f"{e} L{kit.as_dict(v).get('layer', '?')} α {_fmt(kit.as_dict(v).get('alpha'))}" for e, v in vecs.items())
+        return f"the base's steering-sweep vectors ({each})"
+    return f"the base's story directions at layer {r.get('layer', '?')} with the base's alpha {_fmt(r.get('alpha'))}"
 
 
 def steering_figure(res: Any) -> go.Figure:
@@ -492,7 +546,9 @@ def steering_figure(res: Any) -> go.Figure:
         own = kit.as_dict(kit.as_dict(r.get(name)).get("own_shift"))
         fig.add_trace(go.Bar(x=emos, y=[kit.num(own.get(e)) for e in emos], name=name, marker_color=MODEL_COLORS[name],
                              hovertemplate="%{x}<br>own shift %{y:+.3g} nats<extra>" + name + "</extra>"))
-    kit.style(fig, f"The base's vectors on both models: own shift at layer {r.get('layer', '?')}, alpha {_fmt(r.get('alpha'))}",
+    where = ("each at its own layer and alpha" if kit.as_dict(r.get("steering")).get("from") == "sweep"
+             else f"at layer {r.get('layer', '?')}, alpha {_fmt(r.get('alpha'))}")
+    kit.style(fig, f"The base's vectors on both models: own shift, {where}",
               "emotion", "own shift (nats)", height=340)
     fig.update_layout(barmode="group")
     return fig
@@ -731,6 +787,18 @@ def render_activations(run: Run, h: dict[str, Any]) -> None:
         st.caption(f"Mean KL(tuned ‖ base) {_ci_text(kl.get('mean_kl'), kl.get('mean_kl_ci95'))} nats{trace}. KL is of the "
                    "two models' final next-token distributions at each position (not per layer); a model against "
                    "itself gives 0.")
+        if "layer_kl" in res:
+            table = kit.load(run, LAYER_KL_ART)
+            if table is not None:
+                with kit.guard(LAYER_KL_ART):
+                    st.plotly_chart(layer_kl_figure(table), width="stretch")
+                    lk = kit.as_dict(res.get("layer_kl"))
+                    first = lk.get("first_nonzero_layer")
+                    st.caption(f"KL(base ‖ tuned) of the two models' next-token distributions read off each layer's "
+                               f"resid_post through each model's own final norm and unembedding (logit lens), over "
+                               f"{lk.get('positions', '?')}, mean over task texts with a 95% bootstrap band. First layer "
+                               f"above float noise: {first if first is not None else 'none'} (a model against itself: 0 "
+                               "at every layer; a change entering at layer l: 0 before l). The last layer is the output KL.")
         top = kl_top_frame(res)
         if len(top):
             with st.expander(f"The {len(top)} positions where the models disagree most"):
@@ -788,12 +856,22 @@ def render_steering(run: Run, h: dict[str, Any]) -> None:
         return
     st.dataframe(steering_table(res), hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(k, format="%.3g")
-                                for k in ("gap (nats)", "random control", "residual norm")})
+                                for k in ("gap (nats)", "random control", "residual norm", "read-back win rate",
+                                          "read-back vs random text", "read-back random control")})
     st.plotly_chart(steering_figure(res), width="stretch")
-    st.caption(f"The base model's story directions steer both models with the base's alpha ({res.get('gate', 'feels_matrix')} "
-               f"gate, {res.get('n_contexts', '?')} “… I feel” contexts). Own shift, tuned − base: "
+    note = kit.as_dict(res.get("steering")).get("note")
+    st.caption(f"Steered with {steering_source(res)}, the same on both models"
+               + (f" ({note})" if isinstance(note, str) and note else "") + ". "
+               f"feels_matrix gate on {res.get('n_contexts', '?')} “… I feel” contexts; own shift, tuned − base: "
                f"{_ci_text(res.get('own_shift_difference'), res.get('own_shift_difference_ci95'))} nats (0 for a model "
                "against itself). A tuned model with a larger residual norm receives a relatively weaker push.")
+    rb = kit.as_dict(res.get("read_back"))
+    if rb:
+        st.caption(f"read_back gate ({rb.get('n_prompts', '?')} prompts, {rb.get('max_new_tokens', '?')} tokens): the "
+                   "steered text, re-read by the same model unsteered, projects higher on the target direction than "
+                   "its unsteered text (win rate; control: a random vector's text). Win rate, tuned − base: "
+                   f"{_ci_text(rb.get('difference'), rb.get('difference_ci95'))} (paired over emotion × prompt; 0 for a "
+                   "model against itself).")
 
 
 def render_generations(run: Run) -> None:
@@ -818,7 +896,8 @@ def render_generations(run: Run) -> None:
         st.info(f"`{A.GENERATIONS}` holds no prompts.")
     steered = kit.as_dict(gen.get("steered"))
     if steered and all(isinstance(steered.get(k), str) for k in ("base", "tuned", "base_steered", "tuned_steered")):
-        st.markdown(f"**Steered** by the base's `{steered.get('emotion')}` direction (layer {steered.get('layer')}, "
+        what = "steering-sweep vector" if isinstance(steered.get("vector"), str) else "direction"
+        st.markdown(f"**Steered** by the base's `{steered.get('emotion')}` {what} (layer {steered.get('layer')}, "
                     f"alpha {_fmt(steered.get('alpha'))}) — *{steered.get('prompt', '')}*")
         left, right = st.columns(2)
         for col, name in ((left, "base"), (right, "tuned")):

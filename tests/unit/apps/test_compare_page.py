@@ -35,7 +35,7 @@ def _config(sections: tuple[str, ...]):
     return CompareConfig(sections=sections, plots=False,
                          activations=ActivationsConfig(n_emotion=2, n_tasks=2, trace_tokens=3, lens_tokens=1),
                          emotions=EmotionsConfig(n_scenarios=4, n_tasks=2, n_stories=2),
-                         steering=SteeringTransferConfig(n_contexts=2),
+                         steering=SteeringTransferConfig(n_contexts=2, n_prompts=2, max_new_tokens=4),
                          generations=GenerationsConfig(n_prompts=2, max_new_tokens=4))
 
 
@@ -190,6 +190,29 @@ def test_kl_bars_are_the_per_text_kl_and_zero_for_the_control(runs: dict[str, Pa
     assert page.lens_frame(res, 99).empty
 
 
+def test_layer_kl_curve_is_zero_before_the_planted_layer(runs: dict[str, Path]) -> None:
+    """The per-layer logit-lens KL: 0 before the planted layer, > 0 from it on (its band around it); a model
+    against itself: 0 at every layer (the control)."""
+    res = _json(runs["planted"], A.ACTIVATIONS)
+    table = pd.read_parquet(runs["planted"] / A.LAYER_KL)
+    assert tuple(table.columns) == A.LAYER_KL_COLUMNS and list(table["layer"]) == list(range(N_LAYERS))
+    assert list(table["kl"]) == pytest.approx([r["kl"] for r in res["layer_kl"]["layers"]])
+    fig = page.layer_kl_figure(table)
+    line = [t for t in fig.data if t.mode == "lines+markers"][0]
+    y = np.array(line.y, dtype=float)
+    assert list(line.x) == list(range(N_LAYERS))
+    assert np.all(y[:PLANT_LAYER] == 0.0) and np.all(y[PLANT_LAYER:] > 0), y
+    band = [t for t in fig.data if t.name == "95% interval"][0]
+    hi, lo = np.array(band.y[:N_LAYERS], dtype=float), np.array(band.y[N_LAYERS:][::-1], dtype=float)
+    assert np.all(lo <= y + 1e-12) and np.all(y <= hi + 1e-12)
+    assert res["layer_kl"]["first_nonzero_layer"] == PLANT_LAYER
+    control = pd.read_parquet(runs["control"] / A.LAYER_KL)
+    assert (control["kl"] == 0.0).all()
+    assert np.all(np.array(page.layer_kl_figure(control).data[-1].y, dtype=float) == 0.0)
+    with pytest.raises(ValueError, match="needs columns"):
+        page.layer_kl_figure(pd.DataFrame({"depth": [0]}))
+
+
 def test_probe_curves_and_concept_table(runs: dict[str, Path]) -> None:
     res = _json(runs["planted"], A.EMOTIONS)
     fig = page.probe_figure(res)
@@ -221,6 +244,15 @@ def test_steering_transfer_table(runs: dict[str, Path]) -> None:
     t = page.steering_table(res).set_index("model")
     assert t.loc["base", "gap (nats)"] == pytest.approx(res["base"]["value"])
     assert t.loc["tuned", "random control"] == pytest.approx(res["tuned"]["control"])
+    rb = res["read_back"]
+    assert t.loc["base", "read-back win rate"] == pytest.approx(rb["base"]["value"])
+    assert t.loc["tuned", "read-back random control"] == pytest.approx(rb["tuned"]["control"])
+    assert t.loc["tuned", "read-back passed"] == rb["tuned"]["passed"]
+    assert "story directions at layer" in page.steering_source(res)  # no sweep vectors in this run
+    swept = {**res, "steering": {"from": "sweep", "vectors": {"joy": {"layer": 2, "alpha": -3.0}}}}
+    assert page.steering_source(swept) == "the base's steering-sweep vectors (joy L2 α -3)"
+    old = {k: v for k, v in res.items() if k not in ("read_back", "steering")}  # a run from before the read-back
+    assert page.steering_table(old)["read-back 95% interval"].tolist() == ["—", "—"]
     fig = page.steering_figure(res)
     assert [tr.name for tr in fig.data] == ["base", "tuned"]
     assert list(fig.data[1].y) == pytest.approx([res["tuned"]["own_shift"][e] for e in res["emotions"]])
@@ -275,7 +307,7 @@ def test_renders_the_compare_run(runs: dict[str, Path], monkeypatch: pytest.Monk
     assert not at.warning and not at.error, messages(at)
     infos = [str(i.value) for i in at.info]
     assert len(infos) == 1 and "`features` section was skipped" in infos[0] and "SAE" in infos[0]
-    assert len(at.get("plotly_chart")) == 7  # weights, activations, KL, probes, directions, concepts, steering
+    assert len(at.get("plotly_chart")) == 8  # weights, activations, KL, layer KL, probes, directions, concepts, steering
     at.radio(key="compare_weight_metric").set_value("effective_rank").run()
     at.radio(key="compare_act_measure").set_value("one_minus_cosine").run()
     at.selectbox(key="compare_lens_layer").set_value(0).run()
@@ -292,7 +324,7 @@ def test_renders_features_when_present(runs: dict[str, Path], tmp_path: Path, mo
     at = render(monkeypatch, run.path)
     assert not at.exception, at.exception
     assert not messages(at), messages(at)
-    assert len(at.get("plotly_chart")) == 7 + 4  # labels, frequencies, crosscoder classes, latent ratios
+    assert len(at.get("plotly_chart")) == 8 + 4  # labels, frequencies, crosscoder classes, latent ratios
 
 
 def test_a_run_with_sections_not_run_says_why_in_one_line_each(runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,7 +357,7 @@ def _write(text: str):
 # named in exactly one line, and the sections it does not touch must still draw.
 CORRUPTIONS: dict[str, list[tuple[str, object]]] = {
     "truncated, group 1": [(A.WEIGHTS, _truncate), (A.EMOTIONS, _truncate), (A.GENERATIONS, _truncate),
-                           (A.FEATURE_FREQUENCIES, _truncate), (A.CROSSCODER, _truncate)],
+                           (A.FEATURE_FREQUENCIES, _truncate), (A.CROSSCODER, _truncate), (A.LAYER_KL, _truncate)],
     "truncated, group 2": [(A.ACTIVATIONS, _truncate), (A.STEERING, _truncate), (A.FEATURES, _truncate),
                            (A.CROSSCODER_LATENTS, _truncate)],
     "wrong-typed, group 1": [
@@ -333,6 +365,7 @@ CORRUPTIONS: dict[str, list[tuple[str, object]]] = {
         (A.EMOTIONS, _write('{"probes": 3, "directions": [], "concepts": {"concepts": [1, "a"]}}')),
         (A.GENERATIONS, _write('{"prompts": "x", "steered": 5, "config": []}')),
         (A.CROSSCODER, _write('{"counts": [1, 2], "noise": 3}')),
+        (A.LAYER_KL, lambda p: pd.DataFrame({"depth": [0, 1], "kl": [0.0, 0.1]}).to_parquet(p)),
     ],
     "wrong-typed, group 2": [
         (A.ACTIVATIONS, _write('{"sets": {"tasks": {"layers": [{"layer": "x", "relative": "big"}]}}, "kl": 3, "lens": []}')),
