@@ -1,7 +1,7 @@
 """``psylens compare``: a base model against its tuned variant, written to ``RUN/compare/``.
 
     psylens compare --base M --tuned M2 [--tuned-adapter DIR] [--sections weights,activations,emotions,steering,features]
-                    [--sae DIR | --without-sae] --out RUN
+                    [--sae DIR | --without-sae] [--base-run RUN] --out RUN
 
 ``compare_cmd`` is a plain function; the main CLI registers it as ``compare``. Bad arguments raise
 ``ValueError`` (printed as one line by the main CLI) before any model loads.
@@ -72,6 +72,9 @@ def compare_cmd(
                                       "train` (e.g. runs/base/saes/step-l15), or the name of one in OUT/saes/."),
     without_sae: bool = typer.Option(False, "--without-sae", help="Features section without a step SAE: the behaviour "
                                      "labels and the crosscoder alone."),
+    base_run: Optional[Path] = typer.Option(None, "--base-run", help="Steering section: a run of the base model whose "
+                                            "steering sweep's picked vectors (steering/vectors/) to transfer "
+                                            "(default: look in --out)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer texts and tokens (the demo's budget)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots beside report.md (needs kaleido)."),
     seed: int = typer.Option(0, "--seed"),
@@ -93,6 +96,14 @@ def compare_cmd(
     feats = features_options(sae, without_sae, cfg.sections, out)
     if feats:
         cfg = replace(cfg, features=replace(cfg.features, **feats))
+    if base_run is not None:
+        if "steering" not in cfg.sections:
+            raise ValueError(f"--base-run only applies to the steering section, which --sections {sections!r} leaves "
+                             "out; add steering to --sections or drop the flag")
+        if not (base_run / "run.json").is_file():
+            raise ValueError(f"--base-run {str(base_run)!r} is not a run directory (no run.json); give the run where "
+                             "`psylens steer sweep` wrote the base model's vectors")
+        cfg = replace(cfg, steering=replace(cfg.steering, base_run=str(base_run)))
     pair = load_pair(base, tuned, tuned_adapter=tuned_adapter, device=device)
     summary = run_compare(pair, out, cfg, progress=progress, started=started)
     con = Console()

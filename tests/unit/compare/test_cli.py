@@ -139,3 +139,18 @@ def test_a_step_sae_from_another_folder_runs_the_section(tiny_dirs, tmp_path):
     freq = pd.read_parquet(tmp_path / "run" / art.FEATURE_FREQUENCIES)
     assert len(freq) == 16 and (freq["difference"] == 0).all()
     assert not (tmp_path / "run" / sart.DIR).exists()  # the SAE was read in place, not copied into the run
+
+
+def test_base_run_flag_reaches_the_steering_config_and_bad_ones_are_refused(captured, tmp_path):
+    from psylens.runs import create_run
+
+    base = create_run(tmp_path / "base", command="test")
+    res = _invoke(tmp_path, "--base-run", str(base.path), sections="weights,steering")
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert captured["cfg"].steering.base_run == str(base.path)
+    res = _invoke(tmp_path, sections="weights,steering")
+    assert res.exit_code == 0 and captured["cfg"].steering.base_run is None  # default: look in --out
+    for flags, sections, match in ((["--base-run", str(tmp_path / "nowhere")], "weights,steering", "not a run directory"),
+                                   (["--base-run", str(base.path)], "weights", "only applies to the steering section")):
+        res = _invoke(tmp_path, *flags, sections=sections)
+        assert res.exit_code != 0 and isinstance(res.exception, ValueError) and match in str(res.exception)
