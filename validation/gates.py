@@ -844,6 +844,8 @@ def read_back(
     batch_size: int = 32,
     vectors: Mapping[str, SteeringVector] | None = None,
     scale_reference: str = "norm",
+    fluency: str | None = "relative",
+    n_reference: int = 1,
 ) -> GateResult:
     """Do steered generations, re-read by the unsteered model, carry the target emotion?
 
@@ -864,11 +866,23 @@ def read_back(
     middle of its layers) and projected on ``directions`` there (on the vector's own direction when
     ``directions`` lack that layer; the summary says which).
 
-    Fluency is not judged here (the sweep's fluency criterion applies to the vectors it picks).
+    Fluency (``fluency``: a criterion of :data:`psylens.steering.sweep.FLUENCY_CRITERIA`, default the issue's
+    ``"relative"``; ``None``: not judged): each emotion's steered texts are held to the steering sweep's criterion
+    — perplexity under the unsteered model after the same prompt, over that of the unsteered greedy texts, at
+    most the model's own T=1 texts' (``n_reference`` draws), and distinct-2 and zlib ratio no worse than those
+    texts' (``relative_greedy``: than the unsteered greedy texts'; ``absolute``: perplexity ratio ≤ 1.5). The
+    gate passes only when every emotion's texts are fluent (``passed_ignoring_fluency`` keeps the bare
+    reading); ``fluency`` in the result holds the criterion, the reference and each emotion's numbers.
     """
     from psylens.steering.sweep import check_scale_reference, residual_norms
 
     check_scale_reference(scale_reference, "scale_reference")
+    from psylens.steering.sweep import FLUENCY_CRITERIA
+
+    if fluency is not None and fluency not in FLUENCY_CRITERIA:
+        raise ValueError(f"fluency {fluency!r} is not one of {FLUENCY_CRITERIA} or None (not judged): relative (the "
+                         "issue's criterion, against the model's own T=1 text), relative_greedy (diversity against its "
+                         "greedy text) or absolute (perplexity ratio ≤ 1.5)")
     emos = _check_emotions(directions, emotions)
     items = [p for p in prompts]
     if not items or not all(isinstance(p, str) and p.strip() for p in items):
@@ -940,7 +954,14 @@ def read_back(
     w_rand = df["win_random"].to_numpy(float)
     c = df["random_win_none"].to_numpy(float)
     value, vs_random, control = float(w_none.mean()), float(w_rand.mean()), float(c.mean())
-    passed = value >= threshold and vs_random >= threshold
+    bare = value >= threshold and vs_random >= threshold
+    flu = None
+    if fluency is not None:
+        steered = {emo: df[df.emotion == emo]["steered_text"].tolist() for emo in emos}
+        flu = _read_back_fluency(model, items, formatted, steered, df[df.emotion == emos[0]]["none_text"].tolist(),
+                                 fluency, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                 n_reference=n_reference)
+    passed = bare and (flu is None or flu["n_fluent"] == len(emos))
     return _gate(
         "read_back", value, threshold, control, passed, {"items": df},
         ci95=_ci(rate_ci(w_none, groups=groups, seed=seed)),
@@ -962,5 +983,34 @@ def read_back(
                       if picked is None else
                       "a random_like draw of the emotion's vector per prompt (same layers, norms, alpha); its text's "
                       "win rate against the unsteered text"),
-        fluency="not judged here",
+        fluency=flu if flu is not None else "not judged here",
+        passed_ignoring_fluency=bool(bare),
     )
+
+
+def _read_back_fluency(model: Model, prompts: Sequence[str], formatted: Sequence[str], steered: Mapping[str, list[str]],
+                       none_texts: list[str], criterion: str, *, seed: int, batch_size: int, max_new_tokens: int,
+                       n_reference: int) -> dict[str, Any]:
+    """Each emotion's steered texts under the steering sweep's fluency ``criterion`` (see :func:`read_back`)."""
+    from psylens.steering.metrics import distinct_n, token_nll, zlib_ratio
+    from psylens.steering.sweep import SweepConfig, _finite, _fluency_checks, _fluency_reference, _ppl, _ratio
+
+    cfg = SweepConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, fluency=criterion)
+    rows = list(range(len(prompts)))
+    nll, cnt = token_nll(model, list(prompts), none_texts, batch_size=batch_size)
+    ppl_none = _ppl(nll, cnt, rows)
+    reference: dict[str, Any] = {}
+    if criterion != "absolute":
+        reference = _fluency_reference(model, list(formatted), list(prompts), cfg, seed, ppl_none, draws=n_reference)
+    reference["unsteered_greedy"] = {"distinct_2": _finite(distinct_n(none_texts, 2)), "zlib_ratio": _finite(zlib_ratio(none_texts))}
+    per: dict[str, Any] = {}
+    for emo, texts in steered.items():
+        nll, cnt = token_nll(model, list(prompts), texts, batch_size=batch_size)
+        cell = {"perplexity_ratio": _finite(_ratio(_ppl(nll, cnt, rows), ppl_none)),
+                "distinct_2": _finite(distinct_n(texts, 2)), "zlib_ratio": _finite(zlib_ratio(texts))}
+        checks = _fluency_checks(cell, reference, cfg)
+        per[emo] = {**cell, "checks": checks, "fluent": all(checks.values())}
+    ref_keys = ("perplexity_ratio", "distinct_2", "zlib_ratio", "temperature", "draws", "n", "unsteered_greedy")
+    return {"criterion": criterion, "reference": {k: reference[k] for k in ref_keys if k in reference},
+            "max_perplexity_ratio": cfg.max_perplexity_ratio if criterion == "absolute" else None,
+            "per_emotion": per, "n_fluent": sum(bool(v["fluent"]) for v in per.values())}

@@ -90,7 +90,9 @@ class ValidationConfig:
     residual norm; ``"centred"``, the mean per-token norm after subtracting the mean token vector;
     ``"median"``, √d × the median dimension's root-mean-square — for models with massive activations
     (Gemma-3), see :func:`psylens.steering.sweep.residual_norms`. The
-    sweep's picked vectors carry their own alpha and ignore it.
+    sweep's picked vectors carry their own alpha and ignore it. ``read_back_fluency``: the fluency criterion
+    ``read_back``'s steered texts are held to (:data:`psylens.steering.sweep.FLUENCY_CRITERIA`; default the
+    issue's ``"relative"``; ``None``: not judged) — the gate passes only at it.
     """
 
     source: str = "stories"
@@ -114,11 +116,15 @@ class ValidationConfig:
     steer_with: str = "auto"
     every_layer: bool = True
     scale_reference: str = "norm"
+    read_back_fluency: str | None = "relative"
 
     def __post_init__(self) -> None:
-        from psylens.steering.sweep import check_scale_reference
+        from psylens.steering.sweep import FLUENCY_CRITERIA, check_scale_reference
 
         check_scale_reference(self.scale_reference, "scale_reference")
+        if self.read_back_fluency is not None and self.read_back_fluency not in FLUENCY_CRITERIA:
+            raise ValueError(f"read_back_fluency {self.read_back_fluency!r} is not one of {FLUENCY_CRITERIA} or None "
+                             "(not judged)")
         if self.source not in SOURCES:
             raise ValueError(f"source {self.source!r} is not one of {SOURCES}: stories (story directions), "
                              "expression (the model prompted to express each concept), probes (RUN/probes/directions.safetensors)")
@@ -391,7 +397,8 @@ def run_validation(
                 prompts = stimuli.load("steering_prompts").texts[: cfg.n_prompts]
                 results[name] = G.read_back(model, dirs, layer, prompts, emotions=emos, scale=cfg.scale,
                                             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=max(cfg.batch_size, 32),
-                                            vectors=vectors, scale_reference=cfg.scale_reference)
+                                            vectors=vectors, scale_reference=cfg.scale_reference,
+                                            fluency=cfg.read_back_fluency)
             elif name == "preferences":
                 acts = _even(list(ACTIVITIES), cfg.n_activities, key=lambda a: a[1])
                 results[name] = preferences(model, dirs, layer, activities=acts, emotions=emos,

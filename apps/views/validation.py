@@ -80,7 +80,8 @@ def _fmt(x: Any, digits: int = 3) -> str:
 # -- pure helpers ----------------------------------------------------------------------------------
 def verdict(gate: Any) -> str:
     """``✓ passed`` / ``✗ failed``; ``reported, not gated — for larger models`` for an ungated gate
-    (``preferences``); ``skipped (why)`` when the suite skipped it."""
+    (``preferences``); ``skipped (why)`` when the suite skipped it; for ``read_back`` failed on fluency
+    alone, how many emotions' texts were fluent."""
     g = kit.as_dict(gate)
     if "skipped" in g:
         why = g.get("skipped")
@@ -90,6 +91,11 @@ def verdict(gate: Any) -> str:
     passed = g.get("passed")
     if not isinstance(passed, bool):
         return "—"
+    if not passed and g.get("passed_ignoring_fluency") is True:  # read_back: the win rates pass, the texts do not
+        flu = kit.as_dict(g.get("fluency"))
+        n, total = flu.get("n_fluent"), len(kit.as_dict(flu.get("per_emotion")))
+        return (f"✗ failed — texts not fluent ({n} of {total} emotions pass {flu.get('criterion', 'the criterion')}); "
+                "the win rates alone pass")
     return "✓ passed" if passed else "✗ failed"
 
 

@@ -116,6 +116,11 @@ def test_gates_table_values_verdicts_and_intervals(tmp_path: Path) -> None:
     assert t.loc["dose_response", "95% interval"].startswith("rate 0.67 [0.20, 0.94]")
     assert t.loc["geometry", "95% interval"] == "AUROC 1.00 [1.00, 1.00]"
     assert page.verdict({"skipped": "no steering vectors"}) == "skipped (no steering vectors)"
+    # read_back that fails on fluency alone says so; failing the win rates too is a plain failure
+    flu = {"criterion": "relative", "n_fluent": 2, "per_emotion": {e: {} for e in "abcdef"}}
+    said = page.verdict({"passed": False, "passed_ignoring_fluency": True, "fluency": flu})
+    assert said.startswith("✗ failed") and "2 of 6 emotions pass relative" in said
+    assert page.verdict({"passed": False, "passed_ignoring_fluency": False, "fluency": flu}) == "✗ failed"
     assert page.gates_table({"gates": {"x": 3}}).empty and page.gates_table([]).empty
 
 

@@ -124,14 +124,36 @@ def test_read_back_planted_generations_read_back_higher(smollm_tokenizer) -> Non
     model, dirs, words = _planted(smollm_tokenizer, n_words=1, tie=True, boost=1.0)
     prompts = ["Describe your morning.", "Tell me about a chair.", "What is a calendar?", "Explain a kettle.", "Name a street."]
     last = model.n_layers - 1
-    g = read_back(model, dirs, last, prompts, alpha=50.0, max_new_tokens=6)
+    g = read_back(model, dirs, last, prompts, alpha=50.0, max_new_tokens=6, fluency=None)
     _check_gate(g)
     assert g["value"] >= 0.9 and g["win_rate_vs_random"] >= 0.9 and g["passed"] is True
-    assert g["control"] < 0.8
+    assert g["control"] < 0.8 and g["fluency"] == "not judged here"
     assert len(g.tables["items"]) == 6 * len(prompts)
     # the control that must fail: steering too weak to change the text reads back no higher (ties are losses)
-    bad = read_back(model, dirs, last, prompts, alpha=1e-6, max_new_tokens=6)
+    bad = read_back(model, dirs, last, prompts, alpha=1e-6, max_new_tokens=6, fluency=None)
     assert bad["passed"] is False and bad["value"] < 0.2
+
+
+def test_read_back_passes_only_at_the_fluency_criterion(smollm_tokenizer) -> None:
+    """Known answers for the fluency half: the planted steering that reads back writes its planted word over and
+    over (disfluent under the issue's relative criterion: the gate fails though every text reads back), and
+    steering too weak to change the text is fluent under the absolute criterion (the greedy text itself:
+    perplexity ratio 1) while its read-back fails — the two halves are judged separately and both are needed."""
+    model, dirs, words = _planted(smollm_tokenizer, n_words=1, tie=True, boost=1.0)
+    prompts = ["Describe your morning.", "Tell me about a chair.", "What is a calendar?", "Explain a kettle.", "Name a street."]
+    last = model.n_layers - 1
+    g = read_back(model, dirs, last, prompts, alpha=50.0, max_new_tokens=6)  # fluency="relative", the default
+    flu = g["fluency"]
+    assert g["value"] >= 0.9 and g["passed_ignoring_fluency"] is True and g["passed"] is False
+    assert flu["criterion"] == "relative" and flu["n_fluent"] < 6 and set(flu["per_emotion"]) == set(EMOTIONS)
+    assert {"perplexity_ratio", "distinct_2", "zlib_ratio"} <= set(flu["reference"])
+    assert any(not all(v["checks"].values()) for v in flu["per_emotion"].values())
+    weak = read_back(model, dirs, last, prompts, alpha=1e-6, max_new_tokens=6, fluency="absolute")
+    wf = weak["fluency"]
+    assert wf["n_fluent"] == 6 and all(v["perplexity_ratio"] == pytest.approx(1.0) for v in wf["per_emotion"].values())
+    assert weak["passed"] is False and weak["passed_ignoring_fluency"] is False
+    with pytest.raises(ValueError, match="fluency 'fluent' is not one of"):
+        read_back(model, dirs, last, prompts, alpha=1.0, fluency="fluent")
 
 
 # -- implicit_scenarios ------------------------------------------------------------------------
@@ -276,14 +298,14 @@ def test_read_back_steers_and_rereads_at_each_picked_layer(smollm_tokenizer) -> 
     model, dirs, words = _planted(smollm_tokenizer, n_words=1, tie=True, boost=1.0)
     prompts = ["Describe your morning.", "Tell me about a chair.", "What is a calendar?", "Explain a kettle.", "Name a street."]
     layers = {e: (model.n_layers - 1) - (i % 2) for i, e in enumerate(EMOTIONS)}
-    g = read_back(model, dirs, 0, prompts, max_new_tokens=6, vectors=_vectors(dirs, layers, 50.0))
+    g = read_back(model, dirs, 0, prompts, max_new_tokens=6, vectors=_vectors(dirs, layers, 50.0), fluency=None)
     _check_gate(g)
     assert g["value"] >= 0.9 and g["win_rate_vs_random"] >= 0.9 and g["passed"] is True
     assert g["control"] < 0.8
     assert g["steering"]["from"] == "vectors"
     assert g["steering"]["projected_on"] == {e: f"directions at layer {v}" for e, v in layers.items()}
     # the control that must fail: the picked vectors too weak to change the text
-    bad = read_back(model, dirs, 0, prompts, max_new_tokens=6, vectors=_vectors(dirs, layers, 1e-6))
+    bad = read_back(model, dirs, 0, prompts, max_new_tokens=6, vectors=_vectors(dirs, layers, 1e-6), fluency=None)
     assert bad["passed"] is False and bad["value"] < 0.2
 
 
