@@ -61,6 +61,7 @@ __all__ = [
     "feature_options",
     "feature_frame",
     "step_labels",
+    "target_caption",
     "top_features",
     "histogram_figure",
     "position_figure",
@@ -546,6 +547,23 @@ def steering_figure(summary: Mapping[str, Any]) -> go.Figure:
     return kit.style(fig)
 
 
+def target_caption(t: dict[str, Any], control: str, control_feature: Any = None) -> str:
+    """One target's verdict (``summary["target"]`` and the like) with its numbers and both controls: the random
+    vector (or ablation, or clamped latent) and, when it ran, the random feature (``random_feature_ratio``)."""
+    verdict = "met" if t.get("met") else "not met"
+    fluency = (f"; perplexity ratio {kit.num(t.get('perplexity_ratio')):.2f} (fluent at ≤ "
+               f"{t.get('max_perplexity_ratio')})" if "fluent" in t else "")
+    bare = (" — the steps and accuracy bars alone hold, the text does not"
+            if t.get("met_ignoring_fluency") and not t.get("met") else "")
+    rf = t.get("random_feature_ratio")
+    feature = (f", random feature (latent {control_feature if control_feature is not None else '?'}) "
+               f"{kit.num(rf):.2f}" if rf is not None else "")
+    return (f"Target ({t.get('condition')}): the label's steps at most {t.get('threshold_ratio')} of the "
+            f"unsteered ones with accuracy within {t.get('threshold_accuracy')}, fluent, every control failing — "
+            f"**{verdict}**{bare} (ratio {kit.num(t.get('ratio')):.2f}, {control} {kit.num(t.get('random_ratio')):.2f}"
+            f"{feature}, Δ accuracy {kit.num(t.get('accuracy_diff')):+.3f}{fluency}).")
+
+
 def render_steering(summary: dict[str, Any]) -> None:
     label = summary.get("label", "?")
     st.subheader(f"Feature steering: {label} with feature {summary.get('feature', '?')} at layer {summary.get('layer', '?')}")
@@ -555,15 +573,7 @@ def render_steering(summary: dict[str, Any]) -> None:
                          ("target_clamp", f"latent {summary.get('control_feature', '?')} clamped")):
         t = kit.as_dict(summary.get(key))
         if t:
-            verdict = "met" if t.get("met") else "not met"
-            fluency = (f"; perplexity ratio {kit.num(t.get('perplexity_ratio')):.2f} (fluent at ≤ "
-                       f"{t.get('max_perplexity_ratio')})" if "fluent" in t else "")
-            bare = (" — the steps and accuracy bars alone hold, the text does not"
-                    if t.get("met_ignoring_fluency") and not t.get("met") else "")
-            st.caption(f"Target ({t.get('condition')}): the label's steps at most {t.get('threshold_ratio')} of the "
-                       f"unsteered ones with accuracy within {t.get('threshold_accuracy')}, fluent — **{verdict}**{bare} "
-                       f"(ratio {kit.num(t.get('ratio')):.2f}, {control} {kit.num(t.get('random_ratio')):.2f}, "
-                       f"Δ accuracy {kit.num(t.get('accuracy_diff')):+.3f}{fluency}).")
+            st.caption(target_caption(t, control, summary.get("control_feature")))
     st.caption("Every condition generates the same tasks with the same seeds, so steering is the only difference; "
                "pairs are matched trace by trace and the intervals resample tasks. The labels are the rule "
                "labeller's (docs/saes.md gives its accuracy).")

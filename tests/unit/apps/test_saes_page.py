@@ -398,3 +398,16 @@ def test_feature_steering_section(run_dir: Path, tmp_path: Path, monkeypatch: py
     at = render(monkeypatch, run)
     assert not at.exception and len(at.get("plotly_chart")) == 3
     assert any(rel in m for m in messages(at)), messages(at)
+
+
+def test_target_caption_names_both_controls_and_the_verdict():
+    from psylens.apps.views.saes import target_caption
+
+    t = {"condition": "feature@-8", "met": False, "ratio": 0.4, "random_ratio": 0.9, "random_feature_ratio": 0.45,
+         "accuracy_diff": 0.01, "threshold_ratio": 0.5, "threshold_accuracy": 0.05}
+    said = target_caption(t, "random vector", 412)
+    assert "**not met**" in said and "random vector 0.90" in said and "random feature (latent 412) 0.45" in said
+    # an older summary without the random feature: the caption leaves it out
+    old = {k: v for k, v in t.items() if k != "random_feature_ratio"} | {"random_feature_ratio": None}
+    assert "random feature" not in target_caption(old, "random vector", None)
+    assert "**met**" in target_caption({**t, "met": True}, "random vector", 412)
