@@ -357,10 +357,16 @@ def _compare_lines(c: dict[str, Any] | None) -> list[str]:
                 f"{', '.join(h.get('rises') or []) or 'none'}; falling {', '.join(h.get('falls') or []) or 'none'}"
             )
         elif sec == "steering":
+            read = ""
+            if h.get("read_back_base") is not None:
+                read = (f"; read-back base {_num(h.get('read_back_base'))} vs tuned {_num(h.get('read_back_tuned'))} "
+                        f"(random control {_num(h.get('read_back_control_base'))} / "
+                        f"{_num(h.get('read_back_control_tuned'))}), tuned − base {_num(h.get('read_back_difference'))}"
+                        f"{_ci(h.get('read_back_difference_ci95'))}")
             lines.append(
                 f"  {sec:<12} the base's vectors: feels gap base {_num(h.get('base_gap'))} vs tuned {_num(h.get('tuned_gap'))} "
                 f"(random control {_num(h.get('control_gap_base'))} / {_num(h.get('control_gap_tuned'))}); tuned − base "
-                f"{_num(h.get('own_shift_difference'))}{_ci(h.get('own_shift_difference_ci95'))}"
+                f"{_num(h.get('own_shift_difference'))}{_ci(h.get('own_shift_difference_ci95'))}{read}"
             )
         else:
             lines.append(f"  {sec:<12} done")

@@ -156,3 +156,16 @@ def test_validation_headline_shows_gates_passed_with_their_controls(tmp_path):
     assert DEMO_STEPS[-2:] == ("validation", "compare") and DEMO_STEPS.index("steering") < DEMO_STEPS.index("validation")
     cfg = demo_validation_config()
     assert cfg.quick is True and cfg.source == "stories" and cfg.every_layer is False and cfg.n_contexts == 8
+
+
+def test_compare_steering_line_shows_read_back_when_the_section_ran_it():
+    from psylens.demo import _compare_lines
+
+    h = {"base_gap": 0.64, "tuned_gap": 0.6, "control_gap_base": 0.8, "control_gap_tuned": 0.8,
+         "own_shift_difference": -0.03, "own_shift_difference_ci95": [-0.09, 0.02]}
+    rb = {"read_back_base": 0.44, "read_back_tuned": 0.58, "read_back_control_base": 0.4, "read_back_control_tuned": 0.5,
+          "read_back_difference": 0.15, "read_back_difference_ci95": [0.04, 0.25]}
+    with_rb = _compare_lines({"tuned": "t", "sections": {"steering": {"status": "done", "headline": {**h, **rb}}}})[1]
+    assert "read-back base 0.44 vs tuned 0.58" in with_rb and "tuned − base 0.15 [0.04, 0.25]" in with_rb
+    without = _compare_lines({"tuned": "t", "sections": {"steering": {"status": "done", "headline": h}}})[1]
+    assert "feels gap base 0.64" in without and "read-back" not in without  # an older run without read-back
