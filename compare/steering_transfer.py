@@ -109,16 +109,13 @@ def _read_back_row(g: Any) -> dict[str, Any]:
 
 
 def _vector_info(vectors: Mapping[str, Any]) -> dict[str, Any]:
-    from psylens.validation.gates import _center_layer
+    """The validation gates' record of each vector (layer(s), alpha, scale, norm, source), plus its file,
+    scale reference and positions."""
+    from psylens.validation.gates import _vector_info as gate_info
 
-    out = {}
-    for e, sv in vectors.items():
-        meta = dict(sv.meta)
-        scale = meta.get("scale")
-        out[e] = {"file": meta.get("file"), "layer": _center_layer(sv), "layers": [int(v) for v in sv.layers],
-                  "alpha": float(sv.alpha), "scale": float(scale) if isinstance(scale, (int, float)) else None,
-                  "scale_reference": meta.get("scale_reference"), "positions": sv.positions}
-    return out
+    info = gate_info(vectors, list(vectors))
+    return {e: {**info[e], "file": sv.meta.get("file"), "scale_reference": sv.meta.get("scale_reference"),
+                "positions": sv.positions} for e, sv in vectors.items()}
 
 
 def base_vectors(
