@@ -128,7 +128,7 @@ def base_vectors(
     made for another model (its recorded fingerprint, or the vectors' ``model``, differ from the base) are
     not used. ``steer_with="sweep"`` turns every "not used" into a ``ValueError`` that says how to fix it.
     """
-    from psylens.runs import model_fingerprint, open_run
+    from psylens.runs import fingerprint_matches, open_run
     from psylens.validation.suite import sweep_vectors
 
     cfg = config or SteeringTransferConfig()
@@ -148,7 +148,7 @@ def base_vectors(
         fp = rec.get("fingerprint")
         spec = getattr(pair.base, "spec", None)
         made_for = {str(v.meta.get("model")) for v in vectors.values() if isinstance(v.meta.get("model"), str)}
-        if fp is not None and fp != model_fingerprint(pair.base):
+        if fp is not None and not fingerprint_matches(fp, pair.base):
             vectors, why = None, (f"the vectors in {where} belong to model {rec.get('spec')!r} (fingerprint {fp}), "
                                   f"not the base {spec!r}")
         elif fp is None and made_for and made_for != {str(spec)}:

@@ -61,6 +61,8 @@ __all__ = [
     "open_or_create_run",
     "model_record",
     "model_fingerprint",
+    "fingerprint_matches",
+    "FINGERPRINT_VERSION",
     "package_versions",
     "git_commit",
     "now",
@@ -134,26 +136,95 @@ def _command_name(command: str) -> str:
 # --------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------
-def model_fingerprint(model: Any) -> str:
-    """A short hash of a loaded model's architecture, shapes and a sample of every parameter.
+FINGERPRINT_VERSION = "v2"
+_CHUNK = 1 << 22  # entries per checksum chunk
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
-    Cheap (a few values per tensor, no full pass over the weights) and sensitive to different
-    weights under the same name (a fine-tuned checkpoint, a merged adapter). Not a cryptographic
-    identity of the weights.
+
+def _chunk_weights(n: int, device: torch.device) -> torch.Tensor:
+    """[n] int64 odd-hash weights in [1, 2**28]: a changed entry changes the weighted sum unless others cancel it."""
+    i = torch.arange(n, dtype=torch.int64, device=device)
+    return ((i * 0x9E3779B1) % (1 << 32) >> 4) + 1
+
+
+def _tensor_checksum(p: torch.Tensor, h: Any) -> None:
+    """Feed an exact checksum of every entry of ``p`` (its bits, viewed as integers) into the hash ``h``.
+
+    Computed on the tensor's own device chunk by chunk (integer sums are exact and order-free, so CPU and
+    GPU agree), and only two integers a chunk cross to the host. Tensors on the meta device (offloaded by
+    ``device_map``) contribute their shape only.
     """
-    hf = getattr(model, "hf_model", model)
+    if p.device.type == "meta":
+        h.update(b"meta")
+        return
+    flat = p.detach().contiguous().reshape(-1)
+    itype = _INT_VIEW.get(flat.element_size())
+    if itype is None:
+        raise ValueError(f"cannot fingerprint a parameter of dtype {p.dtype} ({flat.element_size()} bytes an entry)")
+    ints = flat.view(itype)
+    w: torch.Tensor | None = None
+    for start in range(0, ints.numel(), _CHUNK):
+        c = ints[start:start + _CHUNK]
+        if c.device.type == "mps":  # MPS has no int64 reductions everywhere: these few MB go to the host
+            c = c.cpu()
+        c = c.to(torch.int64)
+        if w is None or w.numel() != c.numel() or w.device != c.device:
+            w = _chunk_weights(c.numel(), c.device)
+        h.update(f"{int(c.sum())},{int((c * w).sum())};".encode())
+
+
+def model_fingerprint(model: Any) -> str:
+    """A short hash of a loaded model's architecture, parameter names, shapes, dtypes and every weight.
+
+    Every entry counts: each parameter's bits are summed twice as integers on its own device (plain and
+    position-weighted, chunk by chunk), so a change to a single weight — a fine-tuned row, a merged
+    adapter — changes the fingerprint, while only a few integers per tensor leave the device. About 1.5 s
+    for a 135M model on one CPU thread. Not a cryptographic identity of the weights. The value starts with
+    :data:`FINGERPRINT_VERSION`; records from older versions are compared with :func:`fingerprint_matches`.
+    """
+    hf = _fingerprint_module(model)
     h = hashlib.sha256(type(hf).__name__.encode())
-    named = getattr(hf, "named_parameters", None)
-    if named is None:
-        raise ValueError(f"cannot fingerprint a {type(model).__name__}; give a psylens Model or a torch module")
     with torch.no_grad():
-        for name, p in named():
+        for name, p in hf.named_parameters():
+            h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+            _tensor_checksum(p, h)
+    return f"{FINGERPRINT_VERSION}-{h.hexdigest()[:16]}"
+
+
+def _fingerprint_module(model: Any) -> Any:
+    hf = getattr(model, "hf_model", model)
+    if getattr(hf, "named_parameters", None) is None:
+        raise ValueError(f"cannot fingerprint a {type(model).__name__}; give a psylens Model or a torch module")
+    return hf
+
+
+def _sampled_fingerprint(model: Any) -> str:
+    """The version-1 fingerprint (16 sampled values per tensor), kept to compare records written before v2."""
+    hf = _fingerprint_module(model)
+    h = hashlib.sha256(type(hf).__name__.encode())
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
             flat = p.detach().reshape(-1)
             step = max(1, flat.numel() // 16)
             sample = flat[::step][:16].to("cpu", torch.float64)
             h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
             h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _fingerprint_version(fp: str) -> str:
+    return fp.split("-", 1)[0] if "-" in fp else "v1"
+
+
+def fingerprint_matches(fp: str, model: Any) -> bool:
+    """Whether the recorded fingerprint ``fp`` is ``model``'s, computed the way ``fp`` was (v1 or v2)."""
+    version = _fingerprint_version(fp)
+    if version == "v1":
+        return fp == _sampled_fingerprint(model)
+    if version == FINGERPRINT_VERSION:
+        return fp == model_fingerprint(model)
+    raise ValueError(f"unknown fingerprint version {version!r} in {fp!r}; this psylens knows v1 and "
+                     f"{FINGERPRINT_VERSION} — upgrade psylens to read this run")
 
 
 def model_record(model: Any, *, adapter: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -185,6 +256,9 @@ def _same_model(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     With both fingerprints known they decide (the same weights under another name are the same model);
     otherwise spec and adapter must match."""
     fa, fb = old.get("fingerprint"), new.get("fingerprint")
+    if fa is not None and fb is not None and _fingerprint_version(fa) != _fingerprint_version(fb):
+        fa = fb = None  # written by different psylens versions: not comparable, spec and adapter decide
+        old, new = {**old, "fingerprint": None}, {**new, "fingerprint": None}
     if fa is not None and fb is not None:
         return None if fa == fb else f"fingerprint {fa!r} vs {fb!r}"
     for key in ("spec", "adapter", "fingerprint"):

@@ -133,6 +133,56 @@ def test_models_are_named_and_checked(tmp_path: Path) -> None:
     assert io.read_json(run.path / RUN_FILE)["models"]["model"]["fingerprint"] == fp
 
 
+def test_fingerprint_sees_every_weight() -> None:
+    """Known answer: one changed entry anywhere (v1 sampled 16 values a tensor and missed most) changes it."""
+    from conftest import build_tiny_hf
+
+    from psylens.runs import FINGERPRINT_VERSION, _sampled_fingerprint, fingerprint_matches
+
+    base = build_tiny_hf("llama")
+    fp = model_fingerprint(base)
+    assert fp.startswith(f"{FINGERPRINT_VERSION}-") and fp == model_fingerprint(base)
+    name, p = max(base.named_parameters(), key=lambda kv: kv[1].numel())
+    legacy = _sampled_fingerprint(base)
+    flat = p.data.view(-1)
+    i = 1 + flat.numel() // 16  # between two of v1's samples
+    with torch.no_grad():
+        flat[i] += 1e-3
+    assert model_fingerprint(base) != fp, f"a change to {name}[{i}] must change the fingerprint"
+    assert _sampled_fingerprint(base) == legacy  # the defect v2 fixes: v1 did not see it
+    # control: swapping two different entries keeps the plain sum, not the weighted one
+    with torch.no_grad():
+        flat[i] -= 1e-3
+        assert model_fingerprint(base) == fp
+        a, b = flat[3].clone(), flat[7].clone()
+        assert a != b
+        flat[3], flat[7] = b, a
+    assert model_fingerprint(base) != fp
+    with torch.no_grad():
+        flat[3], flat[7] = a, b
+    # records written by either version are compared the way they were made
+    assert fingerprint_matches(fp, base) and fingerprint_matches(legacy, base)
+    other = build_tiny_hf("llama")
+    with torch.no_grad():
+        for q in other.parameters():
+            q.add_(1.0)
+    assert not fingerprint_matches(fp, other) and not fingerprint_matches(legacy, other)
+    with pytest.raises(ValueError, match="unknown fingerprint version 'v9'"):
+        fingerprint_matches("v9-0123456789abcdef", base)
+
+
+def test_fingerprints_of_different_versions_fall_back_to_spec(tmp_path: Path) -> None:
+    from conftest import build_tiny_hf
+
+    base = build_tiny_hf("llama")
+    run = create_run(tmp_path / "r", command="psylens compare", model={"spec": "m", "fingerprint": "0123456789abcdef"})
+    run.add_model("model", {"spec": "m", "fingerprint": model_fingerprint(base)})  # v1 vs v2: the spec decides
+    assert run.models["model"]["fingerprint"] == model_fingerprint(base)  # and the newer one is kept
+    old = create_run(tmp_path / "o", command="psylens compare", model={"spec": "m", "fingerprint": "0123456789abcdef"})
+    with pytest.raises(ValueError, match="spec 'm' vs 'n'"):
+        old.add_model("model", {"spec": "n", "fingerprint": model_fingerprint(base)})
+
+
 # ---------------------------------------------------------------- create / open
 def test_create_run_never_overwrites_another_commands_record(tmp_path: Path) -> None:
     run = create_run(tmp_path / "r", command="psylens harvest --out r", model={"spec": "m"}, config={"a": 1})
