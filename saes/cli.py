@@ -165,13 +165,14 @@ def steer_cmd(
     temperature: float = typer.Option(0.7, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", help="Traces a generate call."),
-    ablate: bool = typer.Option(False, "--ablate", help="Also project the feature's direction (and a random one) out."),
+    ablate: bool = typer.Option(False, "--ablate", help="Also project the feature's direction out (beside a random direction and the random feature's)."),
     clamp: list[float] = typer.Option([], "--clamp",
                                       help="Also hold the latent at this value through the SAE (units of its mean "
                                            "activation; 0 switches it off), beside a latent of similar frequency. Repeatable."),
     random_feature: bool = typer.Option(
         True, "--random-feature/--no-random-feature",
-        help="Also steer, at each strength, with another latent of the SAE rescaled to the feature's norm (a control).",
+        help="Also steer, at each strength, with another latent of the SAE rescaled to the feature's norm, and with "
+             "--ablate project that latent's direction out (a control).",
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),

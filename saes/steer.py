@@ -12,8 +12,9 @@ control, :func:`random_feature_like`; the latent is drawn with ``random_seed`` a
 other than the feature, of similar firing frequency when ``features.json`` records frequencies:
 :func:`random_control_feature`; ``random_feature=False`` leaves it out); with ``ablate=True`` also
 ``feature@ablate`` (the decoder column's direction projected out of the residual at every position,
-``mode="ablate"``: directional ablation, which removes what the stream carries along it instead of pushing it negative) and ``random@ablate``
-(a random direction projected out — the control); with ``clamps`` also ``feature@clamp<v>`` (the
+``mode="ablate"``: directional ablation, which removes what the stream carries along it instead of pushing it negative),
+``random@ablate`` (a random direction projected out — the control) and ``random_feature@ablate`` (the
+random-feature latent's direction projected out — the second control, unless ``random_feature=False``); with ``clamps`` also ``feature@clamp<v>`` (the
 latent's activation held at ``v`` at every position through the SAE, its error term kept:
 :class:`psylens.saes.FeatureClamp`; ``v = 0`` removes the latent's own contribution only where it
 fires) and ``random@clamp<v>`` (a latent that fires about as often, clamped the same way — the
@@ -28,7 +29,7 @@ the change of the label's steps per trace and of accuracy with intervals from a 
 and the ratio of the label's steps (steered ÷ unsteered) with its interval. ``target`` reads the
 strongest suppression: the label's steps at most halved (ratio ≤ 0.5) while accuracy moves by at
 most 5 points — and both controls of the same norm (random direction, random feature) beside it; ``target_ablate`` reads
-``feature@ablate`` against the same target, with ``random@ablate`` beside it, and ``target_clamp``
+``feature@ablate`` against the same target, with ``random@ablate`` and ``random_feature@ablate`` beside it, and ``target_clamp``
 the lowest clamp. Fluency is part of the
 verdict: each condition's reasoning texts are scored by the *unsteered* model (token-pooled perplexity
 after the same formatted prompt), and a target is ``met`` only when the steered texts' perplexity is at
@@ -349,7 +350,8 @@ def feature_steering(
     project the feature's direction (and, as the control, a random one) out of the stream. ``clamps``:
     values (the latent's activation units) to clamp the latent to; ``random_feature``: also steer, at
     every alpha, with another latent's decoder column rescaled to the feature's norm
-    (``random_feature@<alpha>``); ``control_feature``: the latent clamped as the clamps' control and
+    (``random_feature@<alpha>``), and with ``ablate`` project that latent's direction out
+    (``random_feature@ablate``); ``control_feature``: the latent clamped as the clamps' control and
     steered as the random feature (default: drawn with ``random_seed`` — for clamps one of similar
     frequency from ``<sae_dir>/features.json``, :func:`psylens.saes.clamp.matched_control_feature`;
     for the random feature :func:`random_control_feature`, which reads ``features.json`` when there is
@@ -383,7 +385,7 @@ def feature_steering(
         if feats is None:
             raise ValueError(f"no features.json in {str(sae_dir)!r} to match a control latent; give control_feature")
         control_feature = matched_control_feature(feats, int(feature), seed=random_seed)
-    elif control_feature is None and random_feature and alphas:
+    elif control_feature is None and random_feature and (alphas or ablate):
         control_feature = random_control_feature(sae_dir, int(feature), seed=random_seed, features=feats)
     if control_feature is not None and int(control_feature) == int(feature):
         raise ValueError(f"control_feature must differ from the feature ({feature})")
@@ -399,6 +401,9 @@ def feature_steering(
         sv = SteeringVector.from_sae(sae_dir, feature, mode="ablate")
         conditions[art.steering_condition(art.FEATURE, "ablate")] = sv
         conditions[art.steering_condition(art.RANDOM, "ablate")] = sv.random_like(seed=random_seed)
+        if random_feature and control_feature is not None:  # another latent's direction projected out
+            conditions[art.steering_condition(art.RANDOM_FEATURE, "ablate")] = random_feature_like(
+                sv, sae_dir, int(control_feature), seed=random_seed)
     if clamps and control_feature is not None:  # chosen above whenever there are clamps
         from psylens.saes.clamp import FeatureClamp
 
@@ -433,7 +438,7 @@ def feature_steering(
 
     result: dict[str, Any] = {"feature": int(feature), "label": label, "alphas": [float(a) for a in alphas],
                               "ablate": bool(ablate), "clamps": [float(c) for c in clamps],
-                              "random_feature": bool(random_feature and alphas),
+                              "random_feature": bool(random_feature and (alphas or ablate)),
                               "control_feature": None if control_feature is None else int(control_feature),
                               "layer": None, "conditions": {}, "effects": {}, "target": None,
                               "target_ablate": None, "target_clamp": None}

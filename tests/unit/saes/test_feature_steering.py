@@ -99,7 +99,8 @@ def test_feature_steering_changes_only_the_steered_conditions(tiny_model, tmp_pa
 def test_feature_ablation_projects_the_direction_out_beside_a_random_one(tiny_model, tmp_path, monkeypatch):
     """``ablate=True``: while ``feature@ablate`` generates, the stream carries nothing along the decoder column
     (a known answer, read inside each condition's generate call); ``random@ablate`` leaves it (the control);
-    the target reads the ablation."""
+    ``random_feature@ablate`` removes the control latent's direction instead and leaves the feature's (the
+    second control); the target reads the ablation with both controls."""
     import psylens.saes.traces as traces_mod
     from psylens.interventions import record
     from psylens.tasks import Task
@@ -115,12 +116,15 @@ def test_feature_ablation_projects_the_direction_out_beside_a_random_one(tiny_mo
     enc = m.tokenizer([m.format_prompt("Ann lost her keys. How does Ann feel?")], return_tensors="pt",
                       add_special_tokens=False)
     seen: dict[str, float] = {}
+    seen_ctrl: dict[str, float] = {}
     real = traces_mod.generate_traces
 
     def spy(model, tasks, folder, **kw):
         with torch.no_grad(), record(model.hf_model, ["resid_post"], [1]) as rec:
             model.hf_model(**enc)
-        seen[Path(folder).name] = float((rec["resid_post", 1][0] @ u).abs().max())
+        h = rec["resid_post", 1][0]
+        seen[Path(folder).name] = float((h @ u).abs().max())
+        seen_ctrl[Path(folder).name] = h.clone()
         return real(model, tasks, folder, **kw)
 
     monkeypatch.setattr(traces_mod, "generate_traces", spy)
@@ -128,12 +132,23 @@ def test_feature_ablation_projects_the_direction_out_beside_a_random_one(tiny_mo
                   choices=("calm", "upset"), answer="upset", split="test") for i in range(2)]
     rep = feature_steering(m, d, 3, "reflection", alphas=[], ablate=True, tasks=tasks, samples=1, max_new_tokens=6,
                            batch_size=2, progress=False)
-    assert set(rep["conditions"]) == {"none", "feature@ablate", "random@ablate"} and rep["ablate"] is True
+    assert set(rep["conditions"]) == {"none", "feature@ablate", "random@ablate", "random_feature@ablate"}
+    assert rep["ablate"] is True and rep["random_feature"] is True
     assert seen["feature_at_ablate"] < 1e-4 < 0.01 < seen["none"]  # nothing left along the feature
     assert seen["random_at_ablate"] == pytest.approx(seen["none"], rel=0.5)  # the control keeps it
+    c = rep["control_feature"]
+    assert c not in (None, 3) and rep["conditions"]["random_feature@ablate"]["latent"] == c
+    v = w_dec[c] / w_dec[c].norm()
+    along = {k: float((h @ v).abs().max()) for k, h in seen_ctrl.items()}
+    assert along["random_feature_at_ablate"] < 1e-4 < 0.01 < along["none"]  # the control latent's direction is gone
+    assert seen["random_feature_at_ablate"] > 0.01  # and the feature's is not
     assert rep["conditions"]["feature@ablate"]["vector_norm"] == 0.0  # nothing of fixed norm is added
     assert rep["target"] is None and rep["target_ablate"]["condition"] == "feature@ablate"
-    assert set(rep["effects"]) == {"feature@ablate", "random@ablate"}
+    assert rep["target_ablate"]["random_feature_fails"] is not None  # the second control is read
+    assert set(rep["effects"]) == {"feature@ablate", "random@ablate", "random_feature@ablate"}
+    bare = feature_steering(m, d, 3, "reflection", alphas=[], ablate=True, tasks=tasks, samples=1, max_new_tokens=6,
+                            batch_size=2, progress=False, random_feature=False, out=tmp_path / "bare")
+    assert set(bare["conditions"]) == {"none", "feature@ablate", "random@ablate"} and bare["random_feature"] is False
     with pytest.raises(ValueError, match="ablate=True"):
         feature_steering(m, d, 3, "reflection", alphas=[], tasks=tasks, progress=False)
 
@@ -390,6 +405,10 @@ def test_target_needs_the_random_feature_to_fail_too():
     both = _target({"feature@-4": halved, "random@-4": same, "random_feature@-4": halved}, [-4.0])
     assert both["met_ignoring_fluency"] and not both["control_fails"] and not both["met"]
     assert both["random_feature_fails"] is False and both["random_feature_ratio"] == pytest.approx(0.5)
+    # the same for the directional ablation: another latent's direction projected out halves it too
+    abl = _target({"feature@ablate": halved, "random@ablate": same, "random_feature@ablate": halved}, [], "ablate")
+    assert abl["met_ignoring_fluency"] and abl["random_feature_fails"] is False and not abl["met"]
+    assert _target({"feature@ablate": halved, "random@ablate": same, "random_feature@ablate": same}, [], "ablate")["met"]
     # an older summary without the condition reads as before
     old = _target({"feature@-4": halved, "random@-4": same}, [-4.0])
     assert old["met"] and old["random_feature_fails"] is None and old["random_feature_ratio"] is None
