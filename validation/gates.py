@@ -510,13 +510,14 @@ def dose_response(
     ``templates``: ``{"id", "levels", "emotion", "sign"}`` each (``sign`` +1: the projection should
     rise with N, −1: fall). ``projections[id]``: the expected emotion's projection of the template's
     text at each level, in the order of ``levels``. A template passes when ``sign · ρ ≥ rho_threshold``.
-    Value: templates passing; passes when ≥ ``min_passing`` (default: all but one). Control: the same
+    Value: templates passing; passes when ≥ ``min_passing`` (default: the issue's "5 of 6" as a share,
+    ⌈5n/6⌉ of n templates — 5 of 6, 10 of the 12 built-in ones). Control: the same
     projections with the levels shuffled (mean templates passing over ``n_shuffles`` shuffles).
     """
     tps = list(templates)
     if not tps:
         raise ValueError("no dose templates; give {'id', 'levels', 'emotion', 'sign'} for each")
-    need = max(len(tps) - 1, 1) if min_passing is None else int(min_passing)
+    need = -(-5 * len(tps) // 6) if min_passing is None else int(min_passing)  # ⌈5n/6⌉
     rng = np.random.default_rng(seed)
     rows, levels_rows = [], []
     passing, control_counts = 0, np.zeros(n_shuffles)

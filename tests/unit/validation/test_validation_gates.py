@@ -211,6 +211,20 @@ def test_dose_response_planted_monotone_projections_pass() -> None:
     assert dose_response(TEMPLATES, noise)["passed"] is False
 
 
+def test_dose_response_needs_five_sixths_of_the_templates() -> None:
+    """The issue's "≥ 5 of 6" as a share: 10 of 12 templates pass, 9 of 12 do not."""
+    tps = [{**t, "id": f"{t['id']}-{r}"} for r in range(2) for t in TEMPLATES]
+    good = {t["id"]: (t["sign"] * np.log(t["levels"])).tolist() for t in tps}
+    for n_bad, passed in ((2, True), (3, False)):
+        proj = dict(good)
+        for t in tps[:n_bad]:
+            proj[t["id"]] = [-v for v in good[t["id"]]]  # the wrong sign
+        g = dose_response(tps, proj)
+        assert (g["value"], g["threshold"], g["passed"]) == (12 - n_bad, 10, passed)
+    assert dose_response(tps, good, min_passing=12)["passed"] is True
+    assert dose_response(tps[:1], {tps[0]["id"]: good[tps[0]["id"]]})["threshold"] == 1
+
+
 def test_spearman_and_auroc_known_values() -> None:
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
