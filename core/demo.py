@@ -246,6 +246,10 @@ def headlines(run: Run | str | os.PathLike[str]) -> dict[str, Any]:
                 for c in ("prompting", "random", "none")
             },
             "judge_ceiling": (s.get("judge_validation") or {}).get("accuracy"),
+            "judge": s.get("judge"),
+            # issue #10's target (NRC success ÷ the judge's ceiling, margins over prompting and random, fluency);
+            # "target" above is the retired one (success ≥ 0.80), kept for older readers
+            "nrc_target": _nrc_target(s.get("target")),
         }
     if r.file("validation/summary.json").is_file():
         v = r.read_json("validation/summary.json")
@@ -272,6 +276,14 @@ def headlines(run: Run | str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
+def _nrc_target(t: Any) -> dict[str, Any] | None:
+    if not isinstance(t, dict):
+        return None  # a summary written before the target moved to success ÷ ceiling
+    keys = ("success_over_ceiling", "min_success_over_ceiling", "margin", "over_prompting", "over_random",
+            "all_fluent", "fluency", "met")
+    return {k: t.get(k) for k in keys}
+
+
 def _ci(v: list[float] | None) -> str:
     return "" if v is None else f" [{v[0]:.2f}, {v[1]:.2f}]"
 
@@ -294,10 +306,22 @@ def headline_lines(h: dict[str, Any]) -> list[str]:
         )
     st = h.get("steering")
     if st is not None:
+        judge = f"{st['judge']} judge" if st.get("judge") else "the judge"
         lines.append(
             f"steering: mean success {_num(st.get('success'))}{_ci(st.get('ci95'))} over {st.get('n_test')} held-out "
-            f"prompts (target {_num(st.get('target'))}; the judge's own ceiling {_num(st.get('judge_ceiling'))})"
+            f"prompts ({judge}; its own ceiling {_num(st.get('judge_ceiling'))})"
         )
+        t = st.get("nrc_target")
+        if t is not None:
+            def signed(v: Any) -> str:
+                return "n/a" if v is None else f"{float(v):+.2f}"
+
+            lines.append(
+                f"  target: NRC success ÷ ceiling {_num(t.get('success_over_ceiling'))} (needs ≥ "
+                f"{_num(t.get('min_success_over_ceiling'))}), above prompting {signed(t.get('over_prompting'))} and "
+                f"random {signed(t.get('over_random'))} (needs ≥ {_num(t.get('margin'))} each), every vector fluent "
+                f"({t.get('fluency')}): {'yes' if t.get('all_fluent') else 'no'} → {'met' if t.get('met') else 'not met'}"
+            )
         for c, b in st["baselines"].items():
             verdict = "beats it" if b["beats"] else "does not beat it"
             lines.append(

@@ -76,7 +76,15 @@ def test_headlines_put_each_number_beside_its_controls(tiny_model, tmp_path, mon
     assert lines[0].startswith("probes: best layer 1 accuracy") and "shuffled labels" in lines[0]
     assert "chance 0.17" in lines[0] and "lexical" in lines[0] and "does not beat the words alone" in lines[0]
     assert lines[1].startswith("steering: mean success 0.50 [") and "over 8 held-out prompts" in lines[1]
+    assert "(marker judge;" in lines[1] and "target 0.80" not in lines[1]  # the retired target is not shown
     assert sum("vs random" in x and "beats it" in x for x in lines) == 1
+    # issue #10's target, from the sweep's own summary: the NRC lexicon reads the emotion word inside each mark
+    # (success 0.5 over its ceiling 0.433), but the planted marks are not fluent text, so it is not met
+    t = st["nrc_target"]
+    assert t["success_over_ceiling"] == 1.1538 and t["min_success_over_ceiling"] == 0.6 and t["all_fluent"] is False
+    assert t["met"] is False
+    assert lines[2].startswith("  target: NRC success ÷ ceiling 1.15 (needs ≥ 0.60)") and lines[2].endswith("fluent "
+                                                                                                            "(relative): no → not met")
 
 
 def test_one_in_eight_is_printed_as_no_beat(tiny_model, tmp_path, monkeypatch):
@@ -114,7 +122,9 @@ def test_the_demo_command_prints_the_headlines(tmp_path, monkeypatch):
         "mean_vs": {"prompting": {"diff": 0.1, "ci95": [0.04, 0.16], "beats": True},
                     "random": {"diff": 0.01, "ci95": [-0.05, 0.07], "beats": False},
                     "none": {"diff": 0.1, "ci95": [0.04, 0.16], "beats": True}},
-        "targets": {"success": 0.8}, "judge_validation": {"accuracy": 0.433},
+        "targets": {"success": 0.8}, "judge_validation": {"accuracy": 0.433}, "judge": "nrc",
+        "target": {"judge": "nrc", "fluency": "relative", "success_over_ceiling": 0.65, "min_success_over_ceiling": 0.6,
+                   "margin": 0.1, "over_prompting": 0.2, "over_random": 0.12, "all_fluent": True, "met": True},
     })
     monkeypatch.setattr(demo_mod, "run_demo", lambda *a, **k: run)
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run")])
@@ -122,7 +132,9 @@ def test_the_demo_command_prints_the_headlines(tmp_path, monkeypatch):
     out = result.output
     assert "probes: best layer 16 accuracy 0.90 [0.88, 0.93] vs shuffled labels 0.16 [0.14, 0.18]" in out
     assert "words alone (lexical) 0.82 [0.79, 0.84]: beats the words alone" in out
-    assert "steering: mean success 0.20 [0.15, 0.25] over 20 held-out prompts" in out
+    assert "steering: mean success 0.20 [0.15, 0.25] over 20 held-out prompts (nrc judge; its own ceiling 0.43)" in out
+    assert ("target: NRC success ÷ ceiling 0.65 (needs ≥ 0.60), above prompting +0.20 and random +0.12 (needs ≥ "
+            "0.10 each), every vector fluent (relative): yes → met") in out
     assert "vs random    0.19 [0.14, 0.24]: difference 0.01 [-0.05, 0.07] → does not beat it" in out
     assert "vs prompting 0.10 [0.06, 0.14]: difference 0.10 [0.04, 0.16] → beats it" in out
 
