@@ -141,10 +141,17 @@ _CHUNK = 1 << 22  # entries per checksum chunk
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
+_WEIGHTS: dict[str, torch.Tensor] = {}  # device → [_CHUNK] int64 weights, made once
+
+
 def _chunk_weights(n: int, device: torch.device) -> torch.Tensor:
-    """[n] int64 odd-hash weights in [1, 2**28]: a changed entry changes the weighted sum unless others cancel it."""
-    i = torch.arange(n, dtype=torch.int64, device=device)
-    return ((i * 0x9E3779B1) % (1 << 32) >> 4) + 1
+    """[n] int64 hash weights in [1, 2**28]: a changed entry changes the weighted sum unless others cancel it."""
+    key = str(device)
+    w = _WEIGHTS.get(key)
+    if w is None:
+        i = torch.arange(_CHUNK, dtype=torch.int64, device=device)
+        w = _WEIGHTS[key] = ((i * 0x9E3779B1) % (1 << 32) >> 4) + 1
+    return w[:n]
 
 
 def _tensor_checksum(p: torch.Tensor, h: Any) -> None:
@@ -162,15 +169,12 @@ def _tensor_checksum(p: torch.Tensor, h: Any) -> None:
     if itype is None:
         raise ValueError(f"cannot fingerprint a parameter of dtype {p.dtype} ({flat.element_size()} bytes an entry)")
     ints = flat.view(itype)
-    w: torch.Tensor | None = None
     for start in range(0, ints.numel(), _CHUNK):
         c = ints[start:start + _CHUNK]
         if c.device.type == "mps":  # MPS has no int64 reductions everywhere: these few MB go to the host
             c = c.cpu()
         c = c.to(torch.int64)
-        if w is None or w.numel() != c.numel() or w.device != c.device:
-            w = _chunk_weights(c.numel(), c.device)
-        h.update(f"{int(c.sum())},{int((c * w).sum())};".encode())
+        h.update(f"{int(c.sum())},{int((c * _chunk_weights(c.numel(), c.device)).sum())};".encode())
 
 
 def model_fingerprint(model: Any) -> str:
@@ -178,8 +182,8 @@ def model_fingerprint(model: Any) -> str:
 
     Every entry counts: each parameter's bits are summed twice as integers on its own device (plain and
     position-weighted, chunk by chunk), so a change to a single weight — a fine-tuned row, a merged
-    adapter — changes the fingerprint, while only a few integers per tensor leave the device. About 1.5 s
-    for a 135M model on one CPU thread. Not a cryptographic identity of the weights. The value starts with
+    adapter — changes the fingerprint, while only a few integers per tensor leave the device. It costs 1–2 s
+    for a 135M model on a busy 2-core CPU (the sampled v1 took milliseconds); on a GPU it is a few kernels a tensor. Not a cryptographic identity of the weights. The value starts with
     :data:`FINGERPRINT_VERSION`; records from older versions are compared with :func:`fingerprint_matches`.
     """
     hf = _fingerprint_module(model)
