@@ -183,8 +183,8 @@ def model_fingerprint(model: Any) -> str:
     Every entry counts: each parameter's bits are summed twice as integers on its own device (plain and
     position-weighted, chunk by chunk), so a change to a single weight — a fine-tuned row, a merged
     adapter — changes the fingerprint, while only a few integers per tensor leave the device. It costs 1–2 s
-    for a 135M model on a busy 2-core CPU (the sampled v1 took milliseconds); on a GPU it is a few kernels a tensor. Not a cryptographic identity of the weights. The value starts with
-    :data:`FINGERPRINT_VERSION`; records from older versions are compared with :func:`fingerprint_matches`.
+    for a 135M model on a busy 2-core CPU (the sampled v1 took milliseconds); on a GPU it is a few kernels a
+    tensor. Not a cryptographic identity of the weights. The value starts with :data:`FINGERPRINT_VERSION`; records from older versions are compared with :func:`fingerprint_matches`.
     """
     hf = _fingerprint_module(model)
     h = hashlib.sha256(type(hf).__name__.encode())
