@@ -165,7 +165,8 @@ def _tensor_checksum(p: torch.Tensor, h: Any) -> None:
         h.update(b"meta")
         return
     flat = p.detach().contiguous().reshape(-1)
-    itype = _INT_VIEW.get(flat.element_size())
+    size = flat.element_size()
+    itype = _INT_VIEW.get(size, torch.int64 if size % 8 == 0 else None)  # complex128: two int64 an entry
     if itype is None:
         raise ValueError(f"cannot fingerprint a parameter of dtype {p.dtype} ({flat.element_size()} bytes an entry)")
     ints = flat.view(itype)

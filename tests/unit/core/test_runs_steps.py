@@ -171,6 +171,22 @@ def test_fingerprint_sees_every_weight() -> None:
         fingerprint_matches("v9-0123456789abcdef", base)
 
 
+def test_fingerprint_reads_every_dtype() -> None:
+    """bf16, uint8 and complex128 weights: an imaginary part changed in one entry changes the fingerprint."""
+    m = torch.nn.Module()
+    m.a = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.complex128))
+    m.b = torch.nn.Parameter(torch.randn(5).bfloat16())
+    m.c = torch.nn.Parameter(torch.zeros(4, dtype=torch.uint8), requires_grad=False)
+    fp = model_fingerprint(m)
+    with torch.no_grad():
+        m.a[1, 2] += 1j
+    assert model_fingerprint(m) != fp
+    with torch.no_grad():
+        m.a[1, 2] -= 1j
+        m.c[3] = 1
+    assert model_fingerprint(m) != fp
+
+
 def test_fingerprints_of_different_versions_fall_back_to_spec(tmp_path: Path) -> None:
     from conftest import build_tiny_hf
 
