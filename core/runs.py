@@ -139,8 +139,6 @@ def _command_name(command: str) -> str:
 FINGERPRINT_VERSION = "v2"
 _CHUNK = 1 << 22  # entries per checksum chunk
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
 _WEIGHTS: dict[str, torch.Tensor] = {}  # device → [_CHUNK] int64 weights, made once
 
 
@@ -168,7 +166,8 @@ def _tensor_checksum(p: torch.Tensor, h: Any) -> None:
     size = flat.element_size()
     itype = _INT_VIEW.get(size, torch.int64 if size % 8 == 0 else None)  # complex128: two int64 an entry
     if itype is None:
-        raise ValueError(f"cannot fingerprint a parameter of dtype {p.dtype} ({flat.element_size()} bytes an entry)")
+        raise ValueError(f"cannot fingerprint a parameter of dtype {p.dtype} ({size} bytes an entry); "
+                         "give a model whose parameters are 1, 2, 4 or a multiple of 8 bytes an entry")
     ints = flat.view(itype)
     for start in range(0, ints.numel(), _CHUNK):
         c = ints[start:start + _CHUNK]
@@ -183,9 +182,10 @@ def model_fingerprint(model: Any) -> str:
 
     Every entry counts: each parameter's bits are summed twice as integers on its own device (plain and
     position-weighted, chunk by chunk), so a change to a single weight — a fine-tuned row, a merged
-    adapter — changes the fingerprint, while only a few integers per tensor leave the device. It costs 1–2 s
-    for a 135M model on a busy 2-core CPU (the sampled v1 took milliseconds); on a GPU it is a few kernels a
-    tensor. Not a cryptographic identity of the weights. The value starts with :data:`FINGERPRINT_VERSION`; records from older versions are compared with :func:`fingerprint_matches`.
+    adapter — changes the fingerprint, while only a few integers per tensor leave the device. It costs
+    1–2 s for a 135M model on a busy 2-core CPU (the sampled v1 took milliseconds); on a GPU it is a few
+    kernels a tensor. Not a cryptographic identity of the weights. The value starts with
+    :data:`FINGERPRINT_VERSION`; records from older versions are compared with :func:`fingerprint_matches`.
     """
     hf = _fingerprint_module(model)
     h = hashlib.sha256(type(hf).__name__.encode())

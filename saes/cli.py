@@ -165,7 +165,8 @@ def steer_cmd(
     temperature: float = typer.Option(0.7, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", help="Traces a generate call."),
-    ablate: bool = typer.Option(False, "--ablate", help="Also project the feature's direction out (beside a random direction and the random feature's)."),
+    ablate: bool = typer.Option(False, "--ablate", help="Also project the feature's direction out (beside a random "
+                                                        "direction and the random feature's)."),
     clamp: list[float] = typer.Option([], "--clamp",
                                       help="Also hold the latent at this value through the SAE (units of its mean "
                                            "activation; 0 switches it off), beside a latent of similar frequency. Repeatable."),

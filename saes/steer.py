@@ -12,9 +12,10 @@ control, :func:`random_feature_like`; the latent is drawn with ``random_seed`` a
 other than the feature, of similar firing frequency when ``features.json`` records frequencies:
 :func:`random_control_feature`; ``random_feature=False`` leaves it out); with ``ablate=True`` also
 ``feature@ablate`` (the decoder column's direction projected out of the residual at every position,
-``mode="ablate"``: directional ablation, which removes what the stream carries along it instead of pushing it negative),
-``random@ablate`` (a random direction projected out — the control) and ``random_feature@ablate`` (the
-random-feature latent's direction projected out — the second control, unless ``random_feature=False``); with ``clamps`` also ``feature@clamp<v>`` (the
+``mode="ablate"``: directional ablation, which removes what the stream carries along it instead of pushing
+it negative), ``random@ablate`` (a random direction projected out — the control) and
+``random_feature@ablate`` (the random-feature latent's direction projected out — the second control,
+unless ``random_feature=False``); with ``clamps`` also ``feature@clamp<v>`` (the
 latent's activation held at ``v`` at every position through the SAE, its error term kept:
 :class:`psylens.saes.FeatureClamp`; ``v = 0`` removes the latent's own contribution only where it
 fires) and ``random@clamp<v>`` (a latent that fires about as often, clamped the same way — the
@@ -28,9 +29,9 @@ Against ``none`` (``effects``, :func:`paired_effect`): the same traces (same ids
 the change of the label's steps per trace and of accuracy with intervals from a bootstrap over tasks,
 and the ratio of the label's steps (steered ÷ unsteered) with its interval. ``target`` reads the
 strongest suppression: the label's steps at most halved (ratio ≤ 0.5) while accuracy moves by at
-most 5 points — and both controls of the same norm (random direction, random feature) beside it; ``target_ablate`` reads
-``feature@ablate`` against the same target, with ``random@ablate`` and ``random_feature@ablate`` beside it, and ``target_clamp``
-the lowest clamp. Fluency is part of the
+most 5 points — and both controls of the same norm (random direction, random feature) beside it;
+``target_ablate`` reads ``feature@ablate`` against the same target, with ``random@ablate`` and
+``random_feature@ablate`` beside it, and ``target_clamp`` the lowest clamp. Fluency is part of the
 verdict: each condition's reasoning texts are scored by the *unsteered* model (token-pooled perplexity
 after the same formatted prompt), and a target is ``met`` only when the steered texts' perplexity is at
 most :data:`MAX_PERPLEXITY_RATIO` (1.5, the steering sweep's ``absolute`` criterion) × the unsteered
