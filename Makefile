@@ -85,6 +85,7 @@ notebook-05: setup-full
 
 bench: setup-full
 	$(PY) -m benchmarks.load
+	$(PY) -m benchmarks.fingerprint
 	$(PY) -m benchmarks.harvest
 	$(PY) -m benchmarks.steering
 	$(PY) -m benchmarks.steering --perplexity
