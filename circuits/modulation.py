@@ -299,7 +299,7 @@ def modulation(
     norm = residual_norms(model, plain, [layer], reference=cfg.scale_reference)[layer]
     lp_none, _ = _word_logprobs(model, feel, token_ids, [], cfg.batch_size)
     gens_none = _generate(model, plain, [], cfg.max_new_tokens, cfg.batch_size)
-    x_none = _reread(model, plain, gens_none, layer, cfg.batch_size).double() @ v.double()
+    x_none = _reread(model, plain, gens_none, layer, cfg.batch_size).double() @ v.cpu().double()
 
     trials: list[tuple[str, float, list[Intervention], list[str], list[str]]] = [("none", 0.0, [], plain, feel)]
     strengths, unit_shift = (cfg.shift_factors, shift) if cfg.circuit_op == "shift" else (cfg.factors, None)
@@ -320,7 +320,7 @@ def modulation(
         shift_e = shift_c.mean(0)  # [E]
         gens = gens_none if method == "none" else _generate(model, fmt, ivs, cfg.max_new_tokens, cfg.batch_size)
         texts = [tok.decode(g, skip_special_tokens=True) for g in gens]
-        x = x_none if method == "none" else _reread(model, plain, gens, layer, cfg.batch_size).double() @ v.double()
+        x = x_none if method == "none" else _reread(model, plain, gens, layer, cfg.batch_size).double() @ v.cpu().double()
         wins = np.nan_to_num((x > x_none).numpy().astype(float))
         lo, hi = wilson_ci(int(wins.sum()), len(wins))
         st = _text_stats(model, prompts, texts, cfg.batch_size)

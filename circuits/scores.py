@@ -40,6 +40,7 @@ from torch import Tensor
 from psylens.circuits.signal import Baseline, Edit, Prepared, Units, _batches, signal
 from psylens.interventions import StopForward, record, site_module, tap
 from psylens.modules import decoder_layers
+from psylens.precision import wide, wide_dtype
 
 __all__ = ["UnitScores", "attribution", "patching", "output_weights", "spearman"]
 
@@ -105,6 +106,7 @@ def attribution(
     con_n = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
     emb = hf.get_input_embeddings()
     dev = emb.weight.device
+    wd = wide_dtype(dev)  # float64, float32 on MPS (no float64 there)
     v = direction.detach().float().to(dev)
     total = 0.0
     for b in _batches(data, progress, "attribution"):
@@ -130,33 +132,33 @@ def attribution(
             x = got["x"]
             mf = read.float()
             p = ((x.float() @ v) * mf).sum(1) / mf.sum(1)  # [b]
-            s_b = (p.double() * w_b.to(dev)).sum()
+            s_b = (wide(p) * w_b.to(wd).to(dev)).sum()
             acts = [rec[s, lay] for lay in layers for s in ("head_out", "mlp_post")]
             grads = torch.autograd.grad(s_b, acts, allow_unused=True)
         total += float(s_b.detach())
         # [b, t]: w_i / n_read_i at the read-out tokens (a unit writes directly only at its own position)
-        wm = (w_b.to(dev).unsqueeze(1) * read.double()) / read.double().sum(1, keepdim=True)
+        wm = (w_b.to(wd).to(dev).unsqueeze(1) * wide(read)) / wide(read).sum(1, keepdim=True)
         for k, lay in enumerate(layers):
             z, gz = acts[2 * k].detach(), grads[2 * k]
             a, ga = acts[2 * k + 1].detach(), grads[2 * k + 1]
             mz = mask.unsqueeze(-1).unsqueeze(-1)
             if gz is not None:
-                dz = (z.double() - baseline.heads_at(lay, b.rows).to(dev).double())
-                atp_h[lay] += (gz.double() * dz * mz).sum(dim=(0, 1, 3)).cpu()
+                dz = (wide(z) - wide(baseline.heads_at(lay, b.rows).to(dev)))
+                atp_h[lay] += (wide(gz) * dz * mz).sum(dim=(0, 1, 3)).cpu()
             if ga is not None:
-                da = (a.double() - baseline.neurons_at(lay, b.rows).to(dev).double())
-                atp_n[lay] += (ga.double() * da * mask.unsqueeze(-1)).sum(dim=(0, 1)).cpu()
-            con_h[lay] += torch.einsum("bt,bthd->hd", wm, z.double()).cpu()
-            con_n[lay] += torch.einsum("bt,btn->n", wm, a.double()).cpu()
+                da = (wide(a) - wide(baseline.neurons_at(lay, b.rows).to(dev)))
+                atp_n[lay] += (wide(ga) * da * mask.unsqueeze(-1)).sum(dim=(0, 1)).cpu()
+            con_h[lay] += torch.einsum("bt,bthd->hd", wm, wide(z)).cpu()
+            con_n[lay] += torch.einsum("bt,btn->n", wm, wide(a)).cpu()
         del acts, grads, got, x, p, s_b, embeds
     dir_h = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     dir_n = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
-    vd = direction.detach().double().cpu()
+    vd = direction.detach().cpu().double()  # to the CPU first: float64 on every device
     for lay in layers:
         w_o, w_down = output_weights(hf, lay)
-        wov = (w_o.detach().double().cpu().T @ vd).view(n_heads, d_head)  # [H, dh]
+        wov = (w_o.detach().cpu().double().T @ vd).view(n_heads, d_head)  # [H, dh]
         dir_h[lay] = (con_h[lay] * wov).sum(-1)
-        dir_n[lay] = con_n[lay] * (w_down.detach().double().cpu().T @ vd)
+        dir_n[lay] = con_n[lay] * (w_down.detach().cpu().double().T @ vd)
     nan_h = torch.full((n_layers, n_heads), float("nan"))
     nan_n = torch.full((n_layers, d_mlp), float("nan"))
     return UnitScores(dir_h.float(), dir_n.float(), atp_h.float(), atp_n.float(), nan_h, nan_n, total, layer)

@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from psylens.interventions import Intervention, StopForward, intervene, tap
+from psylens.precision import wide
 
 __all__ = [
     "Batch",
@@ -484,7 +485,8 @@ def unit_widths(model: Any) -> tuple[int, int, int, int]:
 def _unit_reductions(model: Any, data: Prepared, layers: Sequence[int], reduce: Callable[[Batch, Tensor], Tensor],
                      *, progress: bool, desc: str) -> Iterator[tuple[Batch, dict[tuple[str, int], Tensor]]]:
     """Per batch, ``reduce(batch, x)`` of every ``head_out`` / ``mlp_post`` tensor ``x`` (``[b, t, *unit]``) at
-    ``layers`` (float64, on the CPU; the forward stops after the top layer)."""
+    ``layers`` (float64, on the CPU; reduced on the device in float64, float32 on MPS — see
+    :mod:`psylens.precision`; the forward stops after the top layer)."""
     n_layers = unit_widths(model)[0]
     layers = sorted(set(int(x) for x in layers))
     if not layers or layers[0] < 0 or layers[-1] >= n_layers:
@@ -495,7 +497,7 @@ def _unit_reductions(model: Any, data: Prepared, layers: Sequence[int], reduce: 
         acc: dict[tuple[str, int], Tensor] = {}
 
         def keep(site: str, lay: int, x: Tensor, b: Batch = b) -> None:
-            acc[(site, lay)] = reduce(b, x.double()).cpu()
+            acc[(site, lay)] = reduce(b, wide(x)).cpu().double()
             if site == "mlp_post" and lay == top:
                 raise StopForward
 
@@ -529,7 +531,7 @@ def unit_means(model: Any, data: Prepared, layers: Sequence[int], *, weights: np
         return m * (wr / m.sum(1).clamp(min=1))[:, None]
 
     def reduce(b: Batch, x: Tensor) -> Tensor:
-        return torch.einsum("bt,bt...->...", token_weights(b).to(x.device), x)
+        return torch.einsum("bt,bt...->...", token_weights(b).to(x.dtype).to(x.device), x)
 
     for b, acc in _unit_reductions(model, data, layers, reduce, progress=progress,
                                    desc="baseline" if weights is None else "unit contrast"):
@@ -566,7 +568,7 @@ def scenario_baseline(model: Any, data: Prepared, neutral: Prepared, layers: Seq
     tokens = torch.zeros(n, dtype=torch.float64)
 
     def reduce(b: Batch, x: Tensor) -> Tensor:  # per row: the sum over its text tokens
-        return torch.einsum("bt,bt...->b...", b.text_mask.double().to(x.device), x)
+        return torch.einsum("bt,bt...->b...", b.text_mask.to(x.dtype).to(x.device), x)
 
     for b, acc in _unit_reductions(model, neutral, layers, reduce, progress=progress, desc="scenario baseline"):
         rows = list(b.rows)

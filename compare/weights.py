@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from psylens.compare import artifacts as art
+from psylens.precision import wide
 
 __all__ = [
     "WeightDiff",
@@ -214,7 +215,7 @@ def lora_deltas(adapter_dir: str | Path) -> dict[str, Float[Tensor, "o i"]]:
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _one(name: str, layer: int, w: Tensor, delta: Tensor, dtype: torch.dtype, top_k: int) -> tuple[WeightDiff, Tensor]:
-    w64, d64 = w.detach().double().cpu(), delta.detach().double().cpu()
+    w64, d64 = w.detach().cpu().double(), delta.detach().cpu().double()
     wn = float(w64.norm())
     dn = float(d64.norm())
     if dn == 0.0:
@@ -258,7 +259,7 @@ def weight_diffs(
             delta = lora.get(name, torch.zeros(()))
             delta = delta.to(torch.float64).expand(w.shape) if delta.ndim == 0 else delta
         else:
-            delta = _weight(tuned_mods[name]).double() - w.double()
+            delta = _weight(tuned_mods[name]).detach().cpu().double() - w.detach().cpu().double()  # float64 on the CPU
         row, vec = _one(name, layer, w, delta, w.dtype, cfg.top_k)
         rows.append(row)
         dirs[name] = vec.contiguous()
@@ -301,9 +302,9 @@ def _other_changes(pair: Any) -> dict[str, float]:
     for name, p in pair.base.hf_model.named_parameters():
         if name in linear or name not in tuned:
             continue
-        d = float((tuned[name].double() - p.double()).norm())
+        d = float((wide(tuned[name]) - wide(p)).norm())
         if d > 0:
-            out[name] = d / max(float(p.double().norm()), 1e-30)
+            out[name] = d / max(float(wide(p).norm()), 1e-30)
     return out
 
 

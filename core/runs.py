@@ -211,7 +211,7 @@ def _sampled_fingerprint(model: Any) -> str:
         for name, p in hf.named_parameters():
             flat = p.detach().reshape(-1)
             step = max(1, flat.numel() // 16)
-            sample = flat[::step][:16].to("cpu", torch.float64)
+            sample = flat[::step][:16].cpu().to(torch.float64)  # to the CPU first: MPS has no float64
             h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
             h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]

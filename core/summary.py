@@ -16,6 +16,7 @@ from torch import Tensor
 
 from psylens.activations import Activations
 from psylens.artifacts import LAYER_SUMMARY_SCHEMA_VERSION
+from psylens.precision import wide
 
 __all__ = ["fisher_ratio", "layer_summary", "BEST_LAYER_MEANING"]
 
@@ -28,7 +29,7 @@ BEST_LAYER_MEANING = (
 
 def fisher_ratio(x: Float[Tensor, "n d"], y: Int[Tensor, " n"]) -> float:
     """Between-class over within-class scatter (traces). 0 when classes coincide."""
-    x = x.double()
+    x = wide(x)  # float64 (float32 on MPS)
     mu = x.mean(0)
     between = x.new_zeros(())
     within = x.new_zeros(())

@@ -80,6 +80,7 @@ from torch import Tensor
 
 from psylens.io import atomic_write_text
 from psylens.models import prompt_special_tokens
+from psylens.precision import wide
 from psylens.stimuli import EMOTIONS
 from psylens.interventions import record
 from psylens.steering.apply import attach_rows
@@ -421,11 +422,12 @@ def reference_norm(x: Float[Tensor, "token d_model"], reference: str = "norm") -
     ``"centred"`` removes what every token shares (a constant offset); ``"median"`` is the norm an
     isotropic vector would have if every dimension were as large as the median one, so a few massive
     dimensions — constant or not — do not move it (on isotropic activations it is about ``"norm"``).
-    Computed in float64, since massive dimensions can be thousands of times the rest. ``nan`` for no rows."""
+    Computed in float64 (float32 on MPS, which has no float64), since massive dimensions can be thousands of
+    times the rest. ``nan`` for no rows."""
     check_scale_reference(reference)
     if reference == "norm":
         return float(x.float().norm(dim=-1).mean())
-    xd = x.double()
+    xd = wide(x)
     if reference == "median":
         if xd.shape[0] == 0:
             return float("nan")

@@ -46,6 +46,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from psylens.io import write_tensors
+from psylens.precision import wide
 
 if TYPE_CHECKING:
     from psylens.steering.apply import SteeringHandle
@@ -148,7 +149,7 @@ class SteeringVector:
             raise ValueError("vectors contain NaN or inf; build the vector from finite directions")
         if not _is_scalar(self.alpha) or not math.isfinite(float(self.alpha)):
             raise ValueError(f"alpha must be a finite number (int, float or a numpy scalar), got {self.alpha!r}")
-        scale = abs(float(self.alpha)) * float(vecs.double().norm(dim=-1).max())
+        scale = abs(float(self.alpha)) * float(wide(vecs).norm(dim=-1).max())
         if not math.isfinite(scale) or scale > _MAX_SCALE:
             raise ValueError(
                 f"|alpha * v| = {scale:.3g} is too large to steer with: the model's norm layers square the "
