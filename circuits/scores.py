@@ -143,10 +143,10 @@ def attribution(
             a, ga = acts[2 * k + 1].detach(), grads[2 * k + 1]
             mz = mask.unsqueeze(-1).unsqueeze(-1)
             if gz is not None:
-                dz = (wide(z) - wide(baseline.heads_at(lay, b.rows).to(dev)))
+                dz = (wide(z) - baseline.heads_at(lay, b.rows).to(wd).to(dev))
                 atp_h[lay] += (wide(gz) * dz * mz).sum(dim=(0, 1, 3)).cpu()
             if ga is not None:
-                da = (wide(a) - wide(baseline.neurons_at(lay, b.rows).to(dev)))
+                da = (wide(a) - baseline.neurons_at(lay, b.rows).to(wd).to(dev))
                 atp_n[lay] += (wide(ga) * da * mask.unsqueeze(-1)).sum(dim=(0, 1)).cpu()
             con_h[lay] += torch.einsum("bt,bthd->hd", wm, wide(z)).cpu()
             con_n[lay] += torch.einsum("bt,btn->n", wm, wide(a)).cpu()

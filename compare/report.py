@@ -29,7 +29,19 @@ def plots_available() -> str | None:
         import plotly  # noqa: F401
     except ImportError as e:
         return f"PNG plots need plotly and kaleido ({e.name} is missing): pip install kaleido (it drives a local Chrome/Chromium)"
+    if _find_browser() is None:
+        return ("PNG plots need a Chrome/Chromium browser for kaleido and none was found: install one (e.g. "
+                "`apt-get install chromium`), set BROWSER_PATH to it, or run `plotly_get_chrome`")
     return None
+
+
+def _find_browser() -> str | None:
+    """The Chrome/Chromium executable kaleido would drive (``BROWSER_PATH`` first), or ``None``."""
+    try:
+        from choreographer.browsers.chromium import Chromium
+    except ImportError:  # another kaleido back end: let the export itself decide
+        return "unknown"
+    return Chromium.find_browser(skip_local=False)
 
 
 def build_summary(run: Any, sections: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -417,7 +417,7 @@ def _placed(t: Tensor) -> Callable[[Tensor], Tensor]:
     def get(like: Tensor) -> Tensor:
         key = (like.device, like.dtype)
         if key not in cache:
-            cache[key] = t.detach().to(device=like.device, dtype=like.dtype)
+            cache[key] = t.detach().to(like.dtype).to(like.device)  # cast first: a float64 value cannot go to MPS
         return cache[key]
 
     return get

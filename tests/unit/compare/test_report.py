@@ -86,3 +86,19 @@ def test_png_plots_beside_the_report(tiny_dirs, tmp_path):
     png = tmp_path / "run" / art.plot_file("weights_map")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![weight change map](weights_map.png)" in (tmp_path / "run" / art.REPORT).read_text()
+
+
+def test_no_browser_means_no_plots_and_says_why(tiny_dirs, tmp_path, monkeypatch):
+    """Kaleido without a Chrome/Chromium: the report is written without PNGs and names the missing browser
+    (it used to try each export and fail). Control: a browser found makes plots available again."""
+    from psylens.compare import report
+
+    monkeypatch.setattr(report, "_find_browser", lambda: None)
+    why = report.plots_available()
+    assert why is not None and "Chrome/Chromium" in why and "BROWSER_PATH" in why
+    pair = load_pair(tiny_dirs["base"], tiny_dirs["rank1"], device="cpu")
+    summary = run_compare(pair, tmp_path / "run", CompareConfig(sections=("weights",), plots=True))
+    assert summary["plots"] == {"files": {}, "note": why}
+    assert (tmp_path / "run" / art.REPORT).exists() and not list((tmp_path / "run").rglob("*.png"))
+    monkeypatch.setattr(report, "_find_browser", lambda: "/usr/bin/chromium")
+    assert report.plots_available() is None
