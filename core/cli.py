@@ -342,6 +342,7 @@ _SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("psylens.compare.organism_cli", "organism_app", "organism"),
     ("psylens.saes.cli", "sae_app", "sae"),
     ("psylens.compare.cli", "compare_cmd", "compare"),
+    ("psylens.devicecheck_cli", "doctor_cmd", "doctor"),
 )
 
 
