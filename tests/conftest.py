@@ -125,6 +125,16 @@ def tiny_model(smollm_tokenizer):
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer) -> Path:
+    """A tiny random Llama saved with the SmolLM2 tokenizer: a local HF model directory. Shared by the
+    whole session: read it, never write into it (copy it first)."""
+    d = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_hf("llama").save_pretrained(d)
+    smollm_tokenizer.save_pretrained(d)
+    return d
+
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 

@@ -66,3 +66,13 @@ def tiny_llama():
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
+
+
+def planted_model(tokenizer) -> tuple[Model, torch.Tensor]:
+    """(model, direction): a fresh tiny Llama with the planted head and neuron writing a seeded unit direction."""
+    torch.manual_seed(1)
+    v = torch.randn(32)
+    v = v / v.norm()
+    hf = tiny_llama()
+    plant(hf, tokenizer, v)
+    return Model(hf, tokenizer, spec="tiny-planted"), v

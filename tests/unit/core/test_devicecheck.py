@@ -26,13 +26,8 @@ NAMES = ["logits", "record", "interventions", "steering", "attribution", "finger
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer) -> Path:
-    from conftest import build_tiny_hf
-
-    d = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_hf("llama").save_pretrained(d)
-    smollm_tokenizer.save_pretrained(d)
-    return d
+def tiny_dir(tiny_llama_dir: Path) -> Path:
+    return tiny_llama_dir  # tests/conftest.py: read-only, shared by the session
 
 
 def _spy_loads(monkeypatch: pytest.MonkeyPatch, on_target: Any = None) -> list[Model]:

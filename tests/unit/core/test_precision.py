@@ -17,13 +17,12 @@ import torch
 from psylens import precision
 from psylens.circuits.scores import attribution
 from psylens.circuits.signal import contrast_weights, prepare, scenario_baseline, unit_baseline
-from psylens.models import Model
 from psylens.precision import wide, wide_dtype
 from psylens.steering.metrics import perplexity, token_nll
 from psylens.steering.sweep import residual_norms
 from psylens.summary import fisher_ratio
 
-from tests.unit.circuits.circuits_planted import EMOS, READOUT, neutral_texts, plant, stimuli, tiny_llama
+from tests.unit.circuits.circuits_planted import EMOS, READOUT, neutral_texts, planted_model, stimuli
 
 # the einsums of circuits.scores / circuits.signal that reduce activations on the model's device
 DEVICE_EINSUMS = {"bt,bthd->hd", "bt,btn->n", "bt,bt...->...", "bt,bt...->b..."}
@@ -74,12 +73,7 @@ class _EinsumDtypes(torch.overrides.TorchFunctionMode):
 @pytest.fixture(scope="module")
 def planted(smollm_tokenizer):
     """(model, direction): the circuits tests' tiny Llama with a planted head and neuron."""
-    torch.manual_seed(1)
-    v = torch.randn(32)
-    v = v / v.norm()
-    hf = tiny_llama()
-    plant(hf, smollm_tokenizer, v)
-    return Model(hf, smollm_tokenizer, spec="tiny-planted"), v
+    return planted_model(smollm_tokenizer)
 
 
 def _scores(model, v):

@@ -29,13 +29,8 @@ class _Captured(Exception):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer) -> Path:
-    from conftest import build_tiny_hf
-
-    d = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_hf("llama").save_pretrained(d)
-    smollm_tokenizer.save_pretrained(d)
-    return d
+def model_dir(tiny_llama_dir: Path) -> Path:
+    return tiny_llama_dir  # tests/conftest.py: read-only, shared by the session
 
 
 @pytest.fixture
