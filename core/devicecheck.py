@@ -392,7 +392,16 @@ def compare_models(
         checks.append(_run_check(name, fn, pair))
     return DeviceReport(model=target.spec, device=str(target.device), dtype=tname,
                         reference_device=str(reference.device), reference_dtype=_dtype_name(reference),
-                        checks=tuple(checks), notes=_notes(target))
+                        checks=tuple(checks), notes=_notes(target) + _same_place(reference, target))
+
+
+def _same_place(reference: Model, target: Model) -> tuple[str, ...]:
+    """A note when the target is the reference's own device and dtype: the report is then a control."""
+    if str(reference.device) == str(target.device) and _dtype_name(reference) == _dtype_name(target):
+        return (f"the target is the reference's own device and dtype ({target.device}, {_dtype_name(target)}): this "
+                "compares psylens with itself (every value should be exact), not a device; pick an accelerator "
+                f"with --device (available here: {', '.join(available_devices())}) or a lower --dtype",)
+    return ()
 
 
 def _notes(target: Model) -> tuple[str, ...]:

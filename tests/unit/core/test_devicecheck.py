@@ -51,6 +51,7 @@ def test_cpu_float32_target_is_identical(tiny_dir: Path) -> None:
     assert [c.name for c in report.checks] == NAMES
     assert report.passed and report.failed == [] and not any(c.skipped for c in report.checks)
     assert (report.device, report.dtype, report.reference_device, report.reference_dtype) == ("cpu", "float32", "cpu", "float32")
+    assert any("compares psylens with itself" in n for n in report.notes)  # said, so nobody mistakes it for a device test
     r = {c.name: c for c in report.checks}
     assert r["logits"].value == 0.0 and r["logits"].metrics["max_abs_logprob_vocab"] == 0.0
     assert r["logits"].metrics["top1_agreement"] == 1.0
@@ -72,6 +73,7 @@ def test_cpu_float32_target_is_identical(tiny_dir: Path) -> None:
 def test_cpu_bfloat16_target_differs_within_the_bf16_bars(tiny_dir: Path) -> None:
     report = dc.check_device(str(tiny_dir), device="cpu", dtype="bfloat16")
     assert report.dtype == "bfloat16" and report.passed, [(c.name, c.detail) for c in report.checks]
+    assert not any("compares psylens with itself" in n for n in report.notes)  # control: another dtype is a real test
     r = {c.name: c for c in report.checks}
     tol = dc.TOLERANCES["bfloat16"]
     assert r["logits"].tolerance == tol.logprob and r["record"].tolerance == tol.activation
