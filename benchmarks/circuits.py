@@ -14,7 +14,8 @@ Two measurements, each written as JSON to ``--out-dir`` (default ``/tmp/circuits
             (``--run``, e.g. ``OUT/run`` of an earlier ``--only run``) under the fluency criterion
             ``--config '{"modulation_fluency": ...}'`` (also ``n_modulation_prompts``, ``n_modulation_contexts``,
             ``seed``, ``modulation_op``: ``"shift"`` adds each unit's emotion contrast instead of scaling;
-            ``modulation_factors`` / ``modulation_steer_scales``: the circuit's / steering's strengths);
+            ``modulation_factors`` / ``modulation_steer_scales``: the circuit's / steering's strengths;
+            ``modulation_judges``: text judges beside the NRC lexicon, e.g. ``["probe", "llm"]``);
             writes ``modulation_<criterion>.json`` (``modulation_<criterion>_shift.json`` for the shift op).
 
     python -m benchmarks.circuits --only cost
@@ -73,7 +74,7 @@ def bench_run(model: Any, out_dir: Path, probes_from: str, layer: int, emotions:
 
 
 def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: str, config: dict[str, Any]) -> dict[str, Any]:
-    from psylens.circuits.pipeline import CircuitsConfig, modulate_run
+    from psylens.circuits.pipeline import CircuitsConfig, modulate_run, modulation_judges
     from psylens.runs import open_run
 
     if not run_dir:
@@ -84,7 +85,8 @@ def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: s
                        n_contexts=cfg.n_modulation_contexts, fluency=cfg.modulation_fluency, seed=cfg.seed,
                        progress=True, scale_reference=cfg.modulation_scale_reference, op=cfg.modulation_op,
                        batch_size=cfg.batch_size, factors=cfg.modulation_factors,
-                       steer_scales=cfg.modulation_steer_scales)
+                       steer_scales=cfg.modulation_steer_scales,
+                       judges=modulation_judges(model, cfg.modulation_judges) if cfg.modulation_judges else None)
     out = {"run": str(run_dir), "fluency": cfg.modulation_fluency, "circuit_op": cfg.modulation_op,
            "seconds": round(time.time() - t0, 1),
            "circuit_at_least_steering": sum(bool(m["circuit_at_least_steering"]) for m in res.values()),
@@ -94,6 +96,8 @@ def bench_modulation(model: Any, out_dir: Path, run_dir: str | None, emotions: s
         suffix += "_" + "-".join(f"{f:g}" for f in cfg.modulation_factors)
     if cfg.modulation_steer_scales is not None:
         suffix += "_steer" + "-".join(f"{s:g}" for s in cfg.modulation_steer_scales)
+    if cfg.modulation_judges:
+        suffix += "_judges-" + "-".join(cfg.modulation_judges)
     (out_dir / f"modulation_{cfg.modulation_fluency}{suffix}.json").write_text(json.dumps(out, indent=2))
     return out
 
