@@ -76,6 +76,7 @@ that breaks. ``Check.passed`` is ``None`` for a skipped check.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -88,6 +89,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from psylens.interventions import Intervention, intervene, record, site_module
+from psylens.io import dumps_json
 from psylens.models import Model, load_model
 
 __all__ = [
@@ -200,9 +202,10 @@ class Check:
         return "skip" if self.passed is None else ("pass" if self.passed else "fail")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "passed": self.passed, "value": _json_number(self.value),
-                "tolerance": _json_number(self.tolerance), "bound": self.bound, "detail": self.detail,
-                "metrics": _json_safe(self.metrics), "seconds": round(self.seconds, 3)}
+        """A JSON-safe dict (NaN and ±inf become ``None``)."""
+        return _plain({"name": self.name, "status": self.status, "passed": self.passed, "value": self.value,
+                       "tolerance": self.tolerance, "bound": self.bound, "detail": self.detail,
+                       "metrics": self.metrics, "seconds": round(self.seconds, 3)})
 
 
 @dataclass(frozen=True)
@@ -235,26 +238,15 @@ class DeviceReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (NaN and ±inf become ``None``)."""
-        return {"model": self.model, "device": self.device, "dtype": self.dtype, "device_map": self.device_map,
-                "reference_device": self.reference_device, "reference_dtype": self.reference_dtype,
-                "passed": self.passed, "failed": self.failed, "torch": torch.__version__, "notes": list(self.notes),
-                "checks": [c.to_dict() for c in self.checks]}
+        return _plain({"model": self.model, "device": self.device, "dtype": self.dtype, "device_map": self.device_map,
+                       "reference_device": self.reference_device, "reference_dtype": self.reference_dtype,
+                       "passed": self.passed, "failed": self.failed, "torch": torch.__version__,
+                       "notes": list(self.notes), "checks": [c.to_dict() for c in self.checks]})
 
 
-def _json_number(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, str)) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    return _json_number(float(obj))
+def _plain(obj: Any) -> Any:
+    """``obj`` through psylens' JSON writer and back: numpy and tensors become lists, NaN/inf ``None``."""
+    return json.loads(dumps_json(obj, nan="null", indent=None))
 
 
 # --------------------------------------------------------------------------------------------
