@@ -19,6 +19,8 @@ from typing import Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["circuits_app"]
 
 circuits_app = typer.Typer(
@@ -66,7 +68,9 @@ def circuits(
                                         "norm | centred | median (for models with massive activations such as Gemma-3)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer scenarios, patched units and sublayer strengths (a smoke run)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
 ) -> None:
     """Find each emotion's circuit and test it; write RUN/circuits/summary.json and the tables behind it."""
     from rich.console import Console
@@ -96,7 +100,7 @@ def circuits(
     if spec is None and (run / RUN_FILE).is_file():
         meta_model = open_run(run).meta.get("model")
         spec = meta_model.get("spec") if isinstance(meta_model, dict) else meta_model
-    m = load_model(spec or DEFAULT_MODEL, device=device)
+    m = load_model(spec or DEFAULT_MODEL, **model_kwargs(device, dtype, device_map))
     r = open_or_create_run(run, command="psylens circuits", model=m, seed=seed, started=started)
     summary = run_circuits(m, r, cfg, progress=True)
     table = Table(title=f"circuits: {summary['source']} directions, read-out layer {summary['readout_layer']}")

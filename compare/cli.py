@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["compare_cmd", "features_options"]
 
 
@@ -78,7 +80,9 @@ def compare_cmd(
     quick: bool = typer.Option(False, "--quick", help="Fewer texts and tokens (the demo's budget)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots beside report.md (needs kaleido)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Compare a base and a tuned model: weights, activations, emotion representations (RUN/compare/report.md)."""
@@ -104,7 +108,7 @@ def compare_cmd(
             raise ValueError(f"--base-run {str(base_run)!r} is not a run directory (no run.json); give the run where "
                              "`psylens steer sweep` wrote the base model's vectors")
         cfg = replace(cfg, steering=replace(cfg.steering, base_run=str(base_run)))
-    pair = load_pair(base, tuned, tuned_adapter=tuned_adapter, device=device)
+    pair = load_pair(base, tuned, tuned_adapter=tuned_adapter, **model_kwargs(device, dtype, device_map))
     summary = run_compare(pair, out, cfg, progress=progress, started=started)
     con = Console()
     for name, sec in summary["sections"].items():

@@ -90,6 +90,7 @@ def load_pair(
     tuned_adapter: str | os.PathLike[str] | None = None,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
+    device_map: str | dict[str, Any] | None = None,
 ) -> ModelPair:
     """Load ``base`` and the tuned model: ``tuned`` (any spec ``load_model`` takes), or ``base`` + ``tuned_adapter``.
 
@@ -101,8 +102,8 @@ def load_pair(
 
     if tuned is None and tuned_adapter is None:
         raise ValueError("give the tuned model (--tuned SPEC) or an adapter to apply on the base (--tuned-adapter DIR)")
-    b = load_model(base, device=device, dtype=dtype)
-    t = load_model(tuned or base, adapter=tuned_adapter, device=device, dtype=dtype)
+    b = load_model(base, device=device, dtype=dtype, device_map=device_map)
+    t = load_model(tuned or base, adapter=tuned_adapter, device=device, dtype=dtype, device_map=device_map)
     if tuned_adapter is None and tuned is not None and getattr(t, "adapter", None):
         # an organism alias (base + shipped adapter) over this very base: ΔW is read from its adapter
         from psylens import models as _models

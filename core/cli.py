@@ -15,6 +15,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["app", "main", "psylens_command"]
 
 app = typer.Typer(
@@ -179,7 +181,9 @@ def harvest(
     batch_size: int = typer.Option(16, "--batch-size"),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (resumes if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="PEFT/LoRA adapter directory."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     backend: str = typer.Option("hooks", "--backend", help="hooks (default) | bridge | nnsight"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -209,7 +213,7 @@ def harvest(
     stim = load(stimuli)
     _check_out(out)
     torch.manual_seed(seed)
-    m = load_model(model, adapter=adapter, device=device)
+    m = load_model(model, adapter=adapter, **model_kwargs(device, dtype, device_map))
     if layer_list is not None:
         layer_list = resolve_layers(layer_list, m.n_layers)
     m.resolve_format(format)
@@ -243,7 +247,9 @@ def harvest(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
-    device: str = typer.Option("auto", "--device"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     seed: int = typer.Option(0, "--seed"),
     skip: list[str] = typer.Option([], "--skip", help="Steps to skip: summary, probes, steering, validation, compare."),
 ) -> None:
@@ -264,7 +270,7 @@ def demo(
         out_console.print(f"[bold green]✓[/bold green] {name:<9} {seconds:7.1f}s  {detail}")
 
     out_console.print(f"[bold]psylens demo[/bold] → {out}  (steps: {', '.join(steps)})")
-    run = run_demo(out, model=model, device=device, seed=seed, steps=steps, on_step=on_step)
+    run = run_demo(out, model=model, **model_kwargs(device, dtype, device_map), seed=seed, steps=steps, on_step=on_step)
     out_console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f}s. Run: {out.resolve()}")
     for line in headline_lines(headlines(run)):  # each headline beside its controls, 95% intervals in brackets
         out_console.print(line, markup=False, highlight=False, soft_wrap=True)

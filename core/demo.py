@@ -42,6 +42,8 @@ def run_demo(
     *,
     model: str = DEFAULT_MODEL,
     device: str = "auto",
+    dtype: str | None = None,
+    device_map: str | None = None,
     seed: int = 0,
     steps: tuple[str, ...] = DEMO_STEPS,
     progress: bool = True,
@@ -65,7 +67,7 @@ def run_demo(
 
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    m = load_model(model, device=device)
+    m = load_model(model, device=device, dtype=dtype, device_map=device_map)
     done("load", t0, model=repr(m))
 
     load_seconds = round(time.perf_counter() - t0, 2)
@@ -130,7 +132,7 @@ def run_demo(
             from psylens.compare.pipeline import run_compare
             from psylens.validation import artifacts as vart
 
-            tuned = load_model(alias, device=device)
+            tuned = load_model(alias, device=device, dtype=dtype, device_map=device_map)
             pair = ModelPair(m, tuned, adapter=str(tuned.adapter), adapter_on_base=True)
             cfg = demo_compare_config(seed, reuse_directions=run.has(vart.DIRECTIONS))
             res = run_compare(pair, run, cfg, progress=progress)

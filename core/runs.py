@@ -234,19 +234,22 @@ def fingerprint_matches(fp: str, model: Any) -> bool:
 def model_record(model: Any, *, adapter: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """``{"spec", "adapter", "fingerprint", ...}`` for a psylens ``Model``, a ``describe()`` dict or a spec string.
 
+    A loaded model's record also names its ``architecture``, ``n_layers``, ``d_model``, ``dtype`` and ``device``
+    (where it was loaded: ``--dtype`` and ``--device`` of the command that made the run).
+
     Only a loaded model gets a fingerprint; a spec string or dict records ``"fingerprint": None``
     (filled in later by :meth:`Run.add_model` with the loaded model).
     """
     if hasattr(model, "describe") and hasattr(model, "hf_model"):
         d = dict(model.describe())
         return {"spec": d.get("spec"), "adapter": d.get("adapter"), "fingerprint": model_fingerprint(model),
-                **{k: d[k] for k in ("architecture", "n_layers", "d_model") if k in d}}
+                **{k: d[k] for k in ("architecture", "n_layers", "d_model", "dtype", "device") if k in d}}
     if isinstance(model, dict):
         if "spec" not in model:
             raise ValueError(f"a model record needs a 'spec' (the model's name or path); got keys {sorted(model)}")
         return {"spec": model["spec"], "adapter": model.get("adapter", None if adapter is None else str(adapter)),
                 "fingerprint": model.get("fingerprint"),
-                **{k: model[k] for k in ("architecture", "n_layers", "d_model") if k in model}}
+                **{k: model[k] for k in ("architecture", "n_layers", "d_model", "dtype", "device") if k in model}}
     if isinstance(model, (str, os.PathLike)):
         return {"spec": str(model), "adapter": None if adapter is None else str(adapter), "fingerprint": None}
     raise ValueError(

@@ -16,6 +16,8 @@ from typing import Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["tasks_app", "register"]
 
 tasks_app = typer.Typer(
@@ -50,7 +52,9 @@ def eval_cmd(
     batch_size: int = typer.Option(4, "--batch-size", help="Tasks per forward pass."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="generate: default 8, 256 with --cot."),
     items: bool = typer.Option(False, "--items", help="Also write each item's prediction (per_item)."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     out: Path = typer.Option(..., "--out", "-o", help="JSON file to write."),
 ) -> None:
     """Evaluate a model on a task set and write accuracy (overall, by kind, 95% intervals) as JSON."""
@@ -75,7 +79,7 @@ def eval_cmd(
         raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     items_list = T.load(tasks, split=split)
     _check_out_file(out)
-    m = load_model(model, device=device, boot_bridge=False)
+    m = load_model(model, **model_kwargs(device, dtype, device_map), boot_bridge=False)
     m.resolve_format(format)
     result = T.evaluate(m, items_list, method=method, chain_of_thought=cot, batch_size=batch_size,
                         progress=True, return_items=items, format=format, max_new_tokens=max_new_tokens)

@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["probe"]
 
 
@@ -27,7 +29,9 @@ def probe(
     eval: Optional[Path] = typer.Option(None, "--eval", help="Labelled JSONL never used in training: accuracy per layer on it."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="PEFT/LoRA adapter directory applied to the model."),
     seed: int = typer.Option(0, "--seed", help="Folds, label shuffles and the control task."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     kind: str = typer.Option("logistic", "--kind", help="logistic (default) | mlp"),
     positions: str = typer.Option("mean", "--positions", help="Read-out of each text: mean over its tokens (default) | last token."),
     geometry: bool = typer.Option(True, "--geometry/--no-geometry", help="Cosines, centroid PCA, valence ordering."),
@@ -86,7 +90,7 @@ def probe(
 
     console = Console()
     torch.manual_seed(seed)
-    m = load_model(model, adapter=adapter, device=device)
+    m = load_model(model, adapter=adapter, **model_kwargs(device, dtype, device_map))
     config = {"stimuli": stimuli, "sites": site_list, "eval": str(eval) if eval else None, "kind": kind,
               "positions": positions, "valence": valence_scores,
               "analyses": analyses, "persistence_tokens": persistence_tokens, "batch_size": batch_size}

@@ -562,13 +562,17 @@ def run_anchors(
     batch_size: int = 16,
     force_answer: bool = True,
     progress: bool = True,
+    device: str = "auto",
+    dtype: str | None = None,
+    device_map: str | None = None,
 ) -> dict[str, Any]:
     """``psylens sae anchors`` as a function: step importance on a run's traces → ``RUN/saes/anchors.parquet``
     and ``RUN/saes/anchors.json``; returns the summary (the JSON).
 
     ``name``: an SAE of the run (``RUN/saes/<name>``): its features' step activations are
     correlated with the importances; the steps are then cut with the SAE's segmentation (a
-    different ``mode`` raises). ``model``: a loaded ``Model``, a spec, or ``None`` (the run's model).
+    different ``mode`` raises). ``model``: a loaded ``Model``, a spec, or ``None`` (the run's model), loaded with
+    ``device``, ``dtype`` and ``device_map`` (:func:`psylens.load_model`'s).
     Recorded as step ``sae-anchors`` (a re-run replaces it).
     """
     from psylens.runs import Run, open_run
@@ -591,7 +595,7 @@ def run_anchors(
         mode = seg
     mode = mode or "sentence"
     spec = _model_spec(r, model)
-    lazy = _LazyModel(model, spec)
+    lazy = _LazyModel(model, spec, device=device, dtype=dtype, device_map=device_map)
     traces = read_traces(r.path)
     config = {"n_rollouts": n_rollouts, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
               "max_traces": max_traces, "sae": name, "mode": mode, "batch_size": batch_size,

@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION
+
 __all__ = ["sae_app"]
 
 sae_app = typer.Typer(
@@ -63,6 +65,9 @@ def train_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Folder name under RUN/saes (default from the settings)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE already saved under that name."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     segmentation: str = typer.Option("sentence", "--segmentation", help="sentence | paragraph"),
     tokens: bool = typer.Option(False, "--tokens", help="Train on every reasoning token; adds CE loss recovered."),
     held_out: float = typer.Option(0.2, "--held-out", help="Fraction of traces kept out of training."),
@@ -88,7 +93,8 @@ def train_cmd(
     SAETrainConfig(arch=arch, d_sae=d_sae, k=k, seed=seed, **overrides)  # validates before any model loads
     folder = train_step_sae(run, layer=layer, site=site, pooling=pooling, arch=arch, d_sae=d_sae, k=k, name=name,
                             model=model, segmentation=segmentation, held_out=held_out, seed=seed, tokens=tokens,
-                            features=features, train_overrides=overrides, overwrite=overwrite, progress=progress)
+                            features=features, train_overrides=overrides, overwrite=overwrite, progress=progress,
+                            device=device, dtype=dtype, device_map=device_map)
     import json
 
     m = json.loads((folder / "metrics.json").read_text())
@@ -120,6 +126,9 @@ def anchors_cmd(
     batch_size: int = typer.Option(16, "--batch-size", help="Rollouts a generate call."),
     segmentation: Optional[str] = typer.Option(None, "--segmentation", help="sentence | paragraph (default: the SAE's, else sentence)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Step importance by counterfactual resampling (Thought Anchors): RUN/saes/anchors.parquet + anchors.json."""
@@ -133,7 +142,8 @@ def anchors_cmd(
         raise ValueError(f"--temperature must be > 0 (greedy rollouts are all the same), got {temperature}")
     summary = run_anchors(run, n_rollouts=n_rollouts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                           max_traces=max_traces or None, name=name, model=model, mode=segmentation,
-                          batch_size=batch_size, progress=progress)
+                          batch_size=batch_size, progress=progress, device=device, dtype=dtype,
+                          device_map=device_map)
     console = Console()
     c = summary["cost"]
     console.print(f"{summary['n_steps']} steps of {summary['n_traces']} traces, {c['rollouts']} rollouts "
@@ -176,6 +186,9 @@ def steer_cmd(
              "--ablate project that latent's direction out (a control).",
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's model)."),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Steer new traces with an SAE feature, beside a random direction, a random feature (same norm) and no steering."""
@@ -188,7 +201,7 @@ def steer_cmd(
                                split=None if split == "all" else split, samples=samples,
                                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                                batch_size=batch_size, ablate=ablate, clamps=clamp, random_feature=random_feature,
-                               progress=progress)
+                               progress=progress, device=device, dtype=dtype, device_map=device_map)
     console = Console()
     table = Table(title=f"{label}: feature {rep['feature']} of {name} at layer {rep['layer']}")
     for col in ("condition", f"{label} steps/trace", "ratio vs none", "accuracy", "Δ accuracy", "distinct-2",

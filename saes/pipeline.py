@@ -78,18 +78,39 @@ def _model_spec(run: Any, model: Any) -> str:
 
 
 class _LazyModel:
-    """Load the model only when something needs it (a cache miss, the logit lens, --tokens)."""
+    """Load the model only when something needs it (a cache miss, the logit lens, --tokens).
 
-    def __init__(self, model: Any, spec: str) -> None:
+    ``device``, ``dtype`` and ``device_map`` are :func:`psylens.load_model`'s, used when ``model`` is a spec or
+    ``None``; a loaded model is used as it is.
+    """
+
+    def __init__(self, model: Any, spec: str, *, device: str = "auto", dtype: str | None = None,
+                 device_map: str | None = None) -> None:
+        from psylens.model_options import model_kwargs
+
         self._model = model if model is not None and not isinstance(model, str) else None
         self.spec = spec
+        self._load = model_kwargs(device, dtype, device_map)  # checked before anything loads or is written
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the model has, or will have once loaded (``"float32"``): step caches are kept per dtype."""
+        if self._model is not None:
+            return str(self._model.dtype).removeprefix("torch.")
+        from psylens.models import _parse_dtype, pick_device
+
+        import torch
+
+        dev = pick_device(self._load["device"]) if "device" in self._load else (
+            torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return str(_parse_dtype(self._load["dtype"], dev)).removeprefix("torch.")
 
     def get(self) -> Any:
         if self._model is None:
             from psylens.models import load_model
 
-            log.info("loading %s", self.spec)
-            self._model = load_model(self.spec, device="cpu")
+            log.info("loading %s (%s)", self.spec, ", ".join(f"{k}={v}" for k, v in self._load.items() if v is not None))
+            self._model = load_model(self.spec, **self._load)
         return self._model
 
 
@@ -101,7 +122,9 @@ def _step_set(run: Any, lazy: _LazyModel, traces: list[dict[str, Any]], *, site:
     if p.is_file():
         try:
             steps, meta = StepSet.load(p)
-            if meta.get("traces_digest") == digest and meta.get("model") == lazy.spec:
+            # caches written before the dtype was recorded were all made in float32 on the CPU
+            if (meta.get("traces_digest") == digest and meta.get("model") == lazy.spec
+                    and meta.get("dtype", "float32") == lazy.dtype):
                 return steps
         except ValueError:
             pass
@@ -111,7 +134,7 @@ def _step_set(run: Any, lazy: _LazyModel, traces: list[dict[str, Any]], *, site:
                                    progress=progress)
     steps = StepSet.from_index(acts, index, trace_ids=[str(t.get("id", i)) for i, t in enumerate(traces)])
     p.parent.mkdir(parents=True, exist_ok=True)
-    steps.save(p, meta={"traces_digest": digest, "model": lazy.spec, "site": site, "layer": layer,
+    steps.save(p, meta={"traces_digest": digest, "model": lazy.spec, "dtype": lazy.dtype, "site": site, "layer": layer,
                         "pooling": pooling, "segmentation": segmentation})
     return steps
 
@@ -149,11 +172,15 @@ def train_step_sae(
     train_overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    device: str = "auto",
+    dtype: str | None = None,
+    device_map: str | None = None,
 ) -> Path:
     """Train one SAE on a run's traces and write its folder; returns ``RUN/saes/<name>``.
 
     ``run``: a run directory (or ``psylens.runs.Run``) holding ``traces/traces.jsonl``.
     ``model``: a loaded psylens ``Model``, a spec, or ``None`` (the run's model).
+    ``device``, ``dtype``, ``device_map``: how ``load_model`` loads a model given by spec (or the run's).
     ``train_overrides``: other :class:`SAETrainConfig` fields (``epochs``, ``lr``, ``batch_size``, ...).
     ``overwrite``: replace an SAE already saved under ``name`` (its whole folder, steering results
     included); without it an existing SAE is a ``ValueError`` before anything loads.
@@ -184,7 +211,7 @@ def train_step_sae(
         raise ValueError(f"{existing} already holds an SAE{what}; give another --name, or --overwrite "
                          "(overwrite=True) to replace it and everything in its folder")
     spec = _model_spec(r, model)
-    lazy = _LazyModel(model, spec)
+    lazy = _LazyModel(model, spec, device=device, dtype=dtype, device_map=device_map)
     traces = read_traces(r.path)
     if len(traces) < 2:
         raise ValueError(f"only {len(traces)} traces in {str(r.path)!r}; an SAE with a held-out split needs more")

@@ -500,6 +500,9 @@ def run_feature_steering(
     clamps: Sequence[float] = (),
     random_feature: bool = True,
     progress: bool = True,
+    device: str = "auto",
+    dtype: str | None = None,
+    device_map: str | None = None,
 ) -> dict[str, Any]:
     """``psylens sae steer`` as a function: steer new traces of the run's task set with one of the
     run's SAEs (``RUN/saes/<name>``) → ``RUN/saes/<name>/steering/summary.json``.
@@ -564,7 +567,7 @@ def run_feature_steering(
     # the task set the run's traces came from (its split is this function's own: held-out tasks by default)
     tasks = r.read_json(TRACES_CONFIG_FILE).get("tasks", "psych") if r.has(TRACES_CONFIG_FILE) else "psych"
     config["tasks"] = tasks
-    lazy = _LazyModel(model, _model_spec(r, model))
+    lazy = _LazyModel(model, _model_spec(r, model), device=device, dtype=dtype, device_map=device_map)
     with r.step(f"sae-steer-{name}", config) as step:
         result = feature_steering(lazy.get(), folder, int(feature), label, alphas=alphas, out=folder / art.STEERING,
                                   tasks=tasks, split=split, samples=samples, max_new_tokens=max_new_tokens,

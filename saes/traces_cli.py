@@ -14,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["traces_cmd"]
 
 
@@ -27,7 +29,9 @@ def traces_cmd(
     seed: int = typer.Option(0, "--seed", help="Run seed; each trace's seed is derived from it."),
     batch_size: int = typer.Option(16, "--batch-size", help="Traces per generate call (part of the settings)."),
     format: str = typer.Option("auto", "--format", help="chat | raw | auto"),
-    device: str = typer.Option("auto", "--device"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created or resumed)."),
 ) -> None:
     """Generate sampled chain-of-thought traces (RUN/traces/traces.jsonl); re-run to resume after a kill."""
@@ -43,7 +47,7 @@ def traces_cmd(
     T.load(tasks, split=split_arg)  # a bad task file fails before the model loads
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a run directory")
-    m = load_model(model, device=device, boot_bridge=False)
+    m = load_model(model, **model_kwargs(device, dtype, device_map), boot_bridge=False)
     summary = generate_traces(m, tasks, out, split=split_arg, samples=samples, max_new_tokens=max_new_tokens,
                               temperature=temperature, seed=seed, batch_size=batch_size, format=format,
                               progress=True)

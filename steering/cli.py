@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["steer_app", "read_prompts", "steer_generate"]
 
 log = logging.getLogger(__name__)
@@ -189,7 +191,9 @@ def steer(
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens to generate per prompt."),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample instead of greedy decoding."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only write --out: no texts, no progress bar."),
 ) -> None:
     """Generate unsteered and steered text for each prompt, print both with the judge's scores and write them as JSONL."""
@@ -207,7 +211,7 @@ def steer(
         raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     sv = _vector(vectors, emotion, layer, alpha, mode, positions)
     items = read_prompts(prompts)
-    m = load_model(model or DEFAULT_MODEL, device=device)
+    m = load_model(model or DEFAULT_MODEL, **model_kwargs(device, dtype, device_map))
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -267,7 +271,9 @@ def sweep(
     judge: str = typer.Option("nrc", "--judge", help="nrc (lexicon) | llm (a model judges) | probe (a probe on a model reads the text)"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Model for --judge llm|probe (default: the steered model, unsteered)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
 ) -> None:
     """Sweep layers × scales per emotion; write RUN/steering/summary.json and vectors/<emotion>.safetensors."""
     from psylens.models import DEFAULT_MODEL, load_model
@@ -293,14 +299,14 @@ def sweep(
         raise typer.BadParameter("the nrc judge uses no model; add --judge llm or --judge probe", param_hint="--judge-model")
     cfg = (SweepConfig.full if full else SweepConfig.quick)(**changes)
     the_prompts = read_prompts(prompts) if prompts else None  # bad input fails before anything is written
-    m = load_model(spec or DEFAULT_MODEL, device=device)
+    m = load_model(spec or DEFAULT_MODEL, **model_kwargs(device, dtype, device_map))
     if r is None:
         r = create_run(run, command="psylens steer sweep", model=m.describe(), seed=seed)
     the_judge = None
     if judge_model is not None:
         from psylens.steering.judges import make_judge
 
-        the_judge = make_judge(judge, model=load_model(judge_model, device=device))
+        the_judge = make_judge(judge, model=load_model(judge_model, **model_kwargs(device, dtype, device_map)))
     summary = run_sweep(m, r, directions=directions, prompts=the_prompts,
                         config=cfg, seed=seed, progress=True, judge=the_judge)
     for e, v in summary["emotions"].items():

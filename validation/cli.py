@@ -19,6 +19,8 @@ from typing import Optional
 
 import typer
 
+from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+
 __all__ = ["validate_app"]
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,9 @@ def validate(
              "norm after subtracting the mean token vector) | median (√d × the median dimension's RMS; for models "
              "with massive activations such as Gemma-3)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    device: str = DEVICE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    device_map: Optional[str] = DEVICE_MAP_OPTION,
 ) -> None:
     """Run every validation gate; write RUN/validation/summary.json and the tables behind it."""
     from rich.console import Console
@@ -68,7 +72,7 @@ def validate(
     if spec is None and (run / RUN_FILE).is_file():
         meta_model = open_run(run).meta.get("model")
         spec = meta_model.get("spec") if isinstance(meta_model, dict) else meta_model
-    m = load_model(spec or DEFAULT_MODEL, device=device)
+    m = load_model(spec or DEFAULT_MODEL, **model_kwargs(device, dtype, device_map))
     r = open_or_create_run(run, command="psylens validate", model=m, seed=seed, started=started)
     summary = run_validation(m, r, cfg, progress=True)
     table = Table(title=f"validation: {summary['source']} directions, layer {summary['layer']}"
