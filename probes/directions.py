@@ -94,7 +94,9 @@ class Directions:
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r} is not one of {METHODS}")
         lengths = self.vectors.float().norm(dim=-1)
-        bad = ((lengths - 1).abs() > 1e-3) & (lengths > 0)
+        # a unit vector rounded to 16 bits is off by up to ~2e-3 (bfloat16 keeps 8 significant bits)
+        tol = 1e-3 if self.vectors.dtype in (torch.float32, torch.float64) else 1e-2
+        bad = ((lengths - 1).abs() > tol) & (lengths > 0)
         if bool(bad.any()):
             raise ValueError(
                 "vectors must be unit-norm (or zero); build Directions with Directions.from_raw(raw, ...) "
@@ -181,8 +183,19 @@ class Directions:
         )
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Directions:
-        """A new ``Directions`` on ``device`` / in ``dtype`` (this one is unchanged)."""
-        return replace(self, vectors=self.vectors.to(device=device, dtype=dtype), norms=self.norms.to(device=device))
+        """A new ``Directions`` on ``device`` / in ``dtype`` (this one is unchanged).
+
+        A change of dtype re-normalises the rows in the new dtype, so that bfloat16 directions cast back to float32
+        are unit vectors again (rounding to 16 bits moves a unit vector's length by up to ~2e-3).
+        """
+        from psylens.precision import wide
+
+        v = self.vectors.to(device=device)
+        if dtype is not None and dtype != v.dtype:
+            w = wide(v)
+            n = w.norm(dim=-1, keepdim=True)
+            v = torch.where(n > 0, w / n.clamp_min(1e-30), w).to(dtype)
+        return replace(self, vectors=v, norms=self.norms.to(device=device))
 
     def __len__(self) -> int:
         return len(self.emotions)

@@ -118,6 +118,28 @@ def _check_emotions(dirs: Directions, emotions: Sequence[str]) -> list[str]:
     return emos
 
 
+def _on_host(t: Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+def _host(directions: Directions | None) -> Directions | None:
+    """``directions`` as the gates read them: on the CPU in float32 or float64.
+
+    A user's directions may sit on an accelerator (``dirs.to("cuda")``) or in bfloat16; the gates compute on
+    the host and move what they add to the model onto its device themselves.
+    """
+    if directions is None:
+        return None
+    return directions if _on_host(directions.vectors) else directions.to("cpu", torch.float32)
+
+
+def _host_vectors(vectors: Mapping[str, SteeringVector] | None) -> dict[str, SteeringVector] | None:
+    """Steering vectors on the CPU in float32 or float64 (each moved to the model's device when applied)."""
+    if vectors is None:
+        return None
+    return {e: sv if _on_host(sv.vectors) else sv.to("cpu", torch.float32) for e, sv in vectors.items()}
+
+
 def _unit_rows(dirs: Directions, emotions: Sequence[str], layer: int) -> Float[Tensor, "emotion d"]:
     return torch.stack([dirs[e, layer].float() for e in emotions])
 
@@ -294,6 +316,7 @@ def feels_matrix(
     from psylens.steering.sweep import check_scale_reference, reference_norm
 
     check_scale_reference(scale_reference, "scale_reference")
+    directions, vectors = _host(directions), _host_vectors(vectors)
     emos = _check_emotions(directions, emotions)
     if n_random < 5:
         raise ValueError(f"n_random must be at least 5 (a single random draw can move one emotion's words by over 1 nat), got {n_random}")
@@ -436,6 +459,8 @@ def implicit_scenarios(
     is the lowest set's accuracy. Texts labelled outside ``emotions`` are dropped. ``control``:
     directions fitted on shuffled labels (default: these directions with the emotions deranged).
     """
+    directions, control = _host(directions), _host(control)
+    acts = acts if _on_host(acts) else acts.detach().to("cpu", torch.float32)
     emos = _check_emotions(directions, emotions)
     labs = [str(v) for v in labels]
     if acts.ndim != 2 or acts.shape[0] != len(labs):
@@ -615,6 +640,7 @@ def geometry(
     of the ``basic`` directions is < ``cosine_threshold``. Control: the same numbers for ``control``
     (directions fitted on shuffled concept labels; default: these directions with the labels permuted).
     """
+    directions, control = _host(directions), _host(control)
     concepts = [c for c in directions.emotions if c in info]
     if len(concepts) < 4:
         raise ValueError(f"geometry needs valence/arousal for at least 4 of the directions' concepts; got {concepts}")
@@ -706,6 +732,7 @@ def logit_lens(
     ``words[emotion]`` or a prefix (≥ 4 letters) of one. Value: emotions with ≥ ``min_hits`` such tokens;
     passes when ≥ ``min_emotions``. Control: one random unit direction per emotion, counted the same way.
     """
+    directions = _host(directions)
     emos = _check_emotions(directions, emotions)
     missing = [e for e in emos if e not in words]
     if missing:
@@ -884,6 +911,7 @@ def read_back(
         raise ValueError(f"fluency {fluency!r} is not one of {FLUENCY_CRITERIA} or None (not judged): relative (the "
                          "issue's criterion, against the model's own T=1 text), relative_greedy (diversity against its "
                          "greedy text) or absolute (perplexity ratio ≤ 1.5)")
+    directions, vectors = _host(directions), _host_vectors(vectors)
     emos = _check_emotions(directions, emotions)
     items = [p for p in prompts]
     if not items or not all(isinstance(p, str) and p.strip() for p in items):

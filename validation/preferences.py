@@ -22,7 +22,7 @@ import torch
 
 from psylens.models import prompt_special_tokens
 from psylens.stimuli import EMOTIONS
-from psylens.validation.gates import GateResult, _num
+from psylens.validation.gates import GateResult, _host, _host_vectors, _num
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -226,6 +226,8 @@ def preferences(
     """
     from psylens.steering.sweep import check_scale_reference
     from psylens.validation.directions import text_means
+
+    directions, vectors = _host(directions), _host_vectors(vectors)
     from psylens.validation.gates import spearman
 
     check_scale_reference(scale_reference, "scale_reference")  # before any forward pass

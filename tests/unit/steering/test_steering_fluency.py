@@ -251,7 +251,7 @@ def test_steer_sweep_flags_reach_the_config(tiny_model, tmp_path, monkeypatch):
                 "met": False}}
 
     monkeypatch.setattr(sweep_mod, "run_sweep", fake_sweep)
-    monkeypatch.setattr(psylens.models, "load_model", lambda spec, device="auto": tiny_model("llama"))
+    monkeypatch.setattr(psylens.models, "load_model", lambda spec, **load: tiny_model("llama"))
     args = ["sweep", "--run", str(tmp_path / "r"), "--fluency", "absolute", "--max-perplexity-ratio", "3", "--pick-by", "judge"]
     res = CliRunner().invoke(steer_app, args)
     assert res.exit_code == 0, res.output
