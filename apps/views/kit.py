@@ -464,32 +464,38 @@ generation or probe read. Hold it for the whole ``with sv.apply(model): model.ge
 """
 
 
-def run_model(meta: Any) -> tuple[str, str | None] | None:
-    """``(spec, adapter)`` of the run's model from ``run.json``'s own record, or ``None``.
+def run_model(meta: Any) -> tuple[str, str | None, str | None] | None:
+    """``(spec, adapter, dtype)`` of the run's model from ``run.json``'s own record, or ``None``.
 
     Reads ``models["model"]`` (or the only entry of ``models``), else ``model`` (dict with ``spec``, or a
-    str). Never takes a model named by an analysis summary: a summary could name anything.
+    str). Never takes a model named by an analysis summary: a summary could name anything. ``dtype`` is the one
+    the run was made in (``"float32"``; ``None`` for runs that predate the record, or an unknown name), so that
+    the explorer reads the same numbers on a GPU, where the default would be bfloat16.
     """
+    from psylens.models import _DTYPES
+
     d = as_dict(meta)
     models = as_dict(d.get("models"))
     entry: Any = models.get("model") if "model" in models else (next(iter(models.values())) if len(models) == 1 else None)
     if entry is None:
         entry = d.get("model")
     if isinstance(entry, str) and entry:
-        return entry, None
+        return entry, None, None
     if isinstance(entry, dict) and isinstance(entry.get("spec"), str) and entry["spec"]:
         adapter = entry.get("adapter")
-        return entry["spec"], adapter if isinstance(adapter, str) and adapter else None
+        dtype = entry.get("dtype")
+        return (entry["spec"], adapter if isinstance(adapter, str) and adapter else None,
+                dtype if isinstance(dtype, str) and dtype in _DTYPES else None)
     return None
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def shared_model(spec: str, adapter: str | None = None) -> Any:
-    """``load_model(spec, adapter=adapter, boot_bridge=False)``, once per (spec, adapter); shared by every
-    session — use it only while holding :data:`MODEL_LOCK`."""
+def shared_model(spec: str, adapter: str | None = None, dtype: str | None = None) -> Any:
+    """``load_model(spec, adapter=adapter, dtype=dtype, boot_bridge=False)``, once per (spec, adapter, dtype); shared
+    by every session — use it only while holding :data:`MODEL_LOCK`."""
     from psylens.models import load_model
 
-    return load_model(spec, adapter=adapter, boot_bridge=False)
+    return load_model(spec, adapter=adapter, dtype=dtype, boot_bridge=False)
 
 
 _NUMBER = (int, float)

@@ -305,12 +305,15 @@ def test_sweep_directions_never_follow_a_path_out_of_the_run(full_run_template: 
 
 
 def test_the_playground_takes_the_model_from_run_json_not_the_summary() -> None:
-    assert kit.run_model({"model": {"spec": "mine"}}) == ("mine", None)
+    assert kit.run_model({"model": {"spec": "mine"}}) == ("mine", None, None)
     assert kit.run_model({"models": {"model": {"spec": "base", "adapter": "ad"}, "tuned": {"spec": "t"}},
-                          "model": {"spec": "old"}}) == ("base", "ad")
-    assert kit.run_model({"models": {"tuned": {"spec": "t"}}}) == ("t", None)
-    assert kit.run_model({"model": "plain"}) == ("plain", None)
+                          "model": {"spec": "old"}}) == ("base", "ad", None)
+    assert kit.run_model({"models": {"tuned": {"spec": "t"}}}) == ("t", None, None)
+    assert kit.run_model({"model": "plain"}) == ("plain", None, None)
     assert kit.run_model({}) is None and kit.run_model([1]) is None
+    # the dtype the run was made in, so a GPU's bfloat16 default does not change the numbers; junk is ignored
+    assert kit.run_model({"models": {"model": {"spec": "m", "dtype": "float32"}}}) == ("m", None, "float32")
+    assert kit.run_model({"models": {"model": {"spec": "m", "dtype": "float7"}}}) == ("m", None, None)
 
 
 def test_playground_caption_names_the_runs_model(full_run_template: Path, tmp_path: Path,
