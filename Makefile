@@ -86,6 +86,7 @@ notebook-05: setup-full
 bench: setup-full
 	$(PY) -m benchmarks.load
 	$(PY) -m benchmarks.fingerprint
+	$(PY) -m benchmarks.dtypes speed
 	$(PY) -m benchmarks.harvest
 	$(PY) -m benchmarks.steering
 	$(PY) -m benchmarks.steering --perplexity

@@ -167,3 +167,16 @@ def test_the_step_cache_is_kept_per_dtype(tiny_llama_dir: Path, tmp_path: Path) 
     assert loads == ["float32", "bfloat16"]  # not the float32 cache
     assert bf16.acts.shape == f32.acts.shape and not torch.equal(bf16.acts, f32.acts)
     assert torch.allclose(bf16.acts, f32.acts, rtol=0.1, atol=0.1)
+
+
+def test_the_dtype_benchmark_reads_two_runs_side_by_side(tiny_llama_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.dtypes import runs
+
+    stim = _stimuli(tmp_path / "stim.jsonl")
+    for dt in ("bfloat16", "float32"):
+        assert _cli(monkeypatch, ["harvest", "--model", str(tiny_llama_dir), "--stimuli", str(stim),
+                                  "--out", str(tmp_path / dt), "--device", "cpu", "--dtype", dt]) == 0
+    res = runs(tmp_path / "bfloat16", tmp_path / "float32")
+    assert (res["a"]["dtype"], res["b"]["dtype"]) == ("bfloat16", "float32")
+    assert set(res["a"]["steps_seconds"]) >= {"load", "harvest"} and res["a"]["gates"] == {} == res["a"]["circuits"]
