@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Model", "load_model", "REGISTRY", "ModelSource", "cache_dir", "pick_device", "DEFAULT_MODEL",
     "CacheEntry", "cache_entries", "clean_cache", "gguf_key", "ORGANISMS", "OrganismSource", "prompt_special_tokens",
+    "resolve_dtype",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,13 @@ def _default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+def resolve_dtype(device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+                  device_map: Any = None) -> torch.dtype:
+    """The dtype :func:`load_model` gives a model loaded with these arguments (without loading it)."""
+    dev = pick_device(device) if device_map is None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return _parse_dtype(dtype, dev)
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -736,7 +744,7 @@ def load_model(
         base_spec = ORGANISMS[spec].base
     kind, location = _resolve(base_spec)
     dev = pick_device(device) if device_map is None else None
-    torch_dtype = _parse_dtype(dtype, dev or torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = resolve_dtype(device, dtype, device_map)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device_map is not None:
         kwargs["device_map"] = device_map

@@ -97,13 +97,9 @@ class _LazyModel:
         """The dtype the model has, or will have once loaded (``"float32"``): step caches are kept per dtype."""
         if self._model is not None:
             return str(self._model.dtype).removeprefix("torch.")
-        from psylens.models import _parse_dtype, pick_device
+        from psylens.models import resolve_dtype
 
-        import torch
-
-        dev = pick_device(self._load["device"]) if "device" in self._load else (
-            torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        return str(_parse_dtype(self._load["dtype"], dev)).removeprefix("torch.")
+        return str(resolve_dtype(**self._load)).removeprefix("torch.")
 
     def get(self) -> Any:
         if self._model is None:

@@ -226,9 +226,9 @@ def preferences(
     """
     from psylens.steering.sweep import check_scale_reference
     from psylens.validation.directions import text_means
+    from psylens.validation.gates import spearman
 
     directions, vectors = _host(directions), _host_vectors(vectors)
-    from psylens.validation.gates import spearman
 
     check_scale_reference(scale_reference, "scale_reference")  # before any forward pass
     acts = list(activities)

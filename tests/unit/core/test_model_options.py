@@ -87,6 +87,10 @@ def test_model_kwargs_checks_before_loading() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             model_kwargs("cuda")
+    from psylens.models import resolve_dtype  # what load_model will pick, known before loading
+
+    assert resolve_dtype("cpu") == torch.float32 and resolve_dtype("cpu", "bf16") == torch.bfloat16
+    assert resolve_dtype(**model_kwargs(dtype="float16", device_map="auto")) == torch.float16
 
 
 def _stimuli(path: Path) -> Path:
