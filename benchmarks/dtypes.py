@@ -87,15 +87,16 @@ def runs(a: Path, b: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", type=Path, default=None, help="also write the results here")
     sub = ap.add_subparsers(dest="what", required=True)
-    sp = sub.add_parser("speed")
+    sp = sub.add_parser("speed", parents=[common])
     sp.add_argument("--model", default="smollm2-135m-instruct")
     sp.add_argument("--repeats", type=int, default=5)
     sp.add_argument("--threads", type=int, default=None)
-    rp = sub.add_parser("runs")
+    rp = sub.add_parser("runs", parents=[common])
     rp.add_argument("a", type=Path)
     rp.add_argument("b", type=Path)
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     if args.what == "speed":
         if args.repeats < 1:

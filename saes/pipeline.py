@@ -28,7 +28,7 @@ from torch import Tensor
 
 from psylens.saes import artifacts as art
 from psylens.saes.data import StepSet, split_by_trace
-from psylens.saes.train import SAETrainConfig, encode, evaluate_sae, load_sae, save_sae, train_sae
+from psylens.saes.train import SAETrainConfig, encode, evaluate_sae, load_sae, save_sae, train_sae, training_warnings
 
 __all__ = ["train_step_sae", "default_name", "step_labels"]
 
@@ -241,6 +241,11 @@ def train_step_sae(
         metrics.update({"schema_version": art.SCHEMA_VERSION, "train_dead_fraction": result.train_dead_fraction,
                         "train_seconds": round(result.seconds, 2), "n_train_samples": result.n_samples,
                         "sae_class": type(sae).__name__})
+        problems = training_warnings(metrics, n_batches=result.n_samples // cfg.batch_size, arch=arch, k=k)
+        if problems:
+            metrics["warnings"] = problems
+            for w in problems:
+                log.warning("SAE %s: %s", name, w)
         if tokens:
             from psylens.saes.tokens import ce_loss_recovered
 

@@ -55,6 +55,7 @@ __all__ = [
     "load_sae",
     "encode",
     "evaluate_sae",
+    "training_warnings",
 ]
 
 log = logging.getLogger(__name__)
@@ -389,3 +390,28 @@ def evaluate_sae(sae: Any, held: StepSet | Float[Tensor, "n d"], *, seed: int = 
         "mse": float(mse.mean()),
         "mse_ci": list(grouped_bootstrap_ci(mse, groups, seed=seed)),
     }
+
+
+MIN_OPTIMIZER_STEPS = 100  # below this an SAE has barely moved from its initialisation
+
+
+def training_warnings(metrics: dict[str, Any], *, n_batches: int, arch: str, k: int) -> list[str]:
+    """What in ``metrics`` (from :func:`evaluate_sae`) says the SAE did not train, each with how to fix it.
+
+    An SAE trained on a few hundred steps for a few epochs takes a few dozen optimizer steps and comes out
+    worse than the steps' mean (negative explained variance) with an L0 far above ``k``; nothing fails, so these
+    are written beside the metrics (``metrics.json``'s ``warnings``) and logged. Empty when nothing looks wrong.
+    """
+    out = []
+    more = "train longer (--epochs), or on more traces (psylens traces --samples)"
+    if n_batches < MIN_OPTIMIZER_STEPS:
+        out.append(f"only {n_batches} optimizer steps (epochs × training steps ÷ batch size); an SAE needs "
+                   f"hundreds to thousands: {more}, or lower --batch-size")
+    ev = metrics.get("explained_variance")
+    if isinstance(ev, float) and ev < 0:
+        out.append(f"held-out explained variance {ev:.2f} < 0: the SAE reconstructs held-out steps worse than their "
+                   f"mean does, so its features mean little; {more}")
+    l0 = metrics.get("l0")
+    if arch in ("batchtopk", "topk", "matryoshka") and isinstance(l0, float) and l0 > 2 * k:
+        out.append(f"held-out L0 {l0:.1f} is over twice k = {k}: the sparsity {arch} aims at was not reached; {more}")
+    return out

@@ -124,6 +124,8 @@ def test_train_step_sae_writes_a_folder_saelens_opens(tiny_model, tmp_path):
     for key in ("explained_variance", "l0", "dead_fraction", "mse"):
         assert isinstance(metrics[key], float)
     assert metrics["l0"] <= 2.0 + 1e-6  # topk, k=2
+    # two epochs of a dozen steps: a handful of optimizer steps, said beside the metrics
+    assert any("optimizer steps" in w for w in metrics["warnings"]), metrics.get("warnings")
     feats = json.loads((folder / "features.json").read_text())
     assert set(feats["labels"]) == {"emotion_attribution", "perspective_taking", "reflection", "backtracking",
                                     "conclusion", "restatement"}
@@ -205,3 +207,16 @@ def test_cli_sae_train_on_a_saved_tiny_model(tmp_path, tiny_model, smollm_tokeni
     assert info["arch"] == "matryoshka" and info["train"]["matryoshka_widths"] == [4, 8]
     details = json.loads((folder / "cfg.json").read_text())["metadata"]["training_architecture_details"]
     assert details["matryoshka_widths"] == [4, 8]
+
+
+def test_training_warnings_name_an_sae_that_did_not_train() -> None:
+    from psylens.saes.train import training_warnings
+
+    good = {"explained_variance": 0.85, "l0": 28.7}
+    assert training_warnings(good, n_batches=1050, arch="batchtopk", k=24) == []  # session 9's layer-12 SAE
+    # what `--epochs 5` on 144 traces gave (the held-out numbers of that run)
+    bad = training_warnings({"explained_variance": -2.01, "l0": 81.7}, n_batches=14, arch="batchtopk", k=8)
+    assert len(bad) == 3 and "only 14 optimizer steps" in bad[0] and "-2.01 < 0" in bad[1] and "81.7" in bad[2]
+    assert all("--epochs" in w for w in bad)
+    # L0 only binds the k architectures
+    assert training_warnings({"explained_variance": 0.8, "l0": 81.7}, n_batches=500, arch="jumprelu", k=8) == []
