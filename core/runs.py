@@ -267,7 +267,12 @@ def _same_model(old: dict[str, Any], new: dict[str, Any]) -> str | None:
         fa = fb = None  # written by different psylens versions: not comparable, spec and adapter decide
         old, new = {**old, "fingerprint": None}, {**new, "fingerprint": None}
     if fa is not None and fb is not None:
-        return None if fa == fb else f"fingerprint {fa!r} vs {fb!r}"
+        if fa == fb:
+            return None
+        da, db = old.get("dtype"), new.get("dtype")
+        if da and db and da != db and old.get("spec") == new.get("spec") and old.get("adapter") == new.get("adapter"):
+            return f"the same weights in dtype {db!r}, the run's are {da!r}"
+        return f"fingerprint {fa!r} vs {fb!r}"
     for key in ("spec", "adapter", "fingerprint"):
         a, b = old.get(key), new.get(key)
         if key == "fingerprint" and (a is None or b is None):
@@ -738,9 +743,11 @@ def open_or_create_run(
         if old is not None:
             why = _same_model(old, model_record(model))
             if why is not None:
+                fix = (f"--dtype {old['dtype']}" if "the same weights in dtype" in why
+                       else f"the run's model (--model {old.get('spec')})")
                 raise ValueError(
                     f"{str(p)!r} is a run of model {old.get('spec')!r}; `{_command_name(command)}` was given another "
-                    f"model ({why}). Use the run's model (--model {old.get('spec')}) or another directory"
+                    f"model ({why}). Use {fix} or another directory"
                 )
         run.add_model(PRIMARY_MODEL, model)
     return run

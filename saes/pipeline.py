@@ -255,6 +255,7 @@ def train_step_sae(
         info = {
             "schema_version": art.SCHEMA_VERSION,
             "model": spec,
+            "dtype": lazy.dtype,  # the dtype the step activations were read in
             "site": site,
             "layer": layer,
             "pooling": "tokens" if tokens else pooling,

@@ -125,7 +125,8 @@ def test_dtype_reaches_the_model_and_its_record(tiny_llama_dir: Path, tmp_path: 
     assert _cli(monkeypatch, ["probe", "--model", str(tiny_llama_dir), "--stimuli", str(stim), "--out", str(run_dir),
                               "--device", "cpu", "--dtype", "float32", "--no-geometry", "--no-cross-format",
                               "--no-persistence", "--no-system-prompt"]) == 1
-    assert "another model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the same weights in dtype 'float32', the run's are 'bfloat16'" in err and "Use --dtype bfloat16" in err, err
     # a bad value is refused before anything is written
     assert _cli(monkeypatch, ["harvest", "--model", str(tiny_llama_dir), "--stimuli", str(stim),
                               "--out", str(tmp_path / "R2"), "--dtype", "float8"]) == 1

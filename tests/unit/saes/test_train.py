@@ -115,7 +115,7 @@ def test_train_step_sae_writes_a_folder_saelens_opens(tiny_model, tmp_path):
     assert sae.cfg.d_in == m.d_model and sae.cfg.d_sae == 16
     info = json.loads((folder / "step_sae.json").read_text())
     for key, want in {"model": "tiny-llama", "site": "resid_post", "layer": 1, "pooling": "delimiter",
-                      "segmentation": "sentence", "arch": "topk"}.items():
+                      "segmentation": "sentence", "arch": "topk", "dtype": "float32"}.items():
         assert info[key] == want
     held = json.loads((folder / "held_out.json").read_text())
     assert set(held["held_out"]).isdisjoint(held["train"]) and 1 <= len(held["held_out"]) <= 11
