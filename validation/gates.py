@@ -128,16 +128,18 @@ def _host(directions: Directions | None) -> Directions | None:
     A user's directions may sit on an accelerator (``dirs.to("cuda")``) or in bfloat16; the gates compute on
     the host and move what they add to the model onto its device themselves.
     """
-    if directions is None:
-        return None
-    return directions if _on_host(directions.vectors) else directions.to("cpu", torch.float32)
+    v = getattr(directions, "vectors", None)
+    if not isinstance(v, Tensor):  # None, or a stand-in that reads like Directions: used as it is
+        return directions
+    return directions if _on_host(v) else directions.to("cpu", torch.float32)
 
 
 def _host_vectors(vectors: Mapping[str, SteeringVector] | None) -> dict[str, SteeringVector] | None:
     """Steering vectors on the CPU in float32 or float64 (each moved to the model's device when applied)."""
     if vectors is None:
         return None
-    return {e: sv if _on_host(sv.vectors) else sv.to("cpu", torch.float32) for e, sv in vectors.items()}
+    return {e: sv if not isinstance(getattr(sv, "vectors", None), Tensor) or _on_host(sv.vectors)
+            else sv.to("cpu", torch.float32) for e, sv in vectors.items()}
 
 
 def _unit_rows(dirs: Directions, emotions: Sequence[str], layer: int) -> Float[Tensor, "emotion d"]:
