@@ -114,7 +114,7 @@ def run_demo(
         done("steering", t0, mean_success=res.get("mean_success"), ci95=res.get("mean_success_ci95"))
 
     if "validation" in steps:
-        from psylens.validation.suite import ValidationConfig, run_validation
+        from psylens.validation.suite import run_validation
 
         t0 = time.perf_counter()
         res = run_validation(m, run, demo_validation_config(seed), progress=progress)
