@@ -38,10 +38,10 @@ def model_kwargs(device: str = "auto", dtype: Optional[str] = None, device_map: 
     Raises:
         ValueError: an unknown dtype, an unknown or unavailable device, or an empty ``--device-map``.
     """
-    from psylens.models import _DTYPES, pick_device  # here: `psylens --help` need not import torch
+    from psylens.models import DTYPES, pick_device  # here: `psylens --help` need not import torch
 
-    if dtype is not None and dtype != "auto" and dtype not in _DTYPES:
-        raise ValueError(f"--dtype {dtype!r}: use one of {', '.join(_DTYPES)} (or leave it out for the device's default)")
+    if dtype is not None and dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)} (or leave it out for the device's default)")
     if device_map is not None:
         if not device_map.strip():
             raise ValueError("--device-map is empty: give a device map such as 'auto', or leave the option out")

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Model", "load_model", "REGISTRY", "ModelSource", "cache_dir", "pick_device", "DEFAULT_MODEL",
     "CacheEntry", "cache_entries", "clean_cache", "gguf_key", "ORGANISMS", "OrganismSource", "prompt_special_tokens",
-    "resolve_dtype",
+    "resolve_dtype", "DTYPES",
 ]
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def resolve_dtype(device: str | torch.device = "auto", dtype: str | torch.dtype 
     return _parse_dtype(dtype, dev)
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
 
@@ -216,9 +216,9 @@ def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
         return _default_dtype(device)
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)} or 'auto'")
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or 'auto'")
 
 
 # --------------------------------------------------------------------------------------------

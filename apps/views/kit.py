@@ -472,7 +472,7 @@ def run_model(meta: Any) -> tuple[str, str | None, str | None] | None:
     the run was made in (``"float32"``; ``None`` for runs that predate the record, or an unknown name), so that
     the explorer reads the same numbers on a GPU, where the default would be bfloat16.
     """
-    from psylens.models import _DTYPES
+    from psylens.models import DTYPES
 
     d = as_dict(meta)
     models = as_dict(d.get("models"))
@@ -485,7 +485,7 @@ def run_model(meta: Any) -> tuple[str, str | None, str | None] | None:
         adapter = entry.get("adapter")
         dtype = entry.get("dtype")
         return (entry["spec"], adapter if isinstance(adapter, str) and adapter else None,
-                dtype if isinstance(dtype, str) and dtype in _DTYPES else None)
+                dtype if isinstance(dtype, str) and dtype in DTYPES else None)
     return None
 
 

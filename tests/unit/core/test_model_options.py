@@ -6,8 +6,6 @@ float32 there, and the `sae` commands loaded their model on the CPU whatever the
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,8 +14,9 @@ import torch
 import typer
 
 from psylens import io
-from psylens.cli import app, main
+from psylens.cli import app
 from psylens.model_options import DEVICE_MAP_OPTION, DEVICE_OPTION, DTYPE_OPTION, model_kwargs
+from tests.unit.core.test_runs_cli import _cli, _stimuli
 
 # Commands that load a model with options of their own, and why.
 OWN_OPTIONS = {
@@ -91,21 +90,6 @@ def test_model_kwargs_checks_before_loading() -> None:
 
     assert resolve_dtype("cpu") == torch.float32 and resolve_dtype("cpu", "bf16") == torch.bfloat16
     assert resolve_dtype(**model_kwargs(dtype="float16", device_map="auto")) == torch.float16
-
-
-def _stimuli(path: Path) -> Path:
-    from psylens.stimuli import load
-
-    stim = load("emotions")
-    sub = stim.filter(groups=list(dict.fromkeys(stim.groups))[:3])
-    path.write_text("".join(json.dumps({"id": s.id, "text": s.text, "label": s.label, "group": s.group}) + "\n"
-                            for s in sub))
-    return path
-
-
-def _cli(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> int:
-    monkeypatch.setattr(sys, "argv", ["psylens", *args])
-    return main(args)
 
 
 def test_dtype_reaches_the_model_and_its_record(tiny_llama_dir: Path, tmp_path: Path,
