@@ -3,12 +3,19 @@
     python -m benchmarks.organism train   --out /tmp/organism/tuned                 # the shipped recipe
     python -m benchmarks.organism train   --out /tmp/organism/control --shuffle     # the control
     python -m benchmarks.organism eval    --adapter base=- tuned=/tmp/organism/tuned control=/tmp/organism/control
+    python -m benchmarks.organism sft     --out /tmp/organism/sft [--shuffle]       # the supervised ceiling
 
 ``train`` is ``psylens organism train`` with the shipped recipe (:data:`RECIPE`); rerunning it
 with the same ``--out`` resumes from the latest checkpoint. ``eval`` scores each model on the
 ``psych`` test split with ``psylens.tasks.evaluate`` (generate, chain of thought) and writes one
 JSON a model plus paired differences against the base (same items, bootstrap over items) to
 ``--out-dir``.
+
+``sft`` is not an organism: it asks how far *any* fine-tuning of the base moves the test split, by training a
+LoRA with plain supervised cross-entropy on the train split's gold answers (:data:`SFT`; the prompt is the
+organism's chain-of-thought prompt, the completion ``"Answer: X"``). A reward can only carry less than the gold
+answer does, so if this does not beat the base by the organism's +10 points, no RL recipe on the same model,
+prompt and data is expected to. ``--shuffle`` trains on answers permuted across items: the control.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from typing import Any
 from psylens.compare.organism import OrganismConfig
 
 RECIPE = OrganismConfig()  # the defaults are the recipe of the shipped smollm2-135m-psy-grpo
+# the supervised ceiling, fixed before it ran: recipe 2's adapter (LoRA r 16 / alpha 32 on every linear layer,
+# the most capacity any recipe had), 3 epochs of the 288 train items, batch 8, lr 2e-4, seed 0
+SFT = {"lora_r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+       "up_proj", "down_proj"], "epochs": 3, "batch_size": 8, "learning_rate": 2e-4, "seed": 0}
 
 
 def train(out: str, shuffle: bool, max_steps: int | None, threads: int | None) -> None:
@@ -39,6 +50,47 @@ def train(out: str, shuffle: bool, max_steps: int | None, threads: int | None) -
     r = train_organism(cfg, out, progress=True)
     logging.getLogger("benchmarks.organism").info("done: %s steps in %.0f s; final correct %.3f", r.steps, r.seconds,
                                                    r.final_correct)
+
+
+def sft(out: str, shuffle: bool, threads: int | None) -> None:
+    """Train the supervised ceiling adapter (:data:`SFT`) into ``out`` (PEFT files only; no pickle)."""
+    import random
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from psylens import tasks as T
+    from psylens.compare.organism import organism_prompt
+    from psylens.models import _resolve, load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    _, location = _resolve(RECIPE.base)
+    base = load_model(location, device="cpu", dtype="float32")
+    items = T.load(RECIPE.tasks, split=RECIPE.split)
+    answers = [t.answer_index for t in items]
+    if shuffle:  # the control: every item keeps a valid letter, but not its own answer's
+        random.Random(SFT["seed"]).shuffle(answers)
+    rows = [{"prompt": organism_prompt(base, t, RECIPE.chat_format), "completion": f"\nAnswer: {T.LETTERS[a]}"}
+            for t, a in zip(items, answers)]
+    args = SFTConfig(
+        output_dir=str(Path(out) / "trainer"), num_train_epochs=SFT["epochs"],
+        per_device_train_batch_size=SFT["batch_size"], learning_rate=SFT["learning_rate"], seed=SFT["seed"],
+        data_seed=SFT["seed"], logging_steps=5, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
+        fp16=False, completion_only_loss=True, gradient_checkpointing=False, dataloader_num_workers=0,
+    )
+    peft_config = LoraConfig(r=SFT["lora_r"], lora_alpha=SFT["lora_alpha"], lora_dropout=0.0,
+                             target_modules=SFT["target_modules"], bias="none", task_type="CAUSAL_LM")
+    t0 = time.perf_counter()
+    trainer = SFTTrainer(model=base.hf_model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=base.tokenizer, peft_config=peft_config)
+    trainer.train()
+    trainer.model.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors
+    Path(out, "sft.json").write_text(json.dumps({
+        "sft": SFT, "shuffle": shuffle, "base": location, "n_train": len(rows), "seconds": time.perf_counter() - t0,
+        "log": [r for r in trainer.state.log_history if "loss" in r or "train_loss" in r]}, indent=1))
 
 
 def _round_robin(items: list[Any]) -> list[Any]:
@@ -134,6 +186,10 @@ def main() -> None:
     t.add_argument("--shuffle", action="store_true")
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--threads", type=int, default=None)
+    f = sub.add_parser("sft")
+    f.add_argument("--out", required=True)
+    f.add_argument("--shuffle", action="store_true")
+    f.add_argument("--threads", type=int, default=None)
     e = sub.add_parser("eval")
     e.add_argument("--models", nargs="+", required=True, help="name=ADAPTER_DIR, name=- (the base), name=alias:SPEC")
     e.add_argument("--out-dir", default="/tmp/organism/eval")
@@ -144,6 +200,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "train":
         train(a.out, a.shuffle, a.max_steps, a.threads)
+    elif a.cmd == "sft":
+        sft(a.out, a.shuffle, a.threads)
     else:
         models = dict(m.split("=", 1) for m in a.models)
         evaluate(models, a.out_dir, a.max_new_tokens, a.batch_size, a.limit, a.threads)

@@ -24,6 +24,7 @@ from psylens.steering.sweep import (
     reference_norm,
     residual_norms,
     run_sweep,
+    scale_reference_advice,
 )
 
 from tests.unit.steering.test_steering_sweep import StandInDirections
@@ -114,6 +115,52 @@ def test_control_no_offset_centred_is_below_norm_and_zero_on_identical_tokens(ti
     same = residual_norms(m, [text] * 4, layers, reference="centred")
     same_plain = residual_norms(m, [text] * 4, layers)
     assert all(same[v] <= 1e-5 * same_plain[v] for v in layers)
+
+
+def test_advice_flags_outlying_tokens_and_massive_dimensions_known_values():
+    """Known answers: 20% of tokens at 20× the rest (Qwen2.5's pattern) are flagged for 'norm' and 'centred';
+    one massive dimension in every token (Gemma-3's) for 'norm' only. Controls: isotropic tokens are not
+    flagged, and 'median' never is."""
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(500, 64, generator=g)
+    assert all(scale_reference_advice(iso, r) is None for r in ("norm", "centred", "median"))
+    tokens = iso.clone()
+    tokens[::5] *= 20.0  # every fifth token: 20× the norm
+    msg = scale_reference_advice(tokens, "norm")
+    assert msg is not None and "median token" in msg and "20% of the tokens" in msg and "--scale-reference median" in msg
+    assert scale_reference_advice(tokens, "centred") is not None
+    assert scale_reference_advice(tokens, "median") is None
+    dims = iso.clone()
+    dims[:, 0] += 100.0  # one massive dimension, the same in every token: token norms stay alike
+    msg = scale_reference_advice(dims, "norm")
+    assert msg is not None and "massive dimensions" in msg
+    assert scale_reference_advice(dims, "centred") is None  # centring removes a shared offset
+    assert scale_reference_advice(torch.zeros(0, 8), "norm") is None
+    with pytest.raises(ValueError, match="not one of"):
+        scale_reference_advice(iso, "centered")
+
+
+def test_residual_norms_warns_on_planted_outlying_tokens(tiny_model, caplog):
+    """A hook that multiplies every third position's residual by 50 at one layer: residual_norms warns for
+    that layer and not for a layer before it (the control), and the warning names the fix."""
+    import logging
+
+    m = tiny_model("llama")
+    layer = 1
+    fmt = [m.format_prompt(p) for p in PROMPTS]
+    caplog.set_level(logging.WARNING, logger="psylens.steering.sweep")
+    residual_norms(m, fmt, [0, layer])
+    assert not [r for r in caplog.records if "steering scale" in r.getMessage()]
+
+    def every_third(x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        y[:, ::3] *= 50.0
+        return y
+
+    with intervene(m, [Intervention("resid_post", layer, "replace", value=every_third)]):
+        residual_norms(m, fmt, [0, layer])
+    warned = [r.getMessage() for r in caplog.records if "steering scale" in r.getMessage()]
+    assert len(warned) == 1 and f"layer {layer}:" in warned[0] and "--scale-reference median" in warned[0]
 
 
 def test_residual_norms_rejects_a_bad_reference(tiny_model):
