@@ -2,6 +2,7 @@
 
     psylens validate --model M --run RUN [--source stories|expression|probes] [--layer L] [--quick]
                      [--steer-with auto|sweep|layer] [--scale S] [--scale-reference norm|centred|median]
+                     [--read-back-fluency relative|relative_greedy|absolute|none]
 
 Writes ``RUN/validation/summary.json``, the tables behind each gate and
 ``RUN/validation/directions.safetensors`` (:mod:`psylens.validation.suite`). When the run holds a
@@ -51,6 +52,12 @@ def validate(
         help="What --scale multiplies: norm (the layer's mean per-token residual norm, default) | centred (the mean "
              "norm after subtracting the mean token vector) | median (√d × the median dimension's RMS; for models "
              "with massive activations such as Gemma-3)."),
+    read_back_fluency: str = typer.Option(
+        "relative", "--read-back-fluency",
+        help="What read_back's steered (greedy) texts must match to pass: relative (the issue's: perplexity, "
+             "distinct-2 and zlib ratio no worse than the model's T=1 samples; greedy text is less diverse than "
+             "samples, so this is strict) | relative_greedy (diversity against the unsteered greedy text) | "
+             "absolute (perplexity ratio ≤ 1.5) | none (not judged)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = DEVICE_OPTION,
     dtype: Optional[str] = DTYPE_OPTION,
@@ -67,7 +74,8 @@ def validate(
     started = now()
     make = ValidationConfig.quick_config if quick else ValidationConfig
     cfg = make(source=source, layer=layer, scale=scale, seed=seed, steer_with=steer_with,
-               scale_reference=scale_reference)  # bad settings fail before a model loads
+               scale_reference=scale_reference,
+               read_back_fluency=None if read_back_fluency == "none" else read_back_fluency)  # bad settings fail before a model loads
     spec = model
     if spec is None and (run / RUN_FILE).is_file():
         meta_model = open_run(run).meta.get("model")

@@ -124,7 +124,7 @@ class ValidationConfig:
         check_scale_reference(self.scale_reference, "scale_reference")
         if self.read_back_fluency is not None and self.read_back_fluency not in FLUENCY_CRITERIA:
             raise ValueError(f"read_back_fluency {self.read_back_fluency!r} is not one of {FLUENCY_CRITERIA} or None "
-                             "(not judged)")
+                             "(not judged); on the command line: --read-back-fluency relative|relative_greedy|absolute|none")
         if self.source not in SOURCES:
             raise ValueError(f"source {self.source!r} is not one of {SOURCES}: stories (story directions), "
                              "expression (the model prompted to express each concept), probes (RUN/probes/directions.safetensors)")

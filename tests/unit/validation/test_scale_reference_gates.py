@@ -135,6 +135,41 @@ def test_validate_cli_rejects_a_bad_reference_before_loading_a_model(tmp_path, m
     assert helped.exit_code == 0 and "--scale-reference" in helped.output
 
 
+@pytest.mark.parametrize(("flag", "expected"), [(None, "relative"), ("relative_greedy", "relative_greedy"),
+                                               ("absolute", "absolute"), ("none", None)])
+def test_validate_cli_read_back_fluency_reaches_the_config(tmp_path, monkeypatch, tiny_model, flag, expected):
+    """``--read-back-fluency`` is the config's ``read_back_fluency`` ("none" → not judged); the default is the
+    issue's ``relative``. A stand-in for ``run_validation`` records the config it is given."""
+    import psylens.models
+    import psylens.validation.suite as suite
+    from psylens.cli import app
+
+    seen = {}
+
+    def fake_run(model, run, cfg, progress=False):
+        seen["cfg"] = cfg
+        return {"source": cfg.source, "layer": 1, "gates": {}, "passed": 0, "total": 0, "steering": {"note": ""}}
+
+    m = tiny_model("llama")
+    monkeypatch.setattr(psylens.models, "load_model", lambda *a, **k: m)
+    monkeypatch.setattr(suite, "run_validation", fake_run)
+    args = ["validate", "--run", str(tmp_path / "run")] + ([] if flag is None else ["--read-back-fluency", flag])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert seen["cfg"].read_back_fluency == expected
+
+
+def test_validate_cli_rejects_a_bad_fluency_before_loading_a_model(tmp_path, monkeypatch):
+    from psylens.cli import app
+
+    _no_model(monkeypatch)
+    res = CliRunner().invoke(app, ["validate", "--run", str(tmp_path / "run"), "--read-back-fluency", "greedy"])
+    assert res.exit_code != 0 and not isinstance(res.exception, AssertionError)
+    msg = str(res.exception) + res.output
+    assert "'greedy' is not one of" in msg and "--read-back-fluency" in msg
+    assert not (tmp_path / "run").exists()
+
+
 def test_benchmark_script_takes_the_flag_and_rejects_a_bad_value_before_loading(monkeypatch):
     from benchmarks import validation_sources
 
