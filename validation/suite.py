@@ -35,16 +35,14 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from psylens.stimuli import EMOTIONS
 from psylens.validation import artifacts as art
-from psylens.validation.directions import DEFAULT_START_OFFSET, StoryConfig, directions_from_means, text_means
+from psylens.validation.directions import DEFAULT_START_OFFSET, directions_from_means, text_means
 
 if TYPE_CHECKING:
     from psylens.models import Model
