@@ -439,7 +439,7 @@ def reference_norm(x: Float[Tensor, "token d_model"], reference: str = "norm") -
     return float((xd - xd.mean(dim=0, keepdim=True)).norm(dim=-1).mean())
 
 
-#: :func:`scale_reference_advice` flags ``"norm"`` when the mean token's norm exceeds the median token's by this
+#: :func:`scale_reference_advice` flags ``"norm"`` and ``"centred"`` when the mean token norm exceeds the median token's by this
 #: factor (a few outlying tokens carry it: Qwen2.5's punctuation and newline tokens in a system prompt, 16–19%
 #: of the tokens at 5–50× the median) or the plain norm exceeds ``"median"`` by :data:`DIMENSION_SKEW` (a few
 #: massive dimensions carry it: Gemma-3). Measured at 0.45 of the depth on the built-in steering prompts:
