@@ -1,0 +1,71 @@
+"""``benchmarks.organism sft``: the supervised ceiling trains on the gold answers; its control on permuted ones.
+
+Known answer: every training row's completion is ``"\\nAnswer: X"`` with X the item's own answer letter, after
+the organism's chain-of-thought prompt. Control: ``--shuffle`` keeps the same letters (a permutation across items)
+but most items lose their own. A stand-in trainer records the rows, so nothing is trained here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from benchmarks import organism as bench
+from psylens import tasks as T
+from psylens.compare.organism import COT_SUFFIX
+
+
+class _Trainer:
+    seen: dict = {}
+
+    def __init__(self, model, args, train_dataset, processing_class, peft_config):
+        _Trainer.seen = {"rows": list(train_dataset), "args": args, "peft": peft_config}
+        self.model = self
+        self.state = type("S", (), {"log_history": [{"loss": 1.0, "epoch": 1.0}]})()
+
+    def train(self):
+        return None
+
+    def save_pretrained(self, out):
+        Path(out).mkdir(parents=True, exist_ok=True)  # as PEFT does
+        Path(out, "adapter_config.json").write_text("{}")
+
+
+@pytest.fixture()
+def rows_of(tiny_model, monkeypatch, tmp_path):
+    import psylens.models
+    import trl
+
+    monkeypatch.setattr(psylens.models, "_resolve", lambda spec: ("alias", "somewhere"))
+    monkeypatch.setattr(psylens.models, "load_model", lambda *a, **k: tiny_model("llama"))
+    monkeypatch.setattr(trl, "SFTTrainer", _Trainer)
+
+    def run(shuffle: bool):
+        out = tmp_path / ("control" if shuffle else "gold")
+        bench.sft(str(out), shuffle, threads=None)
+        return _Trainer.seen, out
+
+    return run
+
+
+def test_gold_rows_carry_each_items_own_answer(rows_of):
+    seen, out = rows_of(False)
+    items = T.load(bench.RECIPE.tasks, split=bench.RECIPE.split)
+    assert len(seen["rows"]) == len(items) > 0
+    for row, t in zip(seen["rows"], items):
+        assert row["completion"] == f"\nAnswer: {T.LETTERS[t.answer_index]}"
+        assert row["prompt"].endswith(COT_SUFFIX) and t.question in row["prompt"]
+    assert seen["peft"].r == bench.SFT["lora_r"] and set(seen["peft"].target_modules) == set(bench.SFT["target_modules"])
+    assert seen["args"].save_strategy == "no"  # no trainer checkpoints (they hold pickles)
+    record = json.loads((out / "sft.json").read_text())
+    assert record["shuffle"] is False and record["n_train"] == len(items)
+
+
+def test_control_permutes_the_letters_across_items(rows_of):
+    gold = [r["completion"] for r in rows_of(False)[0]["rows"]]
+    shuffled = [r["completion"] for r in rows_of(True)[0]["rows"]]
+    assert Counter(shuffled) == Counter(gold)  # the same letters …
+    assert sum(a != b for a, b in zip(gold, shuffled)) > 0.5 * len(gold)  # … mostly on other items
