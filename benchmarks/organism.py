@@ -35,6 +35,10 @@ RECIPE = OrganismConfig()  # the defaults are the recipe of the shipped smollm2-
 # the most capacity any recipe had), 3 epochs of the 288 train items, batch 8, lr 2e-4, seed 0
 SFT = {"lora_r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
        "up_proj", "down_proj"], "epochs": 3, "batch_size": 8, "learning_rate": 2e-4, "seed": 0}
+# the same ceiling with every weight free (session 21, fixed before it ran): the LoRA ceiling never fitted its own
+# training letters (loss ≈ ln 4 on the letter), so it bounds what that adapter learns, not what the model can.
+# Full fine-tuning, 6 epochs, lr 5e-5, bfloat16 autocast (the weights and optimiser stay float32).
+SFT_FULL = {"full": True, "epochs": 6, "batch_size": 8, "learning_rate": 5e-5, "seed": 0, "bf16": True}
 
 
 def train(out: str, shuffle: bool, max_steps: int | None, threads: int | None) -> None:
@@ -52,8 +56,9 @@ def train(out: str, shuffle: bool, max_steps: int | None, threads: int | None) -
                                                    r.final_correct)
 
 
-def sft(out: str, shuffle: bool, threads: int | None) -> None:
-    """Train the supervised ceiling adapter (:data:`SFT`) into ``out`` (PEFT files only; no pickle)."""
+def sft(out: str, shuffle: bool, threads: int | None, full: bool = False) -> None:
+    """Train the supervised ceiling into ``out``: the LoRA adapter of :data:`SFT` (PEFT files), or with ``full``
+    every weight (:data:`SFT_FULL`; a model directory in safetensors that ``load_model`` opens). No pickle."""
     import random
 
     import torch
@@ -75,21 +80,27 @@ def sft(out: str, shuffle: bool, threads: int | None) -> None:
         random.Random(SFT["seed"]).shuffle(answers)
     rows = [{"prompt": organism_prompt(base, t, RECIPE.chat_format), "completion": f"\nAnswer: {T.LETTERS[a]}"}
             for t, a in zip(items, answers)]
+    recipe = SFT_FULL if full else SFT
     args = SFTConfig(
-        output_dir=str(Path(out) / "trainer"), num_train_epochs=SFT["epochs"],
-        per_device_train_batch_size=SFT["batch_size"], learning_rate=SFT["learning_rate"], seed=SFT["seed"],
-        data_seed=SFT["seed"], logging_steps=5, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
-        fp16=False, completion_only_loss=True, gradient_checkpointing=False, dataloader_num_workers=0,
+        output_dir=str(Path(out) / "trainer"), num_train_epochs=recipe["epochs"],
+        per_device_train_batch_size=recipe["batch_size"], learning_rate=recipe["learning_rate"], seed=recipe["seed"],
+        data_seed=recipe["seed"], logging_steps=5, save_strategy="no", report_to="none", use_cpu=True,
+        bf16=recipe.get("bf16", False), fp16=False, completion_only_loss=True, gradient_checkpointing=False,
+        dataloader_num_workers=0,
     )
-    peft_config = LoraConfig(r=SFT["lora_r"], lora_alpha=SFT["lora_alpha"], lora_dropout=0.0,
-                             target_modules=SFT["target_modules"], bias="none", task_type="CAUSAL_LM")
+    peft_config = None if full else LoraConfig(
+        r=SFT["lora_r"], lora_alpha=SFT["lora_alpha"], lora_dropout=0.0, target_modules=SFT["target_modules"],
+        bias="none", task_type="CAUSAL_LM")
     t0 = time.perf_counter()
     trainer = SFTTrainer(model=base.hf_model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=base.tokenizer, peft_config=peft_config)
     trainer.train()
-    trainer.model.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors
+    # LoRA: adapter_config.json + adapter_model.safetensors; full: config.json + model.safetensors (+ tokenizer)
+    trainer.model.save_pretrained(out)
+    if full:
+        base.tokenizer.save_pretrained(out)
     Path(out, "sft.json").write_text(json.dumps({
-        "sft": SFT, "shuffle": shuffle, "base": location, "n_train": len(rows), "seconds": time.perf_counter() - t0,
+        "sft": recipe, "shuffle": shuffle, "base": location, "n_train": len(rows), "seconds": time.perf_counter() - t0,
         "log": [r for r in trainer.state.log_history if "loss" in r or "train_loss" in r]}, indent=1))
 
 
@@ -107,8 +118,9 @@ def _round_robin(items: list[Any]) -> list[Any]:
 
 
 def evaluate(models: dict[str, str], out_dir: str, max_new_tokens: int, batch_size: int, limit: int | None,
-             threads: int | None) -> dict[str, Any]:
-    """Each model on the test split, chunk by chunk (one JSONL line an item, resumable), then summarised."""
+             threads: int | None, split: str = "test") -> dict[str, Any]:
+    """Each model on a split (``test``; ``train`` reads how well a ceiling fitted its own items), chunk by chunk
+    (one JSONL line an item, resumable), then summarised."""
     import numpy as np
     import torch
 
@@ -118,7 +130,7 @@ def evaluate(models: dict[str, str], out_dir: str, max_new_tokens: int, batch_si
 
     if threads:
         torch.set_num_threads(threads)
-    items = _round_robin(T.load("psych", split="test"))
+    items = _round_robin(T.load("psych", split=split))
     if limit:
         items = items[:limit]
     outd = Path(out_dir)
@@ -154,7 +166,7 @@ def evaluate(models: dict[str, str], out_dir: str, max_new_tokens: int, batch_si
         scored = [t for t in items if t.id in done]
         preds = [T.Prediction(id=t.id, choice=done[t.id]["choice"], output=done[t.id]["output"]) for t in scored]
         res = T.summarize(scored, preds, return_items=True)
-        res.update(adapter=adapter, max_new_tokens=max_new_tokens, date=time.strftime("%Y-%m-%d"))
+        res.update(adapter=adapter, split=split, max_new_tokens=max_new_tokens, date=time.strftime("%Y-%m-%d"))
         results[name] = res
     if "base" in results:
         base_items = {it["id"]: it for it in results["base"]["per_item"]}
@@ -189,6 +201,7 @@ def main() -> None:
     f = sub.add_parser("sft")
     f.add_argument("--out", required=True)
     f.add_argument("--shuffle", action="store_true")
+    f.add_argument("--full", action="store_true", help="every weight (SFT_FULL) instead of the LoRA adapter (SFT)")
     f.add_argument("--threads", type=int, default=None)
     e = sub.add_parser("eval")
     e.add_argument("--models", nargs="+", required=True, help="name=ADAPTER_DIR, name=- (the base), name=alias:SPEC")
@@ -196,15 +209,16 @@ def main() -> None:
     e.add_argument("--max-new-tokens", type=int, default=256)  # tasks.evaluate's chain-of-thought default
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--split", default="test", choices=["test", "train"])
     e.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     if a.cmd == "train":
         train(a.out, a.shuffle, a.max_steps, a.threads)
     elif a.cmd == "sft":
-        sft(a.out, a.shuffle, a.threads)
+        sft(a.out, a.shuffle, a.threads, full=a.full)
     else:
         models = dict(m.split("=", 1) for m in a.models)
-        evaluate(models, a.out_dir, a.max_new_tokens, a.batch_size, a.limit, a.threads)
+        evaluate(models, a.out_dir, a.max_new_tokens, a.batch_size, a.limit, a.threads, split=a.split)
 
 
 if __name__ == "__main__":

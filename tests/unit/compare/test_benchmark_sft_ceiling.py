@@ -43,9 +43,9 @@ def rows_of(tiny_model, monkeypatch, tmp_path):
     monkeypatch.setattr(psylens.models, "load_model", lambda *a, **k: tiny_model("llama"))
     monkeypatch.setattr(trl, "SFTTrainer", _Trainer)
 
-    def run(shuffle: bool):
-        out = tmp_path / ("control" if shuffle else "gold")
-        bench.sft(str(out), shuffle, threads=None)
+    def run(shuffle: bool, full: bool = False):
+        out = tmp_path / (("control" if shuffle else "gold") + ("-full" if full else ""))
+        bench.sft(str(out), shuffle, threads=None, full=full)
         return _Trainer.seen, out
 
     return run
@@ -69,3 +69,14 @@ def test_control_permutes_the_letters_across_items(rows_of):
     shuffled = [r["completion"] for r in rows_of(True)[0]["rows"]]
     assert Counter(shuffled) == Counter(gold)  # the same letters …
     assert sum(a != b for a, b in zip(gold, shuffled)) > 0.5 * len(gold)  # … mostly on other items
+
+
+def test_full_recipe_frees_every_weight_and_saves_a_loadable_directory(rows_of):
+    lora, _ = rows_of(False)
+    seen, out = rows_of(False, full=True)
+    assert seen["peft"] is None  # no adapter: the trainer updates the model's own weights
+    assert seen["args"].num_train_epochs == bench.SFT_FULL["epochs"] != bench.SFT["epochs"]
+    assert seen["args"].learning_rate == bench.SFT_FULL["learning_rate"] and seen["args"].bf16 is True
+    assert [r["completion"] for r in seen["rows"]] == [r["completion"] for r in lora["rows"]]  # the same gold rows
+    assert any(p.name.startswith("tokenizer") for p in out.iterdir())  # load_model(out) needs the tokenizer too
+    assert json.loads((out / "sft.json").read_text())["sft"] == bench.SFT_FULL
