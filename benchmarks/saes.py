@@ -66,8 +66,6 @@ def _saelens_alone(acts, cfg) -> float:
 
 
 def throughput(args: argparse.Namespace) -> dict:
-    import torch
-
     from psylens.saes.data import StepSet
     from psylens.saes.synthetic import planted_steps
     from psylens.saes.train import SAETrainConfig, train_sae

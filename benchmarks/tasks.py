@@ -17,7 +17,6 @@ One JSON file per model in ``--out-dir`` (default ``/tmp/tasks_bench``) and a ma
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any

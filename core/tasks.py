@@ -339,8 +339,6 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
 
 
 def _loglik(model: Model, tasks: Sequence[Task], fmt: str, batch_size: int, progress: bool) -> list[Prediction]:
-    import torch
-
     tok = model.tokenizer
     add_special = fmt == "raw"  # a chat template writes its own special tokens (BOS included)
     encoded: list[tuple[list[int], list[list[int]]]] = []

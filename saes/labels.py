@@ -108,7 +108,7 @@ _EMOTION = _rx(
     rf"\b{_EMO}\b[^.?!]*?\b(?:feel|feels|felt|feeling)\b",
     rf"\b(?:is|are|was|were|be|been|being|am|seems?|seemed|looks?|looked|become|becomes|became|gets?|got|stays?)\s+(?:\w+[ ,]+){{0,3}}?{_EMO}\b",
     rf"\b(?:makes?|made|making|leaves?|left)\s+(?:\w+\s+){{1,3}}?{_EMO}\b",
-    rf"\b(?:tears of|with|of|in|out of|full of)\s+(?:\w+\s+)?(?:joy|grief|fear|guilt|shame|pride|relief|envy|jealousy|annoyance|frustration|embarrassment|disappointment|anger|excitement|anxiety)\b",
+    r"\b(?:tears of|with|of|in|out of|full of)\s+(?:\w+\s+)?(?:joy|grief|fear|guilt|shame|pride|relief|envy|jealousy|annoyance|frustration|embarrassment|disappointment|anger|excitement|anxiety)\b",
     r"\b(?:his|her|their|\w+'s) (?:feelings|emotions|mood)\b",
     rf"\bfeelings? (?:is|are|was|were) (?:\w+\s+){{0,3}}?{_EMO}\b",
     rf"\banswer\b[^\n]*?\b{_EMO}\b",  # "Answer: C, hurt." names the feeling as the answer
