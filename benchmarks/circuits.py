@@ -21,6 +21,8 @@ Two measurements, each written as JSON to ``--out-dir`` (default ``/tmp/circuits
     python -m benchmarks.circuits --only cost
     python -m benchmarks.circuits --probes-from RUN --layer 16 --emotions joy,anger
     python -m benchmarks.circuits --only modulation --run OUT/run --config '{"modulation_fluency": "relative_greedy"}'
+
+``--model`` (default: the embedded SmolLM2) and ``--dtype`` run any of them on another model, e.g. a ``.gguf`` path.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def main() -> None:
     ap.add_argument("--eval", default="tests/data/heldout_emotions.jsonl")
     ap.add_argument("--eval-per-label", type=int, default=8)
     ap.add_argument("--config", default="{}", help="JSON of CircuitsConfig fields")
+    ap.add_argument("--model", default=MODEL, help="alias, HF id, directory or .gguf (the run's model, for modulation)")
+    ap.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: load_model's for the device)")
     a = ap.parse_args()
     if a.only == "modulation" and not a.run:
         raise SystemExit("--run RUN is needed for --only modulation (a finished `psylens circuits` run)")
@@ -120,7 +124,7 @@ def main() -> None:
 
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(MODEL, device="auto")
+    model = load_model(a.model, device="auto", dtype=a.dtype)
     if a.only in ("cost", "all"):
         t0 = time.time()
         cost = bench_cost(model)

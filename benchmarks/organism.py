@@ -56,9 +56,10 @@ def train(out: str, shuffle: bool, max_steps: int | None, threads: int | None) -
                                                    r.final_correct)
 
 
-def sft(out: str, shuffle: bool, threads: int | None, full: bool = False) -> None:
+def sft(out: str, shuffle: bool, threads: int | None, full: bool = False, epochs: int | None = None) -> None:
     """Train the supervised ceiling into ``out``: the LoRA adapter of :data:`SFT` (PEFT files), or with ``full``
-    every weight (:data:`SFT_FULL`; a model directory in safetensors that ``load_model`` opens). No pickle."""
+    every weight (:data:`SFT_FULL`; a model directory in safetensors that ``load_model`` opens). ``epochs``
+    overrides the recipe's (recorded in ``sft.json``). No pickle."""
     import random
 
     import torch
@@ -80,7 +81,11 @@ def sft(out: str, shuffle: bool, threads: int | None, full: bool = False) -> Non
         random.Random(SFT["seed"]).shuffle(answers)
     rows = [{"prompt": organism_prompt(base, t, RECIPE.chat_format), "completion": f"\nAnswer: {T.LETTERS[a]}"}
             for t, a in zip(items, answers)]
-    recipe = SFT_FULL if full else SFT
+    recipe = dict(SFT_FULL if full else SFT)
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f"epochs={epochs}: give a whole number of epochs ≥ 1, or None for the recipe's")
+        recipe["epochs"] = epochs
     args = SFTConfig(
         output_dir=str(Path(out) / "trainer"), num_train_epochs=recipe["epochs"],
         per_device_train_batch_size=recipe["batch_size"], learning_rate=recipe["learning_rate"], seed=recipe["seed"],
@@ -202,6 +207,7 @@ def main() -> None:
     f.add_argument("--out", required=True)
     f.add_argument("--shuffle", action="store_true")
     f.add_argument("--full", action="store_true", help="every weight (SFT_FULL) instead of the LoRA adapter (SFT)")
+    f.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     f.add_argument("--threads", type=int, default=None)
     e = sub.add_parser("eval")
     e.add_argument("--models", nargs="+", required=True, help="name=ADAPTER_DIR, name=- (the base), name=alias:SPEC")
@@ -215,7 +221,7 @@ def main() -> None:
     if a.cmd == "train":
         train(a.out, a.shuffle, a.max_steps, a.threads)
     elif a.cmd == "sft":
-        sft(a.out, a.shuffle, a.threads, full=a.full)
+        sft(a.out, a.shuffle, a.threads, full=a.full, epochs=a.epochs)
     else:
         models = dict(m.split("=", 1) for m in a.models)
         evaluate(models, a.out_dir, a.max_new_tokens, a.batch_size, a.limit, a.threads, split=a.split)

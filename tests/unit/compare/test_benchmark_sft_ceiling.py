@@ -43,9 +43,9 @@ def rows_of(tiny_model, monkeypatch, tmp_path):
     monkeypatch.setattr(psylens.models, "load_model", lambda *a, **k: tiny_model("llama"))
     monkeypatch.setattr(trl, "SFTTrainer", _Trainer)
 
-    def run(shuffle: bool, full: bool = False):
-        out = tmp_path / (("control" if shuffle else "gold") + ("-full" if full else ""))
-        bench.sft(str(out), shuffle, threads=None, full=full)
+    def run(shuffle: bool, full: bool = False, epochs: int | None = None):
+        out = tmp_path / (("control" if shuffle else "gold") + ("-full" if full else "") + f"-{epochs}")
+        bench.sft(str(out), shuffle, threads=None, full=full, epochs=epochs)
         return _Trainer.seen, out
 
     return run
@@ -80,3 +80,12 @@ def test_full_recipe_frees_every_weight_and_saves_a_loadable_directory(rows_of):
     assert [r["completion"] for r in seen["rows"]] == [r["completion"] for r in lora["rows"]]  # the same gold rows
     assert any(p.name.startswith("tokenizer") for p in out.iterdir())  # load_model(out) needs the tokenizer too
     assert json.loads((out / "sft.json").read_text())["sft"] == bench.SFT_FULL
+
+
+def test_epochs_override_reaches_the_trainer_and_the_record(rows_of):
+    seen, out = rows_of(False, full=True, epochs=1)
+    assert seen["args"].num_train_epochs == 1
+    assert json.loads((out / "sft.json").read_text())["sft"]["epochs"] == 1
+    assert bench.SFT_FULL["epochs"] == 6  # the recipe itself is not changed
+    with pytest.raises(ValueError, match="epochs=0"):
+        rows_of(False, full=True, epochs=0)
