@@ -60,6 +60,9 @@ def sft(out: str, shuffle: bool, threads: int | None, full: bool = False, epochs
     """Train the supervised ceiling into ``out``: the LoRA adapter of :data:`SFT` (PEFT files), or with ``full``
     every weight (:data:`SFT_FULL`; a model directory in safetensors that ``load_model`` opens). ``epochs``
     overrides the recipe's (recorded in ``sft.json``). No pickle."""
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"epochs={epochs}: give a whole number of epochs ≥ 1, or None for the recipe's")
+    recipe = dict(SFT_FULL if full else SFT, **({"epochs": epochs} if epochs is not None else {}))
     import random
 
     import torch
@@ -81,11 +84,6 @@ def sft(out: str, shuffle: bool, threads: int | None, full: bool = False, epochs
         random.Random(SFT["seed"]).shuffle(answers)
     rows = [{"prompt": organism_prompt(base, t, RECIPE.chat_format), "completion": f"\nAnswer: {T.LETTERS[a]}"}
             for t, a in zip(items, answers)]
-    recipe = dict(SFT_FULL if full else SFT)
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"epochs={epochs}: give a whole number of epochs ≥ 1, or None for the recipe's")
-        recipe["epochs"] = epochs
     args = SFTConfig(
         output_dir=str(Path(out) / "trainer"), num_train_epochs=recipe["epochs"],
         per_device_train_batch_size=recipe["batch_size"], learning_rate=recipe["learning_rate"], seed=recipe["seed"],
