@@ -89,3 +89,21 @@ def test_epochs_override_reaches_the_trainer_and_the_record(rows_of):
     assert bench.SFT_FULL["epochs"] == 6  # the recipe itself is not changed
     with pytest.raises(ValueError, match="epochs=0"):
         rows_of(False, full=True, epochs=0)
+
+
+def test_eval_split_train_scores_the_training_items(tmp_path, monkeypatch):
+    """``eval --split train`` reads a ceiling's fit: every train item is scored (known answer: a stand-in model that
+    answers each train item right gets accuracy 1.0) and the summary names the split. Control: the default split
+    scores the test items, which the same stand-in does not know (it answers "A" there)."""
+    import psylens.models
+
+    train = {t.id: t.answer_index for t in T.load("psych", split="train")}
+    monkeypatch.setattr(psylens.models, "load_model", lambda *a, **k: object())
+    monkeypatch.setattr(T, "predict", lambda model, chunk, *a, **k: [
+        T.Prediction(id=t.id, choice=train.get(t.id, 0), output="") for t in chunk])
+    res = bench.evaluate({"sft": "alias:somewhere"}, str(tmp_path / "train"), 8, 64, None, None, split="train")
+    assert res["sft"]["n"] == len(train) and res["sft"]["accuracy"] == 1.0 and res["sft"]["split"] == "train"
+    test = bench.evaluate({"sft": "alias:somewhere"}, str(tmp_path / "test"), 8, 64, None, None)
+    assert test["sft"]["split"] == "test" and test["sft"]["n"] == len(T.load("psych", split="test"))
+    assert test["sft"]["accuracy"] < 0.5
+    assert json.loads((tmp_path / "train" / "summary.json").read_text())["sft"]["split"] == "train"
